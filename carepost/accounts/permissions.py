@@ -1,0 +1,66 @@
+"""Roles and what each may do: least privilege, in one table.
+
+API key scopes are drawn from the same permission names; a key can never hold a
+permission its creator's role lacks.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MARKETER = "marketer"
+    ANALYST = "analyst"
+    AUDITOR = "auditor"
+
+
+# Every permission, with what it lets the holder do (shown in the console and docs).
+PERMISSIONS: dict[str, str] = {
+    "tenant:read": "See the organization's settings",
+    "tenant:write": "Change the organization's settings (session policy, address)",
+    "users:read": "See users and their roles",
+    "users:write": "Invite, change, disable users and reset their MFA",
+    "apikeys:read": "See API keys (never their secrets)",
+    "apikeys:write": "Create and revoke API keys",
+    "audit:read": "Browse the audit trail",
+    "audit:export": "Export the audit trail (CSV, JSON Lines)",
+    "keys:rotate": "Rotate the organization's encryption keys",
+    "contacts:read": "See contacts without their PHI",
+    "contacts:write": "Create, change and delete contacts",
+    "phi:read": "See protected health information (every view is audited)",
+    "phi:export": "Export PHI (every export is audited)",
+    "reports:read": "See aggregate reports",
+    "messages:send": "Send messages and campaigns",
+}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
+    Role.OWNER: frozenset(PERMISSIONS),
+    Role.ADMIN: frozenset(PERMISSIONS) - {"keys:rotate"},
+    Role.MARKETER: frozenset(
+        {"tenant:read", "contacts:read", "contacts:write", "phi:read", "reports:read",
+         "messages:send"}
+    ),
+    Role.ANALYST: frozenset({"tenant:read", "contacts:read", "reports:read"}),
+    Role.AUDITOR: frozenset({"tenant:read", "users:read", "apikeys:read", "audit:read",
+                             "audit:export", "reports:read"}),
+}
+
+# Roles that must sign in with a second factor.
+MFA_REQUIRED_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+
+# Who may grant which role: nobody grants a role above their own.
+ROLE_RANK = {Role.OWNER: 4, Role.ADMIN: 3, Role.MARKETER: 1, Role.ANALYST: 1, Role.AUDITOR: 1}
+
+
+def permissions_for(role: str) -> frozenset[str]:
+    return ROLE_PERMISSIONS.get(Role(role), frozenset()) if role in Role else frozenset()
+
+
+def may_grant(granter_role: str, role: str) -> bool:
+    return ROLE_RANK[Role(granter_role)] >= ROLE_RANK[Role(role)] and Role(granter_role) in (
+        Role.OWNER,
+        Role.ADMIN,
+    )

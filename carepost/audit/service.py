@@ -1,0 +1,147 @@
+"""Writing and verifying the hash-chained audit trail.
+
+Every event's hash is SHA-256 over a canonical JSON of its content and the hash
+of the event before it in the same chain. The chain needs no secret to check, so
+an auditor can verify an exported trail on their own machine; to catch a
+wholesale rewrite by someone with write access to the database, record the head
+hash printed by ``carepost audit verify`` somewhere else (a ticket, a WORM bucket).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from carepost.audit.models import AuditEvent, AuditHead
+from carepost.core.database import new_id, utcnow
+
+GENESIS_HASH = "0" * 64
+SYSTEM_CHAIN = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something: a console user, an API key, the system, or a recipient."""
+
+    type: str
+    id: str = ""
+    label: str = ""
+    client_address: str = ""
+
+
+SYSTEM = Actor(type="system", id="", label="carepost")
+
+
+def chain_for(tenant_id: uuid.UUID | None) -> str:
+    return str(tenant_id) if tenant_id is not None else SYSTEM_CHAIN
+
+
+def _timestamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(event: AuditEvent) -> str:
+    """The SHA-256 of an event's canonical content, chained to ``prev_hash``."""
+    content = {
+        "chain": event.chain,
+        "seq": event.seq,
+        "id": str(event.id),
+        "tenant_id": str(event.tenant_id) if event.tenant_id else None,
+        "occurred_at": _timestamp(event.occurred_at),
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "actor_label": event.actor_label,
+        "action": event.action,
+        "outcome": event.outcome,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "client_address": event.client_address,
+        "reason": event.reason,
+        "details": event.details,
+        "prev_hash": event.prev_hash,
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def ensure_chain(session: Session, chain: str) -> None:
+    """Create a chain's head row if missing, safely under concurrent writers."""
+    values = {"chain": chain, "seq": 0, "last_hash": GENESIS_HASH}
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(AuditHead).values(**values).on_conflict_do_nothing())
+
+
+def record(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID | None,
+    actor: Actor,
+    action: str,
+    object_type: str = "",
+    object_id: str | uuid.UUID = "",
+    outcome: str = "success",
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the tenant's chain, in the caller's transaction.
+
+    ``details`` must never hold PHI values: name fields, never copy their content.
+    The head row is locked by an UPDATE, so concurrent appenders to one chain queue
+    up (PostgreSQL row lock, SQLite write lock) and the chain cannot fork.
+    """
+    chain = chain_for(tenant_id)
+    clean_details = json.loads(json.dumps(details or {}, default=str))
+    head = session.execute(
+        update(AuditHead)
+        .where(AuditHead.chain == chain)
+        .values(seq=AuditHead.seq + 1)
+        .returning(AuditHead.seq, AuditHead.last_hash)
+    ).one_or_none()
+    if head is None:
+        ensure_chain(session, chain)
+        return record(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            outcome=outcome,
+            reason=reason,
+            details=details,
+        )
+    seq, prev_hash = head
+    event = AuditEvent(
+        id=new_id(),
+        chain=chain,
+        seq=seq,
+        tenant_id=tenant_id,
+        occurred_at=utcnow(),
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_label=actor.label,
+        action=action,
+        outcome=outcome,
+        object_type=object_type,
+        object_id=str(object_id),
+        client_address=actor.client_address,
+        reason=reason,
+        details=clean_details,
+        prev_hash=prev_hash,
+    )
+    event.hash = event_hash(event)
+    session.add(event)
+    session.execute(
+        update(AuditHead).where(AuditHead.chain == chain).values(last_hash=event.hash)
+    )
+    session.flush()
+    return event

@@ -1,0 +1,153 @@
+"""Master keys: where the keys that wrap every tenant's data keys live.
+
+The master key never enters the database. ``LocalKeyProvider`` reads it from the
+``CAREPOST_MASTER_KEY`` variable (base64 of 32 bytes) or from a key file; a KMS or
+Vault provider implements the same two methods (``wrap``/``unwrap``) and is chosen
+by the ``key_provider`` setting.
+
+Key file format (JSON, mode 0600)::
+
+    {"active": "mk-20261123", "keys": {"mk-20261123": "<base64 32 bytes>", ...}}
+
+Older keys stay in the file after a master-key rotation until ``carepost keys
+rotate`` has re-wrapped every data key under the active one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from carepost.core.config import Settings
+from carepost.core.errors import ConfigError, CryptoError
+
+NONCE_BYTES = 12
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    master_key_id: str
+    ciphertext: bytes
+
+
+class MasterKeyProvider(Protocol):
+    """Wraps and unwraps data keys; implementations: local file/env, KMS, Vault."""
+
+    @property
+    def active_key_id(self) -> str: ...
+
+    def wrap(self, data_key: bytes, context: bytes) -> WrappedKey: ...
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes: ...
+
+
+def _decode_key(label: str, value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"master key {label} is not valid base64") from None
+    if len(raw) != 32:
+        raise ConfigError(f"master key {label} must be 32 bytes (AES-256), got {len(raw)}")
+    return raw
+
+
+class LocalKeyProvider:
+    """Master keys held by this process, read from the environment or a key file."""
+
+    def __init__(self, keys: dict[str, bytes], active: str) -> None:
+        if active not in keys:
+            raise ConfigError(f"active master key {active!r} is not among the keys")
+        self._keys = keys
+        self._active = active
+
+    @property
+    def active_key_id(self) -> str:
+        return self._active
+
+    @property
+    def key_ids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def wrap(self, data_key: bytes, context: bytes) -> WrappedKey:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = AESGCM(self._keys[self._active]).encrypt(nonce, data_key, context)
+        return WrappedKey(master_key_id=self._active, ciphertext=nonce + sealed)
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        key = self._keys.get(wrapped.master_key_id)
+        if key is None:
+            raise CryptoError(f"master key {wrapped.master_key_id!r} is not available")
+        nonce, sealed = wrapped.ciphertext[:NONCE_BYTES], wrapped.ciphertext[NONCE_BYTES:]
+        try:
+            return AESGCM(key).decrypt(nonce, sealed, context)
+        except InvalidTag:
+            raise CryptoError("a data key failed to unwrap (wrong master key or tampering)") from None
+
+
+def _read_key_file(path: Path) -> tuple[dict[str, bytes], str]:
+    try:
+        document = json.loads(path.read_text())
+        entries = document["keys"]
+        active = document["active"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"master key file {path} is unreadable or malformed") from None
+    return {key_id: _decode_key(key_id, value) for key_id, value in entries.items()}, active
+
+
+def write_key_file(path: Path, keys: dict[str, bytes], active: str) -> None:
+    """Write a key file atomically with owner-only permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "active": active,
+        "keys": {key_id: base64.b64encode(raw).decode() for key_id, raw in keys.items()},
+    }
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle, indent=2)
+    temporary.replace(path)
+
+
+def new_master_key_id() -> str:
+    return "mk-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def init_key_file(path: Path) -> bool:
+    """Create a key file with one fresh master key if none exists. Returns True if created."""
+    if path.exists():
+        return False
+    key_id = new_master_key_id()
+    write_key_file(path, {key_id: AESGCM.generate_key(bit_length=256)}, key_id)
+    return True
+
+
+def add_master_key(path: Path) -> str:
+    """Add a new active master key to the key file, keeping the old ones for unwrapping."""
+    keys, _active = _read_key_file(path)
+    key_id = new_master_key_id()
+    keys[key_id] = AESGCM.generate_key(bit_length=256)
+    write_key_file(path, keys, key_id)
+    return key_id
+
+
+def load_key_provider(settings: Settings) -> LocalKeyProvider:
+    if settings.master_key is not None:
+        raw = _decode_key("CAREPOST_MASTER_KEY", settings.master_key.get_secret_value())
+        return LocalKeyProvider({"env": raw}, "env")
+    path = settings.master_key_file
+    if not path.is_file():
+        raise ConfigError(
+            f"no master key: set CAREPOST_MASTER_KEY or create {path} (carepost migrate does)"
+        )
+    keys, active = _read_key_file(path)
+    return LocalKeyProvider(keys, active)

@@ -1,0 +1,41 @@
+"""PHI columns: encrypted on write, decrypted on read, bound to tenant and column."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from carepost.contacts.models import Contact
+from carepost.core.errors import CryptoError
+from carepost.crypto.keyring import bind_tenant_keys
+from tests.conftest import phi_value
+
+
+def test_phi_column_round_trips_and_is_ciphertext_at_rest(runtime, tenant):
+    tenant_row, keys = tenant
+    name = phi_value("first")
+    with runtime.bound_session(keys) as session:
+        contact = Contact(tenant_id=tenant_row.id, first_name=name)
+        session.add(contact)
+        session.flush()
+        contact_id = contact.id
+    with runtime.bound_session(keys) as session:
+        assert session.get(Contact, contact_id).first_name == name
+        raw = session.execute(
+            text("SELECT first_name FROM contacts WHERE id = :id"),
+            {"id": contact_id.hex if runtime.database.is_sqlite else contact_id},
+        ).scalar_one()
+    assert name.encode() not in bytes(raw)
+
+
+def test_reading_another_tenants_row_fails_closed(runtime, make_tenant):
+    tenant_a, keys_a = make_tenant()
+    _tenant_b, keys_b = make_tenant()
+    with runtime.bound_session(keys_a) as session:
+        contact = Contact(tenant_id=tenant_a.id, first_name=phi_value("first"))
+        session.add(contact)
+        session.flush()
+        contact_id = contact.id
+    with runtime.database.session() as session, bind_tenant_keys(keys_b):
+        with pytest.raises(CryptoError):
+            session.execute(select(Contact.first_name).where(Contact.id == contact_id)).scalar_one()
