@@ -36,7 +36,9 @@ class User(IdMixin, TimestampMixin, TenantOwned, Base):
 class RecoveryCode(IdMixin, TimestampMixin, TenantOwned, Base):
     __tablename__ = "recovery_codes"
 
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
     code_hash: Mapped[str] = mapped_column(String(64))
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
@@ -46,7 +48,9 @@ class UserSession(IdMixin, TimestampMixin, TenantOwned, Base):
 
     __tablename__ = "user_sessions"
 
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     csrf_token: Mapped[str] = mapped_column(String(64))
     # password_ok -> mfa_ok; enrolment pending sessions may only reach the MFA pages.

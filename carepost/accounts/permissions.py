@@ -40,12 +40,19 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.OWNER: frozenset(PERMISSIONS),
     Role.ADMIN: frozenset(PERMISSIONS) - {"keys:rotate"},
     Role.MARKETER: frozenset(
-        {"tenant:read", "contacts:read", "contacts:write", "phi:read", "reports:read",
-         "messages:send"}
+        {
+            "tenant:read",
+            "contacts:read",
+            "contacts:write",
+            "phi:read",
+            "reports:read",
+            "messages:send",
+        }
     ),
     Role.ANALYST: frozenset({"tenant:read", "contacts:read", "reports:read"}),
-    Role.AUDITOR: frozenset({"tenant:read", "users:read", "apikeys:read", "audit:read",
-                             "audit:export", "reports:read"}),
+    Role.AUDITOR: frozenset(
+        {"tenant:read", "users:read", "apikeys:read", "audit:read", "audit:export", "reports:read"}
+    ),
 }
 
 # Roles that must sign in with a second factor.
@@ -56,7 +63,10 @@ ROLE_RANK = {Role.OWNER: 4, Role.ADMIN: 3, Role.MARKETER: 1, Role.ANALYST: 1, Ro
 
 
 def permissions_for(role: str) -> frozenset[str]:
-    return ROLE_PERMISSIONS.get(Role(role), frozenset()) if role in Role else frozenset()
+    try:
+        return ROLE_PERMISSIONS[Role(role)]
+    except ValueError:
+        return frozenset()
 
 
 def may_grant(granter_role: str, role: str) -> bool:

@@ -8,7 +8,6 @@ one schema (``database_schema``) so that test runs never collide.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 import uuid
@@ -155,4 +154,4 @@ class Database:
 
 def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.data_dir, 0o700)
+    settings.data_dir.chmod(0o700)

@@ -24,9 +24,28 @@ SENSITIVE_KEY = re.compile(
 )
 # Keys that look sensitive by name but are identifiers or counts we do want.
 ALLOWED_KEYS = frozenset(
-    {"event", "level", "timestamp", "logger", "tenant_id", "user_id", "request_id", "path",
-     "method", "status_code", "duration_ms", "action", "object_id", "object_type", "count",
-     "code_version", "exc_info", "api_key_id", "client_address", "route"}
+    {
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "tenant_id",
+        "user_id",
+        "request_id",
+        "path",
+        "method",
+        "status_code",
+        "duration_ms",
+        "action",
+        "object_id",
+        "object_type",
+        "count",
+        "code_version",
+        "exc_info",
+        "api_key_id",
+        "client_address",
+        "route",
+    }
 )
 
 

@@ -32,12 +32,12 @@ class _Encrypted(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
         if value is None:
             return None
-        return current_tenant_keys().encrypt(self.label, self._dump(value))  # type: ignore[attr-defined]
+        return current_tenant_keys().encrypt(self.label, self._dump(value))
 
     def process_result_value(self, value: bytes | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        return self._load(current_tenant_keys().decrypt(self.label, bytes(value)))  # type: ignore[attr-defined]
+        return self._load(current_tenant_keys().decrypt(self.label, bytes(value)))
 
 
 class EncryptedString(_Encrypted):

@@ -91,7 +91,7 @@ class LocalKeyProvider:
         try:
             return AESGCM(key).decrypt(nonce, sealed, context)
         except InvalidTag:
-            raise CryptoError("a data key failed to unwrap (wrong master key or tampering)") from None
+            raise CryptoError("a data key failed to unwrap: wrong master key or tampered") from None
 
 
 def _read_key_file(path: Path) -> tuple[dict[str, bytes], str]:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import TypeDecorator
 
 from carepost.schema import metadata
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render carepost's column types as their plain SQL storage type, so migrations
     never import application code that may change later."""
     if type_ == "type" and isinstance(obj, TypeDecorator):
         impl = obj.impl if not isinstance(obj.impl, type) else obj.impl()
         return f"sa.{impl!r}"
     return False
+
 
 engine = context.config.attributes["engine"]
 

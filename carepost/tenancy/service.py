@@ -21,9 +21,7 @@ def create_tenant(
 ) -> tuple[Tenant, TenantKeys]:
     slug = slug.strip().lower()
     if not SLUG_PATTERN.match(slug):
-        raise ValidationFailed(
-            "use 1-63 lowercase letters, digits and inner hyphens", field="slug"
-        )
+        raise ValidationFailed("use 1-63 lowercase letters, digits and inner hyphens", field="slug")
     if not name.strip():
         raise ValidationFailed("the organization needs a name", field="name")
     if session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
@@ -33,10 +31,24 @@ def create_tenant(
     session.flush()
     keys = keyring.create_tenant_keys(session, tenant.id)
     audit.ensure_chain(session, audit.chain_for(tenant.id))
-    audit.record(session, tenant_id=None, actor=actor, action="tenant.create",
-                 object_type="tenant", object_id=tenant.id, details={"slug": slug})
-    audit.record(session, tenant_id=tenant.id, actor=actor, action="tenant.create",
-                 object_type="tenant", object_id=tenant.id, details={"slug": slug})
+    audit.record(
+        session,
+        tenant_id=None,
+        actor=actor,
+        action="tenant.create",
+        object_type="tenant",
+        object_id=tenant.id,
+        details={"slug": slug},
+    )
+    audit.record(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="tenant.create",
+        object_type="tenant",
+        object_id=tenant.id,
+        details={"slug": slug},
+    )
     return tenant, keys
 
 

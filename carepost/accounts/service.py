@@ -1,0 +1,530 @@
+"""Users: creation, roles, password sign-in with lockout, TOTP MFA and recovery codes.
+
+Sign-in is two steps: the password (:func:`authenticate_password`), then the second
+factor (:func:`verify_second_factor`) for every user who enrolled, and enrolment is
+forced for roles in ``MFA_REQUIRED_ROLES``. Repeated failures lock the account with
+exponential backoff; every success and failure is audited (never the secret tried).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+import pyotp
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from carepost.accounts.models import RecoveryCode, User
+from carepost.accounts.passwords import (
+    generate_password,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from carepost.accounts.permissions import MFA_REQUIRED_ROLES, Role, may_grant
+from carepost.accounts.sessions import revoke_user_sessions
+from carepost.audit import service as audit
+from carepost.core.database import utcnow
+from carepost.core.errors import (
+    AuthenticationFailed,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ValidationFailed,
+)
+from carepost.tenancy.models import Tenant
+
+FREE_FAILURES = 5
+MAX_LOCK = timedelta(hours=1)
+RECOVERY_CODE_COUNT = 10
+TOTP_ISSUER = "carepost"
+
+
+def normalize_email(email: str, field: str = "email") -> str:
+    try:
+        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValidationFailed(f"not a valid email address: {exc}", field=field) from None
+
+
+def _check_role(role: str) -> Role:
+    if role not in Role.__members__.values():
+        raise ValidationFailed(
+            f"role must be one of {', '.join(r.value for r in Role)}", field="role"
+        )
+    return Role(role)
+
+
+def create_user(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    email: str,
+    role: str,
+    name: str = "",
+    password: str | None = None,
+    actor: audit.Actor = audit.SYSTEM,
+    actor_role: str | None = None,
+) -> tuple[User, str | None]:
+    """Create a user. Without a password, a one-time password is generated and returned;
+    the user must change it at first sign-in."""
+    checked_role = _check_role(role)
+    if actor_role is not None and not may_grant(actor_role, checked_role):
+        raise PermissionDenied(f"a {actor_role} cannot create a {role}", field="role")
+    address = normalize_email(email)
+    exists = session.scalar(
+        select(User.id).where(User.tenant_id == tenant_id, User.email == address)
+    )
+    if exists is not None:
+        raise Conflict("a user with this email exists in this organization", field="email")
+    one_time = None
+    if password is None:
+        one_time = password = generate_password()
+    user = User(
+        tenant_id=tenant_id,
+        email=address,
+        name=name.strip()[:200],
+        role=checked_role.value,
+        password_hash=hash_password(password),
+        password_must_change=one_time is not None,
+        password_changed_at=utcnow(),
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="user.create",
+        object_type="user",
+        object_id=user.id,
+        details={"role": user.role},
+    )
+    return user, one_time
+
+
+def get_user(session: Session, tenant_id: uuid.UUID, user_id: uuid.UUID) -> User:
+    user = session.scalar(select(User).where(User.tenant_id == tenant_id, User.id == user_id))
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def list_users(session: Session, tenant_id: uuid.UUID) -> list[User]:
+    return list(
+        session.scalars(select(User).where(User.tenant_id == tenant_id).order_by(User.email))
+    )
+
+
+def _owner_count(session: Session, tenant_id: uuid.UUID) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(
+                User.tenant_id == tenant_id, User.role == Role.OWNER.value, User.status == "active"
+            )
+        )
+        or 0
+    )
+
+
+def update_user(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    actor: audit.Actor,
+    actor_role: str,
+    role: str | None = None,
+    name: str | None = None,
+    status: str | None = None,
+) -> User:
+    user = get_user(session, tenant_id, user_id)
+    changes: dict[str, str] = {}
+    if not may_grant(actor_role, user.role):
+        raise PermissionDenied(f"a {actor_role} cannot change a {user.role}")
+    if role is not None and role != user.role:
+        new_role = _check_role(role)
+        if not may_grant(actor_role, new_role):
+            raise PermissionDenied(f"a {actor_role} cannot grant {role}", field="role")
+        if user.role == Role.OWNER.value and _owner_count(session, tenant_id) <= 1:
+            raise Conflict("the last owner cannot be demoted", field="role")
+        changes["role"] = f"{user.role}->{new_role.value}"
+        user.role = new_role.value
+    if status is not None and status != user.status:
+        if status not in ("active", "disabled"):
+            raise ValidationFailed("status must be active or disabled", field="status")
+        if (
+            status == "disabled"
+            and user.role == Role.OWNER.value
+            and _owner_count(session, tenant_id) <= 1
+        ):
+            raise Conflict("the last owner cannot be disabled", field="status")
+        changes["status"] = f"{user.status}->{status}"
+        user.status = status
+    if name is not None:
+        user.name = name.strip()[:200]
+        changes["name"] = "changed"
+    session.flush()
+    if changes:
+        if "role" in changes or user.status == "disabled":
+            revoke_user_sessions(session, tenant_id=tenant_id, user_id=user.id)
+        audit.record(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="user.update",
+            object_type="user",
+            object_id=user.id,
+            details=changes,
+        )
+    return user
+
+
+def _lock_delay(failures: int) -> timedelta:
+    if failures < FREE_FAILURES:
+        return timedelta(0)
+    return min(timedelta(minutes=2 ** (failures - FREE_FAILURES)), MAX_LOCK)
+
+
+def _register_failure(session: Session, user: User, now: datetime) -> None:
+    user.failed_sign_ins += 1
+    delay = _lock_delay(user.failed_sign_ins)
+    if delay:
+        user.locked_until = now + delay
+
+
+def _check_not_locked(user: User, now: datetime) -> None:
+    if user.locked_until is not None and user.locked_until > now:
+        seconds = int((user.locked_until - now).total_seconds()) + 1
+        raise RateLimited(
+            f"too many failed attempts: sign-in is locked for {seconds} more seconds",
+            retry_after=seconds,
+        )
+
+
+def authenticate_password(
+    session: Session, *, tenant: Tenant, email: str, password: str, client_address: str = ""
+) -> User:
+    """Check email and password. Raises AuthenticationFailed (same message whether the
+    email exists or not) or RateLimited while the account is locked."""
+    now = utcnow()
+    address = email.strip().lower()
+    user = session.scalar(select(User).where(User.tenant_id == tenant.id, User.email == address))
+    actor = audit.Actor(
+        "user", str(user.id) if user else "", address if user else "", client_address
+    )
+    if user is not None:
+        try:
+            _check_not_locked(user, now)
+        except RateLimited:
+            audit.record(
+                session,
+                tenant_id=tenant.id,
+                actor=actor,
+                action="auth.sign_in",
+                outcome="locked",
+                object_type="user",
+                object_id=user.id,
+            )
+            raise
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        if user is not None:
+            _register_failure(session, user, now)
+            audit.record(
+                session,
+                tenant_id=tenant.id,
+                actor=actor,
+                action="auth.sign_in",
+                outcome="failure",
+                object_type="user",
+                object_id=user.id,
+                reason="wrong password",
+                details={"failures": user.failed_sign_ins},
+            )
+        else:
+            audit.record(
+                session,
+                tenant_id=tenant.id,
+                actor=actor,
+                action="auth.sign_in",
+                outcome="failure",
+                reason="unknown email",
+            )
+        raise AuthenticationFailed("the email or the password is wrong", field="password")
+    if user.status != "active":
+        audit.record(
+            session,
+            tenant_id=tenant.id,
+            actor=actor,
+            action="auth.sign_in",
+            outcome="denied",
+            object_type="user",
+            object_id=user.id,
+            reason="account disabled",
+        )
+        raise AuthenticationFailed("this account is disabled", field="email")
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.failed_sign_ins = 0
+    user.locked_until = None
+    audit.record(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="auth.password_ok",
+        object_type="user",
+        object_id=user.id,
+    )
+    return user
+
+
+def mfa_required(user: User) -> bool:
+    return user.totp_enabled or Role(user.role) in MFA_REQUIRED_ROLES
+
+
+def change_password(
+    session: Session, *, user: User, current: str, new: str, actor: audit.Actor
+) -> None:
+    if not verify_password(user.password_hash, current):
+        raise AuthenticationFailed("the current password is wrong", field="current_password")
+    if current == new:
+        raise ValidationFailed(
+            "choose a password different from the current one", field="new_password"
+        )
+    try:
+        user.password_hash = hash_password(new)
+    except ValidationFailed as exc:
+        raise ValidationFailed(exc.detail, field="new_password") from None
+    user.password_must_change = False
+    user.password_changed_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=user.tenant_id,
+        actor=actor,
+        action="user.password_change",
+        object_type="user",
+        object_id=user.id,
+    )
+
+
+# --- TOTP (RFC 6238) -------------------------------------------------------------
+
+
+def begin_totp_enrolment(session: Session, *, user: User, tenant: Tenant) -> str:
+    """Generate a fresh secret (stored encrypted) and return the otpauth:// URI."""
+    if user.totp_enabled:
+        raise Conflict("two-factor sign-in is already set up; reset it first")
+    user.totp_secret = pyotp.random_base32()
+    session.flush()
+    return totp_uri(user, tenant)
+
+
+def totp_uri(user: User, tenant: Tenant) -> str:
+    if not user.totp_secret:
+        raise Conflict("two-factor enrolment has not started")
+    label = f"{tenant.slug}:{user.email}"
+    return str(pyotp.TOTP(user.totp_secret).provisioning_uri(name=label, issuer_name=TOTP_ISSUER))
+
+
+def _matching_counter(secret: str, code: str, now: datetime) -> int | None:
+    """The RFC 6238 time step that ``code`` matches (±1 step of clock drift), if any."""
+    totp = pyotp.TOTP(secret)
+    counter = totp.timecode(now)
+    for step in (counter, counter - 1, counter + 1):
+        if secrets.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def _hash_recovery_code(code: str) -> str:
+    return hashlib.sha256(code.replace("-", "").strip().lower().encode()).hexdigest()
+
+
+def _new_recovery_codes(session: Session, user: User) -> list[str]:
+    session.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    codes = [f"{secrets.token_hex(3)}-{secrets.token_hex(3)}" for _ in range(RECOVERY_CODE_COUNT)]
+    for code in codes:
+        session.add(
+            RecoveryCode(
+                tenant_id=user.tenant_id, user_id=user.id, code_hash=_hash_recovery_code(code)
+            )
+        )
+    session.flush()
+    return codes
+
+
+def confirm_totp_enrolment(
+    session: Session, *, user: User, code: str, actor: audit.Actor
+) -> list[str]:
+    """Check the first code from the authenticator app, switch MFA on, return recovery codes."""
+    if not user.totp_secret or user.totp_enabled:
+        raise Conflict("no two-factor enrolment is in progress")
+    now = utcnow()
+    counter = _matching_counter(user.totp_secret, code.strip(), now)
+    if counter is None:
+        audit.record(
+            session,
+            tenant_id=user.tenant_id,
+            actor=actor,
+            action="auth.mfa_enrol",
+            outcome="failure",
+            object_type="user",
+            object_id=user.id,
+        )
+        raise AuthenticationFailed(
+            "that code is not valid; check the time on your device", field="code"
+        )
+    user.totp_enabled = True
+    user.totp_last_counter = counter
+    codes = _new_recovery_codes(session, user)
+    audit.record(
+        session,
+        tenant_id=user.tenant_id,
+        actor=actor,
+        action="auth.mfa_enrol",
+        object_type="user",
+        object_id=user.id,
+    )
+    return codes
+
+
+def verify_second_factor(session: Session, *, user: User, code: str, actor: audit.Actor) -> str:
+    """Accept a current, never-used TOTP code or an unused recovery code.
+
+    Returns ``"totp"`` or ``"recovery_code"``. Failures count toward the lockout.
+    """
+    now = utcnow()
+    _check_not_locked(user, now)
+    cleaned = code.strip().replace(" ", "")
+    method: str | None = None
+    if user.totp_enabled and user.totp_secret and cleaned.isdigit() and len(cleaned) == 6:
+        counter = _matching_counter(user.totp_secret, cleaned, now)
+        if counter is not None and (
+            user.totp_last_counter is None or counter > user.totp_last_counter
+        ):
+            user.totp_last_counter = counter
+            method = "totp"
+        elif counter is not None:
+            reason = "code already used"
+            _register_failure(session, user, now)
+            audit.record(
+                session,
+                tenant_id=user.tenant_id,
+                actor=actor,
+                action="auth.mfa",
+                outcome="failure",
+                object_type="user",
+                object_id=user.id,
+                reason=reason,
+            )
+            raise AuthenticationFailed(
+                "that code was already used; wait for the next one", field="code"
+            )
+    elif user.totp_enabled:
+        used = session.execute(
+            update(RecoveryCode)
+            .where(
+                RecoveryCode.user_id == user.id,
+                RecoveryCode.used_at.is_(None),
+                RecoveryCode.code_hash == _hash_recovery_code(cleaned),
+            )
+            .values(used_at=now)
+        ).rowcount  # type: ignore[attr-defined]
+        if used:
+            method = "recovery_code"
+    if method is None:
+        _register_failure(session, user, now)
+        audit.record(
+            session,
+            tenant_id=user.tenant_id,
+            actor=actor,
+            action="auth.mfa",
+            outcome="failure",
+            object_type="user",
+            object_id=user.id,
+            details={"failures": user.failed_sign_ins},
+        )
+        raise AuthenticationFailed("that code is not valid", field="code")
+    user.failed_sign_ins = 0
+    user.locked_until = None
+    user.last_sign_in_at = now
+    audit.record(
+        session,
+        tenant_id=user.tenant_id,
+        actor=actor,
+        action="auth.mfa",
+        object_type="user",
+        object_id=user.id,
+        details={"method": method},
+    )
+    return method
+
+
+def remaining_recovery_codes(session: Session, user: User) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(RecoveryCode)
+            .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        )
+        or 0
+    )
+
+
+def regenerate_recovery_codes(session: Session, *, user: User, actor: audit.Actor) -> list[str]:
+    if not user.totp_enabled:
+        raise Conflict("set up two-factor sign-in first")
+    codes = _new_recovery_codes(session, user)
+    audit.record(
+        session,
+        tenant_id=user.tenant_id,
+        actor=actor,
+        action="auth.recovery_codes_regenerate",
+        object_type="user",
+        object_id=user.id,
+    )
+    return codes
+
+
+def reset_mfa(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    actor: audit.Actor,
+    actor_role: str,
+) -> User:
+    """An admin clears a user's second factor (lost phone); they enrol again at next sign-in."""
+    user = get_user(session, tenant_id, user_id)
+    if not may_grant(actor_role, user.role):
+        raise PermissionDenied(f"a {actor_role} cannot reset a {user.role}'s sign-in")
+    user.totp_enabled = False
+    user.totp_secret = None
+    user.totp_last_counter = None
+    session.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    revoke_user_sessions(session, tenant_id=tenant_id, user_id=user.id)
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="user.mfa_reset",
+        object_type="user",
+        object_id=user.id,
+    )
+    return user
