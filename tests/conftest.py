@@ -126,3 +126,41 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _remember_log_file(request: pytest.FixtureRequest, log_file: Path) -> None:
     if request.config.cache is not None:
         request.config.cache.set("carepost/log_file", str(log_file))
+
+
+@pytest.fixture(scope="session")
+def app(runtime: Runtime):
+    from carepost.api.app import create_app
+
+    return create_app(runtime)
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url="https://testserver") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_api_key(runtime: Runtime) -> Callable[..., dict[str, str]]:
+    """Headers carrying a fresh API key of ``tenant`` with ``scopes`` (default: everything)."""
+    from carepost.accounts import apikeys
+    from carepost.accounts.permissions import PERMISSIONS
+    from carepost.audit.service import SYSTEM
+
+    def make(tenant: tuple[Tenant, TenantKeys], scopes: list[str] | None = None) -> dict[str, str]:
+        tenant_row, keys = tenant
+        with runtime.bound_session(keys) as session:
+            _key, secret = apikeys.create_api_key(
+                session,
+                tenant_id=tenant_row.id,
+                name="test key",
+                scopes=scopes or sorted(PERMISSIONS),
+                creator_permissions=frozenset(PERMISSIONS),
+                actor=SYSTEM,
+            )
+        return {"Authorization": f"Bearer {secret}"}
+
+    return make

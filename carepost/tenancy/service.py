@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
+from carepost.core.database import utcnow
 from carepost.core.errors import Conflict, NotFound, ValidationFailed
 from carepost.crypto.keyring import Keyring, TenantKeys
 from carepost.tenancy.models import Tenant
@@ -68,3 +69,48 @@ def get_tenant_by_slug(session: Session, slug: str) -> Tenant:
 
 def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.slug)))
+
+
+def update_tenant_settings(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    actor: audit.Actor,
+    name: str | None = None,
+    session_idle_minutes: int | None = None,
+    session_max_hours: int | None = None,
+    physical_address: str | None = None,
+) -> Tenant:
+    """Change an organization's settings; each change is audited (old -> new)."""
+    tenant = get_tenant(session, tenant_id)
+    changes: dict[str, str] = {}
+    if name is not None and name.strip() != tenant.name:
+        if not name.strip():
+            raise ValidationFailed("the organization needs a name", field="name")
+        tenant.name = name.strip()
+        changes["name"] = "changed"
+    if session_idle_minutes is not None and session_idle_minutes != tenant.session_idle_minutes:
+        if not 1 <= session_idle_minutes <= 24 * 60:
+            raise ValidationFailed("between 1 and 1440 minutes", field="session_idle_minutes")
+        changes["session_idle_minutes"] = f"{tenant.session_idle_minutes}->{session_idle_minutes}"
+        tenant.session_idle_minutes = session_idle_minutes
+    if session_max_hours is not None and session_max_hours != tenant.session_max_hours:
+        if not 1 <= session_max_hours <= 24 * 30:
+            raise ValidationFailed("between 1 and 720 hours", field="session_max_hours")
+        changes["session_max_hours"] = f"{tenant.session_max_hours}->{session_max_hours}"
+        tenant.session_max_hours = session_max_hours
+    if physical_address is not None and physical_address.strip() != tenant.physical_address:
+        tenant.physical_address = physical_address.strip()
+        changes["physical_address"] = "changed"
+    if changes:
+        tenant.updated_at = utcnow()
+        audit.record(
+            session,
+            tenant_id=tenant.id,
+            actor=actor,
+            action="tenant.settings_change",
+            object_type="tenant",
+            object_id=tenant.id,
+            details=changes,
+        )
+    return tenant

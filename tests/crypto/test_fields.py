@@ -36,6 +36,9 @@ def test_reading_another_tenants_row_fails_closed(runtime, make_tenant):
         session.add(contact)
         session.flush()
         contact_id = contact.id
-    with runtime.database.session() as session, bind_tenant_keys(keys_b):
-        with pytest.raises(CryptoError):
-            session.execute(select(Contact.first_name).where(Contact.id == contact_id)).scalar_one()
+    with (
+        runtime.database.session() as session,
+        bind_tenant_keys(keys_b),
+        pytest.raises(CryptoError),
+    ):
+        session.execute(select(Contact.first_name).where(Contact.id == contact_id)).scalar_one()

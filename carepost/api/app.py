@@ -1,0 +1,91 @@
+"""The FastAPI application: the REST API under /api/v1, the console, health and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+import carepost
+from carepost.accounts.api import router as accounts_router
+from carepost.api.middleware import RequestGuard
+from carepost.api.problems import install_problem_handlers
+from carepost.core.config import get_settings
+from carepost.core.logging import configure_logging
+from carepost.core.migrations import current_revision
+from carepost.core.runtime import Runtime, build_runtime
+from carepost.tenancy.api import router as tenancy_router
+from carepost.web.pages import install_console
+
+API_PREFIX = "/api/v1"
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"description": description, "content": {"application/problem+json": {}}}
+    for status, description in {
+        401: "Authentication required",
+        403: "Forbidden",
+        404: "Not found",
+        413: "Request too large",
+        422: "Validation failed",
+        429: "Too many requests",
+    }.items()
+}
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    router.include_router(accounts_router)
+    router.include_router(tenancy_router)
+    return router
+
+
+def _install_operations_routes(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": carepost.__version__}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        try:
+            with runtime.database.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            revision = current_revision(runtime.database.engine)
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
+        if revision is None:
+            return JSONResponse({"status": "unavailable", "reason": "not migrated"}, 503)
+        return JSONResponse({"status": "ready", "revision": revision})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    if runtime is None:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format, settings.log_file)
+        runtime = build_runtime(settings)
+    app = FastAPI(
+        title="carepost API",
+        version=carepost.__version__,
+        description=(
+            "Secure healthcare communications. Authenticate with a scoped API key: "
+            "`Authorization: Bearer cp_...`. Errors are RFC 9457 problem details."
+        ),
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.include_router(api_router())
+    _install_operations_routes(app)
+    install_console(app)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=runtime.settings.max_request_bytes,
+        hsts=runtime.settings.base_url.startswith("https://"),
+    )
+    return app

@@ -1,0 +1,145 @@
+"""RFC 9457 problem details for every error the API returns.
+
+Each problem has ``type`` (a stable URI per error code), ``title``, ``status``,
+``detail`` and, for invalid input, ``errors``: a list of ``{"pointer", "detail"}``
+naming the field at fault (JSON Pointer into the request, RFC 6901). Unexpected
+errors return a generic 500 with a request id; their details go only to the log.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from carepost.core.errors import CarepostError, FieldError, RateLimited
+from carepost.core.logging import get_logger
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://carepost.dev/problems/"
+log = get_logger("carepost.api")
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _pointer(field: str) -> str:
+    if field.startswith("#/"):
+        return field
+    return "#/" + field.replace(".", "/")
+
+
+def _field_errors(errors: list[FieldError]) -> list[dict[str, str]]:
+    return [{"pointer": _pointer(e.field), "detail": e.message} for e in errors]
+
+
+def _location_pointer(loc: tuple[Any, ...]) -> str:
+    return "#/" + "/".join(str(part) for part in loc)
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    # Pydantic messages may quote the input; keep the message, never the value.
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "this field is required"
+    if kind == "json_invalid":
+        return "the body is not valid JSON"
+    return str(error.get("msg", "invalid value"))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CarepostError)
+    async def _domain_error(request: Request, exc: CarepostError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return problem_response(
+            exc.status,
+            exc.code,
+            exc.title,
+            exc.detail,
+            errors=_field_errors(exc.errors),
+            instance=request.url.path,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"pointer": _location_pointer(tuple(e["loc"])), "detail": _validation_message(e)}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"pointer": "#/", "detail": "invalid request"}
+        return problem_response(
+            422,
+            "validation-failed",
+            "Validation failed",
+            f"{first['pointer']}: {first['detail']}",
+            errors=errors,
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {
+            404: ("not-found", "Not found"),
+            405: ("method-not-allowed", "Method not allowed"),
+        }
+        code, title = titles.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem_response(
+            exc.status_code,
+            code,
+            title,
+            detail,
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "")
+        # Exception messages may quote data (PHI); log the type and the frames only.
+        frames = [
+            f"{f.filename}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)
+        ]
+        log.error(
+            "unhandled_error",
+            path=request.url.path,
+            error_type=type(exc).__name__,
+            request_id=request_id,
+            frames=frames[-8:],
+        )
+        return problem_response(
+            500,
+            "internal-error",
+            "Internal error",
+            f"something went wrong on our side; quote request id {request_id} to support",
+            instance=request.url.path,
+        )
