@@ -36,6 +36,23 @@ def test_reading_another_tenants_row_fails_closed(runtime, make_tenant):
         session.add(contact)
         session.flush()
         contact_id = contact.id
-    with runtime.database.session() as session, bind_tenant_keys(keys_b):
-        with pytest.raises(CryptoError):
-            session.execute(select(Contact.first_name).where(Contact.id == contact_id)).scalar_one()
+    with (
+        runtime.database.session() as session,
+        bind_tenant_keys(keys_b),
+        pytest.raises(CryptoError),
+    ):
+        session.execute(select(Contact.first_name).where(Contact.id == contact_id)).scalar_one()
+
+
+def test_unit_of_work_encrypts_writes_left_pending_until_commit(runtime, tenant):
+    tenant_row, keys = tenant
+    first, last = phi_value("first"), phi_value("last")
+    with runtime.tenant_session(tenant_row.id) as session:
+        created = Contact(tenant_id=tenant_row.id, first_name=first)
+        session.add(created)
+    with runtime.bound_session(keys) as session:
+        session.get(Contact, created.id).last_name = last
+    with runtime.tenant_session(tenant_row.id) as session:
+        stored = session.get(Contact, created.id)
+        assert (stored.first_name, stored.last_name) == (first, last)
+
