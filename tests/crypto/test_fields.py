@@ -56,3 +56,12 @@ def test_unit_of_work_encrypts_writes_left_pending_until_commit(runtime, tenant)
         stored = session.get(Contact, created.id)
         assert (stored.first_name, stored.last_name) == (first, last)
 
+
+def test_failed_phi_write_does_not_echo_the_value(runtime, tenant):
+    tenant_row, _keys = tenant
+    name = phi_value("first")
+    with pytest.raises(Exception) as raised, runtime.database.session() as session:
+        session.add(Contact(tenant_id=tenant_row.id, first_name=name))
+        session.flush()  # no keys bound: the write must fail, without the value in the error
+    assert name not in str(raised.value)
+    assert name not in repr(raised.value)
