@@ -206,7 +206,7 @@ def test_rotation_while_contacts_are_written_loses_nothing(fresh_runtime):
                     writes += 1
                     wrote.notify_all()
                 time.sleep(0.001)
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread's assert
             failures.append(exc)
             with wrote:
                 wrote.notify_all()
