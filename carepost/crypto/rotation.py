@@ -39,7 +39,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
-from carepost.core.errors import ConfigError, Conflict, CryptoError
+from carepost.core.errors import ConfigError, Conflict, CryptoError, ValidationFailed
 from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.crypto import keyprovider
@@ -369,7 +369,7 @@ def rotate_keys(
     table re-encrypted so far.
     """
     if batch_size < 1:
-        raise ConfigError("batch_size must be at least 1")
+        raise ValidationFailed("must be at least 1", field="batch_size")
     report = RotationReport()
     tables = encrypted_tables()
     in_scope = _tenants(runtime, tenant_slug)

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from carepost.audit.models import AuditEvent
 from carepost.contacts.models import Contact
-from carepost.core.errors import Conflict, CryptoError
+from carepost.core.errors import Conflict, CryptoError, ValidationFailed
 from carepost.crypto.models import TenantKey
 from carepost.crypto.rotation import destroy_retired_keys, rotate_keys
 from tests.conftest import phi_value
@@ -252,3 +252,10 @@ def test_rotation_waits_for_units_of_work_that_started_before_it(fresh_runtime):
     rotation.join(timeout=60)
     assert not rotation.is_alive() and len(outcome) == 1
     assert set(version_census(fresh_runtime, tenant.id)) == {2}
+
+
+def test_rotation_rejects_an_empty_batch_before_touching_any_key(fresh_runtime):
+    tenant, _keys = create_tenant(fresh_runtime)
+    with pytest.raises(ValidationFailed):
+        rotate_keys(fresh_runtime, batch_size=0)
+    assert data_keys(fresh_runtime, tenant.id) == [(1, "active", False)]
