@@ -3,7 +3,8 @@
 SQLite runs in WAL mode with foreign keys on; every transaction starts with
 ``BEGIN IMMEDIATE`` so that concurrent writers queue on SQLite's single write
 lock instead of failing half-way with ``SQLITE_BUSY``. PostgreSQL may be pinned to
-one schema (``database_schema``) so that test runs never collide.
+one schema (``database_schema``) so that test runs never collide. Statement
+parameters are kept out of error messages (``hide_parameters``): they hold PHI.
 """
 
 from __future__ import annotations
@@ -114,10 +115,16 @@ def make_engine(settings: Settings) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = create_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+        )
         if settings.database_schema:
             _configure_postgres(engine, settings.database_schema)
     return engine

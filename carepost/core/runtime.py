@@ -28,12 +28,16 @@ class Runtime:
             keys = self.keyring.load(session, tenant_id)
             with bind_tenant_keys(keys):
                 yield session
+                # Encrypt pending writes while the keys are still bound; the commit
+                # that follows runs after the binding is gone.
+                session.flush()
 
     @contextmanager
     def bound_session(self, keys: TenantKeys) -> Iterator[Session]:
         """A unit of work for a tenant whose keys the caller already loaded."""
         with self.database.session() as session, bind_tenant_keys(keys):
             yield session
+            session.flush()
 
     def close(self) -> None:
         self.database.dispose()

@@ -18,8 +18,13 @@ from carepost.crypto.keyring import current_tenant_keys
 ENCRYPTED_LABELS: dict[str, str] = {}
 
 
-class _Encrypted(TypeDecorator[Any]):
-    """Base of the encrypted types; subclasses define ``_dump`` and ``_load``."""
+class EncryptedType(TypeDecorator[Any]):
+    """Base of the encrypted column types; subclasses define ``_dump`` and ``_load``.
+
+    Key rotation finds every PHI column by this type (see
+    :func:`carepost.crypto.rotation.encrypted_tables`), so a new encrypted type
+    must subclass it to be rotated.
+    """
 
     impl = LargeBinary
     cache_ok = True
@@ -28,6 +33,12 @@ class _Encrypted(TypeDecorator[Any]):
         super().__init__()
         self.label = label
         ENCRYPTED_LABELS[label] = type(self).__name__
+
+    def _dump(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def _load(self, raw: bytes) -> Any:
+        raise NotImplementedError
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
         if value is None:
@@ -40,7 +51,7 @@ class _Encrypted(TypeDecorator[Any]):
         return self._load(current_tenant_keys().decrypt(self.label, bytes(value)))
 
 
-class EncryptedString(_Encrypted):
+class EncryptedString(EncryptedType):
     """A PHI or secret string stored as AES-256-GCM ciphertext."""
 
     cache_ok = True
@@ -52,7 +63,7 @@ class EncryptedString(_Encrypted):
         return raw.decode("utf-8")
 
 
-class EncryptedJSON(_Encrypted):
+class EncryptedJSON(EncryptedType):
     """Any JSON-serializable PHI value (dates as ISO strings) stored encrypted."""
 
     cache_ok = True

@@ -10,7 +10,11 @@ Key file format (JSON, mode 0600)::
     {"active": "mk-20261123", "keys": {"mk-20261123": "<base64 32 bytes>", ...}}
 
 Older keys stay in the file after a master-key rotation until ``carepost keys
-rotate`` has re-wrapped every data key under the active one.
+rotate`` has re-wrapped every data key under the active one
+(:func:`carepost.crypto.rotation.remove_master_key` refuses to drop a key that still
+wraps one). A provider read from a file re-reads it when the file changes, so a
+process that started before a master-key rotation learns the new key without a
+restart (see docs/encryption.md).
 """
 
 from __future__ import annotations
@@ -64,34 +68,73 @@ def _decode_key(label: str, value: str) -> bytes:
 class LocalKeyProvider:
     """Master keys held by this process, read from the environment or a key file."""
 
-    def __init__(self, keys: dict[str, bytes], active: str) -> None:
+    def __init__(self, keys: dict[str, bytes], active: str, *, path: Path | None = None) -> None:
         if active not in keys:
             raise ConfigError(f"active master key {active!r} is not among the keys")
-        self._keys = keys
-        self._active = active
+        # One tuple, swapped whole, so a concurrent reader never sees keys and
+        # active id from two different versions of the file.
+        self._state: tuple[dict[str, bytes], str] = (keys, active)
+        self._path = path
+        self._file_stamp = _file_stamp(path) if path is not None else None
+
+    @classmethod
+    def from_file(cls, path: Path) -> LocalKeyProvider:
+        keys, active = _read_key_file(path)
+        return cls(keys, active, path=path)
 
     @property
     def active_key_id(self) -> str:
-        return self._active
+        self._refresh_if_changed()
+        return self._state[1]
 
     @property
     def key_ids(self) -> list[str]:
-        return sorted(self._keys)
+        return sorted(self._state[0])
+
+    def _refresh_if_changed(self) -> None:
+        """Re-read the key file if another process (a rotation) has rewritten it."""
+        if self._path is None:
+            return
+        stamp = _file_stamp(self._path)
+        if stamp == self._file_stamp or stamp is None:
+            return
+        keys, active = _read_key_file(self._path)
+        if active not in keys:
+            raise ConfigError(f"active master key {active!r} is not among the keys")
+        # Keys this process already holds stay usable: a key removed from the file is
+        # only forgotten at restart, so in-flight work never loses a key mid-way.
+        self._state = ({**self._state[0], **keys}, active)
+        self._file_stamp = stamp
 
     def wrap(self, data_key: bytes, context: bytes) -> WrappedKey:
+        self._refresh_if_changed()
+        keys, active = self._state
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = AESGCM(self._keys[self._active]).encrypt(nonce, data_key, context)
-        return WrappedKey(master_key_id=self._active, ciphertext=nonce + sealed)
+        sealed = AESGCM(keys[active]).encrypt(nonce, data_key, context)
+        return WrappedKey(master_key_id=active, ciphertext=nonce + sealed)
 
     def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
-        key = self._keys.get(wrapped.master_key_id)
+        key = self._state[0].get(wrapped.master_key_id)
+        if key is None:
+            self._refresh_if_changed()
+            key = self._state[0].get(wrapped.master_key_id)
         if key is None:
             raise CryptoError(f"master key {wrapped.master_key_id!r} is not available")
         nonce, sealed = wrapped.ciphertext[:NONCE_BYTES], wrapped.ciphertext[NONCE_BYTES:]
         try:
             return AESGCM(key).decrypt(nonce, sealed, context)
         except InvalidTag:
-            raise CryptoError("a data key failed to unwrap: wrong master key or tampered") from None
+            raise CryptoError(
+                "a data key failed to unwrap (wrong master key or tampering)"
+            ) from None
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return (status.st_mtime_ns, status.st_size, status.st_ino)
 
 
 def _read_key_file(path: Path) -> tuple[dict[str, bytes], str]:
@@ -140,6 +183,17 @@ def add_master_key(path: Path) -> str:
     return key_id
 
 
+def remove_master_key(path: Path, key_id: str) -> None:
+    """Drop an old master key from the key file. The caller checks nothing still uses it."""
+    keys, active = _read_key_file(path)
+    if key_id == active:
+        raise ConfigError(f"master key {key_id!r} is the active one and cannot be removed")
+    if key_id not in keys:
+        raise ConfigError(f"master key {key_id!r} is not in {path}")
+    del keys[key_id]
+    write_key_file(path, keys, active)
+
+
 def load_key_provider(settings: Settings) -> LocalKeyProvider:
     if settings.master_key is not None:
         raw = _decode_key("CAREPOST_MASTER_KEY", settings.master_key.get_secret_value())
@@ -149,5 +203,4 @@ def load_key_provider(settings: Settings) -> LocalKeyProvider:
         raise ConfigError(
             f"no master key: set CAREPOST_MASTER_KEY or create {path} (carepost migrate does)"
         )
-    keys, active = _read_key_file(path)
-    return LocalKeyProvider(keys, active)
+    return LocalKeyProvider.from_file(path)

@@ -11,6 +11,11 @@ copied to another tenant, another column or another key version fails to open.
 The keys of the tenant a unit of work acts for are *bound* to the current context
 (:func:`bind_tenant_keys`); the encrypted column types read them from there. A read
 of another tenant's row under the wrong binding fails closed with CryptoError.
+
+A :class:`TenantKeys` is a snapshot taken when a unit of work starts: it holds
+every data key version that existed then and writes with the newest active one.
+Loading keys per unit of work (``Runtime.tenant_session``) is how a process picks
+up a version added by a rotation (:mod:`carepost.crypto.rotation`).
 """
 
 from __future__ import annotations
@@ -63,7 +68,10 @@ class TenantKeys:
         if cipher is None:
             key = self.data_keys.get(version)
             if key is None:
-                raise CryptoError(f"data key version {version} is not loaded for this tenant")
+                raise CryptoError(
+                    f"data key version {version} is not loaded for this tenant "
+                    "(keys are loaded per unit of work; reload them after a rotation)"
+                )
             cipher = self._ciphers[version] = AESGCM(key)
         return cipher
 
@@ -89,6 +97,15 @@ class TenantKeys:
         """A keyed, deterministic token for equality lookups without storing the value."""
         digest = hmac.new(self.index_key, f"{label}\x00{value}".encode(), hashlib.sha256)
         return digest.hexdigest()[:40]
+
+
+def sealed_header(version: int) -> bytes:
+    """The first bytes of every value sealed under ``version``.
+
+    The version is big endian right after the format byte, so comparing headers
+    bytewise (as SQL does for BLOB/bytea) orders values by key version.
+    """
+    return HEADER.pack(FORMAT_V1, version)
 
 
 def sealed_version(blob: bytes) -> int:
@@ -126,6 +143,16 @@ class Keyring:
         self.provider = provider
         self._unwrapped: dict[tuple[uuid.UUID, str, int], bytes] = {}
         self._lock = Lock()
+
+    def use_provider(self, provider: MasterKeyProvider) -> None:
+        """Switch to a reloaded master key provider (after a master-key change).
+
+        The cache of unwrapped keys is dropped so that nothing keeps working only
+        because it was unwrapped under a master key the new provider no longer has.
+        """
+        with self._lock:
+            self.provider = provider
+            self._unwrapped.clear()
 
     def _unwrap(self, row: TenantKey) -> bytes:
         cache_key = (row.id, row.master_key_id, row.version)
@@ -168,21 +195,72 @@ class Keyring:
         session.flush()
         return self.load(session, tenant_id)
 
-    def add_data_key_version(self, session: Session, tenant_id: uuid.UUID) -> int:
-        """Create the next data key version and make it the only active one."""
+    def add_data_key_version(
+        self, session: Session, tenant_id: uuid.UUID, *, retire_previous: bool = True
+    ) -> int:
+        """Create the next data key version; new values are sealed with it from now on.
+
+        :meth:`load` writes with the highest active version, so the new one takes
+        over at once either way. A rotation passes ``retire_previous=False`` and
+        retires the old versions itself once no row uses them any more.
+        """
         rows = session.scalars(
             select(TenantKey)
             .where(TenantKey.tenant_id == tenant_id, TenantKey.kind == "data")
             .with_for_update()
         ).all()
         version = max((row.version for row in rows), default=0) + 1
-        for row in rows:
-            if row.status == "active":
-                row.status = "retired"
-                row.retired_at = utcnow()
+        if retire_previous:
+            for row in rows:
+                if row.status == "active":
+                    row.status = "retired"
+                    row.retired_at = utcnow()
         self._add_key(session, tenant_id, "data", version)
         session.flush()
         return version
+
+    def retire_data_keys(self, session: Session, tenant_id: uuid.UUID, *, below: int) -> list[int]:
+        """Mark every active data key version older than ``below`` retired (still readable)."""
+        rows = session.scalars(
+            select(TenantKey)
+            .where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.kind == "data",
+                TenantKey.version < below,
+                TenantKey.status == "active",
+            )
+            .with_for_update()
+        ).all()
+        for row in rows:
+            row.status = "retired"
+            row.retired_at = utcnow()
+        session.flush()
+        return sorted(row.version for row in rows)
+
+    def destroy_data_keys(
+        self, session: Session, tenant_id: uuid.UUID, versions: list[int]
+    ) -> list[int]:
+        """Delete retired data key versions for good; values sealed with them become noise.
+
+        Active versions are never destroyed. The caller proves no row uses them.
+        """
+        rows = session.scalars(
+            select(TenantKey).where(
+                TenantKey.tenant_id == tenant_id,
+                TenantKey.kind == "data",
+                TenantKey.status == "retired",
+                TenantKey.version.in_(versions),
+            )
+        ).all()
+        destroyed = sorted(row.version for row in rows)
+        row_ids = {row.id for row in rows}
+        for row in rows:
+            session.delete(row)
+        session.flush()
+        with self._lock:
+            for cache_key in [k for k in self._unwrapped if k[0] in row_ids]:
+                del self._unwrapped[cache_key]
+        return destroyed
 
     def rewrap_all(self, session: Session, tenant_id: uuid.UUID) -> int:
         """Re-wrap every key of a tenant under the active master key. Returns how many moved."""

@@ -42,3 +42,26 @@ def test_reading_another_tenants_row_fails_closed(runtime, make_tenant):
         pytest.raises(CryptoError),
     ):
         session.execute(select(Contact.first_name).where(Contact.id == contact_id)).scalar_one()
+
+
+def test_unit_of_work_encrypts_writes_left_pending_until_commit(runtime, tenant):
+    tenant_row, keys = tenant
+    first, last = phi_value("first"), phi_value("last")
+    with runtime.tenant_session(tenant_row.id) as session:
+        created = Contact(tenant_id=tenant_row.id, first_name=first)
+        session.add(created)
+    with runtime.bound_session(keys) as session:
+        session.get(Contact, created.id).last_name = last
+    with runtime.tenant_session(tenant_row.id) as session:
+        stored = session.get(Contact, created.id)
+        assert (stored.first_name, stored.last_name) == (first, last)
+
+
+def test_failed_phi_write_does_not_echo_the_value(runtime, tenant):
+    tenant_row, _keys = tenant
+    name = phi_value("first")
+    with pytest.raises(Exception) as raised, runtime.database.session() as session:
+        session.add(Contact(tenant_id=tenant_row.id, first_name=name))
+        session.flush()  # no keys bound: the write must fail, without the value in the error
+    assert name not in str(raised.value)
+    assert name not in repr(raised.value)
