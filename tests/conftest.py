@@ -28,6 +28,7 @@ RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 ARTIFACTS = Path(os.environ.get("CAREPOST_TEST_ARTIFACTS", "test-artifacts"))
 # Every PHI value a test seeds is registered here; no log line may contain one.
 PHI_CANARIES: set[str] = set()
+LOG_FILES: list[Path] = []
 
 
 def phi_value(kind: str = "name") -> str:
@@ -109,8 +110,7 @@ def tenant(make_tenant: Callable[..., tuple[Tenant, TenantKeys]]) -> tuple[Tenan
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any seeded PHI value reached the logs."""
-    log_path = session.config.cache.get("carepost/log_file", None) if session.config.cache else None
-    paths = [Path(log_path)] if log_path else []
+    paths = list(LOG_FILES)
     leaked: list[str] = []
     for path in paths:
         if not path.exists():
@@ -123,9 +123,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _remember_log_file(request: pytest.FixtureRequest, log_file: Path) -> None:
-    if request.config.cache is not None:
-        request.config.cache.set("carepost/log_file", str(log_file))
+def _remember_log_file(log_file: Path) -> None:
+    LOG_FILES.append(log_file)
 
 
 @pytest.fixture(scope="session")
