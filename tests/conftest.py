@@ -23,19 +23,13 @@ from carepost.crypto.keyprovider import init_key_file
 from carepost.crypto.keyring import TenantKeys
 from carepost.tenancy import service as tenancy
 from carepost.tenancy.models import Tenant
+from tests.canaries import PHI_CANARIES, phi_value
+
+__all__ = ["phi_value"]
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 ARTIFACTS = Path(os.environ.get("CAREPOST_TEST_ARTIFACTS", "test-artifacts"))
-# Every PHI value a test seeds is registered here; no log line may contain one.
-PHI_CANARIES: set[str] = set()
 LOG_FILES: list[Path] = []
-
-
-def phi_value(kind: str = "name") -> str:
-    """A unique, recognisable fake PHI value, registered for the log scan."""
-    value = f"Phi{kind.capitalize()}{secrets.token_hex(4)}"
-    PHI_CANARIES.add(value)
-    return value
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +117,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _remember_log_file(log_file: Path) -> None:
+def _remember_log_file(log_file: Path, settings: Settings) -> None:
     LOG_FILES.append(log_file)
 
 

@@ -28,7 +28,7 @@ from carepost.crypto.keyring import TenantKeys, current_tenant_keys, sealed_vers
 from carepost.crypto.usage import encrypted_tables
 from carepost.tenancy import service as tenancy
 from carepost.tenancy.models import Tenant
-from tests.conftest import PHI_CANARIES, phi_value
+from tests.canaries import PHI_CANARIES, phi_value
 
 CONTACT_PHI_FIELDS = ("first_name", "last_name", "email", "phone", "birth_date", "external_id")
 

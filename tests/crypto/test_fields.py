@@ -8,7 +8,7 @@ from sqlalchemy import select, text
 from carepost.contacts.models import Contact
 from carepost.core.errors import CryptoError
 from carepost.crypto.keyring import bind_tenant_keys
-from tests.conftest import phi_value
+from tests.canaries import phi_value
 
 
 def test_phi_column_round_trips_and_is_ciphertext_at_rest(runtime, tenant):

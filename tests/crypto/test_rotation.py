@@ -14,7 +14,7 @@ from carepost.contacts.models import Contact
 from carepost.core.errors import Conflict, CryptoError, ValidationFailed
 from carepost.crypto.models import TenantKey
 from carepost.crypto.rotation import destroy_retired_keys, rotate_keys
-from tests.conftest import phi_value
+from tests.canaries import phi_value
 from tests.crypto.conftest import (
     assert_reads_back,
     create_tenant,

@@ -8,7 +8,7 @@ from sqlalchemy import LargeBinary, literal, select, type_coerce, update
 from carepost.contacts.models import Contact
 from carepost.core.errors import CryptoError
 from carepost.crypto.keyring import HEADER, NONCE_BYTES
-from tests.conftest import phi_value
+from tests.canaries import phi_value
 
 contacts = Contact.__table__
 
