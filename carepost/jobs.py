@@ -1,0 +1,17 @@
+"""Gathers every domain's periodic jobs for ``carepost worker``.
+
+Adding a domain's jobs is one line here: its ``tasks.register_jobs``.
+"""
+
+from __future__ import annotations
+
+from carepost.accounts import tasks as accounts_tasks
+from carepost.audit import tasks as audit_tasks
+from carepost.core.worker import JobRegistry
+
+
+def all_jobs() -> JobRegistry:
+    registry = JobRegistry()
+    accounts_tasks.register_jobs(registry)
+    audit_tasks.register_jobs(registry)
+    return registry
