@@ -528,3 +528,28 @@ def reset_mfa(
         object_id=user.id,
     )
     return user
+
+
+def issue_one_time_password(
+    session: Session, *, tenant_id: uuid.UUID, user_id: uuid.UUID, actor: audit.Actor
+) -> str:
+    """Replace a user's password with a fresh one-time password (they must change it at
+    next sign-in), lift any lockout and sign them out everywhere. Returns the password."""
+    user = get_user(session, tenant_id, user_id)
+    password = generate_password()
+    user.password_hash = hash_password(password)
+    user.password_must_change = True
+    user.password_changed_at = utcnow()
+    user.failed_sign_ins = 0
+    user.locked_until = None
+    revoke_user_sessions(session, tenant_id=tenant_id, user_id=user.id)
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="user.password_reset",
+        object_type="user",
+        object_id=user.id,
+    )
+    return password
