@@ -1,0 +1,1 @@
+"""carepost benchmarks and data generators (``make bench``)."""
