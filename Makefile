@@ -37,7 +37,8 @@ clean: ## Remove the virtual environment and caches (keeps ./var: your data and 
 	@echo "Kept ./var (database and master key). Delete it yourself to start over."
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV) || { \
+	@echo "Creating the virtual environment $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV) || { \
 	  echo "'$(PYTHON) -m venv' failed; installing Debian's python3-venv and retrying"; \
 	  rm -rf $(VENV); \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); \
