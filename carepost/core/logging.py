@@ -17,7 +17,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 SENSITIVE_KEY = re.compile(
-    r"pass(word)?|secret|token|api_?key|authorization|cookie|totp|otp|code|"
+    r"passw(or)?d|passphrase|secret|token|api_?key|authorization|cookie|totp|otp|code|"
     r"master_key|private|first_name|last_name|birth|dob|ssn|phone|email|address|phi|body|"
     r"subject|content|name$",
     re.IGNORECASE,
