@@ -8,7 +8,6 @@ one schema (``database_schema``) so that test runs never collide.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 import uuid
@@ -31,6 +30,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Execution option for read-only connections on SQLite: begin without the write lock.
+READ_SNAPSHOT = "carepost_read_snapshot"
 
 
 def utcnow() -> datetime:
@@ -97,7 +100,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A long read (audit verification, export) asks for a deferred BEGIN instead:
+        # a WAL snapshot that never holds up writers.
+        if connection.get_execution_options().get(READ_SNAPSHOT):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _configure_postgres(engine: Engine, schema: str) -> None:
@@ -155,4 +163,4 @@ class Database:
 
 def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.data_dir, 0o700)
+    settings.data_dir.chmod(0o700)
