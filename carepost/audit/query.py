@@ -171,7 +171,8 @@ def _csv_chunks(batches: Iterator[Sequence[Row[Any]]]) -> Iterator[str]:
 def _jsonl_line(event: Row[Any]) -> str:
     """One JSON Lines record: the hashed content in a stable order, then the hash."""
     record = {**event_content(event), "hash": event.hash}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    # ASCII only: the line survives any tool an auditor opens it with.
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
 
 
 def _jsonl_chunks(batches: Iterator[Sequence[Row[Any]]]) -> Iterator[str]:

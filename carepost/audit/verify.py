@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +34,7 @@ from carepost.core.database import READ_SNAPSHOT
 MOVE_SEARCH_DISTANCE = 64
 BATCH_SIZE = 2000
 DEFAULT_MAX_PROBLEMS = 1000
+HASH_ALTERED_MESSAGE = "stored hash changed after it was written (content intact)"
 
 
 class ProblemKind(StrEnum):
@@ -128,9 +129,11 @@ class _ProblemLog:
         self.report.problems.append(problem)
         return len(self.report.problems) - 1
 
-    def replace(self, index: int | None, problem: Problem) -> None:
+    def relabel(self, index: int | None, kind: ProblemKind, message: str) -> None:
+        """Restate a problem found earlier once later evidence explains it better."""
         if index is not None:
-            self.report.problems[index] = problem
+            problem = self.report.problems[index]
+            self.report.problems[index] = replace(problem, kind=kind, message=message)
 
 
 def _short(digest: str) -> str:
@@ -217,17 +220,7 @@ class _ChainCheck:
         ):
             # The previous event's content is what its successor linked to: only its
             # stored hash was changed.
-            self.log.replace(
-                self.last_problem,
-                Problem(
-                    self.chain,
-                    self.last_seq,
-                    self.last_id,
-                    ProblemKind.HASH_ALTERED,
-                    "stored hash changed after it was written (content intact)",
-                    None,
-                ),
-            )
+            self.log.relabel(self.last_problem, ProblemKind.HASH_ALTERED, HASH_ALTERED_MESSAGE)
 
         if self.anchor is not None and seq == self.anchor.seq:
             self.anchor_seen = True
@@ -313,16 +306,7 @@ class _ChainCheck:
             )
         elif head_hash != self.last_hash:
             if self.last_kind is ProblemKind.CONTENT_EDITED and head_hash == self.last_recomputed:
-                self.log.replace(
-                    self.last_problem,
-                    Problem(
-                        self.chain,
-                        self.last_seq,
-                        self.last_id,
-                        ProblemKind.HASH_ALTERED,
-                        "stored hash changed after it was written (content intact)",
-                    ),
-                )
+                self.log.relabel(self.last_problem, ProblemKind.HASH_ALTERED, HASH_ALTERED_MESSAGE)
             elif self.last_kind is None:
                 # (A last event already found faulty explains a head that disagrees.)
                 self.log.add(
@@ -464,7 +448,12 @@ def _parse_line(text: str) -> tuple[dict[str, Any], str] | str:
     for name in ("chain", "id", "prev_hash", "hash"):
         if not isinstance(value[name], str):
             return f"{name} is not a string"
-    return {name: value[name] for name in HASHED_FIELDS}, value["hash"]
+    content = {name: value[name] for name in HASHED_FIELDS}
+    try:
+        json.dumps(content, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # an escaped lone surrogate ("\ud800") is no text at all
+        return "holds text that is not valid Unicode"
+    return content, value["hash"]
 
 
 def verify_export_lines(
@@ -480,7 +469,8 @@ def verify_export_lines(
     for filtered exports: events may be missing between lines, and links are checked
     wherever two consecutive seqs follow each other. The report's heads are the last
     event of each chain in the export: compare them with an anchored head to know the
-    export is complete. ``lines`` may also be the chunks :func:`export_events` yields.
+    export is complete. Each item of ``lines`` holds whole lines: a line, a file's
+    lines as iterated, or the chunks :func:`export_events` yields.
     """
     report = VerificationReport()
     log = _ProblemLog(report, max_problems)
@@ -488,7 +478,9 @@ def verify_export_lines(
     checks: dict[str, _ChainCheck] = {}
     number = 0
     for chunk in lines:
-        for text in chunk.splitlines():
+        # Only "\n" ends a line (JSON Lines); str.splitlines() would also split inside
+        # strings holding U+2028, U+0085 and the like.
+        for text in chunk.removesuffix("\n").split("\n"):
             number += 1
             if not text.strip():
                 continue

@@ -345,3 +345,25 @@ def test_an_unknown_export_format_is_refused(session, trail):
     tenant_a, _ = trail
     with pytest.raises(ValidationFailed):
         export_events(session, tenant_a, None, "xml")  # type: ignore[arg-type]
+
+
+def test_exports_with_line_separators_inside_values_reverify(session, two_tenants):
+    """Regression: U+2028 and U+0085 in a value once split an export line in two."""
+    tenant_a, _ = two_tenants
+    append(session, tenant_a, 2, reason="one\u2028two\x85three\r\nfour")
+    chunks = list(export_events(session, tenant_a, None, "jsonl"))
+    assert "".join(chunks).isascii()
+    assert verify_export_lines(chunks).ok
+    as_read_from_a_windows_file = [f"{line}\r\n" for line in "".join(chunks).split("\n") if line]
+    assert verify_export_lines(as_read_from_a_windows_file).ok
+
+
+def test_an_export_line_with_a_broken_escape_is_malformed_not_a_crash(session, two_tenants):
+    """Regression: one changed digit in an escaped emoji left a lone surrogate."""
+    tenant_a, _ = two_tenants
+    append(session, tenant_a, 1, reason="\U0001f600")
+    lines = exported(session, tenant_a)
+    assert "\\ud83d\\ude00" in lines[-1]
+    lines[-1] = lines[-1].replace("\\ud83d\\ude00", "\\ud83d\\u0041")
+    problems = verify_export_lines(lines).problems
+    assert [(p.line, p.kind) for p in problems] == [(len(lines), ProblemKind.MALFORMED)]
