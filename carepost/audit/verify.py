@@ -18,16 +18,26 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from carepost.audit.models import AuditEvent, AuditHead
+from carepost.audit.report import ChainHead, Problem, ProblemKind, ProblemLog, VerificationReport
 from carepost.audit.service import GENESIS_HASH, HASHED_FIELDS, content_hash, event_content
 from carepost.core.database import READ_SNAPSHOT
+
+__all__ = [
+    "ChainHead",
+    "Problem",
+    "ProblemKind",
+    "VerificationReport",
+    "reading_connection",
+    "verify_chains",
+    "verify_export_lines",
+]
 
 # How far from its stored seq a moved event's original seq is searched for, to tell
 # "rows reordered" from "content edited". Past that distance it reads as an edit.
@@ -35,105 +45,6 @@ MOVE_SEARCH_DISTANCE = 64
 BATCH_SIZE = 2000
 DEFAULT_MAX_PROBLEMS = 1000
 HASH_ALTERED_MESSAGE = "stored hash changed after it was written (content intact)"
-
-
-class ProblemKind(StrEnum):
-    CONTENT_EDITED = "content-edited"
-    HASH_ALTERED = "hash-altered"
-    PREV_HASH_ALTERED = "prev-hash-altered"
-    REORDERED = "reordered"
-    LINK_BROKEN = "link-broken"
-    MISSING = "missing"
-    DUPLICATE_SEQ = "duplicate-seq"
-    OUT_OF_ORDER = "out-of-order"
-    TRUNCATED = "truncated"
-    BEYOND_HEAD = "beyond-head"
-    HEAD_FORGED = "head-forged"
-    HEAD_MISSING = "head-missing"
-    ANCHOR_MISMATCH = "anchor-mismatch"
-    MALFORMED = "malformed"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One fault in a chain, located as precisely as the evidence allows."""
-
-    chain: str
-    seq: int | None
-    event_id: str | None
-    kind: ProblemKind
-    message: str
-    line: int | None = None  # line number in an export, for offline verification
-
-    def describe(self) -> str:
-        where = f"chain {self.chain}"
-        if self.seq is not None:
-            where += f" seq {self.seq}"
-        if self.event_id is not None:
-            where += f" (event {self.event_id})"
-        if self.line is not None:
-            where = f"line {self.line}: {where}"
-        return f"{where}: {self.message}"
-
-
-@dataclass(frozen=True)
-class ChainHead:
-    """A chain's last event: record it outside carepost to anchor the chain."""
-
-    chain: str
-    seq: int
-    hash: str
-
-
-@dataclass
-class VerificationReport:
-    chains_checked: int = 0
-    events_checked: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    problems_omitted: int = 0
-    heads: dict[str, ChainHead] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and not self.problems_omitted
-
-    def describe(self, *, heads: bool = True) -> list[str]:
-        """Human-readable lines: each problem, a summary, then each chain's head."""
-        lines = [problem.describe() for problem in self.problems]
-        if self.problems_omitted:
-            lines.append(f"... and {self.problems_omitted} more problems")
-        total = len(self.problems) + self.problems_omitted
-        verdict = "ok" if self.ok else f"{total} problem{'s' if total != 1 else ''}"
-        lines.append(
-            f"{verdict}: {self.events_checked} events in {self.chains_checked} chains checked"
-        )
-        if heads:
-            lines.extend(
-                f"chain {head.chain} head seq {head.seq} hash {head.hash}"
-                for head in sorted(self.heads.values(), key=lambda h: h.chain)
-            )
-        return lines
-
-
-class _ProblemLog:
-    """Problems found so far, capped so that a mass rewrite cannot exhaust memory."""
-
-    def __init__(self, report: VerificationReport, limit: int) -> None:
-        self.report = report
-        self.limit = limit
-
-    def add(self, problem: Problem) -> int | None:
-        if len(self.report.problems) >= self.limit:
-            self.report.problems_omitted += 1
-            return None
-        self.report.problems.append(problem)
-        return len(self.report.problems) - 1
-
-    def relabel(self, index: int | None, kind: ProblemKind, message: str) -> None:
-        """Restate a problem found earlier once later evidence explains it better."""
-        if index is not None:
-            problem = self.report.problems[index]
-            self.report.problems[index] = replace(problem, kind=kind, message=message)
 
 
 def _short(digest: str) -> str:
@@ -145,11 +56,10 @@ class _ChainCheck:
     """The state of one chain's walk: just enough about the previous event."""
 
     chain: str
-    log: _ProblemLog
+    log: ProblemLog
     anchor: ChainHead | None = None
     partial: bool = False  # a filtered export: gaps expected, no start at seq 1
     events: int = 0
-    first_seq: int | None = None
     last_seq: int = 0
     last_id: str | None = None
     last_hash: str = GENESIS_HASH  # as stored: what the next event must link to
@@ -231,8 +141,6 @@ class _ChainCheck:
                     "the chain was rewritten after the anchor was taken",
                 )
 
-        if self.first_seq is None:
-            self.first_seq = seq
         self.last_seq = seq
         self.last_id = event_id
         self.last_hash = stored_hash
@@ -382,7 +290,7 @@ def verify_chains(
     append: events committed after the walk began are verified too, up to the head.
     """
     report = VerificationReport()
-    log = _ProblemLog(report, max_problems)
+    log = ProblemLog(report, max_problems)
     anchors = anchors or {}
     checks: dict[str, _ChainCheck] = {}
 
@@ -473,7 +381,7 @@ def verify_export_lines(
     lines as iterated, or the chunks :func:`export_events` yields.
     """
     report = VerificationReport()
-    log = _ProblemLog(report, max_problems)
+    log = ProblemLog(report, max_problems)
     anchors = anchors or {}
     checks: dict[str, _ChainCheck] = {}
     number = 0
