@@ -1,4 +1,4 @@
-"""Writing and verifying the hash-chained audit trail.
+"""Writing the hash-chained audit trail, and the hash that verification recomputes.
 
 Every event's hash is SHA-256 over a canonical JSON of its content and the hash
 of the event before it in the same chain. The chain needs no secret to check, so
