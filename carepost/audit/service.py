@@ -1,4 +1,4 @@
-"""Writing and verifying the hash-chained audit trail.
+"""Writing the hash-chained audit trail, and the hash that verification recomputes.
 
 Every event's hash is SHA-256 over a canonical JSON of its content and the hash
 of the event before it in the same chain. The chain needs no secret to check, so
@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,9 +49,67 @@ def _timestamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_hash(event: AuditEvent) -> str:
-    """The SHA-256 of an event's canonical content, chained to ``prev_hash``."""
-    content = {
+# The fields an event's hash covers, in the order exports list them.
+HASHED_FIELDS = (
+    "chain",
+    "seq",
+    "id",
+    "tenant_id",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "action",
+    "outcome",
+    "object_type",
+    "object_id",
+    "client_address",
+    "reason",
+    "details",
+    "prev_hash",
+)
+
+
+class ChainedEvent(Protocol):
+    """What hashing needs of an event: an ORM row, a Core row or a parsed export line."""
+
+    @property
+    def chain(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def tenant_id(self) -> uuid.UUID | None: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def actor_type(self) -> str: ...
+    @property
+    def actor_id(self) -> str: ...
+    @property
+    def actor_label(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def object_type(self) -> str: ...
+    @property
+    def object_id(self) -> str: ...
+    @property
+    def client_address(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
+    @property
+    def prev_hash(self) -> str: ...
+
+
+def event_content(event: ChainedEvent) -> dict[str, Any]:
+    """An event's hashed content as JSON-ready values (also the body of a JSONL export line)."""
+    return {
         "chain": event.chain,
         "seq": event.seq,
         "id": str(event.id),
@@ -68,8 +127,17 @@ def event_hash(event: AuditEvent) -> str:
         "details": event.details,
         "prev_hash": event.prev_hash,
     }
+
+
+def content_hash(content: Mapping[str, Any]) -> str:
+    """The SHA-256 of canonical JSON of :func:`event_content` (sorted keys, no spaces, UTF-8)."""
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def event_hash(event: ChainedEvent) -> str:
+    """The SHA-256 of an event's canonical content, chained to ``prev_hash``."""
+    return content_hash(event_content(event))
 
 
 def ensure_chain(session: Session, chain: str) -> None:

@@ -33,6 +33,10 @@ NAMING_CONVENTION = {
 }
 
 
+# Execution option for read-only connections on SQLite: begin without the write lock.
+READ_SNAPSHOT = "carepost_read_snapshot"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -97,7 +101,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A long read (audit verification, export) asks for a deferred BEGIN instead:
+        # a WAL snapshot that never holds up writers.
+        if connection.get_execution_options().get(READ_SNAPSHOT):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _configure_postgres(engine: Engine, schema: str) -> None:
