@@ -12,8 +12,9 @@ import typer
 from pydantic import ValidationError
 from rich.text import Text
 
+from carepost.audit import query, schemas, verify
 from carepost.audit import service as audit
-from carepost.cli.common import err, find_tenant, load_module, open_runtime, operator, out
+from carepost.cli.common import err, find_tenant, open_runtime, operator, out
 from carepost.core.errors import ValidationFailed
 
 EXIT_AUDIT_DAMAGED = 1
@@ -35,7 +36,6 @@ def audit_verify(
 
     Example: carepost audit verify --tenant acme-health
     """
-    verify = load_module("carepost.audit.verify", "audit verification")
     with open_runtime() as runtime:
         chain = str(find_tenant(runtime, tenant).id) if tenant else None
         with runtime.database.session() as session:
@@ -95,9 +95,8 @@ def audit_export(
     """
     if fmt not in ("csv", "jsonl"):
         raise ValidationFailed("choose csv or jsonl", field="--format")
+    export_format: schemas.ExportFormat = "csv" if fmt == "csv" else "jsonl"
     window = {"since": _instant(since, "--since"), "until": _instant(until, "--until")}
-    schemas = load_module("carepost.audit.schemas", "audit export")
-    query = load_module("carepost.audit.query", "audit export")
     try:
         filters = schemas.AuditFilters(**window, action=action, actor_id=actor)
     except ValidationError as exc:
@@ -117,7 +116,7 @@ def audit_export(
                 details={"format": fmt, "filters": filters.model_dump(mode="json")},
             )
         with runtime.database.session() as session:
-            chunks = query.export_events(session, found.id, filters, fmt)
+            chunks = query.export_events(session, found.id, filters, export_format)
             if output is None:
                 for chunk in chunks:
                     typer.echo(chunk, nl=False)

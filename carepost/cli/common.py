@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,17 +108,6 @@ def find_user(session: Session, tenant: Tenant, email: str) -> User:
         if user.email == address:
             return user
     raise NotFound(f"no user {address} in {tenant.slug}", field="email")
-
-
-def load_module(name: str, feature: str) -> Any:
-    """Import a domain module when a command needs it (keeps start-up fast and lets
-    this CLI ship before every feature has landed)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            raise CarepostError(f"{feature} is not available in this build of carepost") from None
-        raise
 
 
 @dataclass(frozen=True)

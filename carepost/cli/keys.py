@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from carepost.cli.common import find_tenant, load_module, open_runtime, operator, out
+from carepost.cli.common import find_tenant, open_runtime, operator, out
+from carepost.crypto import rotation
 
 keys_app = typer.Typer(help="Rotate and destroy encryption keys.", no_args_is_help=True)
-
-
-def _rotation() -> Any:
-    return load_module("carepost.crypto.rotation", "key rotation")
 
 
 @contextmanager
@@ -70,7 +67,7 @@ def keys_rotate(
     with open_runtime() as runtime, _progress_lines() as on_progress:
         if tenant is not None:
             find_tenant(runtime, tenant)
-        report = _rotation().rotate_keys(
+        report = rotation.rotate_keys(
             runtime,
             tenant_slug=tenant,
             new_master_key=master,
@@ -120,7 +117,7 @@ def keys_destroy_retired(
     with open_runtime() as runtime:
         if tenant is not None:
             find_tenant(runtime, tenant)
-        destroyed = _rotation().destroy_retired_keys(runtime, tenant_slug=tenant, actor=operator())
+        destroyed = rotation.destroy_retired_keys(runtime, tenant_slug=tenant, actor=operator())
     for item in destroyed:
         versions = ", ".join(f"v{v}" for v in item.versions) or "none"
         out.print(f"{item.tenant_slug}: destroyed key versions {versions}")
@@ -137,5 +134,5 @@ def keys_remove_master(
     Example: carepost keys remove-master mk-20260101120000-ab12
     """
     with open_runtime() as runtime:
-        _rotation().remove_master_key(runtime, key_id, actor=operator())
+        rotation.remove_master_key(runtime, key_id, actor=operator())
     out.print(f"Removed master key {key_id} from the key file. Back up the key file now.")
