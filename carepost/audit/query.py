@@ -28,7 +28,7 @@ from carepost.audit.models import AuditEvent
 from carepost.audit.schemas import AuditFilters, ExportFormat
 from carepost.audit.service import chain_for, event_content
 from carepost.audit.verify import reading_connection, verify_export_lines
-from carepost.core.errors import ValidationFailed
+from carepost.core.errors import NotFound, ValidationFailed
 
 __all__ = [
     "CSV_COLUMNS",
@@ -36,6 +36,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "export_events",
+    "get_event",
     "list_events",
     "neutralise_cell",
     "verify_export_lines",
@@ -196,3 +197,13 @@ def export_events(
     if fmt == "jsonl":
         return _jsonl_chunks(_stream(session, tenant_id, filters))
     raise ValidationFailed("the export format is csv or jsonl", field="fmt")
+
+
+def get_event(session: Session, tenant_id: uuid.UUID, event_id: uuid.UUID) -> AuditEvent:
+    """One event of a tenant's chain; another tenant's event is simply not found."""
+    event = session.scalar(
+        select(AuditEvent).where(*_conditions(tenant_id, None), AuditEvent.id == event_id)
+    )
+    if event is None:
+        raise NotFound("no such audit event")
+    return event
