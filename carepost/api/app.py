@@ -11,6 +11,7 @@ import carepost
 from carepost.accounts.api import router as accounts_router
 from carepost.api.middleware import RequestGuard
 from carepost.api.problems import install_problem_handlers
+from carepost.contacts.api import router as contacts_router
 from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
@@ -36,6 +37,7 @@ def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     router.include_router(accounts_router)
     router.include_router(tenancy_router)
+    router.include_router(contacts_router)
     return router
 
 
