@@ -1,12 +1,14 @@
 """Shared fixtures: a real database (SQLite by default, PostgreSQL when
 ``CAREPOST_TEST_DATABASE_URL`` is set, in a schema of its own per run), a runtime,
-fresh tenants per test, and the PHI canary that the whole suite's logs are
-scanned for at the end.
+fresh tenants per test, users with signed-in sessions, and the canaries (seeded
+PHI and every secret the tests use) that the whole suite's logs are scanned for
+at the end.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,11 +32,43 @@ ARTIFACTS = Path(os.environ.get("CAREPOST_TEST_ARTIFACTS", "test-artifacts"))
 PHI_CANARIES: set[str] = set()
 
 
+# Every secret a test uses (API keys, passwords, session tokens, TOTP secrets and
+# codes, recovery codes) is registered here too; no log line may contain one.
+SECRET_CANARIES: set[str] = set()
+# Canaries shorter than this (six-digit TOTP codes) only count as whole words, so
+# that a code does not "leak" by matching the digits of a timestamp or request id.
+SHORT_CANARY = 10
+
+
 def phi_value(kind: str = "name") -> str:
     """A unique, recognisable fake PHI value, registered for the log scan."""
     value = f"Phi{kind.capitalize()}{secrets.token_hex(4)}"
     PHI_CANARIES.add(value)
     return value
+
+
+def secret_value(value: str) -> str:
+    """Register a secret that a test uses, for the log scan; returns it unchanged."""
+    if value:
+        SECRET_CANARIES.add(value)
+    return value
+
+
+def new_password() -> str:
+    """A strong password for a test user, registered for the log scan."""
+    return secret_value(f"Pw-{secrets.token_urlsafe(12)}")
+
+
+def leaked_canaries(content: str, canaries: set[str]) -> list[str]:
+    leaked = []
+    for canary in canaries:
+        if len(canary) >= SHORT_CANARY:
+            found = canary in content
+        else:
+            found = re.search(rf"(?<![\w.:]){re.escape(canary)}(?![\w])", content) is not None
+        if found:
+            leaked.append(canary)
+    return sorted(leaked)
 
 
 @pytest.fixture(scope="session")
@@ -108,17 +142,24 @@ def tenant(make_tenant: Callable[..., tuple[Tenant, TenantKeys]]) -> tuple[Tenan
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any seeded PHI value reached the logs."""
+    """Fail the run if any seeded PHI value or any secret a test used reached the logs."""
     log_path = session.config.cache.get("carepost/log_file", None) if session.config.cache else None
     paths = [Path(log_path)] if log_path else []
     leaked: list[str] = []
+    secrets_leaked: list[str] = []
     for path in paths:
         if not path.exists():
             continue
         content = path.read_text(encoding="utf-8", errors="replace")
-        leaked.extend(sorted(c for c in PHI_CANARIES if c in content))
+        leaked.extend(leaked_canaries(content, PHI_CANARIES))
+        secrets_leaked.extend(leaked_canaries(content, SECRET_CANARIES))
     if leaked:
         print(f"\nPHI LEAK: {len(leaked)} seeded PHI values found in the logs, e.g. {leaked[0]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if secrets_leaked:
+        # Never print the secret itself: only how many and how long.
+        lengths = sorted({len(s) for s in secrets_leaked})
+        print(f"\nSECRET LEAK: {len(secrets_leaked)} secrets found in the logs (lengths {lengths})")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -161,6 +202,68 @@ def make_api_key(runtime: Runtime) -> Callable[..., dict[str, str]]:
                 creator_permissions=frozenset(PERMISSIONS),
                 actor=SYSTEM,
             )
+        secret_value(secret)
+        secret_value(secret.rsplit("_", 1)[-1])
         return {"Authorization": f"Bearer {secret}"}
 
     return make
+
+
+@pytest.fixture
+def make_user(runtime: Runtime) -> Callable[..., tuple[uuid.UUID, str, str]]:
+    """A user of ``tenant`` with ``role``; returns (id, email, password)."""
+    from carepost.accounts import service as accounts
+
+    def make(tenant: tuple[Tenant, TenantKeys], role: str = "owner") -> tuple[uuid.UUID, str, str]:
+        tenant_row, keys = tenant
+        password = new_password()
+        email = f"{role}-{uuid.uuid4().hex[:8]}@clinic.example"
+        with runtime.bound_session(keys) as session:
+            user, _ = accounts.create_user(
+                session, tenant_id=tenant_row.id, email=email, role=role, password=password
+            )
+            return user.id, email, password
+
+    return make
+
+
+@pytest.fixture
+def sign_in(runtime: Runtime) -> Callable[..., dict[str, str]]:
+    """Headers of a fully signed-in console session (MFA passed) for a user:
+    the session cookie and the session's CSRF token."""
+    from carepost.accounts import sessions
+    from carepost.accounts.models import User
+    from carepost.api.deps import SESSION_COOKIE
+
+    def make(tenant: tuple[Tenant, TenantKeys], user_id: uuid.UUID) -> dict[str, str]:
+        tenant_row, keys = tenant
+        with runtime.bound_session(keys) as session:
+            user = session.get(User, user_id)
+            assert user is not None
+            _token, row = sessions.create_session(
+                session, user=user, tenant=tenant_row, stage=sessions.STAGE_PASSWORD_OK
+            )
+            token = sessions.promote_session(session, row)
+            csrf = row.csrf_token
+        secret_value(token)
+        secret_value(csrf)
+        return {"Cookie": f"{SESSION_COOKIE}={token}", "X-CSRF-Token": csrf}
+
+    return make
+
+
+@pytest.fixture
+def audit_trail(runtime: Runtime) -> Callable[..., list]:
+    """The audit events of a tenant, oldest first, optionally only one action."""
+    from sqlalchemy import select
+
+    from carepost.audit.models import AuditEvent
+
+    def read(tenant: tuple[Tenant, TenantKeys], action: str | None = None) -> list[AuditEvent]:
+        query = select(AuditEvent).where(AuditEvent.tenant_id == tenant[0].id)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        with runtime.database.session() as session:
+            return list(session.scalars(query.order_by(AuditEvent.seq)))
+
+    return read
