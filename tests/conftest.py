@@ -203,7 +203,7 @@ def make_api_key(runtime: Runtime) -> Callable[..., dict[str, str]]:
                 actor=SYSTEM,
             )
         secret_value(secret)
-        secret_value(secret.rsplit("_", 1)[-1])
+        secret_value(secret.split("_", 2)[2])
         return {"Authorization": f"Bearer {secret}"}
 
     return make
