@@ -37,10 +37,6 @@ SECURITY_HEADERS = [
 ]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class RequestGuard:
     """Assigns a request id, enforces the body size limit, adds headers, logs and counts."""
 
@@ -64,17 +60,27 @@ class RequestGuard:
             self._finish(scope, 413, started, request_id)
             return
         received = 0
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                    # Answer 413 here and let the application see the client leave:
+                    # an exception raised from receive() would be turned into a 400
+                    # by the framework's body parsing.
+                    if not status_holder["started"]:
+                        await self._too_large(guarded_send)
+                    too_large = True
+                    status_holder["status"] = 413
+                    return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: Message) -> None:
+            if too_large:
+                return  # the 413 is out; the application's late answer is dropped
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
@@ -91,10 +97,6 @@ class RequestGuard:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
-            if not status_holder["started"]:
-                await self._too_large(send)
-            status_holder["status"] = 413
         finally:
             self._finish(scope, int(status_holder["status"]), started, request_id)
             structlog.contextvars.unbind_contextvars("request_id")
