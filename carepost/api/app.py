@@ -10,7 +10,7 @@ from sqlalchemy import text
 import carepost
 from carepost.accounts.api import router as accounts_router
 from carepost.api.middleware import RequestGuard
-from carepost.api.problems import install_problem_handlers
+from carepost.api.problems import PROBLEM_JSON, PROBLEM_SCHEMA, install_problem_handlers
 from carepost.contacts.api import router as contacts_router
 from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
@@ -21,11 +21,16 @@ from carepost.web.pages import install_console
 
 API_PREFIX = "/api/v1"
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"description": description, "content": {"application/problem+json": {}}}
+    status: {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+    }
     for status, description in {
+        400: "The body could not be parsed",
         401: "Authentication required",
         403: "Forbidden",
         404: "Not found",
+        409: "Conflicts with the current state (a duplicate, the last owner)",
         413: "Request too large",
         422: "Validation failed",
         429: "Too many requests",

@@ -23,6 +23,29 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://carepost.dev/problems/"
 log = get_logger("carepost.api")
 
+# The JSON Schema of every problem body, for the OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "A stable URI per kind of error"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The path of the request"},
+        "errors": {
+            "type": "array",
+            "description": "Each input at fault, located by a JSON Pointer",
+            "items": {
+                "type": "object",
+                "required": ["pointer", "detail"],
+                "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        },
+    },
+}
+
 
 def problem_response(
     status: int,

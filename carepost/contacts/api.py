@@ -9,7 +9,7 @@ phone or external id is ``POST /contacts/lookup`` with a JSON body.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
@@ -33,9 +33,6 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Principal, Depends(require("contacts:read"))]
 Writer = Annotated[Principal, Depends(require("contacts:write"))]
 PHI_PERMISSION = "phi:read"
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "Another contact has the same email or external id"}
-}
 
 
 def _reject_phi_in_query(request: Request) -> None:
@@ -49,9 +46,7 @@ def _reject_phi_in_query(request: Request) -> None:
         )
 
 
-@router.post(
-    "", status_code=status.HTTP_201_CREATED, summary="Create a contact", responses=CONFLICT
-)
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a contact")
 def create_contact(body: ContactCreate, runtime: RuntimeDep, principal: Writer) -> ContactOut:
     with runtime.bound_session(principal.keys) as session:
         contact = service.create_contact(
@@ -128,7 +123,7 @@ def get_contact(contact_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -
         return ContactOut.of(contact, show_phi=show_phi)
 
 
-@router.patch("/{contact_id}", summary="Change a contact", responses=CONFLICT)
+@router.patch("/{contact_id}", summary="Change a contact")
 def update_contact(
     contact_id: uuid.UUID, body: ContactUpdate, runtime: RuntimeDep, principal: Writer
 ) -> ContactOut:

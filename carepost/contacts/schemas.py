@@ -22,7 +22,9 @@ from carepost.core.text import SingleLineText
 class _ContactFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: SingleLineText | None = Field(default=None, max_length=320, examples=["pat@example.org"])
+    email: SingleLineText | None = Field(
+        default=None, max_length=320, json_schema_extra={"format": "email"}
+    )
     phone: SingleLineText | None = Field(
         default=None, max_length=32, description="E.164, e.g. +14155552671"
     )
