@@ -267,3 +267,18 @@ def audit_trail(runtime: Runtime) -> Callable[..., list]:
             return list(session.scalars(query.order_by(AuditEvent.seq)))
 
     return read
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    """argon2id with the cheapest parameters: the suite creates hundreds of users and
+    the production cost (tens of milliseconds each) would dominate its run time. The
+    algorithm and code paths are the production ones."""
+    from argon2 import PasswordHasher
+
+    from carepost.accounts import passwords
+
+    production = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    passwords._hasher = production
