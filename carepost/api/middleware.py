@@ -37,6 +37,18 @@ SECURITY_HEADERS = [
 ]
 
 
+def route_template(scope: Scope) -> str:
+    """The template of the route that served a request (/api/v1/users/{user_id}), never
+    the concrete path: ids and tokens stay out of metrics and logs.
+
+    FastAPI routes included from routers keep their own, prefix-less path on
+    ``scope["route"]``; the full template is on FastAPI's effective route context.
+    """
+    context: Any = (scope.get("fastapi") or {}).get("effective_route_context")
+    template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return str(template or "unmatched")
+
+
 class RequestGuard:
     """Assigns a request id, enforces the body size limit, adds headers, logs and counts."""
 
@@ -122,10 +134,7 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
     def _finish(self, scope: Scope, status: int, started: float, request_id: str) -> None:
-        route: Any = scope.get("route")
-        # The route template (/api/v1/users/{user_id}), never the concrete path: ids and
-        # tokens stay out of metrics and logs.
-        template = getattr(route, "path", None) or "unmatched"
+        template = route_template(scope)
         elapsed = time.perf_counter() - started
         REQUESTS.labels(scope["method"], template, str(status)).inc()
         LATENCY.labels(scope["method"], template).observe(elapsed)
