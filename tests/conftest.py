@@ -8,7 +8,6 @@ at the end.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,49 +25,29 @@ from carepost.crypto.keyring import TenantKeys
 from carepost.tenancy import service as tenancy
 from carepost.tenancy.models import Tenant
 
+# The canary registry lives in its own module: pytest loads this file as the plugin
+# "conftest" while tests import it as "tests.conftest", two module objects whose
+# sets would differ, and the end-of-run scan would see none of the tests' canaries.
+from tests.canaries import (
+    PHI_CANARIES,
+    SECRET_CANARIES,
+    leaked_canaries,
+    new_password,
+    phi_value,
+    secret_value,
+)
+
+__all__ = [
+    "PHI_CANARIES",
+    "SECRET_CANARIES",
+    "leaked_canaries",
+    "new_password",
+    "phi_value",
+    "secret_value",
+]
+
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 ARTIFACTS = Path(os.environ.get("CAREPOST_TEST_ARTIFACTS", "test-artifacts"))
-# Every PHI value a test seeds is registered here; no log line may contain one.
-PHI_CANARIES: set[str] = set()
-
-
-# Every secret a test uses (API keys, passwords, session tokens, TOTP secrets and
-# codes, recovery codes) is registered here too; no log line may contain one.
-SECRET_CANARIES: set[str] = set()
-# Canaries shorter than this (six-digit TOTP codes) only count as whole words, so
-# that a code does not "leak" by matching the digits of a timestamp or request id.
-SHORT_CANARY = 10
-
-
-def phi_value(kind: str = "name") -> str:
-    """A unique, recognisable fake PHI value, registered for the log scan."""
-    value = f"Phi{kind.capitalize()}{secrets.token_hex(4)}"
-    PHI_CANARIES.add(value)
-    return value
-
-
-def secret_value(value: str) -> str:
-    """Register a secret that a test uses, for the log scan; returns it unchanged."""
-    if value:
-        SECRET_CANARIES.add(value)
-    return value
-
-
-def new_password() -> str:
-    """A strong password for a test user, registered for the log scan."""
-    return secret_value(f"Pw-{secrets.token_urlsafe(12)}")
-
-
-def leaked_canaries(content: str, canaries: set[str]) -> list[str]:
-    leaked = []
-    for canary in canaries:
-        if len(canary) >= SHORT_CANARY:
-            found = canary in content
-        else:
-            found = re.search(rf"(?<![\w.:]){re.escape(canary)}(?![\w])", content) is not None
-        if found:
-            leaked.append(canary)
-    return sorted(leaked)
 
 
 @pytest.fixture(scope="session")
@@ -143,8 +122,7 @@ def tenant(make_tenant: Callable[..., tuple[Tenant, TenantKeys]]) -> tuple[Tenan
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any seeded PHI value or any secret a test used reached the logs."""
-    log_path = session.config.cache.get("carepost/log_file", None) if session.config.cache else None
-    paths = [Path(log_path)] if log_path else []
+    paths = set(_LOG_FILES)
     leaked: list[str] = []
     secrets_leaked: list[str] = []
     for path in paths:
@@ -163,10 +141,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# The log file of this run, for the scan. (Not in pytest's cache: that is off with
+# -p no:cacheprovider, and a run without tests would scan the previous run's log.)
+_LOG_FILES: list[Path] = []
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _remember_log_file(request: pytest.FixtureRequest, log_file: Path) -> None:
-    if request.config.cache is not None:
-        request.config.cache.set("carepost/log_file", str(log_file))
+def _remember_log_file(log_file: Path) -> None:
+    _LOG_FILES.append(log_file)
 
 
 @pytest.fixture(scope="session")
