@@ -1,7 +1,8 @@
 """Shared fixtures: a real database (SQLite by default, PostgreSQL when
 ``CAREPOST_TEST_DATABASE_URL`` is set, in a schema of its own per run), a runtime,
-fresh tenants per test, and the PHI canary that the whole suite's logs are
-scanned for at the end.
+fresh tenants per test, users with signed-in sessions, and the canaries (seeded
+PHI and every secret the tests use) that the whole suite's logs are scanned for
+at the end.
 """
 
 from __future__ import annotations
@@ -23,13 +24,30 @@ from carepost.crypto.keyprovider import init_key_file
 from carepost.crypto.keyring import TenantKeys
 from carepost.tenancy import service as tenancy
 from carepost.tenancy.models import Tenant
-from tests.canaries import PHI_CANARIES, phi_value
 
-__all__ = ["phi_value"]
+# The canary registry lives in its own module: pytest loads this file as the plugin
+# "conftest" while tests import it as "tests.conftest", two module objects whose
+# sets would differ, and the end-of-run scan would see none of the tests' canaries.
+from tests.canaries import (
+    PHI_CANARIES,
+    SECRET_CANARIES,
+    leaked_canaries,
+    new_password,
+    phi_value,
+    secret_value,
+)
+
+__all__ = [
+    "PHI_CANARIES",
+    "SECRET_CANARIES",
+    "leaked_canaries",
+    "new_password",
+    "phi_value",
+    "secret_value",
+]
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 ARTIFACTS = Path(os.environ.get("CAREPOST_TEST_ARTIFACTS", "test-artifacts"))
-LOG_FILES: list[Path] = []
 
 
 @pytest.fixture(scope="session")
@@ -103,22 +121,34 @@ def tenant(make_tenant: Callable[..., tuple[Tenant, TenantKeys]]) -> tuple[Tenan
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any seeded PHI value reached the logs."""
-    paths = list(LOG_FILES)
+    """Fail the run if any seeded PHI value or any secret a test used reached the logs."""
+    paths = set(_LOG_FILES)
     leaked: list[str] = []
+    secrets_leaked: list[str] = []
     for path in paths:
         if not path.exists():
             continue
         content = path.read_text(encoding="utf-8", errors="replace")
-        leaked.extend(sorted(c for c in PHI_CANARIES if c in content))
+        leaked.extend(leaked_canaries(content, PHI_CANARIES))
+        secrets_leaked.extend(leaked_canaries(content, SECRET_CANARIES))
     if leaked:
         print(f"\nPHI LEAK: {len(leaked)} seeded PHI values found in the logs, e.g. {leaked[0]}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if secrets_leaked:
+        # Never print the secret itself: only how many and how long.
+        lengths = sorted({len(s) for s in secrets_leaked})
+        print(f"\nSECRET LEAK: {len(secrets_leaked)} secrets found in the logs (lengths {lengths})")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# The log file of this run, for the scan. (Not in pytest's cache: that is off with
+# -p no:cacheprovider, and a run without tests would scan the previous run's log.)
+_LOG_FILES: list[Path] = []
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _remember_log_file(log_file: Path, settings: Settings) -> None:
-    LOG_FILES.append(log_file)
+    _LOG_FILES.append(log_file)
 
 
 @pytest.fixture(scope="session")
@@ -154,6 +184,83 @@ def make_api_key(runtime: Runtime) -> Callable[..., dict[str, str]]:
                 creator_permissions=frozenset(PERMISSIONS),
                 actor=SYSTEM,
             )
+        secret_value(secret)
+        secret_value(secret.split("_", 2)[2])
         return {"Authorization": f"Bearer {secret}"}
 
     return make
+
+
+@pytest.fixture
+def make_user(runtime: Runtime) -> Callable[..., tuple[uuid.UUID, str, str]]:
+    """A user of ``tenant`` with ``role``; returns (id, email, password)."""
+    from carepost.accounts import service as accounts
+
+    def make(tenant: tuple[Tenant, TenantKeys], role: str = "owner") -> tuple[uuid.UUID, str, str]:
+        tenant_row, keys = tenant
+        password = new_password()
+        email = f"{role}-{uuid.uuid4().hex[:8]}@clinic.example"
+        with runtime.bound_session(keys) as session:
+            user, _ = accounts.create_user(
+                session, tenant_id=tenant_row.id, email=email, role=role, password=password
+            )
+            return user.id, email, password
+
+    return make
+
+
+@pytest.fixture
+def sign_in(runtime: Runtime) -> Callable[..., dict[str, str]]:
+    """Headers of a fully signed-in console session (MFA passed) for a user:
+    the session cookie and the session's CSRF token."""
+    from carepost.accounts import sessions
+    from carepost.accounts.models import User
+    from carepost.api.deps import SESSION_COOKIE
+
+    def make(tenant: tuple[Tenant, TenantKeys], user_id: uuid.UUID) -> dict[str, str]:
+        tenant_row, keys = tenant
+        with runtime.bound_session(keys) as session:
+            user = session.get(User, user_id)
+            assert user is not None
+            _token, row = sessions.create_session(
+                session, user=user, tenant=tenant_row, stage=sessions.STAGE_PASSWORD_OK
+            )
+            token = sessions.promote_session(session, row)
+            csrf = row.csrf_token
+        secret_value(token)
+        secret_value(csrf)
+        return {"Cookie": f"{SESSION_COOKIE}={token}", "X-CSRF-Token": csrf}
+
+    return make
+
+
+@pytest.fixture
+def audit_trail(runtime: Runtime) -> Callable[..., list]:
+    """The audit events of a tenant, oldest first, optionally only one action."""
+    from sqlalchemy import select
+
+    from carepost.audit.models import AuditEvent
+
+    def read(tenant: tuple[Tenant, TenantKeys], action: str | None = None) -> list[AuditEvent]:
+        query = select(AuditEvent).where(AuditEvent.tenant_id == tenant[0].id)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        with runtime.database.session() as session:
+            return list(session.scalars(query.order_by(AuditEvent.seq)))
+
+    return read
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    """argon2id with the cheapest parameters: the suite creates hundreds of users and
+    the production cost (tens of milliseconds each) would dominate its run time. The
+    algorithm and code paths are the production ones."""
+    from argon2 import PasswordHasher
+
+    from carepost.accounts import passwords
+
+    production = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    passwords._hasher = production

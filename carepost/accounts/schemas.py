@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from carepost.accounts.models import ApiKey, User
+from carepost.accounts.permissions import PERMISSIONS
+from carepost.core.text import SingleLineText
 
 RoleName = Literal["owner", "admin", "marketer", "analyst", "auditor"]
+SCOPE_NAMES: list[JsonValue] = list(sorted(PERMISSIONS))
 
 
 class Strict(BaseModel):
@@ -44,9 +47,11 @@ class UserOut(BaseModel):
 
 
 class UserCreate(Strict):
-    email: str = Field(min_length=3, max_length=320)
+    email: SingleLineText = Field(
+        min_length=3, max_length=320, json_schema_extra={"format": "email"}
+    )
     role: RoleName
-    name: str = Field(default="", max_length=200)
+    name: SingleLineText = Field(default="", max_length=200)
 
 
 class UserCreated(BaseModel):
@@ -58,7 +63,7 @@ class UserCreated(BaseModel):
 
 class UserUpdate(Strict):
     role: RoleName | None = None
-    name: str | None = Field(default=None, max_length=200)
+    name: SingleLineText | None = Field(default=None, max_length=200)
     status: Literal["active", "disabled"] | None = None
 
 
@@ -87,9 +92,23 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreate(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(min_length=1, max_length=50)
-    expires_at: datetime | None = None
+    name: SingleLineText = Field(min_length=1, max_length=200)
+    # Checked by the service (naming the unknown scope); the enum documents the choices.
+    scopes: list[SingleLineText] = Field(
+        min_length=1,
+        max_length=50,
+        json_schema_extra={"items": {"type": "string", "enum": SCOPE_NAMES}},
+    )
+    # A time zone is required: a naive time is ambiguous (and cannot be compared).
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value: Any) -> Any:
+        # Pydantic would read a number as a Unix time; the API takes RFC 3339 text.
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("use an RFC 3339 time with a time zone, e.g. 2030-01-31T12:00:00Z")
+        return value
 
 
 class ApiKeyCreated(BaseModel):

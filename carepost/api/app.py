@@ -10,8 +10,9 @@ from sqlalchemy import text
 import carepost
 from carepost.accounts.api import router as accounts_router
 from carepost.api.middleware import RequestGuard
-from carepost.api.problems import install_problem_handlers
+from carepost.api.problems import PROBLEM_JSON, PROBLEM_SCHEMA, install_problem_handlers
 from carepost.audit.api import router as audit_router
+from carepost.contacts.api import router as contacts_router
 from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
@@ -21,11 +22,16 @@ from carepost.web.pages import install_console
 
 API_PREFIX = "/api/v1"
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"description": description, "content": {"application/problem+json": {}}}
+    status: {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+    }
     for status, description in {
+        400: "The body could not be parsed",
         401: "Authentication required",
         403: "Forbidden",
         404: "Not found",
+        409: "Conflicts with the current state (a duplicate, the last owner)",
         413: "Request too large",
         422: "Validation failed",
         429: "Too many requests",
@@ -38,6 +44,7 @@ def api_router() -> APIRouter:
     router.include_router(accounts_router)
     router.include_router(tenancy_router)
     router.include_router(audit_router)
+    router.include_router(contacts_router)
     return router
 
 

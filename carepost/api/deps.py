@@ -94,7 +94,13 @@ def authenticate(
             )
         if not credentials.session_token:
             raise AuthenticationFailed("sign in, or send an API key as 'Authorization: Bearer'")
-        row, user, tenant = sessions.resolve_session(session, credentials.session_token)
+        try:
+            row, user, tenant = sessions.resolve_session(session, credentials.session_token)
+        except AuthenticationFailed:
+            # An expired session is revoked and audited on the way out; keep that
+            # record although the request fails (the unit of work would roll it back).
+            session.commit()
+            raise
         if credentials.method not in SAFE_METHODS and not (
             credentials.csrf_token
             and secrets.compare_digest(credentials.csrf_token, row.csrf_token)

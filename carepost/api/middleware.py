@@ -37,8 +37,16 @@ SECURITY_HEADERS = [
 ]
 
 
-class BodyTooLarge(Exception):
-    pass
+def route_template(scope: Scope) -> str:
+    """The template of the route that served a request (/api/v1/users/{user_id}), never
+    the concrete path: ids and tokens stay out of metrics and logs.
+
+    FastAPI routes included from routers keep their own, prefix-less path on
+    ``scope["route"]``; the full template is on FastAPI's effective route context.
+    """
+    context: Any = (scope.get("fastapi") or {}).get("effective_route_context")
+    template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return str(template or "unmatched")
 
 
 class RequestGuard:
@@ -64,17 +72,27 @@ class RequestGuard:
             self._finish(scope, 413, started, request_id)
             return
         received = 0
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                    # Answer 413 here and let the application see the client leave:
+                    # an exception raised from receive() would be turned into a 400
+                    # by the framework's body parsing.
+                    if not status_holder["started"]:
+                        await self._too_large(guarded_send)
+                    too_large = True
+                    status_holder["status"] = 413
+                    return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: Message) -> None:
+            if too_large:
+                return  # the 413 is out; the application's late answer is dropped
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
@@ -91,10 +109,6 @@ class RequestGuard:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
-            if not status_holder["started"]:
-                await self._too_large(send)
-            status_holder["status"] = 413
         finally:
             self._finish(scope, int(status_holder["status"]), started, request_id)
             structlog.contextvars.unbind_contextvars("request_id")
@@ -120,10 +134,7 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
     def _finish(self, scope: Scope, status: int, started: float, request_id: str) -> None:
-        route: Any = scope.get("route")
-        # The route template (/api/v1/users/{user_id}), never the concrete path: ids and
-        # tokens stay out of metrics and logs.
-        template = getattr(route, "path", None) or "unmatched"
+        template = route_template(scope)
         elapsed = time.perf_counter() - started
         REQUESTS.labels(scope["method"], template, str(status)).inc()
         LATENCY.labels(scope["method"], template).observe(elapsed)

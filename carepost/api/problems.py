@@ -8,7 +8,6 @@ errors return a generic 500 with a request id; their details go only to the log.
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,11 +16,34 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carepost.core.errors import CarepostError, FieldError, RateLimited
-from carepost.core.logging import get_logger
+from carepost.core.logging import describe_exception, get_logger
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://carepost.dev/problems/"
 log = get_logger("carepost.api")
+
+# The JSON Schema of every problem body, for the OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "A stable URI per kind of error"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The path of the request"},
+        "errors": {
+            "type": "array",
+            "description": "Each input at fault, located by a JSON Pointer",
+            "items": {
+                "type": "object",
+                "required": ["pointer", "detail"],
+                "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        },
+    },
+}
 
 
 def problem_response(
@@ -124,17 +146,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from carepost.api.middleware import route_template  # the middleware imports us
+
         request_id = getattr(request.state, "request_id", "")
-        # Exception messages may quote data (PHI); log the type and the frames only.
-        frames = [
-            f"{f.filename}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)
-        ]
+        # Exception messages may quote data (PHI); log the type and the frames only,
+        # and the route template rather than the concrete path.
         log.error(
             "unhandled_error",
-            path=request.url.path,
-            error_type=type(exc).__name__,
+            route=route_template(request.scope),
             request_id=request_id,
-            frames=frames[-8:],
+            exception=describe_exception(exc),
         )
         return problem_response(
             500,
@@ -142,4 +163,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             "Internal error",
             f"something went wrong on our side; quote request id {request_id} to support",
             instance=request.url.path,
+            # This answer comes from the outermost (server error) middleware, outside
+            # the request guard that adds these headers to every other response.
+            headers={
+                "X-Request-Id": request_id,
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
         )

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from carepost.core.text import MultiLineText, SingleLineText
 from carepost.tenancy.models import Tenant
 
 
@@ -35,7 +36,8 @@ class TenantOut(BaseModel):
 class TenantUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    session_idle_minutes: int | None = Field(default=None, ge=1, le=1440)
-    session_max_hours: int | None = Field(default=None, ge=1, le=720)
-    physical_address: str | None = Field(default=None, max_length=500)
+    name: SingleLineText | None = Field(default=None, min_length=1, max_length=200)
+    # Strict: JSON true or "5" is not a number of minutes.
+    session_idle_minutes: int | None = Field(default=None, ge=1, le=1440, strict=True)
+    session_max_hours: int | None = Field(default=None, ge=1, le=720, strict=True)
+    physical_address: MultiLineText | None = Field(default=None, max_length=500)

@@ -1,0 +1,117 @@
+"""API shapes for contacts.
+
+Shape only (types, lengths, unknown fields); the meaning of each value (a valid
+address, E.164, a birth date in the past) is checked by the service, so imports
+and the API agree. Contacts read without the ``phi:read`` permission come back
+with every PHI field null and ``phi_redacted`` set.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from carepost.contacts.fields import PHI_FIELDS
+from carepost.contacts.models import Contact
+from carepost.core.text import SingleLineText
+
+
+class _ContactFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: SingleLineText | None = Field(
+        default=None, max_length=320, json_schema_extra={"format": "email"}
+    )
+    phone: SingleLineText | None = Field(
+        default=None, max_length=32, description="E.164, e.g. +14155552671"
+    )
+    external_id: SingleLineText | None = Field(
+        default=None, max_length=200, description="Your system's id (MRN, CRM id)"
+    )
+    first_name: SingleLineText | None = Field(default=None, max_length=200)
+    last_name: SingleLineText | None = Field(default=None, max_length=200)
+    birth_date: date | None = Field(default=None, description="ISO date, not in the future")
+
+    @field_validator("birth_date", mode="before")
+    @classmethod
+    def _iso_date_text(cls, value: Any) -> Any:
+        # Pydantic would read a number as a Unix timestamp; a birth date is written as text.
+        if value is not None and not isinstance(value, str | date):
+            raise ValueError("use an ISO date: YYYY-MM-DD")
+        return value
+
+    def as_values(self, *, only_set: bool) -> dict[str, str | None]:
+        """Field name -> text for the service (dates as ISO strings)."""
+        names = self.model_fields_set if only_set else set(type(self).model_fields)
+        values: dict[str, str | None] = {}
+        for name in sorted(names):
+            value = getattr(self, name)
+            values[name] = value.isoformat() if isinstance(value, date) else value
+        return values
+
+
+class ContactCreate(_ContactFields):
+    """A new contact. Omitted fields stay empty; email and external id are unique."""
+
+
+class ContactUpdate(_ContactFields):
+    """Fields to change. An omitted field is left alone; ``null`` clears it."""
+
+
+class ContactLookup(BaseModel):
+    """Find contacts by exactly one identifier, sent in the body so PHI stays out of URLs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: SingleLineText | None = Field(default=None, max_length=320)
+    phone: SingleLineText | None = Field(default=None, max_length=32)
+    external_id: SingleLineText | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [name for name in ("email", "phone", "external_id") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of email, phone, external_id")
+        return self
+
+    def criterion(self) -> tuple[str, str]:
+        for name in ("email", "phone", "external_id"):
+            value = getattr(self, name)
+            if value:
+                return name, value
+        raise AssertionError("validated to hold one criterion")
+
+
+class ContactOut(BaseModel):
+    id: uuid.UUID
+    phi_redacted: bool = Field(
+        description="True when the caller lacks phi:read: every PHI field is then null."
+    )
+    email: str | None
+    phone: str | None
+    external_id: str | None
+    first_name: str | None
+    last_name: str | None
+    birth_date: date | None
+    created_at: datetime
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, contact: Contact, *, show_phi: bool) -> ContactOut:
+        phi: dict[str, Any] = dict.fromkeys(PHI_FIELDS)
+        if show_phi:
+            phi = {name: getattr(contact, name) for name in PHI_FIELDS}
+        return cls(
+            id=contact.id,
+            phi_redacted=not show_phi,
+            created_at=contact.created_at,
+            updated_at=contact.updated_at,
+            **phi,
+        )
+
+
+class ContactMatches(BaseModel):
+    items: list[ContactOut]

@@ -1,0 +1,177 @@
+"""Fixtures of the security suites: object factories for every kind of object a
+route can address, each returning the path parameters and a way to read the
+object back, so a suite can assert that a request changed nothing."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyotp
+import pytest
+from sqlalchemy import func, select
+
+from carepost.accounts import apikeys, sessions
+from carepost.accounts import service as accounts
+from carepost.accounts.models import ApiKey, User
+from carepost.accounts.permissions import PERMISSIONS
+from carepost.audit.models import AuditEvent
+from carepost.audit.service import SYSTEM
+from carepost.contacts import service as contacts
+from carepost.contacts.models import Contact
+from carepost.core.runtime import Runtime
+from carepost.crypto.keyring import TenantKeys
+from carepost.tenancy.models import Tenant
+from tests.conftest import new_password, phi_value, secret_value
+
+TenantPair = tuple[Tenant, TenantKeys]
+
+
+@dataclass
+class Target:
+    """One object of a tenant: the path parameters that address it, facts about it
+    (its email, say) for checks, and a snapshot function that reads it back."""
+
+    params: dict[str, str]
+    snapshot: Callable[[], Any]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Objects:
+    """Object factories bound to a runtime; each creates one object in a tenant."""
+
+    runtime: Runtime
+
+    def user(self, tenant: TenantPair, role: str = "analyst") -> Target:
+        """A user with MFA enrolled and a live session: reset-mfa and sign-out
+        would both visibly change it."""
+        tenant_row, keys = tenant
+        email = f"{role}-{uuid.uuid4().hex[:8]}@clinic.example"
+        with self.runtime.bound_session(keys) as session:
+            user, _ = accounts.create_user(
+                session, tenant_id=tenant_row.id, email=email, role=role, password=new_password()
+            )
+            user.totp_secret = secret_value(pyotp.random_base32())
+            user.totp_enabled = True
+            token, _row = sessions.create_session(
+                session, user=user, tenant=tenant_row, stage=sessions.STAGE_MFA_OK
+            )
+            secret_value(token)
+            user_id = user.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                row = session.get(User, user_id)
+                assert row is not None
+                live = sessions.list_active_sessions(
+                    session, tenant_id=tenant_row.id, user_id=user_id
+                )
+                return (
+                    row.email,
+                    row.name,
+                    row.role,
+                    row.status,
+                    row.totp_enabled,
+                    row.totp_secret,
+                    row.password_hash,
+                    len(live),
+                )
+
+        return Target({"user_id": str(user_id)}, snapshot, {"email": email})
+
+    def api_key(self, tenant: TenantPair) -> Target:
+        tenant_row, keys = tenant
+        with self.runtime.bound_session(keys) as session:
+            key, secret = apikeys.create_api_key(
+                session,
+                tenant_id=tenant_row.id,
+                name="integration",
+                scopes=["contacts:read"],
+                creator_permissions=frozenset(PERMISSIONS),
+                actor=SYSTEM,
+            )
+            key_id = key.id
+        secret_value(secret)
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                row = session.get(ApiKey, key_id)
+                assert row is not None
+                return (row.name, row.scopes, row.revoked_at, row.expires_at, row.secret_hash)
+
+        return Target({"key_id": str(key_id)}, snapshot, {"secret": secret})
+
+    def contact(self, tenant: TenantPair) -> Target:
+        _tenant_row, keys = tenant
+        email = f"{phi_value('mail').lower()}@example.org"
+        values = {
+            "email": email,
+            "phone": "+14155550123",
+            "external_id": phi_value("mrn"),
+            "first_name": phi_value("first"),
+            "last_name": phi_value("last"),
+            "birth_date": "1958-02-03",
+        }
+        with self.runtime.bound_session(keys) as session:
+            contact = contacts.create_contact(session, keys, values=values, actor=SYSTEM)
+            contact_id = contact.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                row = session.get(Contact, contact_id)
+                if row is None:
+                    return None
+                return (
+                    row.email,
+                    row.phone,
+                    row.external_id,
+                    row.first_name,
+                    row.last_name,
+                    row.birth_date,
+                    row.email_index,
+                    row.updated_at,
+                )
+
+        return Target({"contact_id": str(contact_id)}, snapshot, values)
+
+    def audit_event(self, tenant: TenantPair) -> Target:
+        """The newest event of the tenant's audit trail (events are immutable)."""
+        with self.runtime.database.session() as session:
+            event = session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.tenant_id == tenant[0].id)
+                .order_by(AuditEvent.seq.desc())
+                .limit(1)
+            ).one()
+            event_id, event_hash = event.id, event.hash
+
+        def snapshot() -> Any:
+            with self.runtime.database.session() as session:
+                row = session.get(AuditEvent, event_id)
+                return None if row is None else row.hash
+
+        return Target({"event_id": str(event_id)}, snapshot, {"hash": event_hash})
+
+    def audit_count(self, tenant: TenantPair) -> int:
+        with self.runtime.database.session() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(AuditEvent)
+                    .where(AuditEvent.tenant_id == tenant[0].id)
+                )
+                or 0
+            )
+
+
+@pytest.fixture
+def objects(runtime: Runtime) -> Objects:
+    return Objects(runtime)
+
+
+def random_id() -> str:
+    return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))

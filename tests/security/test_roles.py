@@ -1,0 +1,343 @@
+"""The role permissions matrix: who may call which route, and the rules roles cannot bend.
+
+``MATRIX`` is the specification, written out by hand: for each API route, the
+roles allowed to call it. Each role is tried as a console session of a user with
+that role and as an API key whose scopes are exactly the role's permissions;
+allowed calls succeed, denied ones get 403 problem+json. A new route without a
+row fails ``test_matrix_covers_every_api_route``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from carepost.accounts import apikeys
+from carepost.accounts import service as accounts
+from carepost.accounts.permissions import PERMISSIONS, ROLE_PERMISSIONS, Role
+from carepost.audit.service import Actor
+from carepost.core.errors import Conflict, PermissionDenied
+from tests.conftest import new_password
+from tests.security.conftest import Objects, Target, TenantPair
+from tests.security.route_inventory import RouteKey, app_routes
+
+V1 = "/api/v1"
+ALL = frozenset(Role)
+OWNER, ADMIN, MARKETER, ANALYST, AUDITOR = (
+    Role.OWNER,
+    Role.ADMIN,
+    Role.MARKETER,
+    Role.ANALYST,
+    Role.AUDITOR,
+)
+MANAGERS = frozenset({OWNER, ADMIN})
+CONTACT_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST})
+CONTACT_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
+PEOPLE_READERS = frozenset({OWNER, ADMIN, AUDITOR})
+AUDIT_READERS = frozenset({OWNER, ADMIN, AUDITOR})
+
+
+@dataclass(frozen=True)
+class Call:
+    """How to make one valid call to a route: the factory of the object it addresses
+    (if any) and a body builder (fresh values each call, so creates don't collide)."""
+
+    factory: str | None = None
+    body: Callable[[], dict[str, Any]] | None = None
+
+
+def _new_user_body() -> dict[str, Any]:
+    return {"email": f"new-{uuid.uuid4().hex[:8]}@clinic.example", "role": "analyst"}
+
+
+def _new_contact_body() -> dict[str, Any]:
+    return {"external_id": f"mrn-{uuid.uuid4().hex[:10]}"}
+
+
+MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
+    RouteKey("GET", f"{V1}/me"): (ALL, Call()),
+    RouteKey("GET", f"{V1}/users"): (PEOPLE_READERS, Call()),
+    RouteKey("POST", f"{V1}/users"): (MANAGERS, Call(body=_new_user_body)),
+    RouteKey("GET", f"{V1}/users/{{user_id}}"): (PEOPLE_READERS, Call("user")),
+    RouteKey("PATCH", f"{V1}/users/{{user_id}}"): (
+        MANAGERS,
+        Call("user", lambda: {"name": "Renamed"}),
+    ),
+    RouteKey("POST", f"{V1}/users/{{user_id}}/reset-mfa"): (MANAGERS, Call("user")),
+    RouteKey("POST", f"{V1}/users/{{user_id}}/sign-out-everywhere"): (MANAGERS, Call("user")),
+    RouteKey("GET", f"{V1}/api-keys"): (PEOPLE_READERS, Call()),
+    RouteKey("POST", f"{V1}/api-keys"): (
+        MANAGERS,
+        Call(body=lambda: {"name": "ci", "scopes": ["tenant:read"]}),
+    ),
+    RouteKey("GET", f"{V1}/api-keys/{{key_id}}"): (PEOPLE_READERS, Call("api_key")),
+    RouteKey("DELETE", f"{V1}/api-keys/{{key_id}}"): (MANAGERS, Call("api_key")),
+    RouteKey("GET", f"{V1}/tenant"): (ALL, Call()),
+    RouteKey("PATCH", f"{V1}/tenant"): (
+        MANAGERS,
+        Call(body=lambda: {"physical_address": "1 Main St"}),
+    ),
+    RouteKey("GET", f"{V1}/contacts"): (CONTACT_READERS, Call()),
+    RouteKey("POST", f"{V1}/contacts"): (CONTACT_WRITERS, Call(body=_new_contact_body)),
+    # Whether a person is a contact is PHI: look-ups need phi:read.
+    RouteKey("POST", f"{V1}/contacts/lookup"): (
+        CONTACT_WRITERS,
+        Call(body=lambda: {"external_id": "mrn-0"}),
+    ),
+    RouteKey("GET", f"{V1}/contacts/{{contact_id}}"): (CONTACT_READERS, Call("contact")),
+    RouteKey("PATCH", f"{V1}/contacts/{{contact_id}}"): (
+        CONTACT_WRITERS,
+        Call("contact", lambda: {"last_name": "Renamed"}),
+    ),
+    RouteKey("DELETE", f"{V1}/contacts/{{contact_id}}"): (CONTACT_WRITERS, Call("contact")),
+    RouteKey("GET", f"{V1}/audit/events"): (AUDIT_READERS, Call()),
+    RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): (AUDIT_READERS, Call("audit_event")),
+    RouteKey("GET", f"{V1}/audit/export"): (AUDIT_READERS, Call()),
+    RouteKey("GET", f"{V1}/audit/verify"): (AUDIT_READERS, Call()),
+}
+
+
+def test_matrix_covers_every_api_route(app):
+    api = {key for key in app_routes(app) if key.kind == "api"}
+    assert not api - set(MATRIX), (
+        f"routes missing from the role matrix: {sorted(map(str, api - set(MATRIX)))}"
+    )
+    assert not set(MATRIX) - api, (
+        f"matrix rows for routes that no longer exist: {set(MATRIX) - api}"
+    )
+
+
+def _principal_headers(
+    kind: str, role: Role, tenant: TenantPair, make_user, sign_in, make_api_key
+) -> dict[str, str]:
+    if kind == "session":
+        user_id, _email, _password = make_user(tenant, role.value)
+        return sign_in(tenant, user_id)
+    return make_api_key(tenant, sorted(ROLE_PERMISSIONS[role]))
+
+
+def _call(client, objects: Objects, tenant: TenantPair, key: RouteKey, call: Call, headers):
+    path = key.path
+    if call.factory is not None:
+        target: Target = getattr(objects, call.factory)(tenant)
+        path = path.format(**target.params)
+    body = call.body() if call.body else None
+    return client.request(key.method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize("kind", ["session", "api_key"])
+@pytest.mark.parametrize("role", list(Role), ids=str)
+def test_role_matrix(kind, role, client, objects, make_tenant, make_user, sign_in, make_api_key):
+    tenant = make_tenant()
+    headers = _principal_headers(kind, role, tenant, make_user, sign_in, make_api_key)
+    wrong = []
+    for key, (allowed, call) in sorted(MATRIX.items()):
+        response = _call(client, objects, tenant, key, call, headers)
+        if role in allowed:
+            if not 200 <= response.status_code < 300:
+                wrong.append(f"{key}: expected success, got {response.status_code} {response.text}")
+        elif response.status_code != 403 or (
+            response.headers["content-type"] != "application/problem+json"
+        ):
+            wrong.append(f"{key}: expected 403, got {response.status_code}")
+    assert not wrong, f"{role} as {kind}:\n" + "\n".join(wrong)
+
+
+def test_matrix_agrees_with_the_permission_table():
+    """The hand-written matrix and ROLE_PERMISSIONS tell the same story for key rules."""
+    assert "phi:read" not in ROLE_PERMISSIONS[ANALYST]
+    auditor = ROLE_PERMISSIONS[AUDITOR]
+    assert {"audit:read", "audit:export"} <= auditor
+    writes = {p for p in PERMISSIONS if p.endswith((":write", ":send", ":rotate"))}
+    assert not auditor & writes
+    assert not ROLE_PERMISSIONS[MARKETER] & {"users:write", "users:read", "apikeys:write"}
+    assert ROLE_PERMISSIONS[ADMIN] == ROLE_PERMISSIONS[OWNER] - {"keys:rotate"}
+
+
+def test_auditor_reads_but_never_changes_anything():
+    for key, (allowed, _call) in MATRIX.items():
+        if key.method != "GET":
+            assert AUDITOR not in allowed, str(key)
+
+
+@pytest.mark.parametrize("kind", ["session", "api_key"])
+def test_analyst_sees_contacts_without_phi(
+    kind, client, objects, make_tenant, make_user, sign_in, make_api_key, audit_trail
+):
+    tenant = make_tenant()
+    target = objects.contact(tenant)
+    headers = _principal_headers(kind, ANALYST, tenant, make_user, sign_in, make_api_key)
+    contact_id = target.params["contact_id"]
+    one = client.get(f"{V1}/contacts/{contact_id}", headers=headers)
+    listed = client.get(f"{V1}/contacts", headers=headers)
+    assert one.status_code == listed.status_code == 200
+    assert one.json()["phi_redacted"] is True and one.json()["email"] is None
+    assert [c["id"] for c in listed.json()["items"]] == [contact_id]
+    for value in target.facts.values():
+        assert str(value) not in one.text + listed.text
+    assert audit_trail(tenant, "contact.view_phi") == []
+
+
+def test_marketer_cannot_manage_users(client, objects, make_tenant, make_user, sign_in):
+    tenant = make_tenant()
+    headers = sign_in(tenant, make_user(tenant, "marketer")[0])
+    victim = objects.user(tenant)
+    user_path = f"{V1}/users/{victim.params['user_id']}"
+    assert client.post(f"{V1}/users", json=_new_user_body(), headers=headers).status_code == 403
+    assert client.patch(user_path, json={"role": "owner"}, headers=headers).status_code == 403
+    assert client.post(f"{user_path}/reset-mfa", headers=headers).status_code == 403
+    assert client.get(f"{V1}/users", headers=headers).status_code == 403
+
+
+def test_admin_cannot_create_or_change_owners(client, objects, make_tenant, make_user, sign_in):
+    tenant = make_tenant()
+    headers = sign_in(tenant, make_user(tenant, "admin")[0])
+    response = client.post(
+        f"{V1}/users", json=_new_user_body() | {"role": "owner"}, headers=headers
+    )
+    assert response.status_code == 403
+    assert response.json()["errors"][0]["pointer"] == "#/role"
+    analyst = objects.user(tenant)
+    promote = client.patch(
+        f"{V1}/users/{analyst.params['user_id']}", json={"role": "owner"}, headers=headers
+    )
+    assert promote.status_code == 403
+    owner = objects.user(tenant, role="owner")
+    before = owner.snapshot()
+    for path, body in (
+        ("", {"name": "Demoted", "role": "analyst"}),
+        ("/reset-mfa", None),
+    ):
+        method = "PATCH" if not path else "POST"
+        response = client.request(
+            method, f"{V1}/users/{owner.params['user_id']}{path}", json=body, headers=headers
+        )
+        assert response.status_code == 403, path
+    assert owner.snapshot() == before
+
+
+def test_an_owner_scoped_api_key_grants_as_an_admin_at_most(client, make_tenant, make_api_key):
+    tenant = make_tenant()
+    headers = make_api_key(tenant, sorted(ROLE_PERMISSIONS[OWNER]))
+    response = client.post(
+        f"{V1}/users", json=_new_user_body() | {"role": "owner"}, headers=headers
+    )
+    assert response.status_code == 403
+
+
+def test_users_cannot_change_their_own_role(client, make_tenant, make_user, sign_in):
+    tenant = make_tenant()
+    admin_id = make_user(tenant, "admin")[0]
+    headers = sign_in(tenant, admin_id)
+    response = client.patch(f"{V1}/users/{admin_id}", json={"role": "owner"}, headers=headers)
+    assert response.status_code == 403
+
+
+def test_service_refuses_grants_above_the_actors_role(runtime, make_tenant):
+    tenant, keys = make_tenant()
+    with runtime.bound_session(keys) as session:
+        for actor_role, role in (
+            ("admin", "owner"),
+            ("marketer", "analyst"),
+            ("auditor", "analyst"),
+        ):
+            with pytest.raises(PermissionDenied):
+                accounts.create_user(
+                    session,
+                    tenant_id=tenant.id,
+                    email=f"x-{uuid.uuid4().hex[:6]}@clinic.example",
+                    role=role,
+                    actor_role=actor_role,
+                )
+        user, _ = accounts.create_user(
+            session,
+            tenant_id=tenant.id,
+            email="owner2@clinic.example",
+            role="owner",
+            actor_role="owner",
+            password=new_password(),
+        )
+        assert user.role == "owner"
+
+
+def test_the_last_owner_cannot_be_demoted_or_disabled(runtime, make_tenant):
+    tenant, keys = make_tenant()
+    actor = Actor("user", "test", "owner")
+    with runtime.bound_session(keys) as session:
+        first, _ = accounts.create_user(
+            session,
+            tenant_id=tenant.id,
+            email="o1@clinic.example",
+            role="owner",
+            password=new_password(),
+        )
+        second, _ = accounts.create_user(
+            session,
+            tenant_id=tenant.id,
+            email="o2@clinic.example",
+            role="owner",
+            password=new_password(),
+        )
+        # Two owners: one may step down.
+        accounts.update_user(
+            session,
+            tenant_id=tenant.id,
+            user_id=second.id,
+            actor=actor,
+            actor_role="owner",
+            role="admin",
+        )
+        for change in ({"role": "admin"}, {"status": "disabled"}):
+            with pytest.raises(Conflict) as refused:
+                accounts.update_user(
+                    session,
+                    tenant_id=tenant.id,
+                    user_id=first.id,
+                    actor=actor,
+                    actor_role="owner",
+                    **change,
+                )
+            assert refused.value.errors[0].field in change
+        assert first.role == "owner" and first.status == "active"
+
+
+def test_api_key_scopes_cannot_exceed_the_creator(
+    client, make_tenant, make_user, sign_in, make_api_key
+):
+    tenant = make_tenant()
+    # An admin lacks keys:rotate, so cannot hand it to a key.
+    admin = sign_in(tenant, make_user(tenant, "admin")[0])
+    response = client.post(
+        f"{V1}/api-keys", json={"name": "x", "scopes": ["keys:rotate"]}, headers=admin
+    )
+    assert response.status_code == 403
+    assert response.json()["errors"][0]["pointer"] == "#/scopes"
+    # A key that may create keys can only pass on what it holds.
+    narrow = make_api_key(tenant, ["apikeys:write", "contacts:read"])
+    escalate = client.post(
+        f"{V1}/api-keys",
+        json={"name": "x", "scopes": ["contacts:read", "phi:read"]},
+        headers=narrow,
+    )
+    assert escalate.status_code == 403
+    same = client.post(
+        f"{V1}/api-keys", json={"name": "x", "scopes": ["contacts:read"]}, headers=narrow
+    )
+    assert same.status_code == 201
+
+
+def test_service_refuses_scopes_beyond_the_creator(runtime, make_tenant):
+    tenant, keys = make_tenant()
+    with runtime.bound_session(keys) as session, pytest.raises(PermissionDenied):
+        apikeys.create_api_key(
+            session,
+            tenant_id=tenant.id,
+            name="x",
+            scopes=["tenant:read", "users:write"],
+            creator_permissions=ROLE_PERMISSIONS[MARKETER],
+            actor=Actor("user", "m", "marketer"),
+        )

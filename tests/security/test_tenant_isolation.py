@@ -1,0 +1,346 @@
+"""No request of one organization reads or changes another's data, through any route.
+
+The routes are enumerated from the application itself. Every route that
+addresses an object by id is called by tenant A (an all-scopes API key, and an
+owner's console session) with the id of an object of tenant B: the answer must
+be 404 (not 403: A must not even learn that the id exists), and B's object and
+B's audit trail must be unchanged afterwards. Routes without an id act on the
+caller's own organization; each has a check that B's data stays out of sight.
+
+A route that appears in the application without an entry here fails
+``test_every_route_is_covered``: add its factory (or check) when you add the route.
+Console pages (built on the console branch) plug in through ``PAGE_CASES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.security.conftest import Objects, Target, TenantPair
+from tests.security.route_inventory import RouteKey, app_routes, openapi_operations
+
+V1 = "/api/v1"
+
+
+@dataclass(frozen=True)
+class RouteCase:
+    """How to aim a route at another tenant's object: which factory makes the object
+    (a method of ``Objects``), and a valid body so that only tenancy can refuse."""
+
+    factory: str
+    json: dict[str, Any] | None = None
+    form: dict[str, str] | None = None
+
+
+# API routes with a path parameter, by (method, path template).
+API_CASES: dict[RouteKey, RouteCase] = {
+    RouteKey("GET", f"{V1}/users/{{user_id}}"): RouteCase("user"),
+    RouteKey("PATCH", f"{V1}/users/{{user_id}}"): RouteCase(
+        "user", {"name": "Mallory", "role": "owner", "status": "disabled"}
+    ),
+    RouteKey("POST", f"{V1}/users/{{user_id}}/reset-mfa"): RouteCase("user"),
+    RouteKey("POST", f"{V1}/users/{{user_id}}/sign-out-everywhere"): RouteCase("user"),
+    RouteKey("GET", f"{V1}/api-keys/{{key_id}}"): RouteCase("api_key"),
+    RouteKey("DELETE", f"{V1}/api-keys/{{key_id}}"): RouteCase("api_key"),
+    RouteKey("GET", f"{V1}/contacts/{{contact_id}}"): RouteCase("contact"),
+    RouteKey("PATCH", f"{V1}/contacts/{{contact_id}}"): RouteCase(
+        "contact", {"first_name": "Mallory", "email": None}
+    ),
+    RouteKey("DELETE", f"{V1}/contacts/{{contact_id}}"): RouteCase("contact"),
+    RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): RouteCase("audit_event"),
+}
+
+# Console pages with a path parameter: the same shape, called with a session.
+# (The console is being built on its own branch; its pages are added here.)
+PAGE_CASES: dict[RouteKey, RouteCase] = {}
+
+
+@dataclass
+class World:
+    """Tenant A (the caller) and tenant B (the victim), with one object of each kind in B."""
+
+    client: Any
+    objects: Objects
+    a: TenantPair
+    b: TenantPair
+    a_headers: dict[str, str]
+    b_targets: dict[str, Target] = field(default_factory=dict)
+
+    def target(self, kind: str) -> Target:
+        if kind not in self.b_targets:
+            self.b_targets[kind] = getattr(self.objects, kind)(self.b)
+        return self.b_targets[kind]
+
+
+def _call(world: World, key: RouteKey, case: RouteCase, target: Target) -> Any:
+    path = key.path.format(**target.params)
+    headers = dict(world.a_headers)
+    if case.form is not None:
+        form = dict(case.form)
+        if "X-CSRF-Token" in headers:
+            form["csrf_token"] = headers["X-CSRF-Token"]
+        return world.client.request(key.method, path, data=form, headers=headers)
+    return world.client.request(key.method, path, json=case.json, headers=headers)
+
+
+def assert_isolated(world: World, key: RouteKey, case: RouteCase) -> None:
+    target = world.target(case.factory)
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    response = _call(world, key, case, target)
+    assert response.status_code == 404, f"{key} as another tenant: {response.status_code}"
+    if key.kind == "api":
+        assert response.headers["content-type"] == "application/problem+json"
+    for value in target.facts.values():
+        assert str(value) not in response.text
+    assert target.snapshot() == before, f"{key} changed another tenant's object"
+    assert world.objects.audit_count(world.b) == b_trail, f"{key} wrote to B's audit trail"
+
+
+# --- routes without an object id: they act on the caller's organization -----------
+
+
+def _all_pages(world: World, path: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"cursor": cursor} if cursor else {}
+        page = world.client.get(path, params=params, headers=world.a_headers).json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+
+
+def _check_me(world: World) -> None:
+    me = world.client.get(f"{V1}/me", headers=world.a_headers).json()
+    assert me["tenant_id"] == str(world.a[0].id)
+
+
+def _check_user_list(world: World) -> None:
+    b_user = world.target("user").params["user_id"]
+    assert b_user not in {u["id"] for u in _all_pages(world, f"{V1}/users")}
+
+
+def _check_user_create(world: World) -> None:
+    # B's user's email is free in A: a 409 would tell A that B has such a user.
+    target = world.target("user")
+    before = target.snapshot()
+    body = {"email": target.facts["email"], "role": "analyst"}
+    response = world.client.post(f"{V1}/users", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert target.snapshot() == before
+
+
+def _check_key_list(world: World) -> None:
+    b_key = world.target("api_key").params["key_id"]
+    listed = world.client.get(f"{V1}/api-keys", headers=world.a_headers).json()
+    assert b_key not in {k["id"] for k in listed}
+
+
+def _check_key_create(world: World) -> None:
+    b_trail = world.objects.audit_count(world.b)
+    body = {"name": "a's key", "scopes": ["contacts:read"]}
+    assert (
+        world.client.post(f"{V1}/api-keys", json=body, headers=world.a_headers).status_code == 201
+    )
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_tenant_read(world: World) -> None:
+    shown = world.client.get(f"{V1}/tenant", headers=world.a_headers).json()
+    assert shown["id"] == str(world.a[0].id)
+
+
+def _check_tenant_update(world: World) -> None:
+    b_trail = world.objects.audit_count(world.b)
+    body = {"name": "Renamed", "session_idle_minutes": 5}
+    response = world.client.patch(f"{V1}/tenant", json=body, headers=world.a_headers)
+    assert response.status_code == 200 and response.json()["id"] == str(world.a[0].id)
+    with world.objects.runtime.database.session() as session:
+        from carepost.tenancy.models import Tenant
+
+        b = session.get(Tenant, world.b[0].id)
+        assert b is not None and b.name != "Renamed" and b.session_idle_minutes != 5
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_contact_list(world: World) -> None:
+    b_contact = world.target("contact").params["contact_id"]
+    assert b_contact not in {c["id"] for c in _all_pages(world, f"{V1}/contacts")}
+
+
+def _check_contact_create(world: World) -> None:
+    target = world.target("contact")
+    before = target.snapshot()
+    body = {"email": target.facts["email"], "external_id": target.facts["external_id"]}
+    response = world.client.post(f"{V1}/contacts", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert target.snapshot() == before
+
+
+def _check_contact_lookup(world: World) -> None:
+    target = world.target("contact")
+    for criterion in ("email", "external_id", "phone"):
+        body = {criterion: target.facts[criterion]}
+        response = world.client.post(f"{V1}/contacts/lookup", json=body, headers=world.a_headers)
+        assert response.status_code == 200
+        assert target.params["contact_id"] not in response.text
+
+
+def _check_audit_list(world: World) -> None:
+    b_event = world.target("audit_event").params["event_id"]
+    listed = _all_pages(world, f"{V1}/audit/events")
+    assert listed and b_event not in {e["id"] for e in listed}
+    assert {e["tenant_id"] for e in listed} == {str(world.a[0].id)}
+
+
+def _check_audit_export(world: World) -> None:
+    target = world.target("audit_event")
+    b_trail = world.objects.audit_count(world.b)
+    for fmt in ("csv", "jsonl"):
+        response = world.client.get(
+            f"{V1}/audit/export", params={"format": fmt}, headers=world.a_headers
+        )
+        assert response.status_code == 200
+        assert target.params["event_id"] not in response.text
+        assert target.facts["hash"] not in response.text
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_audit_verify(world: World) -> None:
+    target = world.target("audit_event")
+    b_trail = world.objects.audit_count(world.b)
+    body = world.client.get(f"{V1}/audit/verify", headers=world.a_headers).json()
+    assert body["ok"] is True and body["head_hash"] != target.facts["hash"]
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
+    RouteKey("GET", f"{V1}/me"): _check_me,
+    RouteKey("GET", f"{V1}/users"): _check_user_list,
+    RouteKey("POST", f"{V1}/users"): _check_user_create,
+    RouteKey("GET", f"{V1}/api-keys"): _check_key_list,
+    RouteKey("POST", f"{V1}/api-keys"): _check_key_create,
+    RouteKey("GET", f"{V1}/tenant"): _check_tenant_read,
+    RouteKey("PATCH", f"{V1}/tenant"): _check_tenant_update,
+    RouteKey("GET", f"{V1}/contacts"): _check_contact_list,
+    RouteKey("POST", f"{V1}/contacts"): _check_contact_create,
+    RouteKey("POST", f"{V1}/contacts/lookup"): _check_contact_lookup,
+    RouteKey("GET", f"{V1}/audit/events"): _check_audit_list,
+    RouteKey("GET", f"{V1}/audit/export"): _check_audit_export,
+    RouteKey("GET", f"{V1}/audit/verify"): _check_audit_verify,
+}
+# Console pages without a path parameter: the same shape.
+PAGE_SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {}
+
+
+# --- the inventory ------------------------------------------------------------------
+
+
+def uncovered_routes(app) -> list[str]:
+    """Routes of ``app`` that have neither a cross-tenant case nor a scoped check."""
+    missing = []
+    for key in app_routes(app):
+        if key.kind == "public":
+            continue
+        if key.kind == "api":
+            covered = key in API_CASES if key.parameters else key in SCOPED_CHECKS
+        else:
+            covered = key in PAGE_CASES if key.parameters else key in PAGE_SCOPED_CHECKS
+        if not covered:
+            missing.append(str(key))
+    return missing
+
+
+def test_every_route_is_covered(app):
+    """A route without a factory or a check fails here, so none escapes the suite."""
+    routes = app_routes(app)
+    assert routes, "the route inventory found nothing: has FastAPI changed how it nests routers?"
+    # Cross-check the walk against the OpenAPI document: nothing hides in a router.
+    assert openapi_operations(app) <= set(routes)
+    missing = uncovered_routes(app)
+    assert not missing, (
+        "routes without a cross-tenant case in tests/security/test_tenant_isolation.py: "
+        + ", ".join(missing)
+    )
+    stale = {*API_CASES, *SCOPED_CHECKS, *PAGE_CASES, *PAGE_SCOPED_CHECKS} - set(routes)
+    assert not stale, f"cases for routes that no longer exist: {sorted(map(str, stale))}"
+
+
+def test_a_new_route_without_a_case_is_caught(runtime):
+    from fastapi import APIRouter
+
+    from carepost.api.app import create_app
+
+    app = create_app(runtime)
+    extra = APIRouter(prefix=V1)
+    extra.add_api_route("/widgets/{widget_id}", lambda widget_id: {}, methods=["GET"])
+    extra.add_api_route("/widgets", lambda: [], methods=["POST"])
+    app.include_router(extra)
+    app.add_api_route("/console/widgets/{widget_id}", lambda widget_id: {}, methods=["GET"])
+    assert sorted(uncovered_routes(app)) == [
+        f"GET {V1}/widgets/{{widget_id}}",
+        "GET /console/widgets/{widget_id}",
+        f"POST {V1}/widgets",
+    ]
+
+
+def test_every_case_names_a_known_factory():
+    for case in (*API_CASES.values(), *PAGE_CASES.values()):
+        assert callable(getattr(Objects, case.factory, None)), case.factory
+
+
+# --- the attacks --------------------------------------------------------------------
+
+CALLERS = ("api_key", "session")
+
+
+@pytest.fixture(params=CALLERS)
+def world(request, client, objects, make_tenant, make_api_key, make_user, sign_in) -> World:
+    a, b = make_tenant("Clinic A"), make_tenant("Clinic B")
+    if request.param == "api_key":
+        headers = make_api_key(a)
+    else:
+        owner_id, _email, _password = make_user(a, "owner")
+        headers = sign_in(a, owner_id)
+    return World(client=client, objects=objects, a=a, b=b, a_headers=headers)
+
+
+@pytest.mark.parametrize("key", sorted(API_CASES), ids=str)
+def test_another_tenants_object_is_not_found(world, key):
+    assert_isolated(world, key, API_CASES[key])
+
+
+@pytest.mark.parametrize("key", sorted(SCOPED_CHECKS), ids=str)
+def test_routes_without_an_id_stay_in_the_callers_tenant(world, key):
+    SCOPED_CHECKS[key](world)
+
+
+def test_console_pages_are_isolated(client, objects, make_tenant, make_user, sign_in):
+    """Runs every page case with an owner's session (none yet: see PAGE_CASES)."""
+    a, b = make_tenant("Clinic A"), make_tenant("Clinic B")
+    owner_id, _email, _password = make_user(a, "owner")
+    world = World(client=client, objects=objects, a=a, b=b, a_headers=sign_in(a, owner_id))
+    for key, case in sorted(PAGE_CASES.items()):
+        assert_isolated(world, key, case)
+    for _key, check in sorted(PAGE_SCOPED_CHECKS.items()):
+        check(world)
+
+
+def test_the_victims_object_is_reachable_by_its_own_tenant(
+    client, objects, make_tenant, make_api_key
+):
+    """Guards the suite itself: the ids it aims at are real, so a 404 means isolation."""
+    b = make_tenant()
+    headers = make_api_key(b)
+    for key, case in sorted(API_CASES.items()):
+        if key.method != "GET":
+            continue
+        target: Target = getattr(objects, case.factory)(b)
+        response = client.get(key.path.format(**target.params), headers=headers)
+        assert response.status_code == 200, str(key)
