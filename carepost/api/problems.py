@@ -70,9 +70,11 @@ def problem_response(
 
 
 def _pointer(field: str) -> str:
+    """A domain error's field as a JSON pointer into the request: bare names are body
+    fields (``email`` -> ``#/body/email``), like the pointers of schema errors."""
     if field.startswith("#/"):
         return field
-    return "#/" + field.replace(".", "/")
+    return "#/body/" + field.replace(".", "/")
 
 
 def _field_errors(errors: list[FieldError]) -> list[dict[str, str]]:

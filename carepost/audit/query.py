@@ -84,7 +84,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 8 or int.from_bytes(raw, "big") < 1:
-        raise ValidationFailed("the cursor is not valid", field="cursor")
+        raise ValidationFailed("the cursor is not valid", field="#/query/cursor")
     return int.from_bytes(raw, "big")
 
 
@@ -120,7 +120,7 @@ def list_events(
 ) -> EventPage:
     """One page of a tenant's events matching ``filters``, newest first."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise ValidationFailed(f"between 1 and {MAX_PAGE_SIZE}", field="limit")
+        raise ValidationFailed(f"between 1 and {MAX_PAGE_SIZE}", field="#/query/limit")
     statement = select(AuditEvent).where(*_conditions(tenant_id, filters))
     before = decode_cursor(cursor)
     if before is not None:

@@ -84,7 +84,7 @@ def test_an_expiry_in_the_past_is_refused_at_creation(client, tenant, make_api_k
         headers=make_api_key(tenant),
     )
     assert response.status_code == 422
-    assert response.json()["errors"][0]["pointer"] == "#/expires_at"
+    assert response.json()["errors"][0]["pointer"] == "#/body/expires_at"
 
 
 def test_a_wrong_or_mangled_secret_is_refused(client, tenant, make_api_key):

@@ -50,7 +50,7 @@ def test_domain_error_names_the_field(client, tenant, make_api_key):
         "/api/v1/users", json={"email": "not-an-address", "role": "analyst"}, headers=headers
     )
     assert response.status_code == 422
-    assert response.json()["errors"][0]["pointer"] == "#/email"
+    assert response.json()["errors"][0]["pointer"] == "#/body/email"
 
 
 def test_metrics_are_exposed(client):

@@ -164,7 +164,7 @@ def test_a_malformed_cursor_is_a_validation_error(session, trail):
     for cursor in ("not-a-cursor", "AAAAAAAAAAA", encode_cursor(1)[:-2], "!!!"):
         with pytest.raises(ValidationFailed) as raised:
             list_events(session, tenant_a, cursor=cursor)
-        assert raised.value.errors[0].field == "cursor"
+        assert raised.value.errors[0].field == "#/query/cursor"
 
 
 def test_cursors_round_trip():

@@ -71,12 +71,12 @@ def test_email_and_external_id_are_unique_per_tenant(client, make_tenant, make_a
     )
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"
-    assert again.json()["errors"][0]["pointer"] == "#/email"
+    assert again.json()["errors"][0]["pointer"] == "#/body/email"
     same_mrn = client.post(
         CONTACTS, json=new_contact(external_id=body["external_id"]), headers=headers_a
     )
     assert same_mrn.status_code == 409
-    assert same_mrn.json()["errors"][0]["pointer"] == "#/external_id"
+    assert same_mrn.json()["errors"][0]["pointer"] == "#/body/external_id"
     # Phones are shared by families: not unique.
     create(client, headers_a, phone=body["phone"])
     # Another organization may hold the same person.
@@ -91,7 +91,7 @@ def test_update_cannot_take_another_contacts_email(client, tenant, make_api_key)
         f"{CONTACTS}/{second['id']}", json={"email": first["email"]}, headers=headers
     )
     assert response.status_code == 409
-    assert response.json()["errors"][0]["pointer"] == "#/email"
+    assert response.json()["errors"][0]["pointer"] == "#/body/email"
 
 
 def test_invalid_values_name_the_field_and_never_echo_the_value(client, tenant, make_api_key):
@@ -121,7 +121,7 @@ def test_phone_needs_international_format(client, tenant, make_api_key):
     for phone in ("4155552671", "+1 555", "+999 1234567"):
         response = client.post(CONTACTS, json=new_contact(phone=phone), headers=headers)
         assert response.status_code == 422, phone
-        assert response.json()["errors"][0]["pointer"] == "#/phone"
+        assert response.json()["errors"][0]["pointer"] == "#/body/phone"
 
 
 def test_birth_date_must_be_an_iso_date(client, tenant, make_api_key):

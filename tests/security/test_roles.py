@@ -200,7 +200,7 @@ def test_admin_cannot_create_or_change_owners(client, objects, make_tenant, make
         f"{V1}/users", json=_new_user_body() | {"role": "owner"}, headers=headers
     )
     assert response.status_code == 403
-    assert response.json()["errors"][0]["pointer"] == "#/role"
+    assert response.json()["errors"][0]["pointer"] == "#/body/role"
     analyst = objects.user(tenant)
     promote = client.patch(
         f"{V1}/users/{analyst.params['user_id']}", json={"role": "owner"}, headers=headers
@@ -315,7 +315,7 @@ def test_api_key_scopes_cannot_exceed_the_creator(
         f"{V1}/api-keys", json={"name": "x", "scopes": ["keys:rotate"]}, headers=admin
     )
     assert response.status_code == 403
-    assert response.json()["errors"][0]["pointer"] == "#/scopes"
+    assert response.json()["errors"][0]["pointer"] == "#/body/scopes"
     # A key that may create keys can only pass on what it holds.
     narrow = make_api_key(tenant, ["apikeys:write", "contacts:read"])
     escalate = client.post(
