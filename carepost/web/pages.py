@@ -19,10 +19,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
+from carepost.web import signin
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
 
 STATIC_DIR = Path(__file__).parent / "static"
+ROUTERS = (
+    signin.router,
+)
 
 
 async def _console_redirect(request: Request, exc: Exception) -> Response:
@@ -32,5 +36,7 @@ async def _console_redirect(request: Request, exc: Exception) -> Response:
 
 def install_console(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_exception_handler(ConsoleRedirect, _console_redirect)
     app.state.console_error_page = render_error_page
