@@ -19,13 +19,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from carepost.web import signin
+from carepost.web import account, dashboard, organization, signin
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
 
 STATIC_DIR = Path(__file__).parent / "static"
 ROUTERS = (
     signin.router,
+    dashboard.router,
+    organization.router,
+    account.router,
 )
 
 
