@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from carepost.web import account, dashboard, organization, signin
+from carepost.web import account, apikeys, dashboard, organization, signin, users
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
 
@@ -27,6 +27,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 ROUTERS = (
     signin.router,
     dashboard.router,
+    users.router,
+    apikeys.router,
     organization.router,
     account.router,
 )
