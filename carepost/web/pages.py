@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from carepost.web import account, apikeys, dashboard, organization, signin, users
+from carepost.web import account, apikeys, audit, dashboard, organization, signin, users
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
 
@@ -31,6 +31,7 @@ ROUTERS = (
     apikeys.router,
     organization.router,
     account.router,
+    audit.router,
 )
 
 
