@@ -36,10 +36,12 @@ class Person:
     totp_secret: str | None = None
 
     def totp(self, offset_steps: int = 0) -> str:
-        """The authenticator's code now (or ``offset_steps`` 30-second steps away)."""
+        """The authenticator's code now (or ``offset_steps`` 30-second steps away).
+
+        Not registered as a log canary: six digits turn up by chance in any log (the
+        microseconds of a timestamp), so only longer secrets are scanned for."""
         assert self.totp_secret
-        code = pyotp.TOTP(self.totp_secret).at(int(time.time()) + 30 * offset_steps)
-        return register_secret(code)
+        return pyotp.TOTP(self.totp_secret).at(int(time.time()) + 30 * offset_steps)
 
 
 @dataclass
