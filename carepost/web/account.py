@@ -16,10 +16,9 @@ from carepost.accounts import service as accounts
 from carepost.accounts import sessions
 from carepost.audit import service as audit
 from carepost.core.errors import CarepostError
-from carepost.web import reveal
 from carepost.web.console import Console, form_data, page, redirect
+from carepost.web.credentials import PASSWORD_FIELDS, check_confirmation, show_recovery_codes
 from carepost.web.forms import BoundForm, FormData, FormSpec
-from carepost.web.signin import PASSWORD_FIELDS, RECOVERY_CODES_PATH, check_confirmation
 from carepost.web.tables import Column, Table
 from carepost.web.views import notice_for
 
@@ -124,12 +123,7 @@ def new_recovery_codes(console: Annotated[Console, Depends(page())]) -> Response
         codes = accounts.regenerate_recovery_codes(
             session, user=user, actor=console.principal.actor
         )
-    response = redirect(console.request, RECOVERY_CODES_PATH)
-    sealed = reveal.seal(
-        console.principal.keys, console.principal.session_id, "recovery-codes", codes
-    )
-    reveal.set_reveal_cookie(response, sealed, console.runtime.settings, path=RECOVERY_CODES_PATH)
-    return response
+    return show_recovery_codes(console, codes)
 
 
 @router.post("/account/sessions/sign-out-others")

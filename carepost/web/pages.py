@@ -6,7 +6,8 @@ only), sends requests that must sign in to the sign-in page, and registers the H
 error pages that :mod:`carepost.api.problems` uses for console paths.
 
 Each section lives in its own module of thin views calling services:
-:mod:`~carepost.web.signin`, :mod:`~carepost.web.dashboard`, :mod:`~carepost.web.users`,
+:mod:`~carepost.web.signin`, :mod:`~carepost.web.credentials`,
+:mod:`~carepost.web.dashboard`, :mod:`~carepost.web.users`,
 :mod:`~carepost.web.apikeys`, :mod:`~carepost.web.organization`,
 :mod:`~carepost.web.account` and :mod:`~carepost.web.audit`.
 """
@@ -19,13 +20,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from carepost.web import account, apikeys, audit, dashboard, organization, signin, users
+from carepost.web import (
+    account,
+    apikeys,
+    audit,
+    credentials,
+    dashboard,
+    organization,
+    signin,
+    users,
+)
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
 
 STATIC_DIR = Path(__file__).parent / "static"
 ROUTERS = (
     signin.router,
+    credentials.router,
     dashboard.router,
     users.router,
     apikeys.router,

@@ -1,5 +1,6 @@
-"""Signing in and out of the console: password, second factor, forced password change,
-TOTP enrolment with a server-rendered QR code, recovery codes shown once, sign-out.
+"""Signing in and out of the console: organization, email and password, then the second
+factor (a TOTP code or a recovery code), and sign-out (here, or everywhere). Setting up
+credentials on the way (new password, authenticator) is in :mod:`carepost.web.credentials`.
 
 The order of the steps is explained in :mod:`carepost.web.console`. Failed attempts
 are committed (they count toward the lockout and are audited) before the form is
@@ -15,7 +16,6 @@ import secrets
 from datetime import timedelta
 from typing import Annotated
 
-import segno
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from carepost.accounts import service as accounts
 from carepost.accounts import sessions
 from carepost.accounts.models import User, UserSession
-from carepost.accounts.passwords import MIN_LENGTH, verify_password
+from carepost.accounts.passwords import verify_password
 from carepost.api.deps import SESSION_COOKIE, client_address, get_runtime
 from carepost.audit import service as audit
 from carepost.core.database import utcnow
@@ -36,7 +36,6 @@ from carepost.core.errors import (
 )
 from carepost.core.runtime import Runtime
 from carepost.tenancy import service as tenancy
-from carepost.web import reveal
 from carepost.web.console import (
     Account,
     Console,
@@ -53,7 +52,6 @@ from carepost.web.forms import BoundForm, Field, FormData, FormSpec
 router = APIRouter(include_in_schema=False)
 
 LOGIN_CSRF_COOKIE = "carepost_login_csrf"
-RECOVERY_CODES_PATH = "/mfa/recovery-codes"
 WRONG_CREDENTIALS = "the organization, email or password is not right"
 
 LOGIN_FORM = FormSpec(
@@ -82,49 +80,6 @@ CODE_FIELD = Field(
     attrs={"autocapitalize": "none", "spellcheck": "false"},
 )
 MFA_FORM = FormSpec(id="mfa", submit="Verify", fields=(CODE_FIELD,))
-ENROL_FORM = FormSpec(
-    id="enrol",
-    submit="Turn on two-factor sign-in",
-    fields=(
-        Field(
-            "code",
-            "Code from your app",
-            hint="Enter the 6-digit code your authenticator app shows for carepost.",
-            required=True,
-            autocomplete="one-time-code",
-            sensitive=True,
-            attrs={"inputmode": "numeric", "pattern": "[0-9 ]*", "maxlength": "7"},
-        ),
-    ),
-)
-PASSWORD_FIELDS = (
-    Field(
-        "current_password",
-        "Current password",
-        "password",
-        required=True,
-        autocomplete="current-password",
-    ),
-    Field(
-        "new_password",
-        "New password",
-        "password",
-        hint=f"At least {MIN_LENGTH} characters. A few unrelated words make a strong password.",
-        required=True,
-        autocomplete="new-password",
-        aliases=("password",),
-        attrs={"minlength": str(MIN_LENGTH)},
-    ),
-    Field(
-        "confirm_password",
-        "New password again",
-        "password",
-        required=True,
-        autocomplete="new-password",
-    ),
-)
-PASSWORD_FORM = FormSpec(id="password", submit="Change password", fields=PASSWORD_FIELDS)
-
 LOGIN_NOTICES = {
     "expired": "Your session ended after a period of inactivity or at its time limit. "
     "Sign in again to continue.",
@@ -325,7 +280,7 @@ def mfa_verify(
         except (AuthenticationFailed, RateLimited) as exc:
             failure = exc
         else:
-            token, account = _finish_sign_in(session, console, user)
+            token, account = finish_sign_in(session, console, user)
     if failure is not None:
         status, headers = _fail(form, failure)
         return console.render(
@@ -336,145 +291,13 @@ def mfa_verify(
     return response
 
 
-def _finish_sign_in(session: Session, console: Console, user: User) -> tuple[str, Account]:
+def finish_sign_in(session: Session, console: Console, user: User) -> tuple[str, Account]:
     """Promote the session (a new token: the one seen before the second factor dies)."""
     row = session.get(UserSession, console.principal.session_id)
     if row is None or row.tenant_id != console.principal.tenant_id:
         raise AuthenticationFailed("please sign in")
     token = sessions.promote_session(session, row)
     return token, account_of(user, row.stage, console.account.tenant_name)
-
-
-# --- /password (forced change) -----------------------------------------------------------
-
-
-def check_confirmation(data: FormData) -> None:
-    if str(data.get("new_password", "")) != str(data.get("confirm_password", "")):
-        raise ValidationFailed("the two new passwords are not the same", field="confirm_password")
-
-
-@router.get("/password")
-def password_page(console: Annotated[Console, Depends(sign_in_step("/password"))]) -> Response:
-    return console.render("password.html", form=PASSWORD_FORM.bind(), title="Choose a new password")
-
-
-@router.post("/password")
-def password_change(
-    console: Annotated[Console, Depends(sign_in_step("/password"))],
-    data: Annotated[FormData, Depends(form_data)],
-) -> Response:
-    form = PASSWORD_FORM.bind(data)
-    try:
-        check_confirmation(data)
-        with console.session() as session:
-            user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
-            accounts.change_password(
-                session,
-                user=user,
-                current=str(data.get("current_password", "")),
-                new=str(data.get("new_password", "")),
-                actor=console.principal.actor,
-            )
-            account = account_of(user, console.account.session_stage, console.account.tenant_name)
-    except CarepostError as exc:
-        form.failed(exc)
-        return console.render(
-            "password.html", status=exc.status, form=form, title="Choose a new password"
-        )
-    return redirect(console.request, next_location(account))
-
-
-# --- /mfa/enrol and /mfa/recovery-codes -------------------------------------------------
-
-
-def _enrolment(console: Console) -> tuple[str, str]:
-    """The secret and otpauth:// URI of the enrolment in progress (started if needed)."""
-    with console.session() as session:
-        user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
-        tenant = tenancy.get_tenant(session, console.principal.tenant_id)
-        if user.totp_secret:
-            uri = accounts.totp_uri(user, tenant)
-        else:
-            uri = accounts.begin_totp_enrolment(session, user=user, tenant=tenant)
-        return str(user.totp_secret), uri
-
-
-def _enrol_page(console: Console, form: BoundForm, *, status: int = 200) -> Response:
-    secret, uri = _enrolment(console)
-    qr = segno.make(uri, error="m")
-    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
-    return console.render(
-        "enrol.html",
-        status=status,
-        form=form,
-        qr_data_uri=qr.svg_data_uri(scale=5, border=2, dark="#111111", light="#ffffff"),
-        secret=grouped,
-        title="Set up two-factor sign-in",
-        forced=console.account.next_step is not None,
-    )
-
-
-ENROL_STEP = sign_in_step("/mfa/enrol", or_signed_in=True)
-
-
-@router.get("/mfa/enrol")
-def enrol_page(console: Annotated[Console, Depends(ENROL_STEP)]) -> Response:
-    if console.account.totp_enabled:
-        return redirect(console.request, "/account")
-    return _enrol_page(console, ENROL_FORM.bind())
-
-
-@router.post("/mfa/enrol")
-def enrol_confirm(
-    console: Annotated[Console, Depends(ENROL_STEP)],
-    data: Annotated[FormData, Depends(form_data)],
-) -> Response:
-    if console.account.totp_enabled:
-        return redirect(console.request, "/account")
-    form = ENROL_FORM.bind(data)
-    failure: CarepostError | None = None
-    token: str | None = None
-    with console.session() as session:
-        user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
-        try:
-            codes = accounts.confirm_totp_enrolment(
-                session,
-                user=user,
-                code=str(data.get("code", "")).replace(" ", ""),
-                actor=console.principal.actor,
-            )
-        except CarepostError as exc:
-            failure = exc
-        else:
-            if console.account.session_stage != sessions.STAGE_MFA_OK:
-                user.last_sign_in_at = utcnow()
-                token, _account = _finish_sign_in(session, console, user)
-    if failure is not None:
-        form.failed(failure)
-        return _enrol_page(console, form, status=failure.status)
-    response = redirect(console.request, RECOVERY_CODES_PATH)
-    if token is not None:
-        set_session_cookie(response, token, console.runtime.settings)
-    sealed = reveal.seal(
-        console.principal.keys, console.principal.session_id, "recovery-codes", codes
-    )
-    reveal.set_reveal_cookie(response, sealed, console.runtime.settings, path=RECOVERY_CODES_PATH)
-    return response
-
-
-@router.get(RECOVERY_CODES_PATH)
-def recovery_codes_page(
-    request: Request, console: Annotated[Console, Depends(sign_in_step(or_signed_in=True))]
-) -> Response:
-    codes = reveal.unseal(
-        console.principal.keys,
-        console.principal.session_id,
-        "recovery-codes",
-        request.cookies.get(reveal.REVEAL_COOKIE),
-    )
-    response = console.render("recovery_codes.html", codes=codes, title="Your recovery codes")
-    reveal.clear_reveal_cookie(response, console.runtime.settings, path=RECOVERY_CODES_PATH)
-    return response
 
 
 # --- sign-out ------------------------------------------------------------------------------
