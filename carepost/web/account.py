@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.accounts import service as accounts
@@ -83,7 +83,7 @@ def _page(console: Console, *, form: BoundForm | None = None, status: int = 200)
 
 
 @router.get("/account")
-def account_page(request: Request, console: Annotated[Console, Depends(page())]) -> Response:
+def account_page(console: Annotated[Console, Depends(page())]) -> Response:
     return _page(console)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.accounts import apikeys
@@ -104,10 +104,10 @@ def _section(
 
 @router.get("/api-keys")
 def keys_page(
-    request: Request, console: Annotated[Console, Depends(page("apikeys:read"))]
+    console: Annotated[Console, Depends(page("apikeys:read"))],
 ) -> Response:
     return console.render(
-        "apikeys/list.html", notice=notice_for(request, NOTICES), **_section(console)
+        "apikeys/list.html", notice=notice_for(console.request, NOTICES), **_section(console)
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import segno
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.accounts import service as accounts
@@ -198,13 +198,13 @@ def enrol_confirm(
 
 @router.get(RECOVERY_CODES_PATH)
 def recovery_codes_page(
-    request: Request, console: Annotated[Console, Depends(sign_in_step(or_signed_in=True))]
+    console: Annotated[Console, Depends(sign_in_step(or_signed_in=True))],
 ) -> Response:
     codes = reveal.unseal(
         console.principal.keys,
         console.principal.session_id,
         "recovery-codes",
-        request.cookies.get(reveal.REVEAL_COOKIE),
+        console.request.cookies.get(reveal.REVEAL_COOKIE),
     )
     response = console.render("recovery_codes.html", codes=codes, title="Your recovery codes")
     reveal.clear_reveal_cookie(response, console.runtime.settings, path=RECOVERY_CODES_PATH)

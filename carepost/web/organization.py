@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
@@ -85,9 +85,7 @@ def _page(console: Console, tenant: Tenant, form: BoundForm, *, status: int = 20
 
 
 @router.get("/settings")
-def settings_page(
-    request: Request, console: Annotated[Console, Depends(page("tenant:read"))]
-) -> Response:
+def settings_page(console: Annotated[Console, Depends(page("tenant:read"))]) -> Response:
     with console.session() as session:
         tenant = tenancy.get_tenant(session, console.principal.tenant_id)
     return _page(console, tenant, _bound(tenant))

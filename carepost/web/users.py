@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.accounts import service as accounts
@@ -131,9 +131,9 @@ def _section(
 
 @router.get("/users")
 def users_page(
-    request: Request, console: Annotated[Console, Depends(page("users:read"))]
+    console: Annotated[Console, Depends(page("users:read"))],
 ) -> Response:
-    notice = notice_for(request, NOTICES)
+    notice = notice_for(console.request, NOTICES)
     return console.render("users/list.html", notice=notice, **_section(console))
 
 
