@@ -158,6 +158,14 @@ def test_owner_first_sign_in_and_tour(page: Page, live_server, clinic, screensho
     invitee_password = register_secret(page.locator("#one-time-password").inner_text().strip())
     expect(page.locator("tr", has_text=invitee)).to_be_visible()
     shoot(page, screenshots, "user-invited")
+    # The same address again: the error comes back into the form (HTMX swaps 4xx answers),
+    # next to the field, and the focus lands on it.
+    open_disclosure(page, "Invite a user")
+    page.get_by_label("Email address", exact=True).fill(invitee)
+    page.get_by_role("button", name="Invite user").click()
+    expect(page.locator("#invite-email-error")).to_contain_text("exists in this organization")
+    expect(page.get_by_label("Email address", exact=True)).to_be_focused()
+    shoot(page, screenshots, "user-invite-error")
 
     # Change the invitee's role in place (HTMX row swap).
     row = page.locator("tr", has_text=invitee)

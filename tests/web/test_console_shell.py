@@ -126,6 +126,7 @@ def test_htmx_is_configured_for_the_csp_and_sends_the_csrf_token(owner, sign_in)
     page = b.get("/")
     assert '"includeIndicatorStyles":false' in page.text
     assert '"allowEval":false' in page.text
+    assert '"attributesToSettle":["class","width","height"]' in page.text  # never "style"
     assert f'hx-headers=\'{{"X-CSRF-Token": "{b.csrf}"}}\'' in page.text
 
 
