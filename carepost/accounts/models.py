@@ -27,7 +27,11 @@ class User(IdMixin, TimestampMixin, TenantOwned, Base):
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    totp_secret: Mapped[str | None] = mapped_column(EncryptedString("users.totp_secret"))
+    # Deferred: decrypting needs the tenant's keys bound, which session resolution (before
+    # the tenant is known) does not have; the secret loads only where it is used.
+    totp_secret: Mapped[str | None] = mapped_column(
+        EncryptedString("users.totp_secret"), deferred=True
+    )
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_last_counter: Mapped[int | None] = mapped_column(Integer, default=None)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

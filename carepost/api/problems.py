@@ -4,15 +4,20 @@ Each problem has ``type`` (a stable URI per error code), ``title``, ``status``,
 ``detail`` and, for invalid input, ``errors``: a list of ``{"pointer", "detail"}``
 naming the field at fault (JSON Pointer into the request, RFC 6901). Unexpected
 errors return a generic 500 with a request id; their details go only to the log.
+
+The same handlers serve the console: an error on a console path (anything outside
+``/api/``) asked for by a browser is handed to the HTML error page renderer the
+console registers as ``app.state.console_error_page``. The API never gets HTML.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carepost.core.errors import CarepostError, FieldError, RateLimited
@@ -20,6 +25,7 @@ from carepost.core.logging import describe_exception, get_logger
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://carepost.dev/problems/"
+API_PATH_PREFIX = "/api/"
 log = get_logger("carepost.api")
 
 # The JSON Schema of every problem body, for the OpenAPI document.
@@ -44,6 +50,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+# (request, status, title, detail, headers) -> an HTML page; set by the console.
+ConsoleErrorPage = Callable[[Request, int, str, str, "dict[str, str] | None"], Awaitable[Response]]
 
 
 def problem_response(
@@ -97,57 +106,87 @@ def _validation_message(error: dict[str, Any]) -> str:
     return str(error.get("msg", "invalid value"))
 
 
+def console_error_page(request: Request) -> ConsoleErrorPage | None:
+    """The console's error page renderer when this request should get HTML: a console
+    path (not under /api/) whose client accepts HTML; None for the API and JSON clients."""
+    renderer: ConsoleErrorPage | None = getattr(request.app.state, "console_error_page", None)
+    if renderer is None or request.url.path.startswith(API_PATH_PREFIX):
+        return None
+    accept = request.headers.get("accept", "")
+    if accept and "text/html" not in accept and "*/*" not in accept:
+        return None
+    return renderer
+
+
+async def _respond(
+    request: Request,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    page = console_error_page(request)
+    if page is not None:
+        return await page(request, status, title, detail, headers)
+    return problem_response(
+        status, code, title, detail, errors=errors, instance=request.url.path, headers=headers
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(CarepostError)
-    async def _domain_error(request: Request, exc: CarepostError) -> JSONResponse:
+    async def _domain_error(request: Request, exc: CarepostError) -> Response:
         headers = None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
-        return problem_response(
+        return await _respond(
+            request,
             exc.status,
             exc.code,
             exc.title,
             exc.detail,
             errors=_field_errors(exc.errors),
-            instance=request.url.path,
             headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"pointer": _location_pointer(tuple(e["loc"])), "detail": _validation_message(e)}
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"pointer": "#/", "detail": "invalid request"}
-        return problem_response(
+        return await _respond(
+            request,
             422,
             "validation-failed",
             "Validation failed",
             f"{first['pointer']}: {first['detail']}",
             errors=errors,
-            instance=request.url.path,
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         titles = {
             404: ("not-found", "Not found"),
             405: ("method-not-allowed", "Method not allowed"),
         }
         code, title = titles.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem_response(
+        return await _respond(
+            request,
             exc.status_code,
             code,
             title,
             detail,
-            instance=request.url.path,
             headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         from carepost.api.middleware import route_template  # the middleware imports us
 
         request_id = getattr(request.state, "request_id", "")
@@ -159,12 +198,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             request_id=request_id,
             exception=describe_exception(exc),
         )
-        return problem_response(
+        return await _respond(
+            request,
             500,
             "internal-error",
             "Internal error",
             f"something went wrong on our side; quote request id {request_id} to support",
-            instance=request.url.path,
             # This answer comes from the outermost (server error) middleware, outside
             # the request guard that adds these headers to every other response.
             headers={

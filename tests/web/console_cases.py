@@ -1,0 +1,89 @@
+"""The console's pages and actions, as data, for the generic tests in
+``test_console_generic.py`` (NetBox's generic view tests in miniature).
+
+Adding a console page or form action means adding a line here; the generic tests then
+check for it that signing in is required, the permission is enforced with a 403 page,
+a post without the CSRF token is refused, and another organization's ids give a 404 —
+each refusal changing nothing. ``test_every_console_route_is_inventoried`` fails when a
+route is missing from this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PageCase:
+    path: str  # may hold {user_id} / {key_id}, filled from the organization under test
+    permission: str | None
+
+    @property
+    def has_object(self) -> bool:
+        return "{" in self.path
+
+
+@dataclass(frozen=True)
+class ActionCase:
+    path: str
+    permission: str | None
+    data: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_object(self) -> bool:
+        return "{" in self.path
+
+
+PAGES = (
+    PageCase("/", None),
+    PageCase("/users", "users:read"),
+    PageCase("/users/{user_id}", "users:read"),
+    PageCase("/api-keys", "apikeys:read"),
+    PageCase("/settings", "tenant:read"),
+    PageCase("/account", None),
+    PageCase("/audit", "audit:read"),
+)
+
+ACTIONS = (
+    ActionCase("/users", "users:write", {"email": "new-person@clinic.example", "role": "analyst"}),
+    ActionCase("/users/{user_id}", "users:write", {"role": "auditor", "status": "disabled"}),
+    ActionCase("/users/{user_id}/reset-mfa", "users:write"),
+    ActionCase("/users/{user_id}/sign-out-everywhere", "users:write"),
+    ActionCase("/api-keys", "apikeys:write", {"name": "new key", "scopes": "tenant:read"}),
+    ActionCase("/api-keys/{key_id}/revoke", "apikeys:write"),
+    ActionCase(
+        "/settings",
+        "tenant:write",
+        {"name": "Renamed", "session_idle_minutes": "5", "session_max_hours": "2"},
+    ),
+    ActionCase("/account/recovery-codes", None),
+    ActionCase("/account/sessions/sign-out-others", None),
+    ActionCase(
+        "/account/password",
+        None,
+        {
+            "current_password": "whatever",
+            "new_password": "a new long password",
+            "confirm_password": "a new long password",
+        },
+    ),
+    ActionCase("/logout", None),
+    ActionCase("/logout/everywhere", None),
+)
+
+# The sign-in sequence has its own tests (test_console_signin.py).
+SIGN_IN_ROUTES = frozenset(
+    {
+        ("GET", "/login"),
+        ("POST", "/login"),
+        ("GET", "/login/mfa"),
+        ("POST", "/login/mfa"),
+        ("GET", "/password"),
+        ("POST", "/password"),
+        ("GET", "/mfa/enrol"),
+        ("POST", "/mfa/enrol"),
+        ("GET", "/mfa/recovery-codes"),
+    }
+)
+
+OBJECT_PLACEHOLDERS = {"{user_id}": "user_id", "{key_id}": "key_id"}

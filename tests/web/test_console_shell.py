@@ -1,0 +1,223 @@
+"""The console's frame: HTML error pages (while the API keeps problem+json), markup that
+needs no inline script or style (strict CSP), landmarks, labels and navigation by role,
+the dashboard, static assets, and the generic form and table helpers."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+from fastapi.testclient import TestClient
+
+from carepost.core.errors import (
+    FieldError,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from carepost.web import dashboard
+from carepost.web.forms import Choice, Field, FormSpec
+from carepost.web.tables import MASK, Column, Table
+from tests.web.console_cases import PAGES
+
+
+class PageAudit(HTMLParser):
+    """Collects what the CSP and accessibility checks need from one page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline_scripts = 0
+        self.styles = 0
+        self.style_attributes: list[str] = []
+        self.handlers: list[str] = []
+        self.labels: set[str] = set()
+        self.controls: list[tuple[str, str, bool]] = []  # (tag, id, has aria-label)
+        self.landmarks: list[str] = []
+        self.first_link: str | None = None
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "script" and "src" not in attributes:
+            self.inline_scripts += 1
+        if tag == "style":
+            self.styles += 1
+        if "style" in attributes:
+            self.style_attributes.append(tag)
+        self.handlers += [name for name in attributes if name.startswith("on")]
+        if tag == "label" and attributes.get("for"):
+            self.labels.add(attributes["for"])
+        if tag in ("input", "select", "textarea") and attributes.get("type") != "hidden":
+            self.controls.append((tag, attributes.get("id", ""), "aria-label" in attributes))
+        if tag in ("main", "nav", "header", "footer"):
+            self.landmarks.append(tag)
+        if tag == "a" and self.first_link is None:
+            self.first_link = attributes.get("href")
+
+
+def audit_page(text: str) -> PageAudit:
+    parser = PageAudit()
+    parser.feed(text)
+    return parser
+
+
+def test_console_errors_are_html_and_the_api_keeps_problem_json(client):
+    page = client.get("/no-such-page")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Page not found" in page.text
+    api = client.get("/api/v1/no-such-thing")
+    assert api.status_code == 404
+    assert api.headers["content-type"] == "application/problem+json"
+    assert api.json()["status"] == 404
+    asked_for_json = client.get("/no-such-page", headers={"Accept": "application/json"})
+    assert asked_for_json.headers["content-type"] == "application/problem+json"
+    wrong_method = client.get("/logout")
+    assert wrong_method.status_code == 405
+    assert "That action is not available here" in wrong_method.text
+
+
+def test_unexpected_error_is_an_html_500_with_the_request_id(owner, sign_in, app, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database caught fire")
+
+    monkeypatch.setattr(dashboard, "figures", broken)
+    token = sign_in(owner).client.cookies.get("carepost_session")
+    client = TestClient(app, base_url="https://testserver", raise_server_exceptions=False)
+    client.cookies.set("carepost_session", token)
+    response = client.get("/")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Something went wrong on our side" in response.text
+    assert re.search(r"Request id: <code>[0-9a-f]{16}</code>", response.text)
+    assert "caught fire" not in response.text
+
+
+def test_htmx_errors_arrive_as_alerts_in_the_message_area(make_person, tenant, sign_in):
+    auditor = sign_in(make_person(tenant, "auditor"))
+    response = auditor.post("/users", {"email": "x@clinic.example", "role": "analyst"}, htmx=True)
+    assert response.status_code == 403
+    assert response.headers["HX-Retarget"] == "#messages"
+    assert 'role="alert"' in response.text and "<html" not in response.text
+
+
+@pytest.mark.parametrize("case", PAGES, ids=lambda c: c.path)
+def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in):
+    page = sign_in(owner).get(case.path.replace("{user_id}", str(owner.id)))
+    assert page.status_code == 200
+    found = audit_page(page.text)
+    assert found.inline_scripts == 0 and found.styles == 0
+    assert found.style_attributes == [] and found.handlers == []
+    assert found.first_link == "#main"  # the skip link comes first
+    assert {"header", "nav", "main", "footer"} <= set(found.landmarks)
+    unlabelled = [c for c in found.controls if c[1] not in found.labels and not c[2]]
+    assert unlabelled == []
+
+
+def test_sign_in_pages_need_no_inline_code(browser):
+    found = audit_page(browser().get("/login").text)
+    assert found.inline_scripts == 0 and found.styles == 0 and found.style_attributes == []
+    assert found.first_link == "#main"
+
+
+def test_htmx_is_configured_for_the_csp_and_sends_the_csrf_token(owner, sign_in):
+    b = sign_in(owner)
+    page = b.get("/")
+    assert '"includeIndicatorStyles":false' in page.text
+    assert '"allowEval":false' in page.text
+    assert '"attributesToSettle":["class","width","height"]' in page.text  # never "style"
+    assert f'hx-headers=\'{{"X-CSRF-Token": "{b.csrf}"}}\'' in page.text
+
+
+def test_navigation_shows_only_permitted_sections(make_person, tenant, sign_in):
+    analyst = sign_in(make_person(tenant, "analyst")).get("/")
+    assert 'href="/settings"' in analyst.text
+    for hidden in ('href="/users"', 'href="/api-keys"', 'href="/audit"'):
+        assert hidden not in analyst.text
+    assert 'aria-current="page">Dashboard' in analyst.text
+
+
+def test_dashboard_shows_organization_role_mfa_and_counts(owner, make_person, tenant, sign_in):
+    make_person(tenant, "analyst")
+    page = sign_in(owner).get("/")
+    assert owner.tenant.name in page.text
+    assert "Active users" in page.text and "Active API keys" in page.text
+    assert "Failed sign-in attempts" in page.text
+    assert "1 user signs in without a second factor." in page.text
+    assert "postal address" in page.text
+
+
+def test_static_assets_are_served_by_carepost(client):
+    for path, kind in (
+        ("/static/console.css", "text/css"),
+        ("/static/console.js", "javascript"),
+        ("/static/htmx.min.js", "javascript"),
+        ("/static/favicon.svg", "image/svg+xml"),
+    ):
+        response = client.get(path)
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+
+
+def test_console_pages_stay_out_of_the_openapi_document(client):
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    assert not [p for p in paths if not p.startswith("/api/")]
+
+
+# --- generic helpers --------------------------------------------------------------------
+
+FORM = FormSpec(
+    id="thing",
+    fields=(
+        Field("name", "Name", required=True, attrs={"maxlength": "5"}),
+        Field("kind", "Kind", "select", choices=(Choice("a", "A"),)),
+        Field("tags", "Tags", "checkboxes", choices=(Choice("x", "X"), Choice("y", "Y"))),
+        Field("secret", "Secret", "password"),
+    ),
+)
+
+
+def test_form_files_service_errors_under_their_fields():
+    form = FORM.bind({"name": "abc", "tags": ["x", "y"], "secret": "hunter2"})
+    assert form.value("name") == "abc" and form.selected("tags") == ["x", "y"]
+    assert form.value("secret") == ""  # never echoed back
+    form.failed(
+        ValidationFailed(
+            "bad",
+            errors=[FieldError("#/body/name", "too odd"), FieldError("colour", "unknown")],
+        )
+    )
+    assert form.errors == {"name": "too odd"}
+    assert form.summary == ["unknown"]
+    assert form.first_invalid == "name"
+
+
+def test_form_reraises_errors_that_are_not_about_input():
+    with pytest.raises(NotFound):
+        FORM.bind({}).failed(NotFound("gone"))
+    with pytest.raises(PermissionDenied):
+        FORM.bind({}).failed(PermissionDenied("no"))
+    named = FORM.bind({}).failed(PermissionDenied("not that kind", field="kind"))
+    assert named.errors == {"kind": "not that kind"}
+
+
+def test_form_checks_required_and_length_on_the_server():
+    with pytest.raises(ValidationFailed) as raised:
+        FORM.bind({"name": "toolong"}).validate()
+    assert [e.field for e in raised.value.errors] == ["name"]
+    with pytest.raises(ValidationFailed):
+        FORM.bind({"name": " "}).validate()
+    FORM.bind({"name": "ok"}).validate()
+
+
+def test_tables_mask_phi_without_phi_read():
+    class Row:
+        name = "PhiNameSecret"
+        id = 1
+
+    table = Table("People", (Column("Name", lambda r: r.name, phi=True),), row_id=lambda r: r.id)
+    hidden = table.cells(Row(), frozenset({"contacts:read"}))[0][1]
+    assert hidden.text == MASK and "PhiNameSecret" not in hidden.text
+    shown = table.cells(Row(), frozenset({"contacts:read", "phi:read"}))[0][1]
+    assert shown.text == "PhiNameSecret"
+    assert table.dom_id(Row()) == "table-1"
