@@ -52,6 +52,11 @@ def normalize_email(email: str, field: str = "email") -> str:
         raise ValidationFailed(f"not a valid email address: {exc}", field=field) from None
 
 
+def _an(role: str) -> str:
+    """The role with its indefinite article: 'an admin', 'a marketer'."""
+    return f"{'an' if role[:1] in 'aeiou' else 'a'} {role}"
+
+
 def _check_role(role: str) -> Role:
     if role not in Role.__members__.values():
         raise ValidationFailed(
@@ -75,7 +80,7 @@ def create_user(
     the user must change it at first sign-in."""
     checked_role = _check_role(role)
     if actor_role is not None and not may_grant(actor_role, checked_role):
-        raise PermissionDenied(f"a {actor_role} cannot create a {role}", field="role")
+        raise PermissionDenied(f"{_an(actor_role)} cannot create {_an(role)}", field="role")
     address = normalize_email(email)
     exists = session.scalar(
         select(User.id).where(User.tenant_id == tenant_id, User.email == address)
@@ -148,11 +153,11 @@ def update_user(
     user = get_user(session, tenant_id, user_id)
     changes: dict[str, str] = {}
     if not may_grant(actor_role, user.role):
-        raise PermissionDenied(f"a {actor_role} cannot change a {user.role}")
+        raise PermissionDenied(f"{_an(actor_role)} cannot change {_an(user.role)}")
     if role is not None and role != user.role:
         new_role = _check_role(role)
         if not may_grant(actor_role, new_role):
-            raise PermissionDenied(f"a {actor_role} cannot grant {role}", field="role")
+            raise PermissionDenied(f"{_an(actor_role)} cannot grant {role}", field="role")
         if user.role == Role.OWNER.value and _owner_count(session, tenant_id) <= 1:
             raise Conflict("the last owner cannot be demoted", field="role")
         changes["role"] = f"{user.role}->{new_role.value}"
@@ -509,7 +514,7 @@ def reset_mfa(
     """An admin clears a user's second factor (lost phone); they enrol again at next sign-in."""
     user = get_user(session, tenant_id, user_id)
     if not may_grant(actor_role, user.role):
-        raise PermissionDenied(f"a {actor_role} cannot reset a {user.role}'s sign-in")
+        raise PermissionDenied(f"{_an(actor_role)} cannot reset {_an(user.role)}'s sign-in")
     user.totp_enabled = False
     user.totp_secret = None
     user.totp_last_counter = None

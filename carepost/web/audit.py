@@ -143,6 +143,7 @@ def audit_page(
         form.failed(exc)
         status = 422
     query = filters.as_query()
+    api_query = filters.as_query(for_api=True)
     return console.render(
         "audit.html",
         status=status,
@@ -156,7 +157,7 @@ def audit_page(
         older_url=("/audit?" + urlencode({**query, "before": next_cursor}))
         if next_cursor
         else None,
-        export_csv=f"{EXPORT_URL}?" + urlencode({"format": "csv", **query}),
-        export_jsonl=f"{EXPORT_URL}?" + urlencode({"format": "jsonl", **query}),
+        export_csv=f"{EXPORT_URL}?" + urlencode({"format": "csv", **api_query}),
+        export_jsonl=f"{EXPORT_URL}?" + urlencode({"format": "jsonl", **api_query}),
         title="Audit trail",
     )

@@ -1,10 +1,9 @@
-"""Where the console's audit trail browser reads events from.
+"""Where the console's audit trail browser reads events from: the audit domain's own
+query (:func:`carepost.audit.query.list_events`), fed from the browser's form.
 
-A stand-in until ``carepost.audit.query`` lands: one function over
-:class:`~carepost.audit.models.AuditEvent`, always scoped by tenant, newest first,
-paged by a cursor (the chain sequence number, which orders a tenant's events). The
-browser depends only on :class:`AuditFilter`, :class:`AuditPage` and
-:func:`find_audit_events`, so swapping in the real query module is a one-import change.
+:class:`AuditFilter` is the form's view of a filter (times as an HTML datetime-local
+input sends them, UTC without an offset); it converts to the domain's
+:class:`~carepost.audit.schemas.AuditFilters` for queries and exports.
 """
 
 from __future__ import annotations
@@ -13,15 +12,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from carepost.audit import query
 from carepost.audit.models import AuditEvent
+from carepost.audit.schemas import AuditFilters
 from carepost.audit.service import chain_for
 from carepost.core.errors import ValidationFailed
 
 PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 
 def _naive_utc(value: datetime | None) -> str:
@@ -41,17 +42,19 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def as_query(self) -> dict[str, str]:
-        """The filter as URL query parameters (for links, paging and exports); times are
-        UTC without an offset, as an HTML datetime-local input sends them."""
+    def as_query(self, *, for_api: bool = False) -> dict[str, str]:
+        """The filter as URL query parameters: for console links, times are UTC without
+        an offset, as an HTML datetime-local input sends them; for the API (exports),
+        they carry their ``Z``."""
+        zone = "Z" if for_api else ""
         values = {
             "actor_id": self.actor_id,
             "action": self.action,
             "outcome": self.outcome,
             "object_type": self.object_type,
             "object_id": self.object_id,
-            "since": _naive_utc(self.since),
-            "until": _naive_utc(self.until),
+            "since": _naive_utc(self.since) + zone if self.since else "",
+            "until": _naive_utc(self.until) + zone if self.until else "",
         }
         return {k: v for k, v in values.items() if v}
 
@@ -62,12 +65,24 @@ class AuditPage:
     next_cursor: str | None = None
 
 
-def parse_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    if not cursor.isdigit() or len(cursor) > 18:
-        raise ValidationFailed("the page cursor is not valid", field="before")
-    return int(cursor)
+def to_filters(filters: AuditFilter) -> AuditFilters:
+    """The domain filter for a form filter; errors name the form's field."""
+    values = {
+        "actor_id": filters.actor_id,
+        "action": filters.action,
+        "outcome": filters.outcome,
+        "object_type": filters.object_type,
+        "object_id": filters.object_id,
+        "since": filters.since,
+        "until": filters.until,
+    }
+    try:
+        return AuditFilters(**{k: v for k, v in values.items() if v not in ("", None)})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "since"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ValidationFailed(message, field=name) from None
 
 
 def find_audit_events(
@@ -79,36 +94,19 @@ def find_audit_events(
     limit: int = PAGE_SIZE,
 ) -> AuditPage:
     """One page of a tenant's audit events matching ``filters``, newest first."""
-    before = parse_cursor(cursor)
-    limit = max(1, min(limit, MAX_PAGE_SIZE))
-    query = select(AuditEvent).where(
-        AuditEvent.chain == chain_for(tenant_id), AuditEvent.tenant_id == tenant_id
-    )
-    if filters.actor_id:
-        query = query.where(AuditEvent.actor_id == filters.actor_id)
-    if filters.action:
-        if filters.action.endswith(("*", ".")):
-            prefix = filters.action.rstrip("*")
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(AuditEvent.action.like(escaped + "%", escape="\\"))
-        else:
-            query = query.where(AuditEvent.action == filters.action)
-    if filters.outcome:
-        query = query.where(AuditEvent.outcome == filters.outcome)
-    if filters.object_type:
-        query = query.where(AuditEvent.object_type == filters.object_type)
-    if filters.object_id:
-        query = query.where(AuditEvent.object_id == filters.object_id)
-    if filters.since is not None:
-        query = query.where(AuditEvent.occurred_at >= filters.since)
-    if filters.until is not None:
-        query = query.where(AuditEvent.occurred_at < filters.until)
-    if before is not None:
-        query = query.where(AuditEvent.seq < before)
-    rows = list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AuditPage(rows, str(rows[-1].seq) if more and rows else None)
+    try:
+        page = query.list_events(
+            session,
+            tenant_id,
+            to_filters(filters),
+            cursor=cursor or None,
+            limit=max(1, min(limit, query.MAX_PAGE_SIZE)),
+        )
+    except ValidationFailed as exc:
+        if any(error.field == "#/query/cursor" for error in exc.errors):
+            raise ValidationFailed("the page cursor is not valid", field="before") from None
+        raise
+    return AuditPage(page.events, page.next_cursor)
 
 
 def recent_actions(session: Session, tenant_id: uuid.UUID, *, window: int = 1000) -> list[str]:

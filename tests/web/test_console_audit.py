@@ -78,7 +78,7 @@ def test_cursor_paging_newest_first(owner, sign_in, runtime):
     b = sign_in(owner)
     first = b.get("/audit?action=page.event")
     assert len(actions_on(first)) == 50
-    older = re.search(r'href="(/audit\?[^"]*before=\d+)"', first.text).group(1)
+    older = re.search(r'href="(/audit\?[^"]*before=[\w-]+)"', first.text).group(1)
     second = b.get(html.unescape(older))
     assert len(actions_on(second)) == 10
     assert "Older events" not in second.text and "Newest events" in second.text
@@ -114,3 +114,16 @@ def test_details_are_escaped(owner, sign_in, runtime):
     page = sign_in(owner).get("/audit?action=odd.event")
     assert "<img src=x>" not in page.text and "&lt;img src=x&gt;" in page.text
     assert "<b>bold</b>" not in page.text
+
+
+def test_export_links_carry_the_filter_to_the_api(owner, sign_in, runtime):
+    record(runtime, owner, "export.event", n=2)
+    b = sign_in(owner)
+    since = (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    shown = b.get(f"/audit?action=export.event&since={since}")
+    for fmt in ("csv", "jsonl"):
+        link = re.search(rf'href="(/api/v1/audit/export\?format={fmt}[^"]*)"', shown.text)
+        assert link is not None
+        exported = b.get(html.unescape(link.group(1)))
+        assert exported.status_code == 200, exported.text
+        assert exported.text.count("export.event") == 2
