@@ -295,8 +295,16 @@ def mfa_required(user: User) -> bool:
 
 
 def change_password(
-    session: Session, *, user: User, current: str, new: str, actor: audit.Actor
+    session: Session,
+    *,
+    user: User,
+    current: str,
+    new: str,
+    actor: audit.Actor,
+    keep_session_id: uuid.UUID | None = None,
 ) -> None:
+    """Change a user's password and sign them out of every other session (a stolen
+    session must not outlive the password it was opened with)."""
     if not verify_password(user.password_hash, current):
         raise AuthenticationFailed("the current password is wrong", field="current_password")
     if current == new:
@@ -310,6 +318,9 @@ def change_password(
     user.password_must_change = False
     user.password_changed_at = utcnow()
     session.flush()
+    revoked = revoke_user_sessions(
+        session, tenant_id=user.tenant_id, user_id=user.id, except_id=keep_session_id
+    )
     audit.record(
         session,
         tenant_id=user.tenant_id,
@@ -317,6 +328,7 @@ def change_password(
         action="user.password_change",
         object_type="user",
         object_id=user.id,
+        details={"other_sessions_ended": revoked},
     )
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from carepost.audit.models import AuditEvent
 from carepost.audit.schemas import AuditFilters, ExportFormat
-from carepost.audit.service import chain_for, event_content
+from carepost.audit.service import HASHED_FIELDS, chain_for, event_content
 from carepost.audit.verify import reading_connection, verify_export_lines
 from carepost.core.errors import NotFound, ValidationFailed
 
@@ -45,21 +45,10 @@ __all__ = [
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 EXPORT_BATCH_SIZE = 1000
+# The hashed fields a reader needs (the chain and tenant are the export's own), then
+# the hash itself.
 CSV_COLUMNS = (
-    "seq",
-    "id",
-    "occurred_at",
-    "actor_type",
-    "actor_id",
-    "actor_label",
-    "action",
-    "outcome",
-    "object_type",
-    "object_id",
-    "client_address",
-    "reason",
-    "details",
-    "prev_hash",
+    *(name for name in HASHED_FIELDS if name not in ("chain", "tenant_id")),
     "hash",
 )
 # A spreadsheet runs a cell starting with one of these as a formula.

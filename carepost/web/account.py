@@ -103,12 +103,7 @@ def change_password(
                 current=str(data.get("current_password", "")),
                 new=str(data.get("new_password", "")),
                 actor=console.principal.actor,
-            )
-            sessions.revoke_user_sessions(
-                session,
-                tenant_id=console.principal.tenant_id,
-                user_id=user.id,
-                except_id=console.principal.session_id,
+                keep_session_id=console.principal.session_id,
             )
     except CarepostError as exc:
         form.failed(exc)

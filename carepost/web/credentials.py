@@ -112,6 +112,7 @@ def password_change(
                 current=str(data.get("current_password", "")),
                 new=str(data.get("new_password", "")),
                 actor=console.principal.actor,
+                keep_session_id=console.principal.session_id,
             )
             account = account_of(user, console.account.session_stage, console.account.tenant_name)
     except CarepostError as exc:

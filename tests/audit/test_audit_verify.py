@@ -45,7 +45,7 @@ def test_intact_chain_verifies_ok(session, trail):
 def test_every_chain_in_the_database_verifies_ok(session, trail):
     report = verify_chains(session)
     assert report.ok, report.describe()
-    assert report.chains_checked >= 3  # the system chain, the fixture tenant, this trail
+    assert report.chains_checked >= 2  # at least the system chain and this trail
     assert audit.SYSTEM_CHAIN in report.heads
 
 
