@@ -113,7 +113,12 @@ def password_change(
                 new=str(data.get("new_password", "")),
                 actor=console.principal.actor,
             )
-            account = account_of(user, console.account.session_stage, console.account.tenant_name)
+            account = account_of(
+                user,
+                console.account.session_stage,
+                console.account.tenant_name,
+                has_passkey=console.account.has_passkey,
+            )
     except CarepostError as exc:
         form.failed(exc)
         return console.render(
