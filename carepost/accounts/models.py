@@ -1,4 +1,5 @@
-"""Console users, their sign-in sessions, MFA recovery codes and machine API keys."""
+"""Console users, their sign-in sessions, second factors (TOTP recovery codes, WebAuthn
+passkeys and their pending challenges) and machine API keys."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.core.database import Base, IdMixin, TimestampMixin, UTCDateTime
@@ -64,6 +74,45 @@ class UserSession(IdMixin, TimestampMixin, TenantOwned, Base):
     client_address: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(300), default="")
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class WebAuthnCredential(IdMixin, TimestampMixin, TenantOwned, Base):
+    """A passkey (W3C WebAuthn Level 2 public-key credential) registered by a user.
+
+    Only public material is stored: the credential id the authenticator chose and its
+    COSE public key. The sign count is the authenticator's counter at the last use;
+    a value that does not increase (except authenticators that always report 0)
+    suggests a cloned authenticator.
+    """
+
+    __tablename__ = "webauthn_credentials"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # base64url of the raw credential id (at most 1023 bytes per the spec).
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[list[str]] = mapped_column(JSON, default=list)
+    name: Mapped[str] = mapped_column(String(100))
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class WebAuthnChallenge(IdMixin, TimestampMixin, TenantOwned, Base):
+    """The challenge of a WebAuthn ceremony in progress, kept server-side, bound to the
+    console session that asked for it. It is deleted when a response is checked against
+    it (pass or fail), so each one is used at most once."""
+
+    __tablename__ = "webauthn_challenges"
+    __table_args__ = (UniqueConstraint("session_id", "purpose"),)
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("user_sessions.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(20))  # register | authenticate
+    challenge: Mapped[str] = mapped_column(String(128))  # base64url
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ApiKey(IdMixin, TimestampMixin, TenantOwned, Base):

@@ -1,9 +1,11 @@
 """Users: creation, roles, password sign-in with lockout, TOTP MFA and recovery codes.
 
 Sign-in is two steps: the password (:func:`authenticate_password`), then the second
-factor (:func:`verify_second_factor`) for every user who enrolled, and enrolment is
-forced for roles in ``MFA_REQUIRED_ROLES``. Repeated failures lock the account with
-exponential backoff; every success and failure is audited (never the secret tried).
+factor for every user who enrolled one: a TOTP or recovery code
+(:func:`verify_second_factor`) or a passkey (:mod:`carepost.accounts.webauthn`).
+Enrolment of one of them is forced for roles in ``MFA_REQUIRED_ROLES``. Repeated failures
+lock the account with exponential backoff; every success and failure is audited (never
+the secret tried).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from datetime import datetime, timedelta
 
 import pyotp
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from carepost.accounts.models import RecoveryCode, User
+from carepost.accounts.models import RecoveryCode, User, WebAuthnCredential
 from carepost.accounts.passwords import (
     generate_password,
     hash_password,
@@ -198,14 +200,16 @@ def _lock_delay(failures: int) -> timedelta:
     return min(timedelta(minutes=2 ** (failures - FREE_FAILURES)), MAX_LOCK)
 
 
-def _register_failure(session: Session, user: User, now: datetime) -> None:
+def register_failure(session: Session, user: User, now: datetime) -> None:
+    """Count a failed sign-in step toward the lockout (password, code or passkey)."""
     user.failed_sign_ins += 1
     delay = _lock_delay(user.failed_sign_ins)
     if delay:
         user.locked_until = now + delay
 
 
-def _check_not_locked(user: User, now: datetime) -> None:
+def check_not_locked(user: User, now: datetime) -> None:
+    """Raise RateLimited while the account is locked after repeated failures."""
     if user.locked_until is not None and user.locked_until > now:
         seconds = int((user.locked_until - now).total_seconds()) + 1
         raise RateLimited(
@@ -227,7 +231,7 @@ def authenticate_password(
     )
     if user is not None:
         try:
-            _check_not_locked(user, now)
+            check_not_locked(user, now)
         except RateLimited:
             audit.record(
                 session,
@@ -241,7 +245,7 @@ def authenticate_password(
             raise
     if not verify_password(user.password_hash if user else None, password) or user is None:
         if user is not None:
-            _register_failure(session, user, now)
+            register_failure(session, user, now)
             audit.record(
                 session,
                 tenant_id=tenant.id,
@@ -290,8 +294,10 @@ def authenticate_password(
     return user
 
 
-def mfa_required(user: User) -> bool:
-    return user.totp_enabled or Role(user.role) in MFA_REQUIRED_ROLES
+def mfa_required(user: User, *, has_passkey: bool = False) -> bool:
+    """Whether signing in takes a second factor: the user enrolled one (an authenticator
+    app or a passkey), or their role must (they will be sent to enrol)."""
+    return user.totp_enabled or has_passkey or Role(user.role) in MFA_REQUIRED_ROLES
 
 
 def change_password(
@@ -423,7 +429,7 @@ def verify_second_factor(session: Session, *, user: User, code: str, actor: audi
     Returns ``"totp"`` or ``"recovery_code"``. Failures count toward the lockout.
     """
     now = utcnow()
-    _check_not_locked(user, now)
+    check_not_locked(user, now)
     cleaned = code.strip().replace(" ", "")
     method: str | None = None
     if user.totp_enabled and user.totp_secret and cleaned.isdigit() and len(cleaned) == 6:
@@ -435,7 +441,7 @@ def verify_second_factor(session: Session, *, user: User, code: str, actor: audi
             method = "totp"
         elif counter is not None:
             reason = "code already used"
-            _register_failure(session, user, now)
+            register_failure(session, user, now)
             audit.record(
                 session,
                 tenant_id=user.tenant_id,
@@ -462,7 +468,7 @@ def verify_second_factor(session: Session, *, user: User, code: str, actor: audi
         if used:
             method = "recovery_code"
     if method is None:
-        _register_failure(session, user, now)
+        register_failure(session, user, now)
         audit.record(
             session,
             tenant_id=user.tenant_id,
@@ -523,7 +529,8 @@ def reset_mfa(
     actor: audit.Actor,
     actor_role: str,
 ) -> User:
-    """An admin clears a user's second factor (lost phone); they enrol again at next sign-in."""
+    """An admin clears a user's second factors (lost phone or security key): the app,
+    the recovery codes and every passkey. They enrol again at next sign-in."""
     user = get_user(session, tenant_id, user_id)
     if not may_grant(actor_role, user.role):
         raise PermissionDenied(f"{_an(actor_role)} cannot reset {_an(user.role)}'s sign-in")
@@ -535,6 +542,11 @@ def reset_mfa(
         .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
         .values(used_at=utcnow())
     )
+    passkeys = session.execute(
+        delete(WebAuthnCredential).where(
+            WebAuthnCredential.tenant_id == tenant_id, WebAuthnCredential.user_id == user.id
+        )
+    ).rowcount  # type: ignore[attr-defined]
     revoke_user_sessions(session, tenant_id=tenant_id, user_id=user.id)
     audit.record(
         session,
@@ -543,6 +555,7 @@ def reset_mfa(
         action="user.mfa_reset",
         object_type="user",
         object_id=user.id,
+        details={"passkeys_removed": int(passkeys)},
     )
     return user
 

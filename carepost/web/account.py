@@ -1,5 +1,6 @@
-"""My account: profile, change password, two-factor status and new recovery codes, and the
-person's active sessions (sign out the others, or everywhere).
+"""My account: profile, change password, two-factor status and new recovery codes, passkeys
+(added, renamed and removed in :mod:`carepost.web.passkeys`), and the person's active
+sessions (sign out the others, or everywhere).
 
 Changing the password signs out every other session: whoever knew the old password
 may already be signed in somewhere.
@@ -14,6 +15,7 @@ from fastapi.responses import Response
 
 from carepost.accounts import service as accounts
 from carepost.accounts import sessions
+from carepost.accounts import webauthn as passkeys
 from carepost.audit import service as audit
 from carepost.core.errors import CarepostError
 from carepost.web.console import Console, form_data, page, redirect
@@ -27,6 +29,9 @@ router = APIRouter(include_in_schema=False)
 NOTICES = {
     "password": "Password changed. Your other sessions were signed out.",
     "signed-out-others": "Your other sessions were signed out.",
+    "passkey-added": "Passkey added. You can use it to sign in.",
+    "passkey-renamed": "Passkey renamed.",
+    "passkey-removed": "Passkey removed. It no longer signs you in.",
 }
 ACCOUNT_PASSWORD_FORM = FormSpec(
     id="account-password", submit="Change password", fields=PASSWORD_FIELDS
@@ -62,11 +67,20 @@ SESSION_TABLE = Table(
 )
 
 
-def _page(console: Console, *, form: BoundForm | None = None, status: int = 200) -> Response:
+def render_account(
+    console: Console,
+    *,
+    form: BoundForm | None = None,
+    status: int = 200,
+    passkey_error: str = "",
+) -> Response:
     with console.session() as session:
         user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
         remaining = accounts.remaining_recovery_codes(session, user) if user.totp_enabled else 0
         active = sessions.list_active_sessions(
+            session, tenant_id=console.principal.tenant_id, user_id=user.id
+        )
+        keys = passkeys.list_passkeys(
             session, tenant_id=console.principal.tenant_id, user_id=user.id
         )
     return console.render(
@@ -76,6 +90,8 @@ def _page(console: Console, *, form: BoundForm | None = None, status: int = 200)
         remaining_codes=remaining,
         sessions_table=SESSION_TABLE,
         sessions=active,
+        passkeys=keys,
+        passkey_error=passkey_error,
         form=form or ACCOUNT_PASSWORD_FORM.bind(),
         notice=notice_for(console.request, NOTICES),
         title="My account",
@@ -84,7 +100,7 @@ def _page(console: Console, *, form: BoundForm | None = None, status: int = 200)
 
 @router.get("/account")
 def account_page(console: Annotated[Console, Depends(page())]) -> Response:
-    return _page(console)
+    return render_account(console)
 
 
 @router.post("/account/password")
@@ -107,7 +123,7 @@ def change_password(
             )
     except CarepostError as exc:
         form.failed(exc)
-        return _page(console, form=form, status=exc.status)
+        return render_account(console, form=form, status=exc.status)
     return redirect(console.request, "/account?done=password")
 
 

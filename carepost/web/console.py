@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from carepost.accounts.models import User, UserSession
+from carepost.accounts.models import User, UserSession, WebAuthnCredential
 from carepost.accounts.permissions import PERMISSIONS
 from carepost.accounts.principal import Principal
 from carepost.accounts.sessions import STAGE_MFA_OK
@@ -133,6 +133,7 @@ class Account:
     name: str
     role: str
     totp_enabled: bool
+    has_passkey: bool
     password_must_change: bool
     session_stage: str
     tenant_name: str
@@ -141,7 +142,7 @@ class Account:
     def next_step(self) -> str | None:
         """Where this session must go before it may use the console, if anywhere."""
         if self.session_stage != STAGE_MFA_OK:
-            if self.totp_enabled:
+            if self.totp_enabled or self.has_passkey:
                 return "/login/mfa"
             if self.password_must_change:
                 return "/password"
@@ -159,6 +160,9 @@ def load_account(session: Session, principal: Principal) -> Account:
             User.name,
             User.role,
             User.totp_enabled,
+            select(WebAuthnCredential.id)
+            .where(WebAuthnCredential.user_id == UserSession.user_id)
+            .exists(),
             User.password_must_change,
             UserSession.stage,
             Tenant.name,

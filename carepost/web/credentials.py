@@ -114,7 +114,12 @@ def password_change(
                 actor=console.principal.actor,
                 keep_session_id=console.principal.session_id,
             )
-            account = account_of(user, console.account.session_stage, console.account.tenant_name)
+            account = account_of(
+                user,
+                console.account.session_stage,
+                console.account.tenant_name,
+                has_passkey=console.account.has_passkey,
+            )
     except CarepostError as exc:
         form.failed(exc)
         return console.render(

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from carepost.accounts.models import ApiKey, User, UserSession
+from carepost.accounts.models import ApiKey, User, UserSession, WebAuthnCredential
 from carepost.accounts.principal import Principal
 from carepost.audit.models import AuditEvent
 from carepost.audit.service import chain_for
@@ -99,6 +99,7 @@ def attention(session: Session, principal: Principal) -> list[tuple[str, str]]:
             User.tenant_id == tenant_id,
             User.status == "active",
             User.totp_enabled.is_(False),
+            ~select(WebAuthnCredential.id).where(WebAuthnCredential.user_id == User.id).exists(),
         )
         if without_mfa:
             noun = "user signs" if without_mfa == 1 else "users sign"

@@ -7,7 +7,7 @@ error pages that :mod:`carepost.api.problems` uses for console paths.
 
 Each section lives in its own module of thin views calling services:
 :mod:`~carepost.web.signin`, :mod:`~carepost.web.credentials`,
-:mod:`~carepost.web.dashboard`, :mod:`~carepost.web.users`,
+:mod:`~carepost.web.passkeys`, :mod:`~carepost.web.dashboard`, :mod:`~carepost.web.users`,
 :mod:`~carepost.web.apikeys`, :mod:`~carepost.web.organization`,
 :mod:`~carepost.web.account` and :mod:`~carepost.web.audit`.
 """
@@ -27,6 +27,7 @@ from carepost.web import (
     credentials,
     dashboard,
     organization,
+    passkeys,
     signin,
     users,
 )
@@ -37,6 +38,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 ROUTERS = (
     signin.router,
     credentials.router,
+    passkeys.router,
     dashboard.router,
     users.router,
     apikeys.router,

@@ -1,5 +1,6 @@
 """Signing in and out of the console: organization, email and password, then the second
-factor (a TOTP code or a recovery code), and sign-out (here, or everywhere). Setting up
+factor (a TOTP code or a recovery code; a passkey is checked by :mod:`carepost.web.passkeys`),
+and sign-out (here, or everywhere). Setting up
 credentials on the way (new password, authenticator) is in :mod:`carepost.web.credentials`.
 
 The order of the steps is explained in :mod:`carepost.web.console`. Failed attempts
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from carepost.accounts import service as accounts
 from carepost.accounts import sessions
+from carepost.accounts import webauthn as passkeys
 from carepost.accounts.models import User, UserSession
 from carepost.accounts.passwords import verify_password
 from carepost.api.deps import SESSION_COOKIE, client_address, get_runtime
@@ -80,6 +82,7 @@ CODE_FIELD = Field(
     attrs={"autocapitalize": "none", "spellcheck": "false"},
 )
 MFA_FORM = FormSpec(id="mfa", submit="Verify", fields=(CODE_FIELD,))
+MFA_TITLE = "Two-factor sign-in"
 LOGIN_NOTICES = {
     "expired": "Your session ended after a period of inactivity or at its time limit. "
     "Sign in again to continue.",
@@ -107,13 +110,14 @@ def _fail(form: BoundForm, exc: CarepostError) -> tuple[int, dict[str, str] | No
     return exc.status, None
 
 
-def account_of(user: User, stage: str, tenant_name: str) -> Account:
+def account_of(user: User, stage: str, tenant_name: str, *, has_passkey: bool) -> Account:
     return Account(
         user.id,
         user.email,
         user.name,
         user.role,
         user.totp_enabled,
+        has_passkey,
         user.password_must_change,
         stage,
         tenant_name,
@@ -202,7 +206,8 @@ def password_sign_in(
         except (AuthenticationFailed, RateLimited) as exc:
             failure = exc
         else:
-            second_factor = accounts.mfa_required(user)
+            has_passkey = passkeys.has_passkey(session, tenant_id=tenant.id, user_id=user.id)
+            second_factor = accounts.mfa_required(user, has_passkey=has_passkey)
             stage = sessions.STAGE_PASSWORD_OK if second_factor else sessions.STAGE_MFA_OK
             if not second_factor:
                 user.last_sign_in_at = utcnow()
@@ -214,7 +219,7 @@ def password_sign_in(
                 client_address=client,
                 user_agent=user_agent,
             )
-            account = account_of(user, stage, tenant.name)
+            account = account_of(user, stage, tenant.name, has_passkey=has_passkey)
     if failure is not None:
         if isinstance(failure, AuthenticationFailed) and any(
             e.field == "password" for e in failure.errors
@@ -261,7 +266,7 @@ def login(request: Request, data: Annotated[FormData, Depends(form_data)]) -> Re
 
 @router.get("/login/mfa")
 def mfa_page(console: Annotated[Console, Depends(sign_in_step("/login/mfa"))]) -> Response:
-    return console.render("mfa.html", form=MFA_FORM.bind(), title="Two-factor sign-in")
+    return console.render("mfa.html", form=MFA_FORM.bind(), title=MFA_TITLE)
 
 
 @router.post("/login/mfa")
@@ -284,7 +289,7 @@ def mfa_verify(
     if failure is not None:
         status, headers = _fail(form, failure)
         return console.render(
-            "mfa.html", status=status, headers=headers, form=form, title="Two-factor sign-in"
+            "mfa.html", status=status, headers=headers, form=form, title=MFA_TITLE
         )
     response = redirect(console.request, next_location(account))
     set_session_cookie(response, token, console.runtime.settings)
@@ -297,7 +302,8 @@ def finish_sign_in(session: Session, console: Console, user: User) -> tuple[str,
     if row is None or row.tenant_id != console.principal.tenant_id:
         raise AuthenticationFailed("please sign in")
     token = sessions.promote_session(session, row)
-    return token, account_of(user, row.stage, console.account.tenant_name)
+    has_passkey = passkeys.has_passkey(session, tenant_id=user.tenant_id, user_id=user.id)
+    return token, account_of(user, row.stage, console.account.tenant_name, has_passkey=has_passkey)
 
 
 # --- sign-out ------------------------------------------------------------------------------

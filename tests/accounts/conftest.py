@@ -23,9 +23,9 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    from carepost.accounts import apikeys, service, sessions
+    from carepost.accounts import apikeys, service, sessions, webauthn
 
     fake = Clock()
-    for module in (service, sessions, apikeys):
+    for module in (service, sessions, apikeys, webauthn):
         monkeypatch.setattr(module, "utcnow", fake)
     return fake

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,16 +37,16 @@ ARTIFACTS = Path(os.environ.get("CAREPOST_TEST_ARTIFACTS", "test-artifacts"))
 SCREENSHOTS = ARTIFACTS / "screenshots"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(app) -> Iterator[str]:
-    """The console and API served by uvicorn on http://127.0.0.1:<free port>."""
-    port = _free_port()
+@contextmanager
+def serve(app, port: int | None = None) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port unless given) in a thread."""
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -62,9 +63,18 @@ def live_server(app) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             pytest.fail(f"the test server did not start on 127.0.0.1:{port}", pytrace=False)
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[str]:
+    """The console and API served by uvicorn on http://127.0.0.1:<free port>."""
+    with serve(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +116,10 @@ class PageProblems:
         self.messages.append(f"page error: {error}")
 
 
-@pytest.fixture
-def page(chromium, live_server):
+def open_page(chromium, base_url: str):
+    """A new browser context and page on ``base_url`` that records console problems."""
     context = chromium.new_context(
-        base_url=live_server,
+        base_url=base_url,
         viewport={"width": 1280, "height": 860},
         locale="en-US",
         timezone_id="UTC",
@@ -120,8 +130,15 @@ def page(chromium, live_server):
     opened.on("console", problems.on_console)
     opened.on("pageerror", problems.on_page_error)
     opened.problems = problems
+    return context, opened
+
+
+@pytest.fixture
+def page(chromium, live_server):
+    context, opened = open_page(chromium, live_server)
     yield opened
     context.close()
+    problems = opened.problems
     assert not problems.messages, "browser reported problems:\n" + "\n".join(problems.messages)
 
 

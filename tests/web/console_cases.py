@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class PageCase:
-    path: str  # may hold {user_id} / {key_id}, filled from the organization under test
+    path: str  # may hold {user_id} / {key_id} / {passkey_id}, filled from the organization
     permission: str | None
 
     @property
@@ -57,6 +57,10 @@ ACTIONS = (
         {"name": "Renamed", "session_idle_minutes": "5", "session_max_hours": "2"},
     ),
     ActionCase("/account/recovery-codes", None),
+    ActionCase("/account/passkeys/options", None),
+    ActionCase("/account/passkeys", None, {"name": "new passkey"}),
+    ActionCase("/account/passkeys/{passkey_id}", None, {"name": "renamed"}),
+    ActionCase("/account/passkeys/{passkey_id}/delete", None),
     ActionCase("/account/sessions/sign-out-others", None),
     ActionCase(
         "/account/password",
@@ -78,6 +82,8 @@ SIGN_IN_ROUTES = frozenset(
         ("POST", "/login"),
         ("GET", "/login/mfa"),
         ("POST", "/login/mfa"),
+        ("POST", "/login/mfa/passkey/options"),
+        ("POST", "/login/mfa/passkey"),
         ("GET", "/password"),
         ("POST", "/password"),
         ("GET", "/mfa/enrol"),
@@ -86,4 +92,8 @@ SIGN_IN_ROUTES = frozenset(
     }
 )
 
-OBJECT_PLACEHOLDERS = {"{user_id}": "user_id", "{key_id}": "key_id"}
+OBJECT_PLACEHOLDERS = {
+    "{user_id}": "user_id",
+    "{key_id}": "key_id",
+    "{passkey_id}": "passkey_id",
+}

@@ -4,6 +4,7 @@ organization's objects not found — and every refusal changes nothing."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from carepost.accounts import apikeys
+from carepost.accounts.models import WebAuthnCredential
 from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
@@ -31,15 +33,21 @@ def flat_routes(app) -> list:
 
 @dataclass
 class Organization:
-    """A tenant with a signed-in person per role, a user to act on and an API key."""
+    """A tenant with a signed-in person per role, a user to act on, an API key and a
+    passkey of the owner."""
 
     tenant: tuple
     people: dict
     target_id: uuid.UUID
     key_id: uuid.UUID
+    passkey_id: uuid.UUID
 
     def fill(self, path: str) -> str:
-        return path.replace("{user_id}", str(self.target_id)).replace("{key_id}", str(self.key_id))
+        return (
+            path.replace("{user_id}", str(self.target_id))
+            .replace("{key_id}", str(self.key_id))
+            .replace("{passkey_id}", str(self.passkey_id))
+        )
 
 
 def _make_org(runtime) -> Organization:
@@ -58,7 +66,16 @@ def _make_org(runtime) -> Organization:
             creator_permissions=frozenset(PERMISSIONS),
             actor=SYSTEM,
         )
-    return Organization(tenant, people, target.id, key.id)
+        passkey = WebAuthnCredential(
+            tenant_id=tenant[0].id,
+            user_id=people["owner"].id,
+            credential_id=secrets.token_urlsafe(32),
+            public_key=b"not checked by these tests",
+            name="existing",
+        )
+        session.add(passkey)
+        session.flush()
+    return Organization(tenant, people, target.id, key.id, passkey.id)
 
 
 # Every test here is about a refusal (or a page view), so they share two organizations:
