@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, select, text, update
 from typer.testing import CliRunner
 
 from carepost.accounts import service as accounts
+from carepost.accounts import totp
 from carepost.accounts.models import User
 from carepost.audit.models import AuditEvent
 from carepost.audit.service import SYSTEM
@@ -118,7 +119,7 @@ def _sign_in_with(settings, password: str, uri: str) -> None:
             assert user.role == "owner" and user.password_must_change
             secret = parse_qs(urlparse(uri).query)["secret"][0]
             assert user.totp_secret == secret
-            codes = accounts.confirm_totp_enrolment(
+            codes = totp.confirm_totp_enrolment(
                 session, user=user, code=pyotp.TOTP(secret).now(), actor=SYSTEM
             )
             assert codes
@@ -288,7 +289,7 @@ def test_user_reset_mfa_clears_the_second_factor(cli, runtime, tenant):
         user, _password = accounts.create_user(
             session, tenant_id=tenant_row.id, email="lost@clinic.example", role="admin"
         )
-        accounts.begin_totp_enrolment(session, user=user, tenant=tenant_row)
+        totp.begin_totp_enrolment(session, user=user, tenant=tenant_row)
         user.totp_enabled = True
         user_id = user.id
     result = cli("user", "reset-mfa", "--tenant", tenant_row.slug, "--email", "lost@clinic.example")

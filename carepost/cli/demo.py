@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from carepost.accounts import service as accounts
+from carepost.accounts import totp
 from carepost.accounts.permissions import Role
 from carepost.audit import service as audit
 from carepost.cli.common import (
@@ -127,7 +128,7 @@ def _create_demo(runtime: Runtime, actor: audit.Actor) -> tuple[Tenant, str, str
                 name="Demo Admin",
                 actor=actor,
             )
-            uri = accounts.begin_totp_enrolment(session, user=user, tenant=tenant)
+            uri = totp.begin_totp_enrolment(session, user=user, tenant=tenant)
             session.flush()
     if password is None:  # create_user always issues one when no password is given
         raise RuntimeError("no one-time password was issued")
@@ -155,4 +156,4 @@ def _reset_demo_admin(session: Session, tenant: Tenant, actor: audit.Actor) -> t
             actor=actor,
             actor_role=Role.OWNER.value,
         )
-    return password, accounts.begin_totp_enrolment(session, user=user, tenant=tenant)
+    return password, totp.begin_totp_enrolment(session, user=user, tenant=tenant)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.accounts import service as accounts
-from carepost.accounts import sessions
+from carepost.accounts import sessions, totp
 from carepost.accounts import webauthn as passkeys
 from carepost.audit import service as audit
 from carepost.core.errors import CarepostError
@@ -76,7 +76,7 @@ def render_account(
 ) -> Response:
     with console.session() as session:
         user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
-        remaining = accounts.remaining_recovery_codes(session, user) if user.totp_enabled else 0
+        remaining = totp.remaining_recovery_codes(session, user) if user.totp_enabled else 0
         active = sessions.list_active_sessions(
             session, tenant_id=console.principal.tenant_id, user_id=user.id
         )
@@ -131,7 +131,7 @@ def change_password(
 def new_recovery_codes(console: Annotated[Console, Depends(page())]) -> Response:
     with console.session() as session:
         user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
-        codes = accounts.regenerate_recovery_codes(
+        codes = totp.regenerate_recovery_codes(
             session, user=user, actor=console.principal.actor
         )
     return show_recovery_codes(console, codes)

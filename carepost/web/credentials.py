@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.accounts import service as accounts
-from carepost.accounts import sessions
+from carepost.accounts import sessions, totp
 from carepost.accounts.passwords import MIN_LENGTH
 from carepost.core.database import utcnow
 from carepost.core.errors import CarepostError, ValidationFailed
@@ -137,9 +137,9 @@ def _enrolment(console: Console) -> tuple[str, str]:
         user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
         tenant = tenancy.get_tenant(session, console.principal.tenant_id)
         if user.totp_secret:
-            uri = accounts.totp_uri(user, tenant)
+            uri = totp.totp_uri(user, tenant)
         else:
-            uri = accounts.begin_totp_enrolment(session, user=user, tenant=tenant)
+            uri = totp.begin_totp_enrolment(session, user=user, tenant=tenant)
         return str(user.totp_secret), uri
 
 
@@ -181,7 +181,7 @@ def enrol_confirm(
     with console.session() as session:
         user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
         try:
-            codes = accounts.confirm_totp_enrolment(
+            codes = totp.confirm_totp_enrolment(
                 session,
                 user=user,
                 code=str(data.get("code", "")).replace(" ", ""),

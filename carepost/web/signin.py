@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from carepost.accounts import service as accounts
-from carepost.accounts import sessions
+from carepost.accounts import sessions, totp
 from carepost.accounts import webauthn as passkeys
 from carepost.accounts.models import User, UserSession
 from carepost.accounts.passwords import verify_password
@@ -279,7 +279,7 @@ def mfa_verify(
     with console.session() as session:
         user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
         try:
-            accounts.verify_second_factor(
+            totp.verify_second_factor(
                 session, user=user, code=str(data.get("code", "")), actor=console.principal.actor
             )
         except (AuthenticationFailed, RateLimited) as exc:

@@ -23,9 +23,9 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    from carepost.accounts import apikeys, service, sessions, webauthn
+    from carepost.accounts import apikeys, service, sessions, totp, webauthn
 
     fake = Clock()
-    for module in (service, sessions, apikeys, webauthn):
+    for module in (service, sessions, apikeys, totp, webauthn):
         monkeypatch.setattr(module, "utcnow", fake)
     return fake

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pyotp
 import pytest
 
-from carepost.accounts import service
+from carepost.accounts import service, totp
 from carepost.accounts.models import User
 from carepost.audit.service import Actor
 from carepost.core.errors import AuthenticationFailed, Conflict, PermissionDenied, RateLimited
@@ -33,9 +33,9 @@ def enrolled(runtime, tenant, clock):
             role="marketer",
             password=new_password(),
         )
-        service.begin_totp_enrolment(session, user=user, tenant=tenant_row)
+        totp.begin_totp_enrolment(session, user=user, tenant=tenant_row)
         secret = secret_value(user.totp_secret)
-        codes = service.confirm_totp_enrolment(
+        codes = totp.confirm_totp_enrolment(
             session, user=user, code=code_at(secret, clock.now), actor=ADMIN
         )
     for code in codes:
@@ -48,7 +48,7 @@ def verify(runtime, tenant, user_id, code):
     with runtime.bound_session(tenant[1]) as session:
         user = session.get(User, user_id)
         try:
-            return service.verify_second_factor(session, user=user, code=code, actor=ADMIN)
+            return totp.verify_second_factor(session, user=user, code=code, actor=ADMIN)
         except AuthenticationFailed as error:
             return error
 
@@ -63,11 +63,11 @@ def test_enrolment_needs_a_valid_first_code(runtime, tenant, clock):
             role="owner",
             password=new_password(),
         )
-        uri = service.begin_totp_enrolment(session, user=user, tenant=tenant_row)
+        uri = totp.begin_totp_enrolment(session, user=user, tenant=tenant_row)
         assert uri.startswith("otpauth://totp/")
         wrong = code_at(user.totp_secret, clock.now - timedelta(minutes=5))
         with pytest.raises(AuthenticationFailed):
-            service.confirm_totp_enrolment(session, user=user, code=wrong, actor=ADMIN)
+            totp.confirm_totp_enrolment(session, user=user, code=wrong, actor=ADMIN)
         assert not user.totp_enabled
 
 
@@ -135,7 +135,7 @@ def test_failed_codes_count_toward_the_lockout(runtime, enrolled, clock):
     with runtime.bound_session(tenant[1]) as session:
         user = session.get(User, user_id)
         with pytest.raises(RateLimited):
-            service.verify_second_factor(
+            totp.verify_second_factor(
                 session, user=user, code=code_at(secret, clock.now), actor=ADMIN
             )
 
@@ -148,7 +148,7 @@ def test_recovery_codes_work_once_each(runtime, enrolled):
     # Case and spacing don't matter; the dash is optional.
     assert verify(runtime, tenant, user_id, codes[1].upper().replace("-", " ")) == "recovery_code"
     with runtime.bound_session(tenant[1]) as session:
-        assert service.remaining_recovery_codes(session, session.get(User, user_id)) == 8
+        assert totp.remaining_recovery_codes(session, session.get(User, user_id)) == 8
 
 
 def test_recovery_codes_are_stored_hashed(runtime, enrolled):
@@ -164,7 +164,7 @@ def test_recovery_codes_are_stored_hashed(runtime, enrolled):
 def test_regenerating_recovery_codes_voids_the_old_ones(runtime, enrolled):
     tenant, user_id, _secret, old = enrolled
     with runtime.bound_session(tenant[1]) as session:
-        fresh = service.regenerate_recovery_codes(
+        fresh = totp.regenerate_recovery_codes(
             session, user=session.get(User, user_id), actor=ADMIN
         )
     for code in fresh:
@@ -200,7 +200,7 @@ def test_mfa_reset_clears_the_factor_and_signs_the_user_out(runtime, enrolled, c
     # They enrol again with a new secret.
     with runtime.bound_session(keys) as session:
         user = session.get(User, user_id)
-        service.begin_totp_enrolment(session, user=user, tenant=tenant_row)
+        totp.begin_totp_enrolment(session, user=user, tenant=tenant_row)
         assert secret_value(user.totp_secret) != secret
 
 
@@ -223,7 +223,7 @@ def test_an_admin_cannot_reset_an_owners_factor(runtime, tenant):
 def test_enrolling_twice_is_refused(runtime, enrolled):
     tenant, user_id, _secret, _codes = enrolled
     with runtime.bound_session(tenant[1]) as session, pytest.raises(Conflict):
-        service.begin_totp_enrolment(session, user=session.get(User, user_id), tenant=tenant[0])
+        totp.begin_totp_enrolment(session, user=session.get(User, user_id), tenant=tenant[0])
 
 
 def test_mfa_is_required_for_owners_and_admins(runtime, tenant):

@@ -13,7 +13,7 @@ import pyotp
 from fastapi.testclient import TestClient
 
 from carepost.accounts import service as accounts
-from carepost.accounts import sessions
+from carepost.accounts import sessions, totp
 from carepost.accounts.permissions import MFA_REQUIRED_ROLES, Role
 from carepost.audit.service import SYSTEM
 from carepost.core.runtime import Runtime
@@ -111,9 +111,9 @@ def create_person(
         )
         secret = None
         if with_mfa:
-            accounts.begin_totp_enrolment(session, user=user, tenant=tenant_row)
+            totp.begin_totp_enrolment(session, user=user, tenant=tenant_row)
             secret = secret_value(str(user.totp_secret))
-            accounts.confirm_totp_enrolment(
+            totp.confirm_totp_enrolment(
                 session, user=user, code=pyotp.TOTP(secret).now(), actor=SYSTEM
             )
             # Let the current code be used once more by the test's own sign-in.

@@ -11,6 +11,7 @@ import pyotp
 from sqlalchemy import select, update
 
 from carepost.accounts import service as accounts
+from carepost.accounts import totp
 from carepost.accounts.models import User, UserSession
 from carepost.audit.service import SYSTEM
 from carepost.core.database import utcnow
@@ -212,7 +213,7 @@ def test_reused_totp_code_is_rejected(owner, login):
 def test_a_recovery_code_signs_in_once(owner, login, runtime):
     with runtime.bound_session(owner.keys) as session:
         user = accounts.get_user(session, owner.tenant.id, owner.id)
-        codes = accounts.regenerate_recovery_codes(session, user=user, actor=SYSTEM)
+        codes = totp.regenerate_recovery_codes(session, user=user, actor=SYSTEM)
     code = secret_value(codes[0])
     b, _response = login(owner)
     assert b.post("/login/mfa", {"code": code}).headers["location"] == "/"
