@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from carepost.accounts import apikeys, service
+from carepost.accounts import apikeys, service, webauthn
 from carepost.accounts.models import User
 from carepost.accounts.principal import Principal
 from carepost.accounts.schemas import (
@@ -59,10 +60,13 @@ def list_users(
         if after is not None:
             query = query.where(User.id > after)
         users = list(session.scalars(query.limit(limit + 1)))
-    more = len(users) > limit
-    users = users[:limit]
+        more = len(users) > limit
+        users = users[:limit]
+        with_passkeys = webauthn.users_with_passkeys(
+            session, tenant_id=principal.tenant_id, user_ids=[u.id for u in users]
+        )
     return Page[UserOut](
-        items=[UserOut.of(u) for u in users],
+        items=[UserOut.of(u, has_passkey=u.id in with_passkeys) for u in users],
         next_cursor=encode_cursor(users[-1].id) if more else None,
     )
 
@@ -86,6 +90,11 @@ def create_user(
         return UserCreated(user=UserOut.of(user), one_time_password=one_time or "")
 
 
+def _user_out(session: Session, user: User) -> UserOut:
+    passkey = webauthn.has_passkey(session, tenant_id=user.tenant_id, user_id=user.id)
+    return UserOut.of(user, has_passkey=passkey)
+
+
 def _granting_role(principal: Principal) -> str:
     """API keys grant as admins at most (they can never create owners)."""
     return principal.role or "admin"
@@ -98,7 +107,7 @@ def get_user(
     principal: Annotated[Principal, Depends(require("users:read"))],
 ) -> UserOut:
     with runtime.bound_session(principal.keys) as session:
-        return UserOut.of(service.get_user(session, principal.tenant_id, user_id))
+        return _user_out(session, service.get_user(session, principal.tenant_id, user_id))
 
 
 @router.patch("/users/{user_id}", summary="Change a user's role, name or status")
@@ -121,7 +130,7 @@ def update_user(
             name=body.name,
             status=body.status,
         )
-        return UserOut.of(user)
+        return _user_out(session, user)
 
 
 @router.post("/users/{user_id}/reset-mfa", summary="Clear a user's second factor (lost device)")
@@ -138,7 +147,7 @@ def reset_mfa(
             actor=principal.actor,
             actor_role=_granting_role(principal),
         )
-        return UserOut.of(user)
+        return _user_out(session, user)
 
 
 @router.post("/users/{user_id}/sign-out-everywhere", summary="End all of a user's sessions")

@@ -26,20 +26,20 @@ class UserOut(BaseModel):
     name: str
     role: RoleName
     status: Literal["active", "disabled"]
-    mfa_enabled: bool
+    mfa_enabled: bool = Field(description="Signs in with a second factor (app or passkey)")
     locked_until: datetime | None
     last_sign_in_at: datetime | None
     created_at: datetime
 
     @classmethod
-    def of(cls, user: User) -> UserOut:
+    def of(cls, user: User, *, has_passkey: bool = False) -> UserOut:
         return cls(
             id=user.id,
             email=user.email,
             name=user.name,
             role=user.role,
             status=user.status,
-            mfa_enabled=user.totp_enabled,
+            mfa_enabled=user.totp_enabled or has_passkey,
             locked_until=user.locked_until,
             last_sign_in_at=user.last_sign_in_at,
             created_at=user.created_at,

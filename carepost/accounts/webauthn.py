@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from webauthn import (
     generate_authentication_options,
@@ -396,12 +396,25 @@ def list_passkeys(
 
 
 def has_passkey(session: Session, *, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    count = session.scalar(
-        select(func.count())
-        .select_from(WebAuthnCredential)
-        .where(WebAuthnCredential.tenant_id == tenant_id, WebAuthnCredential.user_id == user_id)
+    return user_id in users_with_passkeys(session, tenant_id=tenant_id, user_ids=[user_id])
+
+
+def users_with_passkeys(
+    session: Session, *, tenant_id: uuid.UUID, user_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these users hold at least one passkey (one query for a whole page)."""
+    if not user_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(WebAuthnCredential.user_id)
+            .where(
+                WebAuthnCredential.tenant_id == tenant_id,
+                WebAuthnCredential.user_id.in_(user_ids),
+            )
+            .distinct()
+        )
     )
-    return bool(count)
 
 
 def get_passkey(

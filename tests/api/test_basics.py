@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").json()["status"] == "ok"
@@ -103,3 +105,33 @@ def test_users_pagination_by_cursor(client, tenant, make_api_key):
     assert sorted(seen) == [f"u{n}@clinic.example" for n in range(5)]
     bad = client.get("/api/v1/users", params={"cursor": "!!!"}, headers=headers)
     assert bad.status_code == 422
+
+
+def test_a_passkey_counts_as_a_second_factor_in_the_user_list(
+    client, runtime, tenant, make_api_key
+):
+    from carepost.accounts.models import WebAuthnCredential
+
+    headers = make_api_key(tenant)
+    created = client.post(
+        "/api/v1/users",
+        json={"email": "passkey@clinic.example", "role": "analyst"},
+        headers=headers,
+    ).json()["user"]
+    assert created["mfa_enabled"] is False
+    with runtime.bound_session(tenant[1]) as session:
+        session.add(
+            WebAuthnCredential(
+                tenant_id=tenant[0].id,
+                user_id=uuid.UUID(created["id"]),
+                credential_id="cred-test",
+                public_key=b"\x00",
+                sign_count=0,
+                transports=[],
+                name="laptop",
+            )
+        )
+    one = client.get(f"/api/v1/users/{created['id']}", headers=headers).json()
+    listed = client.get("/api/v1/users", headers=headers).json()["items"]
+    assert one["mfa_enabled"] is True
+    assert next(u for u in listed if u["id"] == created["id"])["mfa_enabled"] is True
