@@ -13,6 +13,7 @@ from carepost.api.middleware import RequestGuard
 from carepost.api.problems import PROBLEM_JSON, PROBLEM_SCHEMA, install_problem_handlers
 from carepost.audit.api import router as audit_router
 from carepost.contacts.api import router as contacts_router
+from carepost.contacts.fields_api import router as contact_fields_router
 from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
@@ -45,6 +46,7 @@ def api_router() -> APIRouter:
     router.include_router(tenancy_router)
     router.include_router(audit_router)
     router.include_router(contacts_router)
+    router.include_router(contact_fields_router)
     return router
 
 

@@ -208,8 +208,6 @@ def record(
     )
     event.hash = event_hash(event)
     session.add(event)
-    session.execute(
-        update(AuditHead).where(AuditHead.chain == chain).values(last_hash=event.hash)
-    )
+    session.execute(update(AuditHead).where(AuditHead.chain == chain).values(last_hash=event.hash))
     session.flush()
     return event

@@ -9,15 +9,19 @@ phone or external id is ``POST /contacts/lookup`` with a JSON body.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sqlalchemy.orm import Session
 
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
 from carepost.api.pagination import Page, decode_cursor, encode_cursor
-from carepost.contacts import service
+from carepost.contacts import custom_fields, service, sync, upserts
+from carepost.contacts.data_schemas import BatchOutcome, UpsertBatch, UpsertOne
 from carepost.contacts.fields import PHI_FIELDS
+from carepost.contacts.models import Contact
 from carepost.contacts.schemas import (
     ContactCreate,
     ContactLookup,
@@ -33,6 +37,20 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Principal, Depends(require("contacts:read"))]
 Writer = Annotated[Principal, Depends(require("contacts:write"))]
 PHI_PERMISSION = "phi:read"
+
+
+def _shown(
+    session: Session, principal: Principal, contacts: Sequence[Contact], *, show_phi: bool
+) -> list[ContactOut]:
+    """Contacts as answered: with their external ids and current fields when PHI shows."""
+    if not show_phi:
+        return [ContactOut.of(c, show_phi=False) for c in contacts]
+    identifiers = sync.identifiers_of(session, principal.tenant_id, [c.id for c in contacts])
+    known = custom_fields.load_schema(session, principal.tenant_id).keys()
+    return [
+        ContactOut.of(c, show_phi=True, external_ids=identifiers.get(c.id), known_fields=known)
+        for c in contacts
+    ]
 
 
 def _reject_phi_in_query(request: Request) -> None:
@@ -82,7 +100,7 @@ def list_contacts(
                 via="list",
             )
         return Page[ContactOut](
-            items=[ContactOut.of(c, show_phi=show_phi) for c in contacts],
+            items=_shown(session, principal, contacts, show_phi=show_phi),
             next_cursor=encode_cursor(contacts[-1].id) if more else None,
         )
 
@@ -104,7 +122,54 @@ def lookup_contacts(body: ContactLookup, runtime: RuntimeDep, principal: Reader)
             contacts=contacts,
             via="lookup",
         )
-        return ContactMatches(items=[ContactOut.of(c, show_phi=True) for c in contacts])
+        return ContactMatches(items=_shown(session, principal, contacts, show_phi=True))
+
+
+@router.put(
+    "/upsert",
+    summary="Create or update one contact, found by email or an external id (idempotent)",
+    responses={201: {"description": "Created", "model": ContactOut}},
+)
+def upsert_contact(
+    body: UpsertOne, response: Response, runtime: RuntimeDep, principal: Writer
+) -> ContactOut:
+    show_phi = principal.can(PHI_PERMISSION)
+    with runtime.bound_session(principal.keys) as session:
+        [result] = upserts.upsert_contacts(
+            session, principal.keys, [body.contact], match=body.match, actor=principal.actor
+        )
+        if result.status == "error":
+            first = result.errors[0]
+            raise ValidationFailed(
+                first.message,
+                errors=[FieldError(f"#/body/contact/{e.field}", e.message) for e in result.errors],
+            )
+        assert result.id is not None
+        contact = service.get_contact(session, principal.tenant_id, result.id, with_phi=show_phi)
+        if result.status == "created":
+            response.status_code = status.HTTP_201_CREATED
+        elif show_phi:
+            # An update answers with stored PHI the caller may not have sent.
+            service.record_phi_view(
+                session,
+                tenant_id=principal.tenant_id,
+                actor=principal.actor,
+                contacts=[contact],
+                via="upsert",
+            )
+        return _shown(session, principal, [contact], show_phi=show_phi)[0]
+
+
+@router.post(
+    "/batch",
+    summary="Upsert up to 10,000 contacts; each item gets its own result",
+)
+def upsert_batch(body: UpsertBatch, runtime: RuntimeDep, principal: Writer) -> BatchOutcome:
+    with runtime.bound_session(principal.keys) as session:
+        results = upserts.upsert_contacts(
+            session, principal.keys, body.items, match=body.match, actor=principal.actor
+        )
+    return BatchOutcome.of(results)
 
 
 @router.get("/{contact_id}", summary="Get a contact (PHI only with phi:read; audited)")
@@ -120,7 +185,7 @@ def get_contact(contact_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -
                 contacts=[contact],
                 via="get",
             )
-        return ContactOut.of(contact, show_phi=show_phi)
+        return _shown(session, principal, [contact], show_phi=show_phi)[0]
 
 
 @router.patch("/{contact_id}", summary="Change a contact")
@@ -145,7 +210,7 @@ def update_contact(
                 contacts=[contact],
                 via="update",
             )
-        return ContactOut.of(contact, show_phi=show_phi)
+        return _shown(session, principal, [contact], show_phi=show_phi)[0]
 
 
 @router.delete(

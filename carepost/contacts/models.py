@@ -1,19 +1,37 @@
-"""Contacts (patients, members): identity and demographic PHI, stored encrypted.
+"""Contacts (patients, members) and their data: identity, custom fields, tokens, stages.
 
 Email and phone are PHI identifiers: the value is encrypted and a keyed blind
 index (HMAC with the tenant's index key) supports exact lookups and uniqueness.
+Custom field values live in one encrypted JSON blob per contact (``custom``);
+what segments query is the token table (:class:`ContactToken`), kept in step with
+every write (docs/contacts-data.md). Lists and events are in
+:mod:`carepost.contacts.activity_models`.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.core.database import Base, IdMixin, TimestampMixin, UTCDateTime
-from carepost.crypto.fields import EncryptedString
+from carepost.crypto.fields import EncryptedJSON, EncryptedString
 from carepost.tenancy.models import TenantOwned
+
+BUILT_IN_STAGES = ("new", "active", "overdue", "at-risk")
 
 
 class Contact(IdMixin, TimestampMixin, TenantOwned, Base):
@@ -22,6 +40,7 @@ class Contact(IdMixin, TimestampMixin, TenantOwned, Base):
         UniqueConstraint("tenant_id", "email_index"),
         UniqueConstraint("tenant_id", "external_id_index"),
         Index("ix_contacts_tenant_phone", "tenant_id", "phone_index"),
+        Index("ix_contacts_tenant_stage", "tenant_id", "journey_stage"),
     )
 
     email: Mapped[str | None] = mapped_column(EncryptedString("contacts.email"))
@@ -33,4 +52,90 @@ class Contact(IdMixin, TimestampMixin, TenantOwned, Base):
     first_name: Mapped[str | None] = mapped_column(EncryptedString("contacts.first_name"))
     last_name: Mapped[str | None] = mapped_column(EncryptedString("contacts.last_name"))
     birth_date: Mapped[str | None] = mapped_column(EncryptedString("contacts.birth_date"))
+    # Every custom field value, keyed by field key (PHI or not: one sealed blob).
+    custom: Mapped[dict[str, Any] | None] = mapped_column(
+        EncryptedJSON("contacts.custom"), default=None
+    )
+    # Not PHI on their own, and needed in clear: segment rules, template language,
+    # quiet hours in the recipient's time zone.
+    journey_stage: Mapped[str] = mapped_column(
+        String(40), default="new", server_default=text("'new'")
+    )
+    language: Mapped[str | None] = mapped_column(String(35), default=None)
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class ContactIdentifier(IdMixin, TenantOwned, Base):
+    """An identity of a contact in another system (MRN, CRM id), unique per tenant and kind."""
+
+    __tablename__ = "contact_identifiers"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "kind", "value_index"),
+        UniqueConstraint("contact_id", "kind"),
+    )
+
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    value: Mapped[str] = mapped_column(EncryptedString("contact_identifiers.value"))
+    value_index: Mapped[str] = mapped_column(String(40))
+
+
+class CustomField(IdMixin, TimestampMixin, TenantOwned, Base):
+    """One tenant-defined contact field: its type, PHI and sealed flags, granularity."""
+
+    __tablename__ = "contact_fields"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"),)
+
+    key: Mapped[str] = mapped_column(String(40))
+    label: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(20))
+    phi: Mapped[bool] = mapped_column(Boolean, default=True)
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    granularity: Mapped[str | None] = mapped_column(String(10), default=None)
+    past_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    choices: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class ContactToken(Base):
+    """One segmentation token of one contact's field (see carepost.contacts.tokens).
+
+    The primary key is the segment-query index: "contacts whose ``conditions``
+    holds token T" is a range scan on (tenant, field, token) yielding contact ids.
+    """
+
+    __tablename__ = "contact_tokens"
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "field_key", "token", "contact_id"),
+        Index("ix_contact_tokens_contact", "contact_id", "field_key"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    field_key: Mapped[str] = mapped_column(String(40))
+    token: Mapped[str] = mapped_column(String(40))
+
+
+class JourneyStage(IdMixin, TimestampMixin, TenantOwned, Base):
+    """A tenant's own journey stage, beyond the built-in ones (BUILT_IN_STAGES)."""
+
+    __tablename__ = "journey_stages"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"),)
+
+    key: Mapped[str] = mapped_column(String(40))
+    label: Mapped[str] = mapped_column(String(200))
+
+
+class ContactStageHistory(IdMixin, TenantOwned, Base):
+    """Each change of a contact's journey stage, oldest first by ``changed_at``."""
+
+    __tablename__ = "contact_stage_history"
+    __table_args__ = (Index("ix_contact_stage_history_contact", "contact_id", "changed_at"),)
+
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("contacts.id", ondelete="CASCADE")
+    )
+    stage: Mapped[str] = mapped_column(String(40))
+    previous_stage: Mapped[str | None] = mapped_column(String(40), default=None)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())

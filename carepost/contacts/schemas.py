@@ -9,6 +9,7 @@ with every PHI field null and ``phi_redacted`` set.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import date, datetime
 from typing import Any, Self
 
@@ -96,17 +97,45 @@ class ContactOut(BaseModel):
     first_name: str | None
     last_name: str | None
     birth_date: date | None
+    custom: dict[str, Any] | None = Field(
+        default=None, description="Custom field values (PHI: null without phi:read)"
+    )
+    external_ids: dict[str, str] | None = Field(
+        default=None, description="MRN, CRM id (PHI: null without phi:read)"
+    )
+    journey_stage: str = "new"
+    language: str | None = None
+    timezone: str | None = None
     created_at: datetime
     updated_at: datetime | None
 
     @classmethod
-    def of(cls, contact: Contact, *, show_phi: bool) -> ContactOut:
+    def of(
+        cls,
+        contact: Contact,
+        *,
+        show_phi: bool,
+        external_ids: dict[str, str] | None = None,
+        known_fields: Collection[str] | None = None,
+    ) -> ContactOut:
         phi: dict[str, Any] = dict.fromkeys(PHI_FIELDS)
+        custom: dict[str, Any] | None = None
         if show_phi:
             phi = {name: getattr(contact, name) for name in PHI_FIELDS}
+            # Values of deleted fields stay in the blob until the next write: not shown.
+            custom = {
+                key: value
+                for key, value in (contact.custom or {}).items()
+                if known_fields is None or key in known_fields
+            }
         return cls(
             id=contact.id,
             phi_redacted=not show_phi,
+            custom=custom,
+            external_ids=(external_ids or {}) if show_phi else None,
+            journey_stage=contact.journey_stage or "new",
+            language=contact.language,
+            timezone=contact.timezone,
             created_at=contact.created_at,
             updated_at=contact.updated_at,
             **phi,

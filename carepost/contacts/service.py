@@ -109,7 +109,15 @@ def _contact_query(tenant_id: uuid.UUID, *, with_phi: bool) -> Select[Contact]:
     if not with_phi:
         # Without permission to see PHI, never even decrypt it.
         query = query.options(
-            load_only(Contact.id, Contact.tenant_id, Contact.created_at, Contact.updated_at)
+            load_only(
+                Contact.id,
+                Contact.tenant_id,
+                Contact.journey_stage,
+                Contact.language,
+                Contact.timezone,
+                Contact.created_at,
+                Contact.updated_at,
+            )
         )
     return query
 

@@ -61,7 +61,8 @@ def test_rotation_reencrypts_every_phi_value_under_the_new_version(fresh_runtime
     (done,) = report.tenants
     assert (done.tenant_id, done.old_version, done.new_version) == (tenant.id, 1, 2)
     assert done.retired_versions == (1,)
-    assert done.rows_by_table == {"contacts": 37, "users": 2}
+    # Tables with encrypted columns but no rows of this tenant count zero.
+    assert {t: n for t, n in done.rows_by_table.items() if n} == {"contacts": 37, "users": 2}
     assert done.rows_reencrypted == report.rows_reencrypted == 39
     assert done.passes == 1 and done.seconds > 0
 

@@ -20,8 +20,9 @@ from carepost.accounts.models import ApiKey, User
 from carepost.accounts.permissions import PERMISSIONS
 from carepost.audit.models import AuditEvent
 from carepost.audit.service import SYSTEM
+from carepost.contacts import custom_fields, upserts
 from carepost.contacts import service as contacts
-from carepost.contacts.models import Contact
+from carepost.contacts.models import Contact, ContactToken, CustomField
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.tenancy.models import Tenant
@@ -137,6 +138,43 @@ class Objects:
                 )
 
         return Target({"contact_id": str(contact_id)}, snapshot, values)
+
+    def contact_field(self, tenant: TenantPair) -> Target:
+        """A multi-choice PHI field that a contact holds values of."""
+        tenant_row, keys = tenant
+        key = f"conditions_{uuid.uuid4().hex[:8]}"
+        with self.runtime.bound_session(keys) as session:
+            row = custom_fields.create_field(
+                session,
+                tenant_row.id,
+                key=key,
+                label="Conditions",
+                type="multi_choice",
+                choices=["e11", "i10"],
+                actor=SYSTEM,
+            )
+            field_id = row.id
+            upserts.upsert_contacts(
+                session,
+                keys,
+                [{"email": f"{phi_value('mail').lower()}@example.org", "custom": {key: ["e11"]}}],
+                match="email",
+                actor=SYSTEM,
+            )
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(CustomField, field_id)
+                if found is None:
+                    return None
+                tokens = session.scalar(
+                    select(func.count())
+                    .select_from(ContactToken)
+                    .where(ContactToken.tenant_id == tenant_row.id, ContactToken.field_key == key)
+                )
+                return (found.label, found.type, found.sealed, found.choices, tokens)
+
+        return Target({"field_id": str(field_id)}, snapshot, {"key": key})
 
     def audit_event(self, tenant: TenantPair) -> Target:
         """The newest event of the tenant's audit trail (events are immutable)."""

@@ -58,6 +58,10 @@ def _new_contact_body() -> dict[str, Any]:
     return {"external_id": f"mrn-{uuid.uuid4().hex[:10]}"}
 
 
+def _new_field_body() -> dict[str, Any]:
+    return {"key": f"f_{uuid.uuid4().hex[:10]}", "label": "Field", "type": "string"}
+
+
 MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
     RouteKey("GET", f"{V1}/me"): (ALL, Call()),
     RouteKey("GET", f"{V1}/users"): (PEOPLE_READERS, Call()),
@@ -94,6 +98,25 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
         Call("contact", lambda: {"last_name": "Renamed"}),
     ),
     RouteKey("DELETE", f"{V1}/contacts/{{contact_id}}"): (CONTACT_WRITERS, Call("contact")),
+    RouteKey("GET", f"{V1}/contact-fields"): (CONTACT_READERS, Call()),
+    RouteKey("POST", f"{V1}/contact-fields"): (CONTACT_WRITERS, Call(body=_new_field_body)),
+    RouteKey("GET", f"{V1}/contact-fields/{{field_id}}"): (CONTACT_READERS, Call("contact_field")),
+    RouteKey("PATCH", f"{V1}/contact-fields/{{field_id}}"): (
+        CONTACT_WRITERS,
+        Call("contact_field", lambda: {"label": "Renamed"}),
+    ),
+    RouteKey("DELETE", f"{V1}/contact-fields/{{field_id}}"): (
+        CONTACT_WRITERS,
+        Call("contact_field"),
+    ),
+    RouteKey("PUT", f"{V1}/contacts/upsert"): (
+        CONTACT_WRITERS,
+        Call(body=lambda: {"match": "external_id", "contact": _new_contact_body()}),
+    ),
+    RouteKey("POST", f"{V1}/contacts/batch"): (
+        CONTACT_WRITERS,
+        Call(body=lambda: {"match": "external_id", "items": [_new_contact_body()]}),
+    ),
     RouteKey("GET", f"{V1}/audit/events"): (AUDIT_READERS, Call()),
     RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): (AUDIT_READERS, Call("audit_event")),
     RouteKey("GET", f"{V1}/audit/export"): (AUDIT_READERS, Call()),

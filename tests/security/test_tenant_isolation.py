@@ -54,8 +54,12 @@ API_CASES: dict[RouteKey, RouteCase] = {
     ),
     RouteKey("DELETE", f"{V1}/contacts/{{contact_id}}"): RouteCase("contact"),
     RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): RouteCase("audit_event"),
+    RouteKey("GET", f"{V1}/contact-fields/{{field_id}}"): RouteCase("contact_field"),
+    RouteKey("PATCH", f"{V1}/contact-fields/{{field_id}}"): RouteCase(
+        "contact_field", {"label": "Mallory", "sealed": True}
+    ),
+    RouteKey("DELETE", f"{V1}/contact-fields/{{field_id}}"): RouteCase("contact_field"),
 }
-
 
 
 @dataclass
@@ -191,6 +195,51 @@ def _check_contact_lookup(world: World) -> None:
         assert target.params["contact_id"] not in response.text
 
 
+def _check_field_list(world: World) -> None:
+    target = world.target("contact_field")
+    listed = world.client.get(f"{V1}/contact-fields", headers=world.a_headers).json()
+    assert target.params["field_id"] not in {f["id"] for f in listed["items"]}
+    assert target.facts["key"] not in {f["key"] for f in listed["items"]}
+
+
+def _check_field_create(world: World) -> None:
+    # B's key is free in A: the schemas of organizations are separate.
+    target = world.target("contact_field")
+    before = target.snapshot()
+    body = {"key": target.facts["key"], "label": "Mine", "type": "string"}
+    response = world.client.post(f"{V1}/contact-fields", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert target.snapshot() == before
+
+
+def _check_contact_upsert(world: World) -> None:
+    # Upserting B's contact's email in A creates A's own contact; B's is untouched.
+    target = world.target("contact")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"match": "email", "contact": {"email": target.facts["email"], "first_name": "M"}}
+    response = world.client.put(f"{V1}/contacts/upsert", json=body, headers=world.a_headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] != target.params["contact_id"]
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_contact_batch(world: World) -> None:
+    target = world.target("contact")
+    before = target.snapshot()
+    items = [{"external_id": target.facts["external_id"], "last_name": "M"}]
+    response = world.client.post(
+        f"{V1}/contacts/batch",
+        json={"match": "external_id", "items": items},
+        headers=world.a_headers,
+    )
+    assert response.status_code == 200
+    [item] = response.json()["items"]
+    assert item["status"] == "created" and item["id"] != target.params["contact_id"]
+    assert target.snapshot() == before
+
+
 def _check_audit_list(world: World) -> None:
     b_event = world.target("audit_event").params["event_id"]
     listed = _all_pages(world, f"{V1}/audit/events")
@@ -233,6 +282,10 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/audit/events"): _check_audit_list,
     RouteKey("GET", f"{V1}/audit/export"): _check_audit_export,
     RouteKey("GET", f"{V1}/audit/verify"): _check_audit_verify,
+    RouteKey("GET", f"{V1}/contact-fields"): _check_field_list,
+    RouteKey("POST", f"{V1}/contact-fields"): _check_field_create,
+    RouteKey("PUT", f"{V1}/contacts/upsert"): _check_contact_upsert,
+    RouteKey("POST", f"{V1}/contacts/batch"): _check_contact_batch,
 }
 
 

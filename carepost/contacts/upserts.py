@@ -1,0 +1,346 @@
+"""Upserting contacts in batches (API, EHR/CRM/CDP sync): idempotent and set-based.
+
+A batch is keyed by one unique identifier (email, external id, MRN or CRM id).
+Each item is checked on its own; an invalid item, an item whose key repeats in
+the batch, or one that would take another contact's unique identifier gets its
+own error while the others apply. The writes are a bounded number of statements
+whatever the batch size: one SELECT per identifier kind to resolve keys, one
+executemany INSERT for new contacts, one executemany UPDATE for changed ones,
+then the side tables (:mod:`carepost.contacts.sync`). Sending the same batch
+twice changes nothing the second time (every item comes back ``unchanged``).
+
+Audit: one ``contact.batch_upsert`` event per batch with counts and field names.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from carepost.audit import service as audit
+from carepost.contacts import custom_fields, stages, sync
+from carepost.contacts.fields import STANDARD_FIELDS, IndexKind
+from carepost.contacts.models import Contact, ContactIdentifier
+from carepost.contacts.prepare import (
+    IDENTIFIER_KINDS,
+    MATCH_KEYS,
+    PreparedContact,
+    match_pointer,
+    prepare_contact,
+)
+from carepost.contacts.values import FieldSpec, merge_custom
+from carepost.core.database import new_id, utcnow
+from carepost.core.errors import Conflict, FieldError, ValidationFailed
+from carepost.crypto.keyring import TenantKeys
+
+MAX_BATCH = 10_000
+CONTACT_TABLE: Table = Contact.__table__  # type: ignore[assignment]
+# Columns an upsert may write (everything but id, tenant and created_at).
+STANDARD_NAMES = tuple(STANDARD_FIELDS)
+INDEX_COLUMNS = {
+    name: spec.index_column
+    for name, spec in STANDARD_FIELDS.items()
+    if spec.index is not IndexKind.NONE
+}
+UNIQUE_STANDARD = tuple(
+    name for name, spec in STANDARD_FIELDS.items() if spec.index is IndexKind.UNIQUE
+)
+
+
+@dataclass
+class ItemResult:
+    index: int
+    status: str  # created, updated, unchanged, error
+    id: uuid.UUID | None = None
+    errors: list[FieldError] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    index: int
+    prepared: PreparedContact
+    match_token: str
+    existing: dict[str, Any] | None = None  # the stored row, decrypted
+    target_id: uuid.UUID | None = None
+
+
+def _token(keys: TenantKeys, claim: str, value: str) -> str:
+    if claim in IDENTIFIER_KINDS:
+        return sync.identifier_token(keys, claim, value)
+    return keys.blind_index(STANDARD_FIELDS[claim].index_label, value)
+
+
+def _claims(item: _Item, keys: TenantKeys) -> list[tuple[str, str]]:
+    """The unique identifiers an item would hold: (claim name, token)."""
+    found = []
+    for name in UNIQUE_STANDARD:
+        value = item.prepared.standard.get(name)
+        if value:
+            found.append((name, _token(keys, name, value)))
+    for kind, value in item.prepared.identifiers.items():
+        if value:
+            found.append((kind, _token(keys, kind, value)))
+    return found
+
+
+def _owners(
+    session: Session, tenant_id: uuid.UUID, claim: str, tokens: Sequence[str]
+) -> dict[str, uuid.UUID]:
+    """token -> the contact holding that unique identifier now."""
+    owners: dict[str, uuid.UUID] = {}
+    for part in sync.chunks(sorted(set(tokens))):
+        if claim in IDENTIFIER_KINDS:
+            query = select(ContactIdentifier.value_index, ContactIdentifier.contact_id).where(
+                ContactIdentifier.tenant_id == tenant_id,
+                ContactIdentifier.kind == claim,
+                ContactIdentifier.value_index.in_(part),
+            )
+        else:
+            column = CONTACT_TABLE.c[INDEX_COLUMNS[claim]]
+            query = select(column, CONTACT_TABLE.c.id).where(
+                CONTACT_TABLE.c.tenant_id == tenant_id, column.in_(part)
+            )
+        owners.update({token: contact_id for token, contact_id in session.execute(query)})
+    return owners
+
+
+def _load_rows(
+    session: Session, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    for part in sync.chunks(sorted(set(ids))):
+        query = select(CONTACT_TABLE).where(
+            CONTACT_TABLE.c.tenant_id == tenant_id, CONTACT_TABLE.c.id.in_(part)
+        )
+        rows.update({row.id: dict(row._mapping) for row in session.execute(query)})
+    return rows
+
+
+def _new_row(keys: TenantKeys, prepared: PreparedContact, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": new_id(), "tenant_id": keys.tenant_id, "created_at": now}
+    row |= {name: prepared.standard.get(name) for name in STANDARD_NAMES}
+    row["custom"] = merge_custom(None, prepared.custom) or None
+    row["journey_stage"] = prepared.attributes.get("journey_stage") or "new"
+    row["language"] = prepared.attributes.get("language")
+    row["timezone"] = prepared.attributes.get("timezone")
+    row["updated_at"] = None
+    _set_indexes(keys, row)
+    return row
+
+
+def _set_indexes(keys: TenantKeys, row: dict[str, Any]) -> None:
+    for name, column in INDEX_COLUMNS.items():
+        value = row[name]
+        row[column] = _token(keys, name, value) if value else None
+
+
+def _changed_row(
+    keys: TenantKeys, stored: Mapping[str, Any], prepared: PreparedContact
+) -> dict[str, Any] | None:
+    """The stored row with the changes applied, or None if nothing changes."""
+    row = dict(stored)
+    row |= prepared.standard
+    row["custom"] = merge_custom(stored["custom"], prepared.custom) or None
+    row |= {name: value for name, value in prepared.attributes.items() if name != "journey_stage"}
+    if prepared.attributes.get("journey_stage"):
+        row["journey_stage"] = prepared.attributes["journey_stage"]
+    _set_indexes(keys, row)
+    if row == dict(stored):
+        return None
+    return row
+
+
+def upsert_contacts(
+    session: Session,
+    keys: TenantKeys,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    match: str,
+    actor: audit.Actor,
+    now: datetime | None = None,
+) -> list[ItemResult]:
+    """Create or update each item, matched on ``match``; one result per item, in order."""
+    if match not in MATCH_KEYS:
+        raise ValidationFailed(f"match on one of {', '.join(MATCH_KEYS)}", field="match")
+    if len(items) > MAX_BATCH:
+        raise ValidationFailed(f"a batch holds at most {MAX_BATCH} items", field="items")
+    now = now or utcnow()
+    tenant_id = keys.tenant_id
+    schema = custom_fields.load_schema(session, tenant_id)
+    known_stages = stages.stage_keys(session, tenant_id)
+    results = [ItemResult(index, "error") for index in range(len(items))]
+    pending: list[_Item] = []
+    for index, raw in enumerate(items):
+        try:
+            prepared = prepare_contact(raw, schema=schema, stages=known_stages, now=now)
+        except ValidationFailed as failed:
+            results[index].errors = failed.errors
+            continue
+        value = prepared.match_value(match)
+        if not value:
+            results[index].errors = [
+                FieldError(match_pointer(match), f"each item needs its {match}: the batch key")
+            ]
+            continue
+        pending.append(_Item(index, prepared, _token(keys, match, value)))
+
+    pending = _drop_duplicate_keys(pending, results, match)
+    owners = _owners(session, tenant_id, match, [item.match_token for item in pending])
+    stored = _load_rows(session, tenant_id, list(owners.values()))
+    for item in pending:
+        owner = owners.get(item.match_token)
+        if owner is not None:
+            item.target_id, item.existing = owner, stored[owner]
+    pending = _drop_identifier_conflicts(session, keys, pending, results)
+
+    try:
+        with session.begin_nested():
+            _write(session, keys, schema, pending, results, now)
+    except IntegrityError:
+        raise Conflict(
+            "another writer changed these contacts at the same time; "
+            "send the batch again (upserts are idempotent)"
+        ) from None
+
+    counts = {status: 0 for status in ("created", "updated", "unchanged", "error")}
+    for result in results:
+        counts[result.status] += 1
+    fields = sorted({name for item in pending for name in item.prepared.field_names})
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="contact.batch_upsert",
+        object_type="contact",
+        object_id=str(results[0].id) if len(results) == 1 and results[0].id else "",
+        details={"match": match, "fields": fields, **counts},
+    )
+    return results
+
+
+def _drop_duplicate_keys(
+    pending: list[_Item], results: list[ItemResult], match: str
+) -> list[_Item]:
+    seen: dict[str, list[int]] = {}
+    for item in pending:
+        seen.setdefault(item.match_token, []).append(item.index)
+    kept = []
+    for item in pending:
+        indexes = seen[item.match_token]
+        if len(indexes) == 1:
+            kept.append(item)
+            continue
+        others = [str(i) for i in indexes if i != item.index]
+        which = f"items {', '.join(others)} have" if len(others) > 1 else f"item {others[0]} has"
+        results[item.index].errors = [
+            FieldError(
+                match_pointer(match),
+                f"{which} the same {match}: send each contact once per batch",
+            )
+        ]
+    return kept
+
+
+def _drop_identifier_conflicts(
+    session: Session, keys: TenantKeys, pending: list[_Item], results: list[ItemResult]
+) -> list[_Item]:
+    """Refuse items that would take a unique identifier another contact holds, in the
+    database or in another item of the batch."""
+    claims: dict[str, dict[str, list[_Item]]] = {}
+    for item in pending:
+        for claim, token in _claims(item, keys):
+            claims.setdefault(claim, {}).setdefault(token, []).append(item)
+    bad: dict[int, FieldError] = {}
+    for claim, by_token in claims.items():
+        owners = _owners(session, keys.tenant_id, claim, list(by_token))
+        label = claim.replace("_", " ")
+        pointer = match_pointer(claim)
+        for token, claimants in by_token.items():
+            targets = {item.target_id or item.index for item in claimants}
+            if len(targets) > 1:
+                for item in claimants:
+                    bad.setdefault(
+                        item.index,
+                        FieldError(pointer, f"another item of this batch has this {label}"),
+                    )
+            owner = owners.get(token)
+            for item in claimants:
+                if owner is not None and owner != item.target_id:
+                    bad.setdefault(
+                        item.index, FieldError(pointer, f"another contact has this {label}")
+                    )
+    for index, error in bad.items():
+        results[index].errors = [error]
+    return [item for item in pending if item.index not in bad]
+
+
+def _write(
+    session: Session,
+    keys: TenantKeys,
+    schema: Mapping[str, FieldSpec],
+    pending: list[_Item],
+    results: list[ItemResult],
+    now: datetime,
+) -> None:
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    retokenize: list[tuple[uuid.UUID, Any, Any]] = []
+    identifier_changes: list[tuple[uuid.UUID, Mapping[str, str | None]]] = []
+    stage_changes: list[tuple[uuid.UUID, str, str | None]] = []
+    targets = [item.target_id for item in pending if item.target_id is not None]
+    current_ids = sync.identifiers_of(session, keys.tenant_id, targets)
+    for item in pending:
+        result = results[item.index]
+        if item.existing is None:
+            row = _new_row(keys, item.prepared, now)
+            inserts.append(row)
+            result.status, result.id = "created", row["id"]
+            retokenize.append((row["id"], row["custom"], row["birth_date"]))
+            stage_changes.append((row["id"], row["journey_stage"], None))
+        else:
+            assert item.target_id is not None
+            result.id = item.target_id
+            new_ids = {
+                kind: value
+                for kind, value in item.prepared.identifiers.items()
+                if current_ids.get(item.target_id, {}).get(kind) != value
+            }
+            changed = _changed_row(keys, item.existing, item.prepared)
+            if changed is None and not new_ids:
+                result.status = "unchanged"
+                continue
+            result.status = "updated"
+            if changed is not None:
+                changed["updated_at"] = now
+                updates.append(changed)
+                if (changed["custom"], changed["birth_date"]) != (
+                    item.existing["custom"],
+                    item.existing["birth_date"],
+                ):
+                    retokenize.append((item.target_id, changed["custom"], changed["birth_date"]))
+                if changed["journey_stage"] != item.existing["journey_stage"]:
+                    stage_changes.append(
+                        (item.target_id, changed["journey_stage"], item.existing["journey_stage"])
+                    )
+            item.prepared.identifiers = new_ids
+        if item.prepared.identifiers:
+            identifier_changes.append((result.id, item.prepared.identifiers))
+    for part in sync.chunks(inserts, 5000):
+        session.execute(insert(CONTACT_TABLE), list(part))
+    if updates:
+        columns = [c.name for c in CONTACT_TABLE.c if c.name not in ("id", "tenant_id")]
+        # executemany: the SET clause comes from the keys of the parameter sets.
+        statement = update(CONTACT_TABLE).where(CONTACT_TABLE.c.id == bindparam("row_id"))
+        rows = [{"row_id": row["id"], **{name: row[name] for name in columns}} for row in updates]
+        for part in sync.chunks(rows, 5000):
+            session.connection().execute(statement, list(part))
+    sync.replace_identifiers(session, keys, identifier_changes)
+    sync.replace_tokens(session, keys, schema, retokenize)
+    sync.record_stage_changes(session, keys.tenant_id, stage_changes, at=now)
