@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from carepost.accounts import models as accounts_models
 from carepost.audit import models as audit_models
+from carepost.consent import models as consent_models
 from carepost.contacts import models as contacts_models
 from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
 from carepost.tenancy import models as tenancy_models
 
-DOMAIN_MODELS = (accounts_models, audit_models, contacts_models, crypto_models, tenancy_models)
+DOMAIN_MODELS = (
+    accounts_models,
+    audit_models,
+    consent_models,
+    contacts_models,
+    crypto_models,
+    tenancy_models,
+)
 metadata = Base.metadata
