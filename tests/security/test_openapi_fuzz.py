@@ -103,6 +103,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.user(fuzz_tenant),
         objects.api_key(fuzz_tenant),
         objects.contact(fuzz_tenant),
+        objects.suppression(fuzz_tenant),
         objects.audit_event(fuzz_tenant),
     ):
         ids |= target.params
