@@ -38,6 +38,8 @@ DEFAULT_SCOPE = {"unsubscribe": Scope.MARKETING}
 SCOPE_RANK = {Scope.MARKETING: 1, Scope.ALL: 2}
 IMPORT_BATCH = 1000
 MAX_REPORTED_ERRORS = 1000
+# What the upload's decoder puts in place of bytes that are not UTF-8.
+UNDECODABLE = "\ufffd"
 _INDEX_LABEL = {Channel.EMAIL: "email", Channel.SMS: "phone"}
 
 
@@ -266,6 +268,9 @@ def _rows(lines: Iterable[str], report: ImportReport) -> Iterator[tuple[int, dic
             continue
         line = reader.line_num
         if not any(cell.strip() for cell in row):
+            continue
+        if any(UNDECODABLE in cell for cell in row):
+            report.reject(line, "", "not UTF-8 text")
             continue
         if len(row) != len(columns):
             report.reject(line, "", f"expected {len(columns)} columns, found {len(row)}")
