@@ -218,11 +218,13 @@ def test_the_suppression_index_matches_the_contact_index(runtime, clinic):
             session, clinic.keys, address=clinic.email, reason="manual", source="api", actor=SYSTEM
         )
         joined = session.scalars(
-            select(Contact.id).join(
+            select(Contact.id)
+            .join(
                 Suppression,
                 (Suppression.tenant_id == Contact.tenant_id)
                 & (Suppression.address_index == Contact.email_index),
             )
+            .where(Contact.tenant_id == clinic.tenant_id)
         ).all()
     assert joined == [clinic.contact_id]
 
