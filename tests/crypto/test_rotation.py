@@ -61,7 +61,11 @@ def test_rotation_reencrypts_every_phi_value_under_the_new_version(fresh_runtime
     (done,) = report.tenants
     assert (done.tenant_id, done.old_version, done.new_version) == (tenant.id, 1, 2)
     assert done.retired_versions == (1,)
-    assert done.rows_by_table == {"contacts": 37, "users": 2}
+    # Every table with encrypted columns is walked; only the seeded ones have rows.
+    assert {name: rows for name, rows in done.rows_by_table.items() if rows} == {
+        "contacts": 37,
+        "users": 2,
+    }
     assert done.rows_reencrypted == report.rows_reencrypted == 39
     assert done.passes == 1 and done.seconds > 0
 
