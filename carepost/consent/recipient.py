@@ -143,15 +143,17 @@ def preferences(session: Session, keys: TenantKeys, link: RecipientLink) -> Pref
             )
         if choices:
             shown.append(Row(purpose, label, description, tuple(choices)))
-    suppressed = any(
+    # Only an unsubscribe is the recipient's to undo here; bounces and complaints are not.
+    matches = [
         suppressions.suppression_match(session, keys, suppressions.Address(channel, value))
         for channel, value in addresses.items()
-    )
+    ]
+    unsubscribed = any(m is not None and m.reason == "unsubscribe" for m in matches)
     return Preferences(
         tenant.name,
         {channel: mask_address(channel, value) for channel, value in addresses.items()},
         tuple(shown),
-        suppressed,
+        unsubscribed,
     )
 
 
