@@ -12,7 +12,7 @@ import io
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
 
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
@@ -38,6 +38,7 @@ from carepost.consent.schemas import (
     TopicOut,
 )
 from carepost.contacts import service as contacts
+from carepost.core.errors import ValidationFailed
 from carepost.core.runtime import Runtime
 
 router = APIRouter(tags=["consent"])
@@ -130,11 +131,18 @@ def create_topic(body: TopicCreate, runtime: RuntimeDep, principal: ConsentWrite
     summary="The suppression list (addresses only with phi:read; each page audited)",
 )
 def list_suppressions(
+    request: Request,
     runtime: RuntimeDep,
     principal: SuppressionReader,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[SuppressionOut]:
+    if "address" in request.query_params:
+        # A search by address in the query string would land in access logs.
+        raise ValidationFailed(
+            "PHI never goes in a URL: check an address with POST /api/v1/suppressions/check",
+            field="#/query/address",
+        )
     after = decode_cursor(cursor)
     show_phi = principal.can(PHI_PERMISSION)
     with runtime.bound_session(principal.keys) as session:

@@ -122,9 +122,11 @@ def test_an_invalid_address_is_never_repeated_in_the_error(client, clinic):
         assert response.status_code == 422 and address not in response.text
 
 
-def test_an_address_in_the_query_string_is_not_how_it_works(client, clinic):
+def test_an_address_in_the_query_string_is_refused(client, clinic):
     address = new_address()
     response = client.get(f"{V1}/suppressions", params={"address": address}, headers=clinic.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "#/query/address"
     assert address not in response.text
 
 
