@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from carepost.accounts import models as accounts_models
 from carepost.audit import models as audit_models
+from carepost.consent import models as consent_models
 from carepost.contacts import activity_models as contacts_activity_models
 from carepost.contacts import models as contacts_models
 from carepost.core.database import Base
@@ -13,6 +14,7 @@ from carepost.tenancy import models as tenancy_models
 DOMAIN_MODELS = (
     accounts_models,
     audit_models,
+    consent_models,
     contacts_models,
     contacts_activity_models,
     crypto_models,

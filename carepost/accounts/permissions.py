@@ -32,6 +32,11 @@ PERMISSIONS: dict[str, str] = {
     "contacts:write": "Create, change and delete contacts",
     "phi:read": "See protected health information (every view is audited)",
     "phi:export": "Export PHI (every export is audited)",
+    "consent:read": "See contacts' consent and the organization's topics",
+    "consent:write": "Record consent and manage topics",
+    "suppressions:read": "See and check the suppression list",
+    "suppressions:write": "Add, import and lift suppressions",
+    "suppressions:override": "Lift suppressions from hard bounces and complaints",
     "reports:read": "See aggregate reports",
     "messages:send": "Send messages and campaigns",
 }
@@ -47,11 +52,23 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "phi:read",
             "reports:read",
             "messages:send",
+            "consent:read",
+            "consent:write",
+            "suppressions:read",
+            "suppressions:write",
         }
     ),
-    Role.ANALYST: frozenset({"tenant:read", "contacts:read", "reports:read"}),
+    Role.ANALYST: frozenset({"tenant:read", "contacts:read", "reports:read", "consent:read"}),
     Role.AUDITOR: frozenset(
-        {"tenant:read", "users:read", "apikeys:read", "audit:read", "audit:export", "reports:read"}
+        {
+            "tenant:read",
+            "users:read",
+            "apikeys:read",
+            "audit:read",
+            "audit:export",
+            "reports:read",
+            "consent:read",
+        }
     ),
 }
 

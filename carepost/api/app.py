@@ -12,6 +12,8 @@ from carepost.accounts.api import router as accounts_router
 from carepost.api.middleware import RequestGuard
 from carepost.api.problems import PROBLEM_JSON, PROBLEM_SCHEMA, install_problem_handlers
 from carepost.audit.api import router as audit_router
+from carepost.consent.api import router as consent_router
+from carepost.consent.pages import router as recipient_router
 from carepost.contacts.api import router as contacts_router
 from carepost.contacts.fields_api import router as contact_fields_router
 from carepost.core.config import get_settings
@@ -47,6 +49,7 @@ def api_router() -> APIRouter:
     router.include_router(audit_router)
     router.include_router(contacts_router)
     router.include_router(contact_fields_router)
+    router.include_router(consent_router)
     return router
 
 
@@ -93,6 +96,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(api_router())
     _install_operations_routes(app)
+    # Recipients' signed-link pages (unsubscribe, preference center): no sign-in.
+    app.include_router(recipient_router)
     install_console(app)
     app.add_middleware(
         RequestGuard,

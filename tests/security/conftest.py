@@ -20,6 +20,9 @@ from carepost.accounts.models import ApiKey, User
 from carepost.accounts.permissions import PERMISSIONS
 from carepost.audit.models import AuditEvent
 from carepost.audit.service import SYSTEM
+from carepost.consent import service as consent
+from carepost.consent import suppression as suppressions
+from carepost.consent.models import ConsentRecord, Suppression
 from carepost.contacts import custom_fields, upserts
 from carepost.contacts import service as contacts
 from carepost.contacts.models import Contact, ContactToken, CustomField
@@ -175,6 +178,51 @@ class Objects:
                 return (found.label, found.type, found.sealed, found.choices, tokens)
 
         return Target({"field_id": str(field_id)}, snapshot, {"key": key})
+
+    def consenting_contact(self, tenant: TenantPair) -> Target:
+        """A contact with a marketing grant whose evidence is PHI; the snapshot covers
+        the contact and its whole consent history."""
+        contact = self.contact(tenant)
+        _tenant_row, keys = tenant
+        evidence = phi_value("evidence")
+        contact_id = uuid.UUID(contact.params["contact_id"])
+        with self.runtime.bound_session(keys) as session:
+            consent.record_consent(
+                session,
+                keys.tenant_id,
+                contact_id=contact_id,
+                change=consent.ConsentChange("email", "marketing", "granted", "paper", evidence),
+                actor=SYSTEM,
+            )
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                records = session.scalars(
+                    select(ConsentRecord)
+                    .where(ConsentRecord.contact_id == contact_id)
+                    .order_by(ConsentRecord.id)
+                )
+                history = [(r.id, r.status, r.evidence) for r in records]
+            return contact.snapshot(), history
+
+        return Target(contact.params, snapshot, contact.facts | {"evidence": evidence})
+
+    def suppression(self, tenant: TenantPair) -> Target:
+        """A manually suppressed address (any suppressions writer may lift it)."""
+        _tenant_row, keys = tenant
+        address = f"{phi_value('supp').lower()}@example.org"
+        with self.runtime.bound_session(keys) as session:
+            entry, _created = suppressions.add_suppression(
+                session, keys, address=address, reason="manual", source="api", actor=SYSTEM
+            )
+            entry_id = entry.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                row = session.get(Suppression, entry_id)
+                return None if row is None else (row.address, row.reason, row.scope)
+
+        return Target({"suppression_id": str(entry_id)}, snapshot, {"address": address})
 
     def audit_event(self, tenant: TenantPair) -> Target:
         """The newest event of the tenant's audit trail (events are immutable)."""

@@ -112,6 +112,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.api_key(fuzz_tenant),
         objects.contact(fuzz_tenant),
         objects.contact_field(fuzz_tenant),
+        objects.suppression(fuzz_tenant),
         objects.audit_event(fuzz_tenant),
     ):
         ids |= target.params

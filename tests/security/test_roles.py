@@ -39,6 +39,9 @@ CONTACT_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST})
 CONTACT_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
 PEOPLE_READERS = frozenset({OWNER, ADMIN, AUDITOR})
 AUDIT_READERS = frozenset({OWNER, ADMIN, AUDITOR})
+CONSENT_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST, AUDITOR})
+CONSENT_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
+SUPPRESSION_USERS = frozenset({OWNER, ADMIN, MARKETER})
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Call:
 
     factory: str | None = None
     body: Callable[[], dict[str, Any]] | None = None
+    files: Callable[[], dict[str, Any]] | None = None  # a multipart upload instead of JSON
 
 
 def _new_user_body() -> dict[str, Any]:
@@ -60,6 +64,14 @@ def _new_contact_body() -> dict[str, Any]:
 
 def _new_field_body() -> dict[str, Any]:
     return {"key": f"f_{uuid.uuid4().hex[:10]}", "label": "Field", "type": "string"}
+
+
+def _new_address() -> str:
+    return f"r-{uuid.uuid4().hex[:10]}@example.org"
+
+
+def _suppression_csv() -> dict[str, Any]:
+    return {"file": ("list.csv", f"address\n{_new_address()}\n".encode(), "text/csv")}
 
 
 MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
@@ -121,6 +133,39 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
     RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): (AUDIT_READERS, Call("audit_event")),
     RouteKey("GET", f"{V1}/audit/export"): (AUDIT_READERS, Call()),
     RouteKey("GET", f"{V1}/audit/verify"): (AUDIT_READERS, Call()),
+    RouteKey("GET", f"{V1}/contacts/{{contact_id}}/consents"): (
+        CONSENT_READERS,
+        Call("consenting_contact"),
+    ),
+    RouteKey("POST", f"{V1}/contacts/{{contact_id}}/consents"): (
+        CONSENT_WRITERS,
+        Call(
+            "contact",
+            lambda: {"channel": "sms", "purpose": "transactional", "status": "granted"},
+        ),
+    ),
+    RouteKey("GET", f"{V1}/topics"): (CONSENT_READERS, Call()),
+    RouteKey("POST", f"{V1}/topics"): (
+        CONSENT_WRITERS,
+        Call(body=lambda: {"key": f"t-{uuid.uuid4().hex[:8]}", "name": "Wellness"}),
+    ),
+    RouteKey("GET", f"{V1}/suppressions"): (SUPPRESSION_USERS, Call()),
+    RouteKey("POST", f"{V1}/suppressions"): (
+        SUPPRESSION_USERS,
+        Call(body=lambda: {"address": _new_address(), "reason": "manual"}),
+    ),
+    RouteKey("POST", f"{V1}/suppressions/check"): (
+        SUPPRESSION_USERS,
+        Call(body=lambda: {"address": _new_address()}),
+    ),
+    RouteKey("POST", f"{V1}/suppressions/import"): (
+        SUPPRESSION_USERS,
+        Call(files=_suppression_csv),
+    ),
+    RouteKey("DELETE", f"{V1}/suppressions/{{suppression_id}}"): (
+        SUPPRESSION_USERS,
+        Call("suppression", lambda: {"reason": "added by mistake"}),
+    ),
 }
 
 
@@ -149,6 +194,8 @@ def _call(client, objects: Objects, tenant: TenantPair, key: RouteKey, call: Cal
         target: Target = getattr(objects, call.factory)(tenant)
         path = path.format(**target.params)
     body = call.body() if call.body else None
+    if call.files is not None:
+        return client.request(key.method, path, files=call.files(), headers=headers)
     return client.request(key.method, path, json=body, headers=headers)
 
 

@@ -59,6 +59,13 @@ API_CASES: dict[RouteKey, RouteCase] = {
         "contact_field", {"label": "Mallory", "sealed": True}
     ),
     RouteKey("DELETE", f"{V1}/contact-fields/{{field_id}}"): RouteCase("contact_field"),
+    RouteKey("GET", f"{V1}/contacts/{{contact_id}}/consents"): RouteCase("consenting_contact"),
+    RouteKey("POST", f"{V1}/contacts/{{contact_id}}/consents"): RouteCase(
+        "consenting_contact", {"channel": "email", "purpose": "marketing", "status": "revoked"}
+    ),
+    RouteKey("DELETE", f"{V1}/suppressions/{{suppression_id}}"): RouteCase(
+        "suppression", {"reason": "the patient asked"}
+    ),
 }
 
 
@@ -268,7 +275,75 @@ def _check_audit_verify(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_topic_list(world: World) -> None:
+    b_tenant, b_keys = world.b
+    with world.objects.runtime.bound_session(b_keys) as session:
+        from carepost.audit.service import SYSTEM
+        from carepost.consent import service as consent
+
+        consent.create_topic(session, b_tenant.id, key="b-secret", name="B only", actor=SYSTEM)
+    listed = world.client.get(f"{V1}/topics", headers=world.a_headers).json()
+    assert "b-secret" not in {t["key"] for t in listed["items"]}
+
+
+def _check_topic_create(world: World) -> None:
+    b_trail = world.objects.audit_count(world.b)
+    body = {"key": "flu-shots", "name": "Flu shots"}
+    response = world.client.post(f"{V1}/topics", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_suppression_list(world: World) -> None:
+    target = world.target("suppression")
+    listed = _all_pages(world, f"{V1}/suppressions")
+    assert target.params["suppression_id"] not in {e["id"] for e in listed}
+    assert all(target.facts["address"] != e["address"] for e in listed)
+
+
+def _check_suppression_create(world: World) -> None:
+    # B's suppressed address is not suppressed in A: A's entry is new, B's unchanged.
+    target = world.target("suppression")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"address": target.facts["address"], "reason": "hard_bounce"}
+    response = world.client.post(f"{V1}/suppressions", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != target.params["suppression_id"]
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_suppression_check(world: World) -> None:
+    target = world.target("suppression")
+    body = {"address": target.facts["address"], "purpose": "transactional"}
+    answer = world.client.post(f"{V1}/suppressions/check", json=body, headers=world.a_headers)
+    assert answer.status_code == 200
+    assert answer.json() == {"suppressed": False, "listed": False, "reason": None, "scope": None}
+
+
+def _check_suppression_import(world: World) -> None:
+    target = world.target("suppression")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    csv_text = f"address,reason\n{target.facts['address']},complaint\n"
+    response = world.client.post(
+        f"{V1}/suppressions/import",
+        files={"file": ("list.csv", csv_text.encode(), "text/csv")},
+        headers=world.a_headers,
+    )
+    assert response.status_code == 200 and response.json()["imported"] == 1
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
+    RouteKey("GET", f"{V1}/topics"): _check_topic_list,
+    RouteKey("POST", f"{V1}/topics"): _check_topic_create,
+    RouteKey("GET", f"{V1}/suppressions"): _check_suppression_list,
+    RouteKey("POST", f"{V1}/suppressions"): _check_suppression_create,
+    RouteKey("POST", f"{V1}/suppressions/check"): _check_suppression_check,
+    RouteKey("POST", f"{V1}/suppressions/import"): _check_suppression_import,
     RouteKey("GET", f"{V1}/me"): _check_me,
     RouteKey("GET", f"{V1}/users"): _check_user_list,
     RouteKey("POST", f"{V1}/users"): _check_user_create,
@@ -291,11 +366,11 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
 
 def _console_inventory() -> set[RouteKey]:
     """Console routes whose cross-tenant, CSRF and role checks live in tests/web/."""
-    from tests.web.console_cases import ACTIONS, PAGES, SIGN_IN_ROUTES
+    from tests.web.console_cases import ACTIONS, PAGES, RECIPIENT_ROUTES, SIGN_IN_ROUTES
 
     known = {RouteKey("GET", page.path) for page in PAGES}
     known |= {RouteKey("POST", action.path) for action in ACTIONS}
-    return known | {RouteKey(method, path) for method, path in SIGN_IN_ROUTES}
+    return known | {RouteKey(method, path) for method, path in SIGN_IN_ROUTES | RECIPIENT_ROUTES}
 
 
 # --- the inventory ------------------------------------------------------------------

@@ -92,6 +92,18 @@ SIGN_IN_ROUTES = frozenset(
     }
 )
 
+# Recipients' signed-link pages: public (no sign-in; the signed token is the credential),
+# tested in tests/consent/test_recipient_pages.py (tampered, expired and other
+# organizations' tokens) and tests/e2e/test_recipient_e2e.py.
+RECIPIENT_ROUTES = frozenset(
+    {
+        ("GET", "/u/{token}"),
+        ("POST", "/u/{token}"),
+        ("GET", "/p/{token}"),
+        ("POST", "/p/{token}"),
+    }
+)
+
 OBJECT_PLACEHOLDERS = {
     "{user_id}": "user_id",
     "{key_id}": "key_id",

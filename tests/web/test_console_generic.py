@@ -17,7 +17,14 @@ from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
 from carepost.tenancy import service as tenancy
-from tests.web.console_cases import ACTIONS, PAGES, SIGN_IN_ROUTES, ActionCase, PageCase
+from tests.web.console_cases import (
+    ACTIONS,
+    PAGES,
+    RECIPIENT_ROUTES,
+    SIGN_IN_ROUTES,
+    ActionCase,
+    PageCase,
+)
 from tests.web.people import create_person
 
 OPERATIONS = {"/healthz", "/readyz", "/metrics", "/docs/oauth2-redirect"}
@@ -104,7 +111,7 @@ def is_html(response) -> bool:
 
 def test_every_console_route_is_inventoried(app):
     known = {("GET", p.path) for p in PAGES} | {("POST", a.path) for a in ACTIONS}
-    known |= SIGN_IN_ROUTES
+    known |= SIGN_IN_ROUTES | RECIPIENT_ROUTES
     routes = set()
     for route in flat_routes(app):
         path = getattr(route, "path", "")
