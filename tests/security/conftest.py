@@ -23,8 +23,9 @@ from carepost.audit.service import SYSTEM
 from carepost.consent import service as consent
 from carepost.consent import suppression as suppressions
 from carepost.consent.models import ConsentRecord, Suppression
-from carepost.contacts import custom_fields, upserts
+from carepost.contacts import custom_fields, events, lists, upserts
 from carepost.contacts import service as contacts
+from carepost.contacts.activity_models import ContactEvent, ContactList, ListMembership
 from carepost.contacts.models import Contact, ContactToken, CustomField
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
@@ -178,6 +179,69 @@ class Objects:
                 return (found.label, found.type, found.sealed, found.choices, tokens)
 
         return Target({"field_id": str(field_id)}, snapshot, {"key": key})
+
+    def contact_list(self, tenant: TenantPair) -> Target:
+        """A list with one current member; the snapshot covers its whole membership history."""
+        member = self.contact(tenant)
+        _tenant_row, keys = tenant
+        name = f"list-{uuid.uuid4().hex[:8]}"
+        member_id = uuid.UUID(member.params["contact_id"])
+        with self.runtime.bound_session(keys) as session:
+            row = lists.create_list(
+                session, keys.tenant_id, name=name, description="", actor=SYSTEM
+            )
+            lists.change_members(
+                session, keys.tenant_id, row.id, add=[member_id], remove=[], actor=SYSTEM
+            )
+            list_id = row.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(ContactList, list_id)
+                if found is None:
+                    return None
+                stints = session.execute(
+                    select(ListMembership.contact_id, ListMembership.left_at)
+                    .where(ListMembership.list_id == list_id)
+                    .order_by(ListMembership.id)
+                ).all()
+                return (found.name, found.description, found.updated_at, stints)
+
+        facts = {"name": name, "member_id": str(member_id)}
+        return Target({"list_id": str(list_id)}, snapshot, facts)
+
+    def contact_with_events(self, tenant: TenantPair) -> Target:
+        """A contact with one event whose properties are PHI."""
+        contact = self.contact(tenant)
+        _tenant_row, keys = tenant
+        note = phi_value("event-note")
+        contact_id = uuid.UUID(contact.params["contact_id"])
+        with self.runtime.bound_session(keys) as session:
+            [result] = events.record_events(
+                session,
+                keys,
+                [
+                    {
+                        "contact_id": str(contact_id),
+                        "kind": "appointment_kept",
+                        "occurred_at": "2026-01-05T09:30:00+00:00",
+                        "properties": {"note": note},
+                    }
+                ],
+                actor=SYSTEM,
+            )
+            assert not result.errors
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                rows = session.execute(
+                    select(ContactEvent.id, ContactEvent.sealed_properties)
+                    .where(ContactEvent.contact_id == contact_id)
+                    .order_by(ContactEvent.id)
+                ).all()
+            return contact.snapshot(), rows
+
+        return Target(contact.params, snapshot, contact.facts | {"note": note})
 
     def consenting_contact(self, tenant: TenantPair) -> Target:
         """A contact with a marketing grant whose evidence is PHI; the snapshot covers

@@ -113,6 +113,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.contact(fuzz_tenant),
         objects.contact_field(fuzz_tenant),
         objects.suppression(fuzz_tenant),
+        objects.contact_list(fuzz_tenant),
         objects.audit_event(fuzz_tenant),
     ):
         ids |= target.params

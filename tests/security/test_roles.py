@@ -74,6 +74,18 @@ def _suppression_csv() -> dict[str, Any]:
     return {"file": ("list.csv", f"address\n{_new_address()}\n".encode(), "text/csv")}
 
 
+def _new_event_body() -> dict[str, Any]:
+    return {
+        "items": [
+            {
+                "contact_id": str(uuid.uuid4()),
+                "kind": "portal_login",
+                "occurred_at": "2026-01-05T10:00:00Z",
+            }
+        ]
+    }
+
+
 MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
     RouteKey("GET", f"{V1}/me"): (ALL, Call()),
     RouteKey("GET", f"{V1}/users"): (PEOPLE_READERS, Call()),
@@ -128,6 +140,27 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
     RouteKey("POST", f"{V1}/contacts/batch"): (
         CONTACT_WRITERS,
         Call(body=lambda: {"match": "external_id", "items": [_new_contact_body()]}),
+    ),
+    RouteKey("GET", f"{V1}/lists"): (CONTACT_READERS, Call()),
+    RouteKey("POST", f"{V1}/lists"): (
+        CONTACT_WRITERS,
+        Call(body=lambda: {"name": f"list-{uuid.uuid4().hex[:8]}"}),
+    ),
+    RouteKey("GET", f"{V1}/lists/{{list_id}}"): (CONTACT_READERS, Call("contact_list")),
+    RouteKey("PATCH", f"{V1}/lists/{{list_id}}"): (
+        CONTACT_WRITERS,
+        Call("contact_list", lambda: {"description": "Renamed"}),
+    ),
+    RouteKey("DELETE", f"{V1}/lists/{{list_id}}"): (CONTACT_WRITERS, Call("contact_list")),
+    RouteKey("GET", f"{V1}/lists/{{list_id}}/members"): (CONTACT_READERS, Call("contact_list")),
+    RouteKey("POST", f"{V1}/lists/{{list_id}}/members"): (
+        CONTACT_WRITERS,
+        Call("contact_list", lambda: {"add": [str(uuid.uuid4())]}),
+    ),
+    RouteKey("POST", f"{V1}/events"): (CONTACT_WRITERS, Call(body=_new_event_body)),
+    RouteKey("GET", f"{V1}/contacts/{{contact_id}}/events"): (
+        CONTACT_READERS,
+        Call("contact_with_events"),
     ),
     RouteKey("GET", f"{V1}/audit/events"): (AUDIT_READERS, Call()),
     RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): (AUDIT_READERS, Call("audit_event")),

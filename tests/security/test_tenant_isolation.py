@@ -66,6 +66,16 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("DELETE", f"{V1}/suppressions/{{suppression_id}}"): RouteCase(
         "suppression", {"reason": "the patient asked"}
     ),
+    RouteKey("GET", f"{V1}/lists/{{list_id}}"): RouteCase("contact_list"),
+    RouteKey("PATCH", f"{V1}/lists/{{list_id}}"): RouteCase(
+        "contact_list", {"name": "Mallory", "description": "taken over"}
+    ),
+    RouteKey("DELETE", f"{V1}/lists/{{list_id}}"): RouteCase("contact_list"),
+    RouteKey("GET", f"{V1}/lists/{{list_id}}/members"): RouteCase("contact_list"),
+    RouteKey("POST", f"{V1}/lists/{{list_id}}/members"): RouteCase(
+        "contact_list", {"add": [], "remove": []}
+    ),
+    RouteKey("GET", f"{V1}/contacts/{{contact_id}}/events"): RouteCase("contact_with_events"),
 }
 
 
@@ -337,7 +347,62 @@ def _check_suppression_import(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_list_list(world: World) -> None:
+    target = world.target("contact_list")
+    listed = _all_pages(world, f"{V1}/lists")
+    assert target.params["list_id"] not in {item["id"] for item in listed}
+    assert target.facts["name"] not in {item["name"] for item in listed}
+
+
+def _check_list_create(world: World) -> None:
+    # B's list name is free in A; B's list is untouched.
+    target = world.target("contact_list")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"name": target.facts["name"]}
+    response = world.client.post(f"{V1}/lists", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != target.params["list_id"]
+    # A's own list cannot take B's contact in either.
+    members = world.client.post(
+        f"{V1}/lists/{response.json()['id']}/members",
+        json={"add": [target.facts["member_id"]]},
+        headers=world.a_headers,
+    )
+    assert members.status_code == 200
+    assert members.json()["added"] == 0
+    assert members.json()["errors"] == [{"pointer": "#/body/add/0", "detail": "no such contact"}]
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_event_post(world: World) -> None:
+    target = world.target("contact_with_events")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    items = [
+        {"contact_id": target.params["contact_id"]},
+        {"email": target.facts["email"]},
+        {"external_id": target.facts["external_id"]},
+    ]
+    event = {"kind": "portal_login", "occurred_at": "2026-01-05T10:00:00Z"}
+    response = world.client.post(
+        f"{V1}/events", json={"items": [item | event for item in items]}, headers=world.a_headers
+    )
+    assert response.status_code == 200
+    outcome = response.json()
+    assert outcome["created"] == 0 and outcome["failed"] == 3
+    assert [i["errors"][0]["detail"] for i in outcome["items"]] == ["no such contact"] * 3
+    for value in target.facts.values():
+        assert str(value) not in response.text
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
+    RouteKey("GET", f"{V1}/lists"): _check_list_list,
+    RouteKey("POST", f"{V1}/lists"): _check_list_create,
+    RouteKey("POST", f"{V1}/events"): _check_event_post,
     RouteKey("GET", f"{V1}/topics"): _check_topic_list,
     RouteKey("POST", f"{V1}/topics"): _check_topic_create,
     RouteKey("GET", f"{V1}/suppressions"): _check_suppression_list,
