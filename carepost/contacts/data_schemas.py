@@ -1,4 +1,5 @@
-"""API shapes for the contact field schema, upserts, lists and events.
+"""API shapes for the contact field schema and upserts (lists and events:
+:mod:`carepost.contacts.activity_schemas`).
 
 Batch items are plain objects here, checked one by one by the service: a bad
 item gets its own error in the answer while the others apply, which a schema
