@@ -289,10 +289,13 @@ def _insert_members(
         and_(Contact.tenant_id == tenant_id, id_in(Contact.id, ids, dialect_of(session))),
         not_member,
     )
-    statement = insert(ListMembership).from_select(
-        ["tenant_id", "list_id", "contact_id", "joined_at"], source
+    statement = (
+        insert(ListMembership)
+        .from_select(["tenant_id", "list_id", "contact_id", "joined_at"], source)
+        .returning(ListMembership.contact_id)
     )
-    return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+    # Counted from RETURNING: psycopg reports no row count for an ORM INSERT … SELECT.
+    return len(session.execute(statement).all())
 
 
 def _end_memberships(
@@ -308,9 +311,10 @@ def _end_memberships(
             id_in(ListMembership.contact_id, ids, dialect_of(session)),
         )
         .values(left_at=now)
+        .returning(ListMembership.contact_id)
         .execution_options(synchronize_session=False)
     )
-    return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+    return len(session.execute(statement).all())
 
 
 def list_members(
