@@ -15,19 +15,21 @@ Audit: one ``contact.batch_upsert`` event per batch with counts and field names.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import String, Table, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from carepost.audit import service as audit
 from carepost.contacts import custom_fields, stages, sync
 from carepost.contacts.fields import STANDARD_FIELDS, IndexKind
-from carepost.contacts.models import Contact, ContactIdentifier
+from carepost.contacts.models import Contact
 from carepost.contacts.prepare import (
     IDENTIFIER_KINDS,
     MATCH_KEYS,
@@ -42,6 +44,7 @@ from carepost.crypto.keyring import TenantKeys
 
 MAX_BATCH = 10_000
 CONTACT_TABLE: Table = Contact.__table__  # type: ignore[assignment]
+IDENTIFIER_TABLE = sync.IDENTIFIER_TABLE
 # Columns an upsert may write (everything but id, tenant and created_at).
 STANDARD_NAMES = tuple(STANDARD_FIELDS)
 INDEX_COLUMNS = {
@@ -67,6 +70,8 @@ class _Item:
     index: int
     prepared: PreparedContact
     match_token: str
+    # claim name (unique standard field or identifier kind) -> token, computed once
+    claims: dict[str, str] = field(default_factory=dict)
     existing: dict[str, Any] | None = None  # the stored row, decrypted
     target_id: uuid.UUID | None = None
 
@@ -77,16 +82,16 @@ def _token(keys: TenantKeys, claim: str, value: str) -> str:
     return keys.blind_index(STANDARD_FIELDS[claim].index_label, value)
 
 
-def _claims(item: _Item, keys: TenantKeys) -> list[tuple[str, str]]:
-    """The unique identifiers an item would hold: (claim name, token)."""
-    found = []
+def _claims(prepared: PreparedContact, keys: TenantKeys) -> dict[str, str]:
+    """The unique identifiers an item would hold: claim name -> token."""
+    found = {}
     for name in UNIQUE_STANDARD:
-        value = item.prepared.standard.get(name)
+        value = prepared.standard.get(name)
         if value:
-            found.append((name, _token(keys, name, value)))
-    for kind, value in item.prepared.identifiers.items():
+            found[name] = _token(keys, name, value)
+    for kind, value in prepared.identifiers.items():
         if value:
-            found.append((kind, _token(keys, kind, value)))
+            found[kind] = _token(keys, kind, value)
     return found
 
 
@@ -95,19 +100,33 @@ def _owners(
 ) -> dict[str, uuid.UUID]:
     """token -> the contact holding that unique identifier now."""
     owners: dict[str, uuid.UUID] = {}
+    key: ColumnElement[Any]
+    owner: ColumnElement[Any]
+    if claim in IDENTIFIER_KINDS:
+        key, owner = IDENTIFIER_TABLE.c.value_index, IDENTIFIER_TABLE.c.contact_id
+        conditions = [IDENTIFIER_TABLE.c.tenant_id == tenant_id, IDENTIFIER_TABLE.c.kind == claim]
+    else:
+        key, owner = CONTACT_TABLE.c[INDEX_COLUMNS[claim]], CONTACT_TABLE.c.id
+        conditions = [CONTACT_TABLE.c.tenant_id == tenant_id]
+    postgres = session.get_bind().dialect.name == "postgresql"
     for part in sync.chunks(sorted(set(tokens))):
-        if claim in IDENTIFIER_KINDS:
-            query = select(ContactIdentifier.value_index, ContactIdentifier.contact_id).where(
-                ContactIdentifier.tenant_id == tenant_id,
-                ContactIdentifier.kind == claim,
-                ContactIdentifier.value_index.in_(part),
+        if postgres:
+            # One probe of the unique index per token. A plain IN-list lets the planner
+            # scan the whole tenant through the (tenant, kind) prefix when statistics
+            # lag behind a bulk load, and once psycopg prepares the statement the generic
+            # plan compares every row with every token: minutes per batch at 100k rows.
+            probe = (
+                func.unnest(bindparam("tokens", list(part), type_=ARRAY(String)))
+                .table_valued("token")
+                .render_derived()
             )
+            found = select(owner).where(*conditions, key == probe.c.token).scalar_subquery()
+            query = select(probe.c.token, found)
         else:
-            column = CONTACT_TABLE.c[INDEX_COLUMNS[claim]]
-            query = select(column, CONTACT_TABLE.c.id).where(
-                CONTACT_TABLE.c.tenant_id == tenant_id, column.in_(part)
-            )
-        owners.update({token: contact_id for token, contact_id in session.execute(query)})
+            query = select(key, owner).where(*conditions, key.in_(part))
+        owners.update(
+            {token: contact_id for token, contact_id in session.execute(query) if contact_id}
+        )
     return owners
 
 
@@ -123,7 +142,9 @@ def _load_rows(
     return rows
 
 
-def _new_row(keys: TenantKeys, prepared: PreparedContact, now: datetime) -> dict[str, Any]:
+def _new_row(
+    keys: TenantKeys, prepared: PreparedContact, claims: Mapping[str, str], now: datetime
+) -> dict[str, Any]:
     row: dict[str, Any] = {"id": new_id(), "tenant_id": keys.tenant_id, "created_at": now}
     row |= {name: prepared.standard.get(name) for name in STANDARD_NAMES}
     row["custom"] = merge_custom(None, prepared.custom) or None
@@ -131,18 +152,28 @@ def _new_row(keys: TenantKeys, prepared: PreparedContact, now: datetime) -> dict
     row["language"] = prepared.attributes.get("language")
     row["timezone"] = prepared.attributes.get("timezone")
     row["updated_at"] = None
-    _set_indexes(keys, row)
+    _set_indexes(keys, row, INDEX_COLUMNS, claims)
     return row
 
 
-def _set_indexes(keys: TenantKeys, row: dict[str, Any]) -> None:
-    for name, column in INDEX_COLUMNS.items():
+def _set_indexes(
+    keys: TenantKeys,
+    row: dict[str, Any],
+    names: Iterable[str],
+    claims: Mapping[str, str],
+) -> None:
+    """Recompute the blind indexes of ``names`` in ``row`` (reusing the item's claims)."""
+    for name in names:
         value = row[name]
-        row[column] = _token(keys, name, value) if value else None
+        token = (claims.get(name) or _token(keys, name, value)) if value else None
+        row[INDEX_COLUMNS[name]] = token
 
 
 def _changed_row(
-    keys: TenantKeys, stored: Mapping[str, Any], prepared: PreparedContact
+    keys: TenantKeys,
+    stored: Mapping[str, Any],
+    prepared: PreparedContact,
+    claims: Mapping[str, str],
 ) -> dict[str, Any] | None:
     """The stored row with the changes applied, or None if nothing changes."""
     row = dict(stored)
@@ -151,7 +182,8 @@ def _changed_row(
     row |= {name: value for name, value in prepared.attributes.items() if name != "journey_stage"}
     if prepared.attributes.get("journey_stage"):
         row["journey_stage"] = prepared.attributes["journey_stage"]
-    _set_indexes(keys, row)
+    # Only the fields sent can change; the others keep their stored index.
+    _set_indexes(keys, row, [name for name in prepared.standard if name in INDEX_COLUMNS], claims)
     if row == dict(stored):
         return None
     return row
@@ -189,7 +221,8 @@ def upsert_contacts(
                 FieldError(match_pointer(match), f"each item needs its {match}: the batch key")
             ]
             continue
-        pending.append(_Item(index, prepared, _token(keys, match, value)))
+        claims = _claims(prepared, keys)
+        pending.append(_Item(index, prepared, claims[match], claims))
 
     pending = _drop_duplicate_keys(pending, results, match)
     owners = _owners(session, tenant_id, match, [item.match_token for item in pending])
@@ -255,7 +288,7 @@ def _drop_identifier_conflicts(
     database or in another item of the batch."""
     claims: dict[str, dict[str, list[_Item]]] = {}
     for item in pending:
-        for claim, token in _claims(item, keys):
+        for claim, token in item.claims.items():
             claims.setdefault(claim, {}).setdefault(token, []).append(item)
     bad: dict[int, FieldError] = {}
     for claim, by_token in claims.items():
@@ -291,7 +324,10 @@ def _write(
 ) -> None:
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
+    # Side rows of created contacts are only inserted; those of updated ones replaced.
+    new_tokens: list[tuple[uuid.UUID, Any, Any]] = []
     retokenize: list[tuple[uuid.UUID, Any, Any]] = []
+    new_identifiers: list[tuple[uuid.UUID, Mapping[str, str | None]]] = []
     identifier_changes: list[tuple[uuid.UUID, Mapping[str, str | None]]] = []
     stage_changes: list[tuple[uuid.UUID, str, str | None]] = []
     targets = [item.target_id for item in pending if item.target_id is not None]
@@ -299,11 +335,14 @@ def _write(
     for item in pending:
         result = results[item.index]
         if item.existing is None:
-            row = _new_row(keys, item.prepared, now)
+            row = _new_row(keys, item.prepared, item.claims, now)
             inserts.append(row)
             result.status, result.id = "created", row["id"]
-            retokenize.append((row["id"], row["custom"], row["birth_date"]))
+            new_tokens.append((row["id"], row["custom"], row["birth_date"]))
             stage_changes.append((row["id"], row["journey_stage"], None))
+            if item.prepared.identifiers:
+                new_identifiers.append((row["id"], item.prepared.identifiers))
+            continue
         else:
             assert item.target_id is not None
             result.id = item.target_id
@@ -312,7 +351,7 @@ def _write(
                 for kind, value in item.prepared.identifiers.items()
                 if current_ids.get(item.target_id, {}).get(kind) != value
             }
-            changed = _changed_row(keys, item.existing, item.prepared)
+            changed = _changed_row(keys, item.existing, item.prepared, item.claims)
             if changed is None and not new_ids:
                 result.status = "unchanged"
                 continue
@@ -332,8 +371,7 @@ def _write(
             item.prepared.identifiers = new_ids
         if item.prepared.identifiers:
             identifier_changes.append((result.id, item.prepared.identifiers))
-    for part in sync.chunks(inserts, 5000):
-        session.execute(insert(CONTACT_TABLE), list(part))
+    sync.insert_rows(session, CONTACT_TABLE, inserts)
     if updates:
         columns = [c.name for c in CONTACT_TABLE.c if c.name not in ("id", "tenant_id")]
         # executemany: the SET clause comes from the keys of the parameter sets.
@@ -341,6 +379,8 @@ def _write(
         rows = [{"row_id": row["id"], **{name: row[name] for name in columns}} for row in updates]
         for part in sync.chunks(rows, 5000):
             session.connection().execute(statement, list(part))
+    sync.replace_identifiers(session, keys, new_identifiers, created=True)
     sync.replace_identifiers(session, keys, identifier_changes)
+    sync.replace_tokens(session, keys, schema, new_tokens, created=True)
     sync.replace_tokens(session, keys, schema, retokenize)
     sync.record_stage_changes(session, keys.tenant_id, stage_changes, at=now)
