@@ -6,11 +6,10 @@ contacts costs a handful of round trips, not 10,000. They run inside the
 caller's transaction: the contact rows and their tokens commit together.
 
 Contacts created in the same unit of work have no side rows yet, so the callers
-pass them as ``created`` and no DELETE runs for them. The DELETEs select rows by
-``contact_id`` alone: a contact id is a UUID that the caller resolved within the
-tenant, and an extra ``tenant_id`` condition would let PostgreSQL pick the
-tenant-prefixed index and walk every row of the tenant whenever its statistics
-lag behind a bulk load (autoanalyze runs long after a large import).
+pass them as ``created`` and no DELETE runs for them. Every statement keeps its
+``tenant_id`` condition (tenancy is enforced in SQL, not only by how ids were found),
+even though a stale-statistics plan may then prefer the tenant-prefixed index on
+updates of a freshly bulk-loaded table; updates are the rarer path.
 """
 
 from __future__ import annotations
@@ -114,7 +113,11 @@ def replace_tokens(
         ]
     if not created:
         for part in chunks(ids):
-            session.execute(delete(TOKEN_TABLE).where(TOKEN_TABLE.c.contact_id.in_(part)))
+            session.execute(
+                delete(TOKEN_TABLE).where(
+                    TOKEN_TABLE.c.tenant_id == keys.tenant_id, TOKEN_TABLE.c.contact_id.in_(part)
+                )
+            )
     insert_rows(session, TOKEN_TABLE, rows)
     return len(rows)
 
@@ -149,7 +152,9 @@ def replace_identifiers(
             for part in chunks(ids):
                 session.execute(
                     delete(IDENTIFIER_TABLE).where(
-                        IDENTIFIER_TABLE.c.contact_id.in_(part), IDENTIFIER_TABLE.c.kind == kind
+                        IDENTIFIER_TABLE.c.tenant_id == keys.tenant_id,
+                        IDENTIFIER_TABLE.c.contact_id.in_(part),
+                        IDENTIFIER_TABLE.c.kind == kind,
                     )
                 )
     insert_rows(session, IDENTIFIER_TABLE, rows)
@@ -165,13 +170,12 @@ def identifiers_of(
     """Every external id of these contacts (decrypted: the caller audits the view)."""
     found: dict[uuid.UUID, dict[str, str]] = {}
     for part in chunks(contact_ids):
-        # By contact id alone (see the module docstring); the tenant is checked in Python.
         query = select(
             IDENTIFIER_TABLE.c.tenant_id,
             IDENTIFIER_TABLE.c.contact_id,
             IDENTIFIER_TABLE.c.kind,
             IDENTIFIER_TABLE.c.value,
-        ).where(IDENTIFIER_TABLE.c.contact_id.in_(part))
+        ).where(IDENTIFIER_TABLE.c.tenant_id == tenant_id, IDENTIFIER_TABLE.c.contact_id.in_(part))
         for row in session.execute(query):
             if row.tenant_id == tenant_id:
                 found.setdefault(row.contact_id, {})[row.kind] = row.value
