@@ -171,14 +171,10 @@ def identifiers_of(
     found: dict[uuid.UUID, dict[str, str]] = {}
     for part in chunks(contact_ids):
         query = select(
-            IDENTIFIER_TABLE.c.tenant_id,
-            IDENTIFIER_TABLE.c.contact_id,
-            IDENTIFIER_TABLE.c.kind,
-            IDENTIFIER_TABLE.c.value,
+            IDENTIFIER_TABLE.c.contact_id, IDENTIFIER_TABLE.c.kind, IDENTIFIER_TABLE.c.value
         ).where(IDENTIFIER_TABLE.c.tenant_id == tenant_id, IDENTIFIER_TABLE.c.contact_id.in_(part))
         for row in session.execute(query):
-            if row.tenant_id == tenant_id:
-                found.setdefault(row.contact_id, {})[row.kind] = row.value
+            found.setdefault(row.contact_id, {})[row.kind] = row.value
     return found
 
 
