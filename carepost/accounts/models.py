@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -131,5 +130,3 @@ class ApiKey(IdMixin, TimestampMixin, TenantOwned, Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
-    def describe(self) -> dict[str, Any]:
-        return {"id": str(self.id), "name": self.name, "prefix": self.prefix}

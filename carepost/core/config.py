@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carepost.core.errors import ConfigError
 
-SECRET_SETTINGS = frozenset({"master_key", "session_secret"})
+SECRET_SETTINGS = frozenset({"master_key"})
 
 
 class Settings(BaseSettings):
@@ -50,7 +50,6 @@ class Settings(BaseSettings):
     log_file: Path | None = None
 
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    api_page_size_max: int = Field(default=500, ge=1, le=10_000)
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
 

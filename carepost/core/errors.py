@@ -7,7 +7,7 @@ Messages never contain PHI: callers pass field *names*, never field values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -105,24 +105,3 @@ class CryptoError(CarepostError):
     code = "crypto-error"
     status = 500
     title = "Cryptographic failure"
-
-
-class RequestTooLarge(CarepostError):
-    """The request body is larger than this server accepts."""
-
-    code = "request-too-large"
-    status = 413
-    title = "Request too large"
-
-
-@dataclass
-class ErrorReport:
-    """A collection of per-item errors for batch operations (imports, batches)."""
-
-    errors: list[FieldError] = field(default_factory=list)
-
-    def add(self, field_name: str, message: str) -> None:
-        self.errors.append(FieldError(field=field_name, message=message))
-
-    def __bool__(self) -> bool:
-        return bool(self.errors)
