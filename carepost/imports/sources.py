@@ -1,0 +1,38 @@
+"""What every import source yields: one record of the file, as an upsert item or its errors.
+
+A source (CSV, FHIR NDJSON, FHIR Bundle) reads a file as a stream and yields one
+:class:`SourceRow` per record, in file order, never holding the whole file in
+memory. ``position`` is an opaque, increasing cursor just past the record (a
+byte offset for line-based formats, an entry index for a Bundle): a job stores
+the position of the last record it committed, and opening the source again at
+that position resumes right after it, so a crash neither skips nor repeats a row.
+
+Errors never quote the value at fault (it may be PHI): they name the line, the
+column (CSV header, or FHIR element path such as ``Patient.birthDate``) and the
+reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why a record (or one of its columns) could not be imported."""
+
+    column: str  # CSV column name or FHIR element path; "" for the record as a whole
+    reason: str  # never contains the value
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One record of an import file."""
+
+    line: int  # 1-based line where the record starts (Bundle: the entry's 1-based index)
+    position: int  # cursor just past this record; reopening the source there resumes after it
+    # An item in the shape of an upsert body (carepost.contacts.prepare.prepare_contact),
+    # or None when the record could not be read at all.
+    item: dict[str, Any] | None
+    errors: list[RowError] = field(default_factory=list)
