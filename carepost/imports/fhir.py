@@ -211,7 +211,7 @@ def _ndjson_rows(stream: BinaryIO, start: int, options: FhirOptions) -> Iterator
             continue
         except json.JSONDecodeError as failed:
             # The parser's own message names the problem, never the text around it.
-            reason = f"not valid JSON: {failed.msg.lower()} at column {failed.colno}"
+            reason = f"not valid JSON: {failed.msg.lower()} at character {failed.pos + 1}"
             yield _file_error(line_number, offset, reason)
             continue
         yield _resource_row(line_number, offset, resource, options)

@@ -24,7 +24,7 @@ from typing import Any
 
 import phonenumbers
 
-from carepost.contacts.fields import STANDARD_FIELDS, normalize_phone
+from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.contacts.prepare import IDENTIFIER_KINDS
 from carepost.core.errors import FieldError, ValidationFailed
 from carepost.core.text import has_forbidden_characters
@@ -247,7 +247,9 @@ def _first_usable(
 
 
 def _phone(value: str, region: str) -> str:
-    """E.164, reading a number in ``region`` unless it is written in international form."""
+    """E.164, reading a number in ``region`` unless it is written in international form.
+    The test is the phone field's own (carepost.contacts.fields.normalize_phone), which
+    only reads international numbers: a valid number for phonenumbers."""
     message = f"not a valid phone number (national numbers are read as {region})"
     try:
         number = phonenumbers.parse(value, region)
@@ -255,7 +257,7 @@ def _phone(value: str, region: str) -> str:
         raise ValidationFailed(message) from None
     if not phonenumbers.is_valid_number(number):
         raise ValidationFailed(message)
-    return normalize_phone(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def _map_birth_date(value: str | None, mapped: _Mapped, options: FhirOptions) -> None:
