@@ -67,6 +67,7 @@ _BOM = b"\xef\xbb\xbf"
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _IDENTIFIER = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
 _ENTRY = "entry.item"
+Events = Iterator[tuple[str, str, Any]]  # ijson's (prefix, event, value)
 
 
 def iter_fhir(
@@ -144,13 +145,15 @@ def _detect(body: bytes, *, complete: bool) -> str:
     """ "ndjson", "bundle" or "document", from the start of the file.
 
     NDJSON when one of the first lines is a whole JSON object with a resourceType
-    (no line of a pretty-printed document is). A file of one such line is NDJSON
+    (no line of a pretty-printed document is), so that a broken first line does not
+    hide the good ones after it. A file of one such line is NDJSON
     too, unless it is a Bundle, whose entries are then streamed like any Bundle.
     """
     lines = body.split(b"\n")
     whole_lines = lines if complete else lines[:-1]
     candidates = [line for line in whole_lines[:20] if line.strip()]
-    for line in candidates:
+    # An NDJSON line starts with its brace; a pretty-printer indents nested objects.
+    for line in (line for line in candidates if line.startswith(b"{")):
         resource = _loads(line)
         if isinstance(resource, dict) and "resourceType" in resource:
             if len(candidates) == 1 and resource["resourceType"] == "Bundle":
@@ -249,16 +252,19 @@ def _document_row(stream: BinaryIO, options: FhirOptions) -> SourceRow:
 def _bundle_rows(stream: BinaryIO, start: int, options: FhirOptions) -> Iterator[SourceRow]:
     """Stream ``entry`` one entry at a time; ``Bundle.type`` and ``resourceType`` are
     checked when the parser meets them (before the entries in any usual file)."""
-    events = ijson.parse(stream, use_float=True)
-    index = 0
+    events: Events = ijson.parse(stream, use_float=True)
+    index, in_entries, in_entry = 0, False, False
     try:
         for prefix, event, value in events:
-            if prefix == _ENTRY:
-                index += 1
+            if prefix == "entry" and event in ("start_array", "end_array"):
+                in_entries = event == "start_array"
+            elif prefix == _ENTRY and in_entries:
+                index, in_entry = index + 1, True
                 if index <= start:
                     _skip_value(events, event)
-                    continue
-                yield _entry_row(index, events, event, options)
+                else:
+                    yield _entry_row(index, events, event, options)
+                in_entry = False
             elif prefix == "resourceType" and event == "string" and value != "Bundle":
                 yield _file_error(index + 1, index, "the document is not a Bundle", "resourceType")
                 return
@@ -272,28 +278,32 @@ def _bundle_rows(stream: BinaryIO, start: int, options: FhirOptions) -> Iterator
                 return
     except ijson.JSONError:
         # ijson's message quotes the text around the fault: never repeat it.
-        yield _file_error(
-            max(index, 1),
-            index,
-            "the file stops being valid JSON here (truncated, or not JSON)",
-            "Bundle.entry" if index else "",
-        )
+        reason = "the file is not valid JSON from here on (cut short, or more text follows)"
+        if in_entry:
+            yield _file_error(index, index, reason, "Bundle.entry")
+        else:
+            yield _file_error(index + 1, index, reason)
 
 
-def _skip_value(events: Iterator[tuple[str, str, Any]], first: str) -> None:
+def _next(events: Events) -> tuple[str, str, Any]:
+    """The next parser event; ijson reports a cut-off file itself, this is a safety net."""
+    for found in events:
+        return found
+    raise ijson.IncompleteJSONError("the document ends inside a value")
+
+
+def _skip_value(events: Events, first: str) -> None:
     """Step over the rest of a value whose first event was ``first``, building nothing."""
     depth = 1 if first in ("start_map", "start_array") else 0
     while depth:
-        _prefix, event, _value = next(events)
+        _prefix, event, _value = _next(events)
         if event in ("start_map", "start_array"):
             depth += 1
         elif event in ("end_map", "end_array"):
             depth -= 1
 
 
-def _entry_row(
-    index: int, events: Iterator[tuple[str, str, Any]], first: str, options: FhirOptions
-) -> SourceRow:
+def _entry_row(index: int, events: Events, first: str, options: FhirOptions) -> SourceRow:
     if first != "start_map":
         _skip_value(events, first)
         return _file_error(index, index, "the entry is not a JSON object", "Bundle.entry")
@@ -304,7 +314,7 @@ def _entry_row(
     builder.event("start_map", None)
     depth, other_type = 1, None
     while depth:
-        prefix, event, value = next(events)
+        prefix, event, value = _next(events)
         if event in ("start_map", "start_array"):
             depth += 1
         elif event in ("end_map", "end_array"):

@@ -17,9 +17,10 @@ FHIR path; the rest of the patient is imported. Reasons never quote the value.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
@@ -83,7 +84,7 @@ class FhirOptions:
         mapping = mapping or {}
         if not isinstance(mapping, Mapping):
             raise ValidationFailed("the FHIR mapping must be an object", field="mapping")
-        known = {option.name for option in _option_fields()}
+        known = {option.name for option in dataclasses.fields(cls)}
         errors = [
             FieldError(name, "unknown FHIR mapping option") for name in mapping if name not in known
         ]
@@ -93,7 +94,10 @@ class FhirOptions:
             errors.append(FieldError("default_region", "use a two-letter region code, e.g. US"))
         else:
             values["default_region"] = region.upper()
-        errors += _check_systems(mapping.get("identifier_systems", {}), values)
+        values["identifier_systems"], problems = _identifier_systems(
+            mapping.get("identifier_systems", {})
+        )
+        errors += problems
         as_external_id = mapping.get("patient_id_as_external_id", True)
         if not isinstance(as_external_id, bool):
             errors.append(FieldError("patient_id_as_external_id", "must be true or false"))
@@ -114,22 +118,17 @@ class FhirOptions:
         return cls(**values)
 
 
-def _option_fields() -> Iterable[Any]:
-    return fields(FhirOptions)
-
-
-def _check_systems(raw: Any, values: dict[str, Any]) -> list[FieldError]:
+def _identifier_systems(raw: Any) -> tuple[dict[str, str], list[FieldError]]:
     name = "identifier_systems"
     if not isinstance(raw, Mapping):
-        return [FieldError(name, "must be an object of identifier system URI to mrn or crm")]
+        return {}, [FieldError(name, "must be an object of identifier system URI to mrn or crm")]
     errors = []
     for system, kind in raw.items():
         if kind not in IDENTIFIER_KINDS:
             errors.append(FieldError(name, "each identifier system maps to mrn or crm"))
         elif not system or has_forbidden_characters(system):
             errors.append(FieldError(name, "an identifier system is a URI on one line"))
-    values[name] = dict(raw)
-    return errors
+    return dict(raw), errors
 
 
 @dataclass

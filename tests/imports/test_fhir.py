@@ -384,7 +384,17 @@ def test_a_truncated_bundle_keeps_the_entries_before_the_cut():
     assert rows[0].item == {"external_id": "a"}
     assert rows[1].item is None
     assert (rows[1].line, rows[1].errors[0].column) == (2, "Bundle.entry")
-    assert "truncated" in rows[1].errors[0].reason
+    assert "cut short" in rows[1].errors[0].reason
+
+
+def test_text_after_a_bundle_is_reported_after_its_entries():
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": patient(id="a")}]}
+    rows = read(json.dumps(bundle, indent=2).encode() + b"\n{}")
+    assert [(row.line, row.position, row.item) for row in rows] == [
+        (1, 1, {"external_id": "a"}),
+        (2, 1, None),
+    ]
+    assert "not valid JSON" in rows[1].errors[0].reason
 
 
 def test_a_pretty_printed_non_patient_resource_is_reported():
@@ -527,6 +537,38 @@ def test_any_patient_json_gives_a_row_and_never_echoes_a_value(elements):
     assert row.item is not None or row.errors
     text = repr(row.errors)
     assert "PhiV" not in text and "PhiKey" not in text
+
+
+fragments = st.sampled_from(
+    [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b",",
+        b":",
+        b"\n",
+        b" ",
+        b'"resourceType"',
+        b'"Bundle"',
+        b'"Patient"',
+        b'"entry"',
+        b'"resource"',
+        b'"type"',
+        b'"collection"',
+        b"1",
+        b"null",
+        b"\xef\xbb\xbf",
+        b"\xff",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(fragments, max_size=40).map(b"".join) | st.binary(max_size=200))
+def test_any_bytes_give_rows_or_a_clear_error_and_never_raise(data):
+    for row in read(data):
+        assert row.item is not None or row.errors
 
 
 # --- options -----------------------------------------------------------------------------
