@@ -344,10 +344,10 @@ def _resource_row(line: int, position: int, resource: Any, options: FhirOptions)
     if kind != "Patient":
         return _file_error(line, position, _not_a_patient(kind), "resourceType")
     try:
-        Patient.model_validate(resource)
+        patient = Patient.model_validate(resource)
     except ValidationError as failed:
         return SourceRow(line, position, None, validation_errors(failed))
-    item, errors = map_patient(resource, options)
+    item, errors = map_patient(patient, options)
     return SourceRow(line, position, item, errors)
 
 

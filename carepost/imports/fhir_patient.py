@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import Any, TypeVar
 
 import phonenumbers
+from fhir.resources.R4B.address import Address
+from fhir.resources.R4B.contactpoint import ContactPoint
+from fhir.resources.R4B.humanname import HumanName
+from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.patient import Patient, PatientCommunication
 
 from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.contacts.prepare import IDENTIFIER_KINDS
@@ -38,7 +44,6 @@ BCP_47 = "urn:ietf:bcp:47"
 GENDER_CODES = frozenset({"male", "female", "other", "unknown"})
 # The same shape prepare_contact accepts for the language attribute.
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
-_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PARTIAL_DATE = re.compile(r"^(\d{4})(-\d{2})?$")
 # Name uses in order of preference; "old" names are never used.
 _NAME_USES = {"official": 0, "usual": 1, None: 2}
@@ -154,29 +159,31 @@ class _Mapped:
         return True
 
 
-def map_patient(
-    resource: Mapping[str, Any], options: FhirOptions
-) -> tuple[dict[str, Any], list[RowError]]:
-    """The upsert item of a validated Patient, and the elements that could not be used."""
+def map_patient(patient: Patient, options: FhirOptions) -> tuple[dict[str, Any], list[RowError]]:
+    """The upsert item of a validated Patient, and the elements that could not be used.
+
+    Read from the model, not the JSON: fhir.resources coerces what pydantic's lax mode
+    accepts (``"rank": "2"``, ``"preferred": "false"``) to the element's type."""
     mapped = _Mapped()
-    if options.patient_id_as_external_id and resource.get("id"):
-        mapped.standard("external_id", resource["id"], "Patient.id")
-    _map_name(resource.get("name") or [], mapped)
-    _map_telecom(resource.get("telecom") or [], mapped, options.default_region)
-    _map_birth_date(resource.get("birthDate"), mapped, options)
-    _map_gender(resource.get("gender"), mapped, options)
-    _map_address(resource.get("address") or [], mapped, options)
-    _map_identifiers(resource.get("identifier") or [], mapped, options)
-    _map_language(resource.get("communication") or [], mapped)
+    if options.patient_id_as_external_id and patient.id:
+        mapped.standard("external_id", patient.id, "Patient.id")
+    _map_name(patient.name or [], mapped)
+    _map_telecom(patient.telecom or [], mapped, options.default_region)
+    _map_birth_date(patient.birthDate, mapped, options)
+    _map_gender(patient.gender, mapped, options)
+    _map_address(patient.address or [], mapped, options)
+    _map_identifiers(patient.identifier or [], mapped, options)
+    _map_language(patient.communication or [], mapped)
     return mapped.item, mapped.errors
 
 
 Rank = tuple[float, ...]
+Element = TypeVar("Element")
 
 
 def _ranked(
-    elements: list[Any], key: Callable[[dict[str, Any]], Rank | None]
-) -> list[tuple[int, dict[str, Any]]]:
+    elements: Sequence[Element], key: Callable[[Element], Rank | None]
+) -> list[tuple[int, Element]]:
     """(index, element) of the usable elements, best first (ties in file order);
     an element whose ``key`` is None is not usable."""
     found = []
@@ -188,37 +195,35 @@ def _ranked(
     return [(index, element) for _rank, index, element in found]
 
 
-def _map_name(names: list[Any], mapped: _Mapped) -> None:
-    def preference(name: dict[str, Any]) -> Rank | None:
-        if name.get("use") == "old" or not (name.get("given") or name.get("family")):
+def _map_name(names: Sequence[HumanName], mapped: _Mapped) -> None:
+    def preference(name: HumanName) -> Rank | None:
+        if name.use == "old" or not (name.given or name.family):
             return None
-        return (_NAME_USES.get(name.get("use"), 3),)
+        return (_NAME_USES.get(name.use, 3),)
 
     for index, name in _ranked(names, preference)[:1]:
         path = f"Patient.name[{index}]"
-        given = " ".join(part.strip() for part in name.get("given") or [] if part.strip())
+        given = " ".join(part.strip() for part in name.given or [] if part and part.strip())
         if given:
             mapped.standard("first_name", given, f"{path}.given")
-        if name.get("family"):
-            mapped.standard("last_name", name["family"], f"{path}.family")
+        if name.family:
+            mapped.standard("last_name", name.family, f"{path}.family")
 
 
-def _map_telecom(telecom: list[Any], mapped: _Mapped, region: str) -> None:
-    def ranked(systems: set[str], preferred: Callable[[dict[str, Any]], bool]) -> list[Any]:
-        def rank(point: dict[str, Any]) -> Rank | None:
-            if point.get("system") not in systems or point.get("use") == "old":
+def _map_telecom(telecom: Sequence[ContactPoint], mapped: _Mapped, region: str) -> None:
+    def ranked(
+        systems: set[str], preferred: Callable[[ContactPoint], bool]
+    ) -> list[tuple[int, ContactPoint]]:
+        def rank(point: ContactPoint) -> Rank | None:
+            if point.system not in systems or point.use == "old" or not point.value:
                 return None
-            if not point.get("value"):
-                return None
-            return (0 if preferred(point) else 1, point.get("rank") or float("inf"))
+            return (0 if preferred(point) else 1, point.rank or float("inf"))
 
         return _ranked(telecom, rank)
 
     emails = ranked({"email"}, lambda point: False)
     # A phone that can take texts first: the system says sms, or its use says mobile.
-    phones = ranked(
-        {"phone", "sms"}, lambda point: point["system"] == "sms" or point.get("use") == "mobile"
-    )
+    phones = ranked({"phone", "sms"}, lambda point: point.system == "sms" or point.use == "mobile")
     normalize_email = STANDARD_FIELDS["email"].normalize
     for name, candidates, normalize in (
         ("email", emails, normalize_email),
@@ -232,14 +237,14 @@ def _map_telecom(telecom: list[Any], mapped: _Mapped, region: str) -> None:
 
 
 def _first_usable(
-    candidates: list[tuple[int, dict[str, Any]]], normalize: Callable[[str], str]
+    candidates: list[tuple[int, ContactPoint]], normalize: Callable[[str], str]
 ) -> tuple[str | None, RowError | None]:
     """The first value the contact field accepts; else the first one's problem (a second,
     unusable number is not worth its own report line)."""
     problem = None
     for index, point in candidates:
         try:
-            return normalize(point["value"]), None
+            return normalize(point.value or ""), None
         except ValidationFailed as failed:
             problem = problem or RowError(f"Patient.telecom[{index}].value", failed.detail)
     return None, problem
@@ -259,12 +264,13 @@ def _phone(value: str, region: str) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def _map_birth_date(value: str | None, mapped: _Mapped, options: FhirOptions) -> None:
+def _map_birth_date(value: date | str | None, mapped: _Mapped, options: FhirOptions) -> None:
+    """A full date is a ``date`` (fhir.resources parsed it); a partial one stays text."""
     if not value:
         return
     path = "Patient.birthDate"
-    if _FULL_DATE.match(value):
-        mapped.standard("birth_date", value, path)
+    if isinstance(value, date):
+        mapped.standard("birth_date", value.isoformat(), path)
         return
     partial = _PARTIAL_DATE.match(value)
     if partial and options.birth_year_field:
@@ -275,6 +281,8 @@ def _map_birth_date(value: str | None, mapped: _Mapped, options: FhirOptions) ->
             "a partial date (year, or year and month) cannot fill the birth date: "
             "map it to a number field with birth_year_field",
         )
+    else:  # a text full date: fhir.resources left it unparsed; the field checks it
+        mapped.standard("birth_date", value, path)
 
 
 def _map_gender(code: str | None, mapped: _Mapped, options: FhirOptions) -> None:
@@ -288,39 +296,40 @@ def _map_gender(code: str | None, mapped: _Mapped, options: FhirOptions) -> None
         )
 
 
-def _map_address(addresses: list[Any], mapped: _Mapped, options: FhirOptions) -> None:
-    targets = {
-        "postalCode": options.postal_code_field,
-        "state": options.state_field,
-        "city": options.city_field,
-    }
-    if not any(targets.values()):
+def _map_address(addresses: Sequence[Address], mapped: _Mapped, options: FhirOptions) -> None:
+    if not (options.postal_code_field or options.state_field or options.city_field):
         return
 
-    def preference(address: dict[str, Any]) -> Rank | None:
-        if address.get("use") == "old":
+    def preference(address: Address) -> Rank | None:
+        if address.use == "old":
             return None
-        return (_ADDRESS_USES.get(address.get("use"), 2),)
+        return (_ADDRESS_USES.get(address.use, 2),)
 
     for _index, address in _ranked(addresses, preference)[:1]:
-        for element, key in targets.items():
-            if key and address.get(element):
-                mapped.custom(key, address[element])
+        for key, value in (
+            (options.postal_code_field, address.postalCode),
+            (options.state_field, address.state),
+            (options.city_field, address.city),
+        ):
+            if key and value:
+                mapped.custom(key, value)
 
 
-def _is_medical_record_number(identifier: Mapping[str, Any]) -> bool:
-    codings = (identifier.get("type") or {}).get("coding") or []
-    return any(c.get("system") == V2_0203 and c.get("code") == "MR" for c in codings)
+def _is_medical_record_number(identifier: Identifier) -> bool:
+    codings = (identifier.type.coding if identifier.type else None) or []
+    return any(c.system == V2_0203 and c.code == "MR" for c in codings)
 
 
-def _map_identifiers(identifiers: list[Any], mapped: _Mapped, options: FhirOptions) -> None:
+def _map_identifiers(
+    identifiers: Sequence[Identifier], mapped: _Mapped, options: FhirOptions
+) -> None:
     """MRN and CRM id: a configured system first, then the v2-0203 MR type; others ignored
     (a social security or driver's licence number never becomes a contact field)."""
     candidates: list[tuple[int, int, str]] = []  # (priority, index, kind)
     for index, identifier in enumerate(identifiers):
-        if identifier.get("use") == "old" or not identifier.get("value"):
+        if identifier.use == "old" or not identifier.value:
             continue
-        kind = options.identifier_systems.get(identifier.get("system") or "")
+        kind = options.identifier_systems.get(identifier.system or "")
         if kind is not None:
             candidates.append((0, index, kind))
         elif _is_medical_record_number(identifier):
@@ -329,7 +338,7 @@ def _map_identifiers(identifiers: list[Any], mapped: _Mapped, options: FhirOptio
     for _priority, index, kind in sorted(candidates):
         if kind in external_ids:
             continue
-        value = identifiers[index]["value"].strip()
+        value = (identifiers[index].value or "").strip()
         if not value or len(value) > 200 or has_forbidden_characters(value):
             mapped.fail(
                 f"Patient.identifier[{index}].value", "must be 1-200 characters on one line"
@@ -340,15 +349,15 @@ def _map_identifiers(identifiers: list[Any], mapped: _Mapped, options: FhirOptio
         mapped.item["external_ids"] = external_ids
 
 
-def _map_language(communication: list[Any], mapped: _Mapped) -> None:
-    def preference(entry: dict[str, Any]) -> Rank:
-        return (0 if entry.get("preferred") else 1,)
+def _map_language(communication: Sequence[PatientCommunication], mapped: _Mapped) -> None:
+    def preference(entry: PatientCommunication) -> Rank:
+        return (0 if entry.preferred else 1,)
 
     ranked = _ranked(communication, preference)
     for _index, entry in ranked:
-        codings = (entry.get("language") or {}).get("coding") or []
-        codes = [c.get("code") for c in codings if c.get("system") == BCP_47]
-        codes += [c.get("code") for c in codings if c.get("system") != BCP_47]
+        codings = (entry.language.coding if entry.language else None) or []
+        codes = [c.code for c in codings if c.system == BCP_47]
+        codes += [c.code for c in codings if c.system != BCP_47]
         code = next((code for code in codes if code and _LANGUAGE.match(code)), None)
         if code:
             mapped.item["language"] = code

@@ -147,6 +147,23 @@ def test_the_first_usable_email_is_taken_by_rank_and_old_ones_are_skipped():
     assert row.errors == []  # a usable address was found: the bad one is not worth a line
 
 
+def test_values_fhir_resources_coerces_are_read_as_coerced():
+    # pydantic's lax mode accepts "2" for an integer and "false" for a boolean.
+    telecom = [
+        {"system": "phone", "value": "617-253-1000", "rank": "2"},
+        {"system": "phone", "value": "617-253-1001", "rank": 1},
+    ]
+    communication = [
+        {
+            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en"}]},
+            "preferred": "false",
+        },
+        {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "fr"}]}, "preferred": True},
+    ]
+    row = one(patient(telecom=telecom, communication=communication))
+    assert row.item == {"phone": "+16172531001", "language": "fr"}
+
+
 def test_an_unusable_email_is_reported_on_its_path():
     row = one(patient(id="p1", telecom=[{"system": "email", "value": "no-at-sign"}]))
     assert row.item == {"external_id": "p1"}
