@@ -31,7 +31,7 @@ from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.contacts.id_sets import dialect_of
 from carepost.contacts.models import Contact
-from carepost.core.database import new_id, utcnow
+from carepost.core.database import READ_SNAPSHOT, new_id, utcnow
 from carepost.core.errors import Conflict, NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys, bind_tenant_keys
 from carepost.segments.compiler import compile_count, compile_predicate
@@ -325,6 +325,9 @@ def export_rows(
     """The members' rows (neutralised against formula injection), in contact id order,
     streamed in batches. Each batch is decrypted with the tenant's keys bound just
     for that fetch, so the stream may be consumed from any thread."""
+    if dialect_of(session) == "sqlite" and not session.in_transaction():
+        # A long read in a WAL snapshot of its own, never holding SQLite's write lock.
+        session.connection(execution_options={READ_SNAPSHOT: True})
     node = segment_rule(session, keys.tenant_id, segment_id)
     predicate = compile_predicate(node, keys, dialect_of(session))
     needs_custom = any(column.startswith("custom.") for column in plan.columns)

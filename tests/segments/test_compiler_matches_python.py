@@ -74,7 +74,7 @@ def _leaves(world: World) -> st.SearchStrategy[dict[str, Any]]:
         ),
     )
     value_rule = st.one_of(
-        st.builds(field, st.just("zip"), st.just("equals"), st.sampled_from(world.zips + ["none"])),
+        st.builds(field, st.just("zip"), st.just("equals"), st.sampled_from([*world.zips, "none"])),
         st.builds(
             field,
             st.just("zip"),
