@@ -550,7 +550,7 @@ def _stored_bounds(spec: FieldSpec, today: date) -> DateRange:
     return DateRange(EARLIEST_DATE, today if spec.past_only else LATEST_DATE)
 
 
-def _years_before(today: date, years: int) -> date:
+def years_before(today: date, years: int) -> date:
     """The same calendar day ``years`` earlier (29 February becomes the 28th)."""
     try:
         return today.replace(year=today.year - years)
@@ -565,8 +565,8 @@ def age_on(birth: date, today: date) -> int:
 
 def age_range(today: date, youngest: int, oldest: int) -> DateRange:
     """The birth dates of people aged ``youngest`` to ``oldest`` today, both included."""
-    latest = _years_before(today, youngest)
-    earliest = _years_before(today, oldest + 1) + timedelta(days=1)
+    latest = years_before(today, youngest)
+    earliest = years_before(today, oldest + 1) + timedelta(days=1)
     return DateRange(earliest, latest)
 
 

@@ -23,7 +23,7 @@ from carepost.contacts.models import Contact
 from carepost.contacts.stages import define_stage
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
-from carepost.segments.rules import _years_before
+from carepost.segments.rules import years_before
 from carepost.tenancy.models import Tenant
 
 CONDITIONS = ["e11", "i10", "j45", "e78", "f32"]
@@ -64,7 +64,7 @@ def _edge_days(today: date) -> list[date]:
 def _birth_dates(today: date) -> list[date]:
     found = []
     for years in (17, 18, 49, 50, 64, 65, 75, 76):
-        exact = _years_before(today, years)
+        exact = years_before(today, years)
         found += [exact - timedelta(days=1), exact, exact + timedelta(days=1)]
     return found
 

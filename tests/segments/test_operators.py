@@ -20,7 +20,7 @@ from carepost.contacts.id_sets import dialect_of
 from carepost.core.errors import ValidationFailed
 from carepost.segments.compiler import compile_segment
 from carepost.segments.evaluate import evaluate, load_population
-from carepost.segments.rules import _years_before, parse_rule
+from carepost.segments.rules import parse_rule, years_before
 from carepost.segments.vocabulary import load_vocabulary
 from tests.segments.conftest import FIELDS
 
@@ -34,7 +34,7 @@ def _day(days_ago: int) -> str:
 
 
 def _age(years: int) -> str:
-    return (_years_before(TODAY, years) - timedelta(days=100)).isoformat()
+    return (years_before(TODAY, years) - timedelta(days=100)).isoformat()
 
 
 @pytest.fixture(scope="module")
