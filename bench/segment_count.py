@@ -53,7 +53,8 @@ from carepost.core.runtime import Runtime, build_runtime
 from carepost.crypto.keyprovider import init_key_file
 from carepost.crypto.keyring import TenantKeys
 from carepost.segments.compiler import compile_count
-from carepost.segments.rules import age_range, parse_rule
+from carepost.segments.nodes import age_range
+from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary
 from carepost.tenancy import service as tenancy
 

@@ -58,7 +58,7 @@ from carepost.contacts.tokens import (
     range_tokens,
 )
 from carepost.crypto.keyring import TenantKeys
-from carepost.segments.rules import (
+from carepost.segments.nodes import (
     AllOf,
     AnyOf,
     AttributeCondition,

@@ -28,8 +28,7 @@ from carepost.contacts.activity_models import ContactEvent, ListMembership
 from carepost.contacts.models import Contact
 from carepost.contacts.tokens import FieldType, date_bucket_range, fold_text, number_bucket
 from carepost.crypto.keyring import TenantKeys
-from carepost.segments.rules import (
-    BIRTH_DATE,
+from carepost.segments.nodes import (
     AllOf,
     AnyOf,
     AttributeCondition,
@@ -41,6 +40,7 @@ from carepost.segments.rules import (
     Not,
     SuppressedCondition,
 )
+from carepost.segments.rules import BIRTH_DATE
 
 
 @dataclass(frozen=True)

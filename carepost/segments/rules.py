@@ -11,14 +11,15 @@ A rule is a tree. A *group* combines rules (``{"all": [...]}``, ``{"any": [...]}
 * ``event``: behaviour over the timeline: ``kind`` (one or several) and/or
   ``campaign_id``, ``at_least``/``at_most`` times, ``within_last_days`` or ``since``.
 
-Parsing is pure: it takes the tenant's :class:`Vocabulary` (its fields, lists,
-event kinds, purposes and stages) and the current time, and either returns the
-typed tree or raises one :class:`ValidationFailed` listing every fault, each with a
-JSON pointer to the node at fault (``rule/all/2/value``) and a message that says what
-is allowed. A reference to anything the tenant does not have (another
-organization's list or field included) is such a fault. Relative time (``within
-the last N days``, ages) is resolved against ``now`` here, so a parsed rule is a
-snapshot of its meaning at that instant; dynamic segments parse again each time.
+Parsing is pure: it takes the tenant's vocabulary (its fields, lists, event kinds,
+purposes and stages) and the current time, and either returns the typed tree
+(:mod:`carepost.segments.nodes`) or raises one :class:`ValidationFailed` listing
+every fault, each with a JSON pointer to the node at fault (``rule/all/2/value``)
+and a message that says what is allowed. A reference to anything the tenant does
+not have (another organization's list or field included) is such a fault.
+Relative time (``within the last N days``, ages) is resolved against ``now`` here,
+so a parsed rule is a snapshot of its meaning at that instant; dynamic segments
+parse again each time.
 """
 
 from __future__ import annotations
@@ -34,11 +35,27 @@ from carepost.contacts.fields import EARLIEST_BIRTH_DATE
 from carepost.contacts.tokens import (
     MAX_RANGE_BUCKETS,
     FieldType,
-    date_bucket_range,
     number_bucket,
 )
 from carepost.contacts.values import EARLIEST_DATE, LATEST_DATE, FieldSpec
 from carepost.core.errors import FieldError, ValidationFailed
+from carepost.segments.nodes import (
+    AllOf,
+    AnyOf,
+    AttributeCondition,
+    ConsentCondition,
+    DateRange,
+    EventCondition,
+    FieldCondition,
+    ListCondition,
+    Node,
+    Not,
+    NumberRange,
+    SuppressedCondition,
+    Vocabulary,
+    age_range,
+    range_sizes,
+)
 
 MAX_DEPTH = 8
 MAX_NODES = 200
@@ -76,121 +93,6 @@ OPS_BY_ATTRIBUTE: dict[str, tuple[str, ...]] = {
     "email": PRESENCE_OPS,
     "phone": PRESENCE_OPS,
 }
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """What a tenant's rules may refer to (loaded by :mod:`carepost.segments.vocabulary`)."""
-
-    fields: Mapping[str, FieldSpec]
-    list_ids: frozenset[uuid.UUID]
-    event_kinds: Mapping[str, int]
-    purposes: tuple[str, ...]
-    stages: frozenset[str]
-
-
-# --- the typed tree ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AllOf:
-    children: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class AnyOf:
-    children: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    child: Node
-
-
-@dataclass(frozen=True)
-class DateRange:
-    """A closed range of days; a value matches when its bucket touches the range."""
-
-    low: date
-    high: date
-
-
-@dataclass(frozen=True)
-class NumberRange:
-    """A closed range; a value matches when its bucket (at the field's granularity)
-    is one of the buckets holding ``low`` .. ``high``."""
-
-    low: Decimal
-    high: Decimal
-
-
-@dataclass(frozen=True)
-class FieldCondition:
-    """A condition on a tokenized field (custom, or the birth date).
-
-    ``op`` is one of: ``present``, ``absent``, ``any_of`` (one of ``values``),
-    ``all_of`` (every one of ``values``: multi-choice), ``dates`` (``dates``),
-    ``numbers`` (``numbers``). ``values`` hold canonical values as stored.
-    """
-
-    spec: FieldSpec
-    op: str
-    values: tuple[Any, ...] = ()
-    dates: DateRange | None = None
-    numbers: NumberRange | None = None
-    # The widest range of stored days, for a date rule to be sent as its complement.
-    bounds: DateRange | None = None
-    pointer: str = ""
-
-
-@dataclass(frozen=True)
-class AttributeCondition:
-    """A condition on a plain column of contacts: journey stage, language, email/phone set."""
-
-    attribute: str
-    op: str  # present, absent, any_of
-    values: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ListCondition:
-    list_id: uuid.UUID
-
-
-@dataclass(frozen=True)
-class ConsentCondition:
-    channel: str
-    purpose: str
-    status: str
-    now: datetime
-
-
-@dataclass(frozen=True)
-class SuppressedCondition:
-    channel: str  # email, sms or any
-
-
-@dataclass(frozen=True)
-class EventCondition:
-    """At least ``at_least`` and at most ``at_most`` events of the kinds (any of them)
-    and/or campaign, occurring at or after ``since`` (and never after ``until``)."""
-
-    kind_ids: tuple[int, ...]
-    campaign_id: uuid.UUID | None
-    at_least: int
-    at_most: int | None
-    since: datetime | None
-
-
-Condition = (
-    FieldCondition
-    | AttributeCondition
-    | ListCondition
-    | ConsentCondition
-    | SuppressedCondition
-    | EventCondition
-)
-Node = AllOf | AnyOf | Not | Condition
 
 
 # --- parsing -----------------------------------------------------------------------
@@ -550,54 +452,6 @@ def _stored_bounds(spec: FieldSpec, today: date) -> DateRange:
     return DateRange(EARLIEST_DATE, today if spec.past_only else LATEST_DATE)
 
 
-def years_before(today: date, years: int) -> date:
-    """The same calendar day ``years`` earlier (29 February becomes the 28th)."""
-    try:
-        return today.replace(year=today.year - years)
-    except ValueError:
-        return today.replace(year=today.year - years, day=28)
-
-
-def age_on(birth: date, today: date) -> int:
-    """Age in whole years: the birthday counts from its day (29 Feb: from 1 March)."""
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
-def age_range(today: date, youngest: int, oldest: int) -> DateRange:
-    """The birth dates of people aged ``youngest`` to ``oldest`` today, both included."""
-    latest = years_before(today, youngest)
-    earliest = years_before(today, oldest + 1) + timedelta(days=1)
-    return DateRange(earliest, latest)
-
-
-def _bucket_count(low: date, high: date, granularity: str) -> int:
-    if high < low:
-        return 0
-    if granularity == "day":
-        return (high - low).days + 1
-    if granularity == "month":
-        return (high.year - low.year) * 12 + high.month - low.month + 1
-    return high.year - low.year + 1
-
-
-def touching(wanted: DateRange, granularity: str) -> DateRange:
-    """``wanted`` widened to whole buckets: the days of the buckets it touches."""
-    start, _ = date_bucket_range(wanted.low, granularity)
-    _, end = date_bucket_range(wanted.high, granularity)
-    return DateRange(start, end - timedelta(days=1))
-
-
-def range_sizes(wanted: DateRange, bounds: DateRange, granularity: str) -> tuple[int, int]:
-    """(buckets touching ``wanted``, buckets of ``bounds`` not touching it): a date rule
-    goes to SQL as whichever list is shorter."""
-    low, high = max(wanted.low, bounds.low), min(wanted.high, bounds.high)
-    if high < low:
-        return 0, 0
-    direct = _bucket_count(low, high, granularity)
-    total = _bucket_count(bounds.low, bounds.high, granularity)
-    return direct, total - direct
-
-
 def parse_rule(raw: Any, vocabulary: Vocabulary, *, now: datetime, pointer: str = "rule") -> Node:
     """The typed rule, or ValidationFailed with every fault located by pointer."""
     parser = _Parser(vocabulary, now)
@@ -606,12 +460,3 @@ def parse_rule(raw: Any, vocabulary: Vocabulary, *, now: datetime, pointer: str 
         errors = parser.errors or [FieldError(pointer, _SHAPE)]
         raise ValidationFailed(errors[0].message, errors=errors)
     return node
-
-
-def referenced_lists(node: Node) -> set[uuid.UUID]:
-    """The list ids a rule names (to check whether a list is in use)."""
-    if isinstance(node, AllOf | AnyOf):
-        return set().union(*(referenced_lists(child) for child in node.children))
-    if isinstance(node, Not):
-        return referenced_lists(node.child)
-    return {node.list_id} if isinstance(node, ListCondition) else set()

@@ -36,7 +36,8 @@ from carepost.core.errors import Conflict, NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys, bind_tenant_keys
 from carepost.segments.compiler import compile_count, compile_predicate
 from carepost.segments.models import Segment, SegmentSnapshot, SegmentSnapshotMember
-from carepost.segments.rules import Node, parse_rule
+from carepost.segments.nodes import Node
+from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary
 
 MAX_SEGMENTS = 1000

@@ -16,7 +16,7 @@ from carepost.consent.service import purposes
 from carepost.contacts.activity_models import ContactList, EventKind
 from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.stages import stage_keys
-from carepost.segments.rules import Vocabulary
+from carepost.segments.nodes import Vocabulary
 
 
 def load_vocabulary(session: Session, tenant_id: uuid.UUID) -> Vocabulary:

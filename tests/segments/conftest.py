@@ -23,7 +23,7 @@ from carepost.contacts.models import Contact
 from carepost.contacts.stages import define_stage
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
-from carepost.segments.rules import years_before
+from carepost.segments.nodes import years_before
 from carepost.tenancy.models import Tenant
 
 CONDITIONS = ["e11", "i10", "j45", "e78", "f32"]

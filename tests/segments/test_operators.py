@@ -20,7 +20,8 @@ from carepost.contacts.id_sets import dialect_of
 from carepost.core.errors import ValidationFailed
 from carepost.segments.compiler import compile_segment
 from carepost.segments.evaluate import evaluate, load_population
-from carepost.segments.rules import parse_rule, years_before
+from carepost.segments.nodes import years_before
+from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary
 from tests.segments.conftest import FIELDS
 
@@ -310,7 +311,7 @@ def test_validation_points_at_the_bad_node(runtime, trio, rule, pointer, words):
 
 
 def test_age_ranges_are_exact_on_birthdays():
-    from carepost.segments.rules import age_on, age_range
+    from carepost.segments.nodes import age_on, age_range
 
     for today in (date(2024, 2, 29), date(2025, 3, 1), date(2025, 12, 31), date(2025, 1, 1)):
         wanted = age_range(today, 50, 75)
