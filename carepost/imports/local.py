@@ -71,9 +71,7 @@ def start_local_import(
 def resume_local_import(runtime: Runtime, keys: TenantKeys, job_id: uuid.UUID, path: Path) -> None:
     """Lease a command-line job again, after checking the file is still the same size."""
     with runtime.bound_session(keys) as session:
-        job = service.claim_local_job(
-            session, keys.tenant_id, job_id, LOCAL_OWNER, is_dead=_gone
-        )
+        job = service.claim_local_job(session, keys.tenant_id, job_id, LOCAL_OWNER, is_dead=_gone)
         if path.stat().st_size != job.file_size:
             raise Conflict(
                 "this file is not the one the job started with (its size differs)", field="file"

@@ -18,6 +18,7 @@ stream from its beginning and yields records after ``start``.
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -83,6 +84,21 @@ def open_csv(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
 SOURCES: dict[str, Source] = {
     "csv": open_csv,
 }
+
+
+def load_plan(session: Session, job: ImportJob) -> ImportPlan:
+    return ImportPlan(
+        job.mapping,
+        job.match,
+        custom_fields.load_schema(session, job.tenant_id),
+        stages.stage_keys(session, job.tenant_id),
+    )
+
+
+def check_file_start(session: Session, job: ImportJob, first_bytes: bytes) -> None:
+    """Refuse an upload whose beginning the source cannot read (a CSV header that is
+    missing, not UTF-8, or without the mapped columns) before it is queued."""
+    SOURCES[job.format](io.BytesIO(first_bytes), 0, load_plan(session, job))
 
 
 @dataclass
@@ -208,13 +224,7 @@ class JobRunner:
     def _load(self) -> tuple[ImportJob, ImportPlan]:
         with self.runtime.bound_session(self.keys) as session:
             job = service.get_job(session, self.keys.tenant_id, self.job_id)
-            plan = ImportPlan(
-                job.mapping,
-                job.match,
-                custom_fields.load_schema(session, job.tenant_id),
-                stages.stage_keys(session, job.tenant_id),
-            )
-            return job, plan
+            return job, load_plan(session, job)
 
     def run(
         self,

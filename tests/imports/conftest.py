@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from carepost.audit.service import SYSTEM
 from carepost.contacts import custom_fields
 from carepost.core.runtime import Runtime

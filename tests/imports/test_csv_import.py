@@ -33,24 +33,26 @@ def run_file(runtime, tenant, path: Path, *, match="email", mapping=None, **opti
     return job, errors, result
 
 
-def test_good_rows_import_and_bad_rows_are_reported_by_line_and_column(
-    runtime, clinic, write_csv
-):
+def test_good_rows_import_and_bad_rows_are_reported_by_line_and_column(runtime, clinic, write_csv):
     secret_name = phi_value("name")
     secret_cell = phi_value("cell")
     content = (
-        HEADER
-        + "ann@clinic.example,Ann,Lee,1970-01-02,MRN1,02139,female,e11;i10,7.2,2024-01-05,yes\n"
-        + f"bob@clinic.example,{secret_name},Ray,1980-02-03,MRN2,10001,male,j45|e78,6,,no\n"
-        + f"carl@clinic.example,Carl,Poe,1990-03-04,MRN3,10002,male,,{secret_cell},,\n"
-        + f"{secret_cell},Dee,Doe,,,,,,,,\n"
-        + "eve@clinic.example,Eve,Moe\n"
-        + "fay@clinic.example,Fay,Kay,1960-01-01,MRN6,10003,unknown,,,,\n"
-        + "ann@clinic.example,Ann,Again,,,,,,,,\n"
-        + '"gil@clinic.example","Gil\nMulti",Line,,,,,,,,\n'
-        + "hal@clinic.example,Hal,Hay,03/04/1950,,,,,,,\n"
-        + "ivy@clinic.example,Ivy,Ivo,,,,,e11;zzz,,,maybe\n"
-    ).encode() + b"jo@clinic.example,J\xff\xfe,Bad,,,,,,,,\n" + b"kim@clinic.example,Kim,Kai,,,,,,,,\n"
+        (
+            HEADER
+            + "ann@clinic.example,Ann,Lee,1970-01-02,MRN1,02139,female,e11;i10,7.2,2024-01-05,yes\n"
+            + f"bob@clinic.example,{secret_name},Ray,1980-02-03,MRN2,10001,male,j45|e78,6,,no\n"
+            + f"carl@clinic.example,Carl,Poe,1990-03-04,MRN3,10002,male,,{secret_cell},,\n"
+            + f"{secret_cell},Dee,Doe,,,,,,,,\n"
+            + "eve@clinic.example,Eve,Moe\n"
+            + "fay@clinic.example,Fay,Kay,1960-01-01,MRN6,10003,unknown,,,,\n"
+            + "ann@clinic.example,Ann,Again,,,,,,,,\n"
+            + '"gil@clinic.example","Gil\nMulti",Line,,,,,,,,\n'
+            + "hal@clinic.example,Hal,Hay,03/04/1950,,,,,,,\n"
+            + "ivy@clinic.example,Ivy,Ivo,,,,,e11;zzz,,,maybe\n"
+        ).encode()
+        + b"jo@clinic.example,J\xff\xfe,Bad,,,,,,,,\n"
+        + b"kim@clinic.example,Kim,Kai,,,,,,,,\n"
+    )
     job, errors, result = run_file(runtime, clinic, write_csv(content))
 
     assert result.outcome == JobStatus.COMPLETED
@@ -94,8 +96,10 @@ def test_good_rows_import_and_bad_rows_are_reported_by_line_and_column(
 
 def test_us_dates_and_an_explicit_mapping(runtime, clinic, write_csv):
     content = "E-Mail,DOB,Seen,Notes\nzed@clinic.example,3/4/1950,12/31/2023,anything\n"
-    mapping = {"columns": {"DOB": "birth_date", "Seen": "last_visit", "Notes": None},
-               "date_format": "us"}
+    mapping = {
+        "columns": {"DOB": "birth_date", "Seen": "last_visit", "Notes": None},
+        "date_format": "us",
+    }
     job, errors, _ = run_file(runtime, clinic, write_csv(content), mapping=mapping)
     assert errors == [] and job.created == 1
     zed = contacts_by_email(runtime, clinic)["zed@clinic.example"]
