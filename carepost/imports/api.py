@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -166,14 +167,20 @@ async def _receive_multipart(request: Request, upload: _Upload, boundary: bytes)
         },
     )
     async for piece in request.stream():
-        parser.write(piece)
+        try:
+            parser.write(piece)
+        except MultipartParseError:
+            raise ValidationFailed("the multipart body is malformed", field="body") from None
         if file_pieces:
             if upload.job_id is None:
                 await upload.start()
             for data in file_pieces:
                 await upload.write(data)
             file_pieces.clear()
-    parser.finalize()
+    try:
+        parser.finalize()
+    except MultipartParseError:
+        raise ValidationFailed("the multipart body is malformed", field="body") from None
     if upload.job_id is None:
         raise ValidationFailed(
             "send the file as the form's 'file' part, after match and mapping", field="file"

@@ -115,6 +115,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.suppression(fuzz_tenant),
         objects.contact_list(fuzz_tenant),
         objects.audit_event(fuzz_tenant),
+        objects.import_job(fuzz_tenant),
     ):
         ids |= target.params
     return ids
