@@ -1,8 +1,10 @@
 """``python -m bench`` (``make bench``): runs carepost's benchmarks.
 
 Each benchmark prints ``<name> <metric>=<value>`` lines. Run one by name
-(``python -m bench contacts_batch``) or all without arguments. They use the
-engine in ``CAREPOST_DATABASE_URL`` (SQLite in a temporary directory when unset).
+(``python -m bench contacts_batch``) or all without arguments; options after a
+name go to that benchmark (``python -m bench csv_import --rows 1000000``). They
+use the engine in ``CAREPOST_DATABASE_URL`` (SQLite in a temporary directory
+when unset).
 """
 
 from __future__ import annotations
@@ -10,19 +12,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import contacts_batch
+from bench import contacts_batch, csv_import
 
-BENCHMARKS: dict[str, Callable[[], object]] = {"contacts_batch": contacts_batch.run}
+BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
+    "contacts_batch": lambda _options: contacts_batch.run(),
+    "csv_import": csv_import.run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = (argv if argv is not None else sys.argv[1:]) or sorted(BENCHMARKS)
+    args = argv if argv is not None else sys.argv[1:]
+    split = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
+    names, options = args[:split], args[split:]
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
         return 2
-    for name in names:
-        BENCHMARKS[name]()
+    for name in names or sorted(BENCHMARKS):
+        BENCHMARKS[name](options)
     return 0
 
 
