@@ -40,7 +40,8 @@ from carepost.imports.sources import RowError
 DATE_FORMATS = ("iso", "us")
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _US_DATE = re.compile(r"^(\d{1,2})[/-](\d{1,2})[/-](\d{4})$")
-_INTEGER = re.compile(r"^[+-]?\d+$")
+_CANONICAL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_INTEGER = re.compile(r"[+-]?\d+")
 _MULTI_SEPARATOR = re.compile(r"[;|]")
 _TRUE = frozenset({"yes", "y", "true", "t", "1"})
 _FALSE = frozenset({"no", "n", "false", "f", "0"})
@@ -63,6 +64,8 @@ def _date(date_format: str) -> Coerce:
     message = "use a date as YYYY-MM-DD" + (" or MM/DD/YYYY" if us else "")
 
     def coerce(text: str) -> str:
+        if _CANONICAL_DATE.fullmatch(text):
+            return text  # the common case, already canonical
         found = _ISO_DATE.match(text)
         if found:
             year, month, day = found.groups()
@@ -77,7 +80,7 @@ def _date(date_format: str) -> Coerce:
 
 
 def _number(text: str) -> int | float:
-    if _INTEGER.match(text):
+    if _INTEGER.fullmatch(text):
         return int(text)
     try:
         value = float(text)
@@ -98,6 +101,8 @@ def _boolean(text: str) -> bool:
 
 
 def _choices(text: str) -> list[str]:
+    if ";" not in text and "|" not in text:
+        return [text]
     return [part.strip() for part in _MULTI_SEPARATOR.split(text) if part.strip()]
 
 
@@ -182,6 +187,16 @@ class _Rule:
     coerce: Coerce
 
 
+# Where a field's value goes in an upsert item.
+_TOP, _EXTERNAL_IDS, _CUSTOM = 0, 1, 2
+
+
+def _slot(field: str) -> int:
+    if field in STANDARD_FIELDS or field in ATTRIBUTES:
+        return _TOP
+    return _EXTERNAL_IDS if field in IDENTIFIER_KINDS else _CUSTOM
+
+
 class RowMapper:
     """Turns the cells of one record into an upsert item, for one header and mapping."""
 
@@ -190,6 +205,16 @@ class RowMapper:
         self.width = width
         self.match = match
         self.column_of = {field_pointer(rule.field): rule.column for rule in rules}
+        self._plan = tuple(
+            (
+                rule.index,
+                rule.column,
+                rule.field,
+                _slot(rule.field),
+                None if rule.coerce is _text else rule.coerce,
+            )
+            for rule in rules
+        )
         match_rules = [rule for rule in rules if rule.field == match]
         self.match_index = match_rules[0].index if match_rules else -1
 
@@ -209,24 +234,27 @@ class RowMapper:
         return text.lower() if self.match == "email" else text
 
     def item(self, cells: Sequence[str]) -> tuple[dict[str, Any], list[RowError]]:
+        """The upsert item of one record (this runs for every row: kept lean)."""
         item: dict[str, Any] = {}
+        external: dict[str, Any] = {}
+        custom: dict[str, Any] = {}
         errors: list[RowError] = []
-        for rule in self.rules:
-            text = cells[rule.index].strip()
+        targets = (item, external, custom)
+        for index, column, field, slot, coerce in self._plan:
+            text = cells[index].strip()
             if not text:
                 continue
-            try:
-                value = rule.coerce(text)
-            except CellError as failed:
-                errors.append(RowError(rule.column, str(failed)))
-                continue
-            field = rule.field
-            if field in STANDARD_FIELDS or field in ATTRIBUTES:
-                item[field] = value
-            elif field in IDENTIFIER_KINDS:
-                item.setdefault("external_ids", {})[field] = value
-            else:
-                item.setdefault("custom", {})[field] = value
+            if coerce is not None:
+                try:
+                    text = coerce(text)
+                except CellError as failed:
+                    errors.append(RowError(column, str(failed)))
+                    continue
+            targets[slot][field] = text
+        if external:
+            item["external_ids"] = external
+        if custom:
+            item["custom"] = custom
         return item, errors
 
 
