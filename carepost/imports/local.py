@@ -21,7 +21,8 @@ from carepost.core.errors import Conflict
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.imports import service
-from carepost.imports.runner import JobRunner, Progress, RunResult
+from carepost.imports.runner import JobRunner, Progress, RunResult, check_file_start
+from carepost.imports.storage import CHUNK_BYTES
 
 LOCAL_OWNER = f"cli:{socket.gethostname()[:40]}:{os.getpid()}"
 
@@ -63,6 +64,10 @@ def start_local_import(
             source="local",
             file_size=path.stat().st_size,
         )
+        # A header that does not fit the mapping is refused now, with its pointers,
+        # rather than failing the job a moment later.
+        with path.open("rb") as stream:
+            check_file_start(session, job, stream.read(CHUNK_BYTES))
         service.record_created(session, job, actor)
         service.take_lease(job, LOCAL_OWNER, utcnow())
         return job.id

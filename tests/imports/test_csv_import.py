@@ -124,11 +124,28 @@ def test_reimporting_the_same_file_changes_nothing(runtime, clinic, write_csv):
         (b"name,zip\nAnn,1\n", "match key"),
     ],
 )
-def test_a_file_without_a_usable_header_fails_the_job(runtime, clinic, write_csv, content, reason):
-    job, errors, result = run_file(runtime, clinic, write_csv(content))
+def test_a_file_without_a_usable_header_is_refused(runtime, clinic, write_csv, content, reason):
+    _row, keys = clinic
+    with pytest.raises(ValidationFailed) as caught:
+        local.start_local_import(
+            runtime, keys, write_csv(content), format="csv", mapping={}, match="email",
+            actor=SYSTEM,
+        )  # fmt: skip
+    assert reason in caught.value.detail
+
+
+def test_a_file_that_changed_under_a_job_fails_it(runtime, clinic, write_csv):
+    _row, keys = clinic
+    path = write_csv(HEADER + "ann@clinic.example,Ann,Lee,,,,,,,,\n")
+    job_id = local.start_local_import(
+        runtime, keys, path, format="csv", mapping={}, match="email", actor=SYSTEM
+    )
+    path.write_bytes(b"name,zip\nAnn,1\n")
+    result = local.run_local_import(runtime, keys, job_id, path)
+    with runtime.bound_session(keys) as session:
+        job = service.get_job(session, keys.tenant_id, job_id)
     assert result.outcome == JobStatus.FAILED == job.status
-    assert reason in job.failure
-    assert errors == []
+    assert "match key" in job.failure
 
 
 def test_a_mapping_naming_unknown_fields_is_refused_with_pointers(runtime, clinic, write_csv):
