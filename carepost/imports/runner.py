@@ -260,6 +260,8 @@ class JobRunner:
                 if deadline is not None and time.monotonic() >= deadline:
                     self._release()
                     return result
+        except Conflict:
+            raise  # concurrent writers, retried already: the job is taken up again later
         except CarepostError as failed:
             # A file problem found mid-way (a resumed file that is shorter, say).
             return self._fail(failed.detail, actor)
