@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from carepost.audit.models import AuditEvent
 from carepost.audit.service import SYSTEM
-from carepost.core.errors import ValidationFailed
+from carepost.core.errors import Conflict, ValidationFailed
 from carepost.imports import local, service
 from carepost.imports.models import ImportJob, JobStatus
 from tests.canaries import phi_value
@@ -201,3 +201,37 @@ def test_job_creation_and_completion_are_audited_with_counts_only(runtime, clini
     assert actions == ["import.created", "import.completed"]
     assert "'created': 1" in details
     assert secret not in details and "amy@" not in details
+
+
+@pytest.mark.parametrize("stop", ["cancel", "pause"])
+def test_a_job_cancelled_or_paused_while_running_stops_before_its_next_batch(
+    runtime, clinic, write_csv, stop
+):
+    rows = "".join(f"s{n}@clinic.example,First{n},Last,,,,,,,,\n" for n in range(20))
+    path = write_csv(HEADER + rows)
+    _row, keys = clinic
+    job_id = local.start_local_import(
+        runtime, keys, path, format="csv", mapping={}, match="email", actor=SYSTEM
+    )
+
+    def stop_after_first_batch(_progress) -> None:
+        with runtime.bound_session(keys) as session:
+            action = service.cancel_job if stop == "cancel" else service.pause_job
+            action(session, keys.tenant_id, job_id, actor=SYSTEM)
+
+    runner = local.JobRunner(
+        runtime, keys, job_id, owner=local.LOCAL_OWNER, progress=stop_after_first_batch
+    )
+    runner.batch_rows = 5
+    result = runner.run(path.open("rb"))
+    assert result.outcome == ("cancelled" if stop == "cancel" else "paused")
+    assert contact_count(runtime, clinic) == 5
+    if stop == "pause":
+        with runtime.bound_session(keys) as session:
+            service.resume_job(session, keys.tenant_id, job_id, actor=SYSTEM)
+        local.resume_local_import(runtime, keys, job_id, path)
+        assert local.run_local_import(runtime, keys, job_id, path).outcome == "completed"
+        assert contact_count(runtime, clinic) == 20
+    else:
+        with pytest.raises(Conflict):
+            local.resume_local_import(runtime, keys, job_id, path)
