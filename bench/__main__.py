@@ -2,9 +2,9 @@
 
 Each benchmark prints ``<name> <metric>=<value>`` lines. Run one by name
 (``python -m bench contacts_batch``) or all without arguments; options after the
-names go to the benchmarks that take them (``python -m bench segment_count --scale
-100000``). They use the
-engine in ``CAREPOST_DATABASE_URL`` (SQLite in a temporary directory when unset).
+names go to the benchmarks named (``python -m bench csv_import --rows 1000000``,
+``python -m bench segment_count --scale 100000``). They use the engine in
+``CAREPOST_DATABASE_URL`` (SQLite in a temporary directory when unset).
 """
 
 from __future__ import annotations
@@ -12,27 +12,25 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import contacts_batch, segment_count
+from bench import contacts_batch, csv_import, segment_count
 
-BENCHMARKS: dict[str, Callable[..., object]] = {
-    "contacts_batch": contacts_batch.run,
+BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
+    "contacts_batch": lambda _options: contacts_batch.run(),
+    "csv_import": csv_import.run,
     "segment_count": segment_count.run,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    first_option = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
-    names, options = args[:first_option] or sorted(BENCHMARKS), args[first_option:]
+    split = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
+    names, options = args[:split], args[split:]
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
         return 2
-    for name in names:
-        if options:
-            BENCHMARKS[name](options)
-        else:
-            BENCHMARKS[name]()
+    for name in names or sorted(BENCHMARKS):
+        BENCHMARKS[name](options)
     return 0
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 from carepost.accounts import tasks as accounts_tasks
 from carepost.audit import tasks as audit_tasks
 from carepost.core.worker import JobRegistry
+from carepost.imports import tasks as imports_tasks
 
 
 def all_jobs() -> JobRegistry:
     registry = JobRegistry()
     accounts_tasks.register_jobs(registry)
     audit_tasks.register_jobs(registry)
+    imports_tasks.register_jobs(registry)
     return registry

@@ -434,7 +434,7 @@ COMMANDS = [
     ("serve",), ("worker",), ("migrate",), ("demo",), ("tenant", "create"), ("tenant", "list"),
     ("user", "create"), ("user", "list"), ("user", "reset-mfa"), ("api-key", "create"),
     ("keys", "rotate"), ("keys", "destroy-retired"), ("keys", "remove-master"),
-    ("audit", "verify"), ("audit", "export"), ("config", "check"),
+    ("audit", "verify"), ("audit", "export"), ("config", "check"), ("contacts", "import"),
 ]  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
+from carepost.imports.api import router as imports_router
 from carepost.segments.api import router as segments_router
 from carepost.tenancy.api import router as tenancy_router
 from carepost.web.pages import install_console
@@ -55,6 +56,7 @@ def api_router() -> APIRouter:
     router.include_router(lists_router)
     router.include_router(events_router)
     router.include_router(consent_router)
+    router.include_router(imports_router)
     router.include_router(segments_router)
     return router
 
@@ -109,5 +111,6 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         RequestGuard,
         max_body_bytes=runtime.settings.max_request_bytes,
         hsts=runtime.settings.base_url.startswith("https://"),
+        upload_limits={f"{API_PREFIX}/imports": runtime.settings.max_import_bytes},
     )
     return app

@@ -53,9 +53,13 @@ async def read_credentials(request: Request) -> Credentials:
     bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
     csrf = request.headers.get(CSRF_HEADER)
     content_type = request.headers.get("content-type", "")
+    # API calls send the token in the header: their bodies (a multi-gigabyte import
+    # upload, say) are streamed by the route, never parsed (and spooled) here.
     if (
         csrf is None
+        and bearer is None
         and request.method not in SAFE_METHODS
+        and not request.url.path.startswith("/api/")
         and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
     ):
         form = await request.form()

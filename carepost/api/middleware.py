@@ -52,10 +52,19 @@ def route_template(scope: Scope) -> str:
 class RequestGuard:
     """Assigns a request id, enforces the body size limit, adds headers, logs and counts."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, hsts: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        hsts: bool,
+        upload_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.hsts = hsts
+        # POST paths that stream big bodies (import uploads), with their own limit.
+        self.upload_limits = upload_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,9 +75,12 @@ class RequestGuard:
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}
         headers = dict(scope.get("headers") or [])
+        limit = self.max_body_bytes
+        if scope["method"] == "POST":
+            limit = self.upload_limits.get(scope["path"], limit)
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._too_large(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit)
             self._finish(scope, 413, started, request_id)
             return
         received = 0
@@ -79,12 +91,12 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # Answer 413 here and let the application see the client leave:
                     # an exception raised from receive() would be turned into a 400
                     # by the framework's body parsing.
                     if not status_holder["started"]:
-                        await self._too_large(guarded_send)
+                        await self._too_large(guarded_send, limit)
                     too_large = True
                     status_holder["status"] = 413
                     return {"type": "http.disconnect"}
@@ -113,12 +125,12 @@ class RequestGuard:
             self._finish(scope, int(status_holder["status"]), started, request_id)
             structlog.contextvars.unbind_contextvars("request_id")
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         body = (
             b'{"type":"https://carepost.dev/problems/request-too-large",'
             b'"title":"Request too large",'
             b'"status":413,"detail":"the request body exceeds '
-            + str(self.max_body_bytes).encode()
+            + str(limit).encode()
             + b' bytes"}'
         )
         await send(

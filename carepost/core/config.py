@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     log_file: Path | None = None
 
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Import uploads (POST /api/v1/imports) stream into the database, so they may be big.
+    max_import_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024)
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
 

@@ -349,6 +349,55 @@ class Objects:
 
         return Target({"event_id": str(event_id)}, snapshot, {"hash": event_hash})
 
+    def import_job(self, tenant: TenantPair) -> Target:
+        """A queued CSV import with its uploaded file (one sealed chunk) and one row
+        error; the snapshot covers its state, its chunks and its errors."""
+        from carepost.imports import service as imports
+        from carepost.imports.models import ImportChunk, ImportJob, ImportRowError
+
+        tenant_row, keys = tenant
+        email = f"{phi_value('mail').lower()}@example.org"
+        with self.runtime.bound_session(keys) as session:
+            job = imports.create_job(
+                session, tenant_row.id, format="csv", mapping={}, match="email", actor=SYSTEM
+            )
+            body = f"email\n{email}\nnot-an-email\n".encode()
+            session.add(
+                ImportChunk(
+                    tenant_id=tenant_row.id, job_id=job.id, seq=0, size=len(body), data=body
+                )
+            )
+            session.add(
+                ImportRowError(
+                    tenant_id=tenant_row.id,
+                    job_id=job.id,
+                    line=3,
+                    column="email",
+                    reason="not a valid email address",
+                )
+            )
+            imports.queue_upload(session, job, file_size=len(body), actor=SYSTEM)
+            job_id = job.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(ImportJob, job_id)
+                if found is None:
+                    return None
+                chunks = session.scalar(
+                    select(func.count())
+                    .select_from(ImportChunk)
+                    .where(ImportChunk.job_id == job_id)
+                )
+                errors = session.scalar(
+                    select(func.count())
+                    .select_from(ImportRowError)
+                    .where(ImportRowError.job_id == job_id)
+                )
+                return (found.status, found.position, found.rows_read, chunks, errors)
+
+        return Target({"job_id": str(job_id)}, snapshot, {"email": email})
+
     def audit_count(self, tenant: TenantPair) -> int:
         with self.runtime.database.session() as session:
             return int(

@@ -74,6 +74,14 @@ def _suppression_csv() -> dict[str, Any]:
     return {"file": ("list.csv", f"address\n{_new_address()}\n".encode(), "text/csv")}
 
 
+def _import_csv() -> dict[str, Any]:
+    # The options before the file, as the streamed upload wants them.
+    return {
+        "match": (None, "email"),
+        "file": ("people.csv", f"email\n{_new_address()}\n".encode(), "text/csv"),
+    }
+
+
 def _new_event_body() -> dict[str, Any]:
     return {
         "items": [
@@ -196,6 +204,15 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
         CONTACT_READERS,
         Call("segment_snapshot"),
     ),
+    RouteKey("GET", f"{V1}/imports"): (CONTACT_READERS, Call()),
+    RouteKey("POST", f"{V1}/imports"): (CONTACT_WRITERS, Call(files=_import_csv)),
+    RouteKey("GET", f"{V1}/imports/{{job_id}}"): (CONTACT_READERS, Call("import_job")),
+    RouteKey("GET", f"{V1}/imports/{{job_id}}/errors"): (CONTACT_READERS, Call("import_job")),
+    RouteKey("GET", f"{V1}/imports/{{job_id}}/errors.csv"): (
+        CONTACT_READERS,
+        Call("import_job"),
+    ),
+    RouteKey("POST", f"{V1}/imports/{{job_id}}/cancel"): (CONTACT_WRITERS, Call("import_job")),
     RouteKey("GET", f"{V1}/audit/events"): (AUDIT_READERS, Call()),
     RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): (AUDIT_READERS, Call("audit_event")),
     RouteKey("GET", f"{V1}/audit/export"): (AUDIT_READERS, Call()),

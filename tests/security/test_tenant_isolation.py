@@ -92,6 +92,10 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("GET", f"{V1}/segments/{{segment_id}}/snapshots/{{snapshot_id}}"): RouteCase(
         "segment_snapshot"
     ),
+    RouteKey("GET", f"{V1}/imports/{{job_id}}"): RouteCase("import_job"),
+    RouteKey("GET", f"{V1}/imports/{{job_id}}/errors"): RouteCase("import_job"),
+    RouteKey("GET", f"{V1}/imports/{{job_id}}/errors.csv"): RouteCase("import_job"),
+    RouteKey("POST", f"{V1}/imports/{{job_id}}/cancel"): RouteCase("import_job"),
 }
 
 
@@ -440,6 +444,30 @@ def _check_segment_create(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_import_list(world: World) -> None:
+    target = world.target("import_job")
+    listed = _all_pages(world, f"{V1}/imports")
+    assert target.params["job_id"] not in {item["id"] for item in listed}
+
+
+def _check_import_upload(world: World) -> None:
+    # A's upload of B's contact's address makes A's own job; B's job is untouched.
+    target = world.target("import_job")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    response = world.client.post(
+        f"{V1}/imports",
+        params={"match": "email"},
+        content=f"email\n{target.facts['email']}\n".encode(),
+        headers={**world.a_headers, "content-type": "text/csv"},
+    )
+    assert response.status_code == 202
+    assert response.json()["id"] != target.params["job_id"]
+    assert target.facts["email"] not in response.text
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 def _check_segment_preview(world: World) -> None:
     # B's contacts are never counted in A, and B's list is unknown in A.
     target = world.target("segment")
@@ -458,6 +486,8 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/segments"): _check_segment_list,
     RouteKey("POST", f"{V1}/segments"): _check_segment_create,
     RouteKey("POST", f"{V1}/segments/preview"): _check_segment_preview,
+    RouteKey("GET", f"{V1}/imports"): _check_import_list,
+    RouteKey("POST", f"{V1}/imports"): _check_import_upload,
     RouteKey("POST", f"{V1}/lists"): _check_list_create,
     RouteKey("POST", f"{V1}/events"): _check_event_post,
     RouteKey("GET", f"{V1}/topics"): _check_topic_list,

@@ -1,6 +1,6 @@
 """segments: saved segments, snapshots of their members, the campaign events index
 
-Revision ID: 0005_segments
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-23 15:00:00.000000
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_segments"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,382 @@
+"""Running an import job: read records from a source, upsert them in batches, resumably.
+
+Each batch is one transaction that upserts its contacts (through
+:func:`carepost.contacts.upserts.upsert_contacts`, the same path as the REST
+batch API), writes the errors of its records and moves the job's position and
+counts past them. A crash (even ``kill -9``) therefore loses at most the batch in
+flight, which is read again from the last committed position when the job is
+resumed: no row is skipped, none counted twice, and the upserts are idempotent.
+
+Before committing, the batch re-reads the job under a row lock and gives up if
+the job was cancelled or paused, if another worker took it over (an expired
+lease), or if its position moved: two workers never both commit the same rows.
+
+Sources are chosen by the job's ``format`` in :data:`SOURCES`; a source is a
+function ``(stream, start, plan) -> OpenedSource`` that reads the file as a
+stream from its beginning and yields records after ``start``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from carepost.audit.service import Actor
+from carepost.contacts import custom_fields, stages
+from carepost.contacts.prepare import IDENTIFIER_KINDS, prepare_contact
+from carepost.contacts.upserts import upsert_contacts
+from carepost.contacts.values import FieldSpec
+from carepost.core.database import utcnow
+from carepost.core.errors import CarepostError, Conflict, ValidationFailed
+from carepost.core.logging import get_logger
+from carepost.core.runtime import Runtime
+from carepost.crypto.keyring import TenantKeys
+from carepost.imports import service
+from carepost.imports.csv_source import CsvReader, csv_rows
+from carepost.imports.mapping import plan_rows
+from carepost.imports.models import ImportJob, ImportRowError, JobStatus
+from carepost.imports.sources import RowError, SourceRow
+
+BATCH_ROWS = 5000
+# Errors kept per job: past this, rows are still counted as errored but not listed.
+MAX_STORED_ERRORS = 100_000
+CONFLICT_RETRIES = 3
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What a source needs besides the file: the job's mapping and the tenant's fields."""
+
+    mapping: Mapping[str, Any]
+    match: str
+    schema: Mapping[str, FieldSpec]
+    stages: Collection[str]
+
+
+@dataclass
+class OpenedSource:
+    rows: Iterator[SourceRow]
+    # The source's name (CSV column, FHIR path) for an upsert error's pointer.
+    column_for: Callable[[str], str] = lambda pointer: pointer
+
+
+Source = Callable[[BinaryIO, int, ImportPlan], OpenedSource]
+
+
+def open_csv(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
+    reader = CsvReader(stream, start=start)
+    mapper = plan_rows(reader.header, plan.mapping, plan.schema, match=plan.match)
+    return OpenedSource(csv_rows(reader, mapper), mapper.column_for)
+
+
+# One line per format. FHIR plugs in as:
+#   "fhir": lambda stream, start, _plan: OpenedSource(fhir.iter_fhir(stream, start=start)),
+SOURCES: dict[str, Source] = {
+    "csv": open_csv,
+}
+
+
+def load_plan(session: Session, job: ImportJob) -> ImportPlan:
+    return ImportPlan(
+        job.mapping,
+        job.match,
+        custom_fields.load_schema(session, job.tenant_id),
+        stages.stage_keys(session, job.tenant_id),
+    )
+
+
+def check_file_start(session: Session, job: ImportJob, first_bytes: bytes) -> None:
+    """Refuse an upload whose beginning the source cannot read (a CSV header that is
+    missing, not UTF-8, or without the mapped columns) before it is queued."""
+    SOURCES[job.format](io.BytesIO(first_bytes), 0, load_plan(session, job))
+
+
+@dataclass
+class Progress:
+    """Where a job stands after a batch (for the command line's progress bar)."""
+
+    position: int
+    file_size: int
+    rows_read: int
+    errored: int
+
+
+@dataclass
+class RunResult:
+    """How a run of a job ended: ``completed``, ``failed``, ``cancelled``, ``paused``,
+    ``lost`` (another worker holds it now) or ``yielded`` (out of time or batches)."""
+
+    outcome: str
+    rows: int = 0
+    batches: int = 0
+
+
+@dataclass
+class _Batch:
+    rows: list[SourceRow]
+    items: list[dict[str, Any]] = field(default_factory=list)
+    item_lines: list[int] = field(default_factory=list)
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # line, column, reason
+    errored_rows: int = 0
+
+
+def _match_text(item: Mapping[str, Any], match: str) -> str:
+    value = (
+        (item.get("external_ids") or {}).get(match)
+        if match in IDENTIFIER_KINDS
+        else item.get(match)
+    )
+    if not isinstance(value, str):
+        return ""
+    text = value.strip()
+    return text.lower() if match == "email" else text
+
+
+def _other_errors(
+    row: SourceRow, plan: ImportPlan, column_for: Callable[[str], str], now: datetime
+) -> list[RowError]:
+    """The checks the upsert would make, on the rest of a row that already failed, so
+    that its report names every bad column at once."""
+    if row.item is None:
+        return []
+    try:
+        prepare_contact(row.item, schema=plan.schema, stages=plan.stages, now=now)
+    except ValidationFailed as failed:
+        reported = {error.column for error in row.errors}
+        found = [RowError(column_for(error.field), error.message) for error in failed.errors]
+        return [error for error in found if error.column not in reported]
+    return []
+
+
+def _split(rows: list[SourceRow], plan: ImportPlan, column_for: Callable[[str], str]) -> _Batch:
+    """Items to upsert, and the errors found before any write (including a key seen
+    twice in the batch: the first row wins, the others are reported)."""
+    match = plan.match
+    batch = _Batch(rows)
+    seen: dict[str, int] = {}
+    now = utcnow()
+    for row in rows:
+        if row.errors or row.item is None:
+            batch.errored_rows += 1
+            errors = [*row.errors, *_other_errors(row, plan, column_for, now)]
+            errors = errors or [RowError("", "this record cannot be read")]
+            batch.errors += [(row.line, error.column, error.reason) for error in errors]
+            continue
+        key = _match_text(row.item, match)
+        if key and key in seen:
+            batch.errored_rows += 1
+            batch.errors.append(
+                (row.line, "", f"the same {match} as line {seen[key]}: import each contact once")
+            )
+            continue
+        if key:
+            seen[key] = row.line
+        batch.items.append(row.item)
+        batch.item_lines.append(row.line)
+    return batch
+
+
+def _batches(rows: Iterator[SourceRow], size: int) -> Iterator[list[SourceRow]]:
+    batch: list[SourceRow] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def job_actor(job: ImportJob) -> Actor:
+    return Actor(job.created_by_type or "system", job.created_by_id, f"import job {job.id}")
+
+
+class JobRunner:
+    """Runs one job that ``owner`` holds the lease of, over its file as a stream."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        keys: TenantKeys,
+        job_id: uuid.UUID,
+        *,
+        owner: str,
+        batch_rows: int = BATCH_ROWS,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.keys = keys
+        self.job_id = job_id
+        self.owner = owner
+        self.batch_rows = batch_rows
+        self.progress = progress
+
+    def _load(self) -> tuple[ImportJob, ImportPlan]:
+        with self.runtime.bound_session(self.keys) as session:
+            job = service.get_job(session, self.keys.tenant_id, self.job_id)
+            return job, load_plan(session, job)
+
+    def run(
+        self,
+        stream: BinaryIO,
+        *,
+        max_batches: int | None = None,
+        deadline: float | None = None,
+    ) -> RunResult:
+        """Import from the job's position until the file ends, the job is stopped, or
+        ``max_batches``/``deadline`` (``time.monotonic``) is reached.
+
+        ``stream`` is the whole file from its first byte (the source skips to the
+        job's position itself); it is closed on return."""
+        job, plan = self._load()
+        actor = job_actor(job)
+        result = RunResult("yielded")
+        try:
+            try:
+                opened = SOURCES[job.format](stream, job.position, plan)
+            except CarepostError as failed:
+                return self._fail(failed.detail, actor)
+            position = job.position
+            for rows in _batches(opened.rows, self.batch_rows):
+                outcome = self._commit(rows, position, plan, opened, actor)
+                if outcome is not None:
+                    result.outcome = outcome
+                    return result
+                position = rows[-1].position
+                result.rows += len(rows)
+                result.batches += 1
+                if max_batches is not None and result.batches >= max_batches:
+                    return result
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._release()
+                    return result
+        except Conflict:
+            raise  # concurrent writers, retried already: the job is taken up again later
+        except CarepostError as failed:
+            # A file problem found mid-way (a resumed file that is shorter, say).
+            return self._fail(failed.detail, actor)
+        finally:
+            stream.close()
+        result.outcome = self._complete(position, actor)
+        return result
+
+    def _check(self, session: Session, position: int) -> tuple[ImportJob | None, str | None]:
+        job = session.execute(
+            select(ImportJob).where(ImportJob.id == self.job_id).with_for_update()
+        ).scalar_one()
+        if job.status in (JobStatus.CANCELLED, JobStatus.PAUSED, JobStatus.FAILED):
+            return None, job.status
+        if job.lease_owner != self.owner or job.position != position:
+            return None, "lost"
+        return job, None
+
+    def _commit(
+        self,
+        rows: list[SourceRow],
+        position: int,
+        plan: ImportPlan,
+        opened: OpenedSource,
+        actor: Actor,
+    ) -> str | None:
+        batch = _split(rows, plan, opened.column_for)
+        progress: Progress | None = None
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                with self.runtime.bound_session(self.keys) as session:
+                    job, stopped = self._check(session, position)
+                    if job is None:
+                        return stopped
+                    self._write(session, job, batch, opened, actor)
+                    progress = Progress(job.position, job.file_size, job.rows_read, job.errored)
+                break
+            except Conflict:
+                # Another writer touched the same contacts: the batch rolled back whole.
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+        if self.progress is not None and progress is not None:
+            self.progress(progress)
+        return None
+
+    def _write(
+        self,
+        session: Session,
+        job: ImportJob,
+        batch: _Batch,
+        opened: OpenedSource,
+        actor: Actor,
+    ) -> None:
+        now = utcnow()
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
+        errors = list(batch.errors)
+        errored = batch.errored_rows
+        if batch.items:
+            results = upsert_contacts(
+                session, self.keys, batch.items, match=job.match, actor=actor, now=now
+            )
+            for result in results:
+                if result.status == "error":
+                    errored += 1
+                    line = batch.item_lines[result.index]
+                    errors += [
+                        (line, opened.column_for(error.field), error.message)
+                        for error in result.errors
+                    ]
+                else:
+                    counts[result.status] += 1
+        if errors and job.errored < MAX_STORED_ERRORS:
+            errors.sort()
+            session.execute(
+                insert(ImportRowError),
+                [
+                    {
+                        "tenant_id": job.tenant_id,
+                        "job_id": job.id,
+                        "line": line,
+                        "column": column[:200],
+                        "reason": reason[:500],
+                    }
+                    for line, column, reason in errors
+                ],
+            )
+        job.position = batch.rows[-1].position
+        job.rows_read += len(batch.rows)
+        job.created += counts["created"]
+        job.updated += counts["updated"]
+        job.unchanged += counts["unchanged"]
+        job.errored += errored
+        job.updated_at = now
+        job.lease_expires_at = now + service.LEASE
+
+    def _release(self) -> None:
+        """Out of time: let any worker (this one included) pick the job up again."""
+        with self.runtime.bound_session(self.keys) as session:
+            job = session.get(ImportJob, self.job_id)
+            if job is not None and job.lease_owner == self.owner:
+                job.lease_owner, job.lease_expires_at = "", None
+
+    def _complete(self, position: int, actor: Actor) -> str:
+        with self.runtime.bound_session(self.keys) as session:
+            job, stopped = self._check(session, position)
+            if job is None:
+                return stopped or "lost"
+            service.end_job(session, job, JobStatus.COMPLETED, actor=actor)
+        log.info("import.completed", job_id=str(self.job_id))
+        return JobStatus.COMPLETED
+
+    def _fail(self, reason: str, actor: Actor) -> RunResult:
+        with self.runtime.bound_session(self.keys) as session:
+            job = session.get(ImportJob, self.job_id)
+            if job is not None and job.status not in JobStatus.ENDED:
+                service.end_job(session, job, JobStatus.FAILED, actor=actor, failure=reason)
+        log.info("import.failed", job_id=str(self.job_id))
+        return RunResult(JobStatus.FAILED)
