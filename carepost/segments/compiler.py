@@ -207,10 +207,13 @@ class _Compiler:
     # --- lists, consent, suppression, events -------------------------------------------
 
     def list_members(self, node: ListCondition) -> Select[Any]:
+        # No tenant condition here: the list id was checked to be the tenant's when
+        # the rule was parsed, the outer query keeps ``contacts.tenant_id = :t``, and
+        # without it the partial index (list_id, contact_id) answers alone (covering),
+        # instead of reading every membership row for its tenant column.
         return select(ListMembership.contact_id).where(
             ListMembership.list_id == node.list_id,
             ListMembership.left_at.is_(None),
-            ListMembership.tenant_id == self.tenant_id,
         )
 
     def consent(self, node: ConsentCondition, negated: bool) -> ColumnElement[bool]:
