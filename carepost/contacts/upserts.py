@@ -33,9 +33,11 @@ from carepost.contacts.models import Contact
 from carepost.contacts.prepare import (
     IDENTIFIER_KINDS,
     MATCH_KEYS,
+    PreparationContext,
+    PreparedBatch,
     PreparedContact,
     match_pointer,
-    prepare_contact,
+    prepare_batch,
 )
 from carepost.contacts.values import FieldSpec, merge_custom
 from carepost.core.database import new_id, utcnow
@@ -45,6 +47,7 @@ from carepost.crypto.keyring import TenantKeys
 MAX_BATCH = 10_000
 CONTACT_TABLE: Table = Contact.__table__  # type: ignore[assignment]
 IDENTIFIER_TABLE = sync.IDENTIFIER_TABLE
+CONTACT_COLUMNS = tuple(column.name for column in CONTACT_TABLE.c)
 # Columns an upsert may write (everything but id, tenant and created_at).
 STANDARD_NAMES = tuple(STANDARD_FIELDS)
 INDEX_COLUMNS = {
@@ -189,6 +192,13 @@ def _changed_row(
     return row
 
 
+def load_context(session: Session, tenant_id: uuid.UUID) -> PreparationContext:
+    """The tenant's fields and stages, to check a batch against (:func:`prepare_batch`)."""
+    return PreparationContext(
+        custom_fields.load_schema(session, tenant_id), stages.stage_keys(session, tenant_id)
+    )
+
+
 def upsert_contacts(
     session: Session,
     keys: TenantKeys,
@@ -199,21 +209,49 @@ def upsert_contacts(
     now: datetime | None = None,
 ) -> list[ItemResult]:
     """Create or update each item, matched on ``match``; one result per item, in order."""
+    _check_request(match, len(items))
+    context = load_context(session, keys.tenant_id)
+    batch = prepare_batch(items, context, now=now or utcnow())
+    return _upsert(session, keys, batch, match=match, actor=actor)
+
+
+def upsert_prepared(
+    session: Session, keys: TenantKeys, batch: PreparedBatch, *, match: str, actor: audit.Actor
+) -> list[ItemResult]:
+    """:func:`upsert_contacts` for a batch checked beforehand by :func:`prepare_batch`
+    (an import prepares the next batch in a worker process while this one writes).
+
+    The same results, writes and audit as :func:`upsert_contacts` with the raw items;
+    a batch checked against fields or stages that changed since is refused (409), to
+    be prepared again.
+    """
+    _check_request(match, len(batch.items))
+    if load_context(session, keys.tenant_id) != batch.context:
+        raise Conflict(
+            "the contact fields or journey stages changed while this batch was prepared; "
+            "prepare it again"
+        )
+    return _upsert(session, keys, batch, match=match, actor=actor)
+
+
+def _check_request(match: str, size: int) -> None:
     if match not in MATCH_KEYS:
         raise ValidationFailed(f"match on one of {', '.join(MATCH_KEYS)}", field="match")
-    if len(items) > MAX_BATCH:
+    if size > MAX_BATCH:
         raise ValidationFailed(f"a batch holds at most {MAX_BATCH} items", field="items")
-    now = now or utcnow()
+
+
+def _upsert(
+    session: Session, keys: TenantKeys, batch: PreparedBatch, *, match: str, actor: audit.Actor
+) -> list[ItemResult]:
+    now = batch.now
     tenant_id = keys.tenant_id
-    schema = custom_fields.load_schema(session, tenant_id)
-    known_stages = stages.stage_keys(session, tenant_id)
-    results = [ItemResult(index, "error") for index in range(len(items))]
+    schema = batch.context.schema
+    results = [ItemResult(index, "error") for index in range(len(batch.items))]
     pending: list[_Item] = []
-    for index, raw in enumerate(items):
-        try:
-            prepared = prepare_contact(raw, schema=schema, stages=known_stages, now=now)
-        except ValidationFailed as failed:
-            results[index].errors = failed.errors
+    for index, prepared in enumerate(batch.items):
+        if not isinstance(prepared, PreparedContact):
+            results[index].errors = prepared
             continue
         value = prepared.match_value(match)
         if not value:
@@ -231,7 +269,7 @@ def upsert_contacts(
         owner = owners.get(item.match_token)
         if owner is not None:
             item.target_id, item.existing = owner, stored[owner]
-    pending = _drop_identifier_conflicts(session, keys, pending, results)
+    pending = _drop_identifier_conflicts(session, keys, pending, results, {match: owners})
 
     try:
         with session.begin_nested():
@@ -282,17 +320,25 @@ def _drop_duplicate_keys(
 
 
 def _drop_identifier_conflicts(
-    session: Session, keys: TenantKeys, pending: list[_Item], results: list[ItemResult]
+    session: Session,
+    keys: TenantKeys,
+    pending: list[_Item],
+    results: list[ItemResult],
+    known: Mapping[str, Mapping[str, uuid.UUID]],
 ) -> list[_Item]:
     """Refuse items that would take a unique identifier another contact holds, in the
-    database or in another item of the batch."""
+    database or in another item of the batch. ``known``: owners already looked up
+    (the match key's), by claim."""
     claims: dict[str, dict[str, list[_Item]]] = {}
     for item in pending:
         for claim, token in item.claims.items():
             claims.setdefault(claim, {}).setdefault(token, []).append(item)
     bad: dict[int, FieldError] = {}
     for claim, by_token in claims.items():
-        owners = _owners(session, keys.tenant_id, claim, list(by_token))
+        if claim in known:
+            owners = known[claim]
+        else:
+            owners = _owners(session, keys.tenant_id, claim, list(by_token))
         label = claim.replace("_", " ")
         pointer = match_pointer(claim)
         for token, claimants in by_token.items():
@@ -368,10 +414,14 @@ def _write(
                     stage_changes.append(
                         (item.target_id, changed["journey_stage"], item.existing["journey_stage"])
                     )
-            item.prepared.identifiers = new_ids
-        if item.prepared.identifiers:
-            identifier_changes.append((result.id, item.prepared.identifiers))
-    sync.insert_rows(session, CONTACT_TABLE, inserts)
+            if new_ids:  # the prepared item stays as it was: a batch may be sent again
+                identifier_changes.append((item.target_id, new_ids))
+    sync.write_rows(
+        session,
+        CONTACT_TABLE,
+        CONTACT_COLUMNS,
+        [[row[name] for name in CONTACT_COLUMNS] for row in inserts],
+    )
     if updates:
         columns = [c.name for c in CONTACT_TABLE.c if c.name not in ("id", "tenant_id")]
         # executemany: the SET clause comes from the keys of the parameter sets.
