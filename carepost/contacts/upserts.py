@@ -48,6 +48,7 @@ MAX_BATCH = 10_000
 CONTACT_TABLE: Table = Contact.__table__  # type: ignore[assignment]
 IDENTIFIER_TABLE = sync.IDENTIFIER_TABLE
 CONTACT_COLUMNS = tuple(column.name for column in CONTACT_TABLE.c)
+UPDATE_COLUMNS = tuple(name for name in CONTACT_COLUMNS if name not in ("id", "tenant_id"))
 # Columns an upsert may write (everything but id, tenant and created_at).
 STANDARD_NAMES = tuple(STANDARD_FIELDS)
 INDEX_COLUMNS = {
@@ -369,7 +370,7 @@ def _write(
     now: datetime,
 ) -> None:
     inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    updates: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
     # Side rows of created contacts are only inserted; those of updated ones replaced.
     new_tokens: list[tuple[uuid.UUID, Any, Any]] = []
     retokenize: list[tuple[uuid.UUID, Any, Any]] = []
@@ -404,7 +405,7 @@ def _write(
             result.status = "updated"
             if changed is not None:
                 changed["updated_at"] = now
-                updates.append(changed)
+                updates.append((item.existing, changed))
                 if (changed["custom"], changed["birth_date"]) != (
                     item.existing["custom"],
                     item.existing["birth_date"],
@@ -422,15 +423,30 @@ def _write(
         CONTACT_COLUMNS,
         [[row[name] for name in CONTACT_COLUMNS] for row in inserts],
     )
-    if updates:
-        columns = [c.name for c in CONTACT_TABLE.c if c.name not in ("id", "tenant_id")]
-        # executemany: the SET clause comes from the keys of the parameter sets.
-        statement = update(CONTACT_TABLE).where(CONTACT_TABLE.c.id == bindparam("row_id"))
-        rows = [{"row_id": row["id"], **{name: row[name] for name in columns}} for row in updates]
-        for part in sync.chunks(rows, 5000):
-            session.connection().execute(statement, list(part))
+    _update_rows(session, updates)
     sync.replace_identifiers(session, keys, new_identifiers, created=True)
     sync.replace_identifiers(session, keys, identifier_changes)
     sync.replace_tokens(session, keys, schema, new_tokens, created=True)
     sync.replace_tokens(session, keys, schema, retokenize)
     sync.record_stage_changes(session, keys.tenant_id, stage_changes, at=now)
+
+
+def _update_rows(
+    session: Session, updates: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+) -> None:
+    """UPDATE each (stored, changed) contact: one executemany per set of changed columns.
+
+    An import changes the same few columns of every row, so this is one or two
+    statements, and the PHI that did not change is not sealed again.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for stored, row in updates:
+        changed = tuple(name for name in UPDATE_COLUMNS if row[name] != stored[name])
+        groups.setdefault(changed, []).append(
+            {"row_id": row["id"], **{name: row[name] for name in changed}}
+        )
+    # executemany: the SET clause comes from the keys of the parameter sets.
+    statement = update(CONTACT_TABLE).where(CONTACT_TABLE.c.id == bindparam("row_id"))
+    for rows in groups.values():
+        for part in sync.chunks(rows, 5000):
+            session.connection().execute(statement, list(part))
