@@ -5,8 +5,10 @@ Each item is checked on its own; an invalid item, an item whose key repeats in
 the batch, or one that would take another contact's unique identifier gets its
 own error while the others apply. The writes are a bounded number of statements
 whatever the batch size: one SELECT per identifier kind to resolve keys, one
-executemany INSERT for new contacts, one executemany UPDATE for changed ones,
-then the side tables (:mod:`carepost.contacts.sync`). Sending the same batch
+bulk write for new contacts (COPY on PostgreSQL, :func:`carepost.contacts.sync.write_rows`),
+one executemany UPDATE per set of changed columns, then the side tables
+(:mod:`carepost.contacts.sync`). Checking the items (:func:`prepare_batch`) may
+happen beforehand, in another process (:func:`upsert_prepared`). Sending the same batch
 twice changes nothing the second time (every item comes back ``unchanged``).
 
 Audit: one ``contact.batch_upsert`` event per batch with counts and field names.
@@ -264,6 +266,7 @@ def _upsert(
         pending.append(_Item(index, prepared, claims[match], claims))
 
     pending = _drop_duplicate_keys(pending, results, match)
+    sync.refresh_statistics(session, [CONTACT_TABLE, IDENTIFIER_TABLE, sync.TOKEN_TABLE])
     owners = _owners(session, tenant_id, match, [item.match_token for item in pending])
     stored = _load_rows(session, tenant_id, list(owners.values()))
     for item in pending:

@@ -31,8 +31,24 @@ LABEL_CHARS = "abcXYZ019-"
 LOCAL_CHARS = "aZ09._+-!#$%&'*/=?^`{|}~\"(),:;<>[\\] é"
 labels = st.text(alphabet=LABEL_CHARS, min_size=0, max_size=70)
 tlds = st.sampled_from(
-    ["org", "COM", "io", "test", "local", "localhost", "onion", "invalid", "arpa", "x", "1a",
-     "a1", "xn--p1ai", "co", "Museum", "d-e"]
+    [
+        "org",
+        "COM",
+        "io",
+        "test",
+        "local",
+        "localhost",
+        "onion",
+        "invalid",
+        "arpa",
+        "x",
+        "1a",
+        "a1",
+        "xn--p1ai",
+        "co",
+        "Museum",
+        "d-e",
+    ]
 )
 addresses = st.builds(
     lambda local, domain, tld, pad: f"{pad}{local}@{'.'.join([*domain, tld])}{pad}",
