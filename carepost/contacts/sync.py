@@ -1,8 +1,8 @@
 """Keeping the side tables of contacts in step, set-based: tokens, identifiers, stages.
 
 Each function takes many contacts at once and issues a bounded number of
-statements (a DELETE per chunk of ids, one bulk write: :func:`write_rows`), so a batch of 10,000
-contacts costs a handful of round trips, not 10,000. They run inside the
+statements (a DELETE per chunk of ids, one bulk write: :func:`write_rows`), so a
+batch of 10,000 contacts costs a handful of round trips, not 10,000. They run inside the
 caller's transaction: the contact rows and their tokens commit together.
 
 Contacts created in the same unit of work have no side rows yet, so the callers
