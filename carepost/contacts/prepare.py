@@ -3,12 +3,16 @@
 Pure apart from reading nothing: the caller passes the tenant's field schema and
 stages. Errors name the field relative to the item (``birth_date``,
 ``custom/weight``, ``external_ids/mrn``); the API prefixes the item's pointer.
+
+:func:`prepare_batch` checks a whole batch against a :class:`PreparationContext`;
+it needs no database and no keys, so an import can run it in worker processes
+while the previous batch is written (see :func:`carepost.contacts.upserts.upsert_prepared`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -88,6 +92,43 @@ def _attribute(name: str, raw: Any, stages: Collection[str]) -> str | None:
     if name == "timezone" and raw not in _time_zones():
         raise ValidationFailed("use an IANA time zone, e.g. America/Chicago", field=name)
     return raw
+
+
+@dataclass(frozen=True)
+class PreparationContext:
+    """What checking a contact needs of its tenant: the custom fields and the stages."""
+
+    schema: Mapping[str, FieldSpec]
+    stages: frozenset[str]
+
+
+@dataclass
+class PreparedBatch:
+    """A batch checked ahead of its write: per item, the prepared contact or its errors.
+
+    Picklable and free of keys (it holds the plaintext values: keep it in memory,
+    between processes of the same host). ``context`` is what it was checked against:
+    the write refuses a batch whose tenant changed its fields or stages since.
+    """
+
+    context: PreparationContext
+    now: datetime
+    items: list[PreparedContact | list[FieldError]]
+
+
+def prepare_batch(
+    items: Sequence[Mapping[str, Any]], context: PreparationContext, *, now: datetime
+) -> PreparedBatch:
+    """Check and normalize every item of a batch (errors are kept per item)."""
+    prepared: list[PreparedContact | list[FieldError]] = []
+    for raw in items:
+        try:
+            prepared.append(
+                prepare_contact(raw, schema=context.schema, stages=context.stages, now=now)
+            )
+        except ValidationFailed as failed:
+            prepared.append(failed.errors)
+    return PreparedBatch(context, now, prepared)
 
 
 def prepare_contact(

@@ -5,8 +5,10 @@ Each item is checked on its own; an invalid item, an item whose key repeats in
 the batch, or one that would take another contact's unique identifier gets its
 own error while the others apply. The writes are a bounded number of statements
 whatever the batch size: one SELECT per identifier kind to resolve keys, one
-executemany INSERT for new contacts, one executemany UPDATE for changed ones,
-then the side tables (:mod:`carepost.contacts.sync`). Sending the same batch
+bulk write for new contacts (COPY on PostgreSQL, :func:`carepost.contacts.sync.write_rows`),
+one executemany UPDATE per set of changed columns, then the side tables
+(:mod:`carepost.contacts.sync`). Checking the items (:func:`prepare_batch`) may
+happen beforehand, in another process (:func:`upsert_prepared`). Sending the same batch
 twice changes nothing the second time (every item comes back ``unchanged``).
 
 Audit: one ``contact.batch_upsert`` event per batch with counts and field names.
@@ -33,9 +35,11 @@ from carepost.contacts.models import Contact
 from carepost.contacts.prepare import (
     IDENTIFIER_KINDS,
     MATCH_KEYS,
+    PreparationContext,
+    PreparedBatch,
     PreparedContact,
     match_pointer,
-    prepare_contact,
+    prepare_batch,
 )
 from carepost.contacts.values import FieldSpec, merge_custom
 from carepost.core.database import new_id, utcnow
@@ -45,6 +49,8 @@ from carepost.crypto.keyring import TenantKeys
 MAX_BATCH = 10_000
 CONTACT_TABLE: Table = Contact.__table__  # type: ignore[assignment]
 IDENTIFIER_TABLE = sync.IDENTIFIER_TABLE
+CONTACT_COLUMNS = tuple(column.name for column in CONTACT_TABLE.c)
+UPDATE_COLUMNS = tuple(name for name in CONTACT_COLUMNS if name not in ("id", "tenant_id"))
 # Columns an upsert may write (everything but id, tenant and created_at).
 STANDARD_NAMES = tuple(STANDARD_FIELDS)
 INDEX_COLUMNS = {
@@ -189,6 +195,13 @@ def _changed_row(
     return row
 
 
+def load_context(session: Session, tenant_id: uuid.UUID) -> PreparationContext:
+    """The tenant's fields and stages, to check a batch against (:func:`prepare_batch`)."""
+    return PreparationContext(
+        custom_fields.load_schema(session, tenant_id), stages.stage_keys(session, tenant_id)
+    )
+
+
 def upsert_contacts(
     session: Session,
     keys: TenantKeys,
@@ -199,21 +212,49 @@ def upsert_contacts(
     now: datetime | None = None,
 ) -> list[ItemResult]:
     """Create or update each item, matched on ``match``; one result per item, in order."""
+    _check_request(match, len(items))
+    context = load_context(session, keys.tenant_id)
+    batch = prepare_batch(items, context, now=now or utcnow())
+    return _upsert(session, keys, batch, match=match, actor=actor)
+
+
+def upsert_prepared(
+    session: Session, keys: TenantKeys, batch: PreparedBatch, *, match: str, actor: audit.Actor
+) -> list[ItemResult]:
+    """:func:`upsert_contacts` for a batch checked beforehand by :func:`prepare_batch`
+    (an import prepares the next batch in a worker process while this one writes).
+
+    The same results, writes and audit as :func:`upsert_contacts` with the raw items;
+    a batch checked against fields or stages that changed since is refused (409), to
+    be prepared again.
+    """
+    _check_request(match, len(batch.items))
+    if load_context(session, keys.tenant_id) != batch.context:
+        raise Conflict(
+            "the contact fields or journey stages changed while this batch was prepared; "
+            "prepare it again"
+        )
+    return _upsert(session, keys, batch, match=match, actor=actor)
+
+
+def _check_request(match: str, size: int) -> None:
     if match not in MATCH_KEYS:
         raise ValidationFailed(f"match on one of {', '.join(MATCH_KEYS)}", field="match")
-    if len(items) > MAX_BATCH:
+    if size > MAX_BATCH:
         raise ValidationFailed(f"a batch holds at most {MAX_BATCH} items", field="items")
-    now = now or utcnow()
+
+
+def _upsert(
+    session: Session, keys: TenantKeys, batch: PreparedBatch, *, match: str, actor: audit.Actor
+) -> list[ItemResult]:
+    now = batch.now
     tenant_id = keys.tenant_id
-    schema = custom_fields.load_schema(session, tenant_id)
-    known_stages = stages.stage_keys(session, tenant_id)
-    results = [ItemResult(index, "error") for index in range(len(items))]
+    schema = batch.context.schema
+    results = [ItemResult(index, "error") for index in range(len(batch.items))]
     pending: list[_Item] = []
-    for index, raw in enumerate(items):
-        try:
-            prepared = prepare_contact(raw, schema=schema, stages=known_stages, now=now)
-        except ValidationFailed as failed:
-            results[index].errors = failed.errors
+    for index, prepared in enumerate(batch.items):
+        if not isinstance(prepared, PreparedContact):
+            results[index].errors = prepared
             continue
         value = prepared.match_value(match)
         if not value:
@@ -225,13 +266,14 @@ def upsert_contacts(
         pending.append(_Item(index, prepared, claims[match], claims))
 
     pending = _drop_duplicate_keys(pending, results, match)
+    sync.refresh_statistics(session, [CONTACT_TABLE, IDENTIFIER_TABLE, sync.TOKEN_TABLE])
     owners = _owners(session, tenant_id, match, [item.match_token for item in pending])
     stored = _load_rows(session, tenant_id, list(owners.values()))
     for item in pending:
         owner = owners.get(item.match_token)
         if owner is not None:
             item.target_id, item.existing = owner, stored[owner]
-    pending = _drop_identifier_conflicts(session, keys, pending, results)
+    pending = _drop_identifier_conflicts(session, keys, pending, results, {match: owners})
 
     try:
         with session.begin_nested():
@@ -282,17 +324,25 @@ def _drop_duplicate_keys(
 
 
 def _drop_identifier_conflicts(
-    session: Session, keys: TenantKeys, pending: list[_Item], results: list[ItemResult]
+    session: Session,
+    keys: TenantKeys,
+    pending: list[_Item],
+    results: list[ItemResult],
+    known: Mapping[str, Mapping[str, uuid.UUID]],
 ) -> list[_Item]:
     """Refuse items that would take a unique identifier another contact holds, in the
-    database or in another item of the batch."""
+    database or in another item of the batch. ``known``: owners already looked up
+    (the match key's), by claim."""
     claims: dict[str, dict[str, list[_Item]]] = {}
     for item in pending:
         for claim, token in item.claims.items():
             claims.setdefault(claim, {}).setdefault(token, []).append(item)
     bad: dict[int, FieldError] = {}
     for claim, by_token in claims.items():
-        owners = _owners(session, keys.tenant_id, claim, list(by_token))
+        if claim in known:
+            owners = known[claim]
+        else:
+            owners = _owners(session, keys.tenant_id, claim, list(by_token))
         label = claim.replace("_", " ")
         pointer = match_pointer(claim)
         for token, claimants in by_token.items():
@@ -323,7 +373,7 @@ def _write(
     now: datetime,
 ) -> None:
     inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    updates: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
     # Side rows of created contacts are only inserted; those of updated ones replaced.
     new_tokens: list[tuple[uuid.UUID, Any, Any]] = []
     retokenize: list[tuple[uuid.UUID, Any, Any]] = []
@@ -358,7 +408,7 @@ def _write(
             result.status = "updated"
             if changed is not None:
                 changed["updated_at"] = now
-                updates.append(changed)
+                updates.append((item.existing, changed))
                 if (changed["custom"], changed["birth_date"]) != (
                     item.existing["custom"],
                     item.existing["birth_date"],
@@ -368,19 +418,38 @@ def _write(
                     stage_changes.append(
                         (item.target_id, changed["journey_stage"], item.existing["journey_stage"])
                     )
-            item.prepared.identifiers = new_ids
-        if item.prepared.identifiers:
-            identifier_changes.append((result.id, item.prepared.identifiers))
-    sync.insert_rows(session, CONTACT_TABLE, inserts)
-    if updates:
-        columns = [c.name for c in CONTACT_TABLE.c if c.name not in ("id", "tenant_id")]
-        # executemany: the SET clause comes from the keys of the parameter sets.
-        statement = update(CONTACT_TABLE).where(CONTACT_TABLE.c.id == bindparam("row_id"))
-        rows = [{"row_id": row["id"], **{name: row[name] for name in columns}} for row in updates]
-        for part in sync.chunks(rows, 5000):
-            session.connection().execute(statement, list(part))
+            if new_ids:  # the prepared item stays as it was: a batch may be sent again
+                identifier_changes.append((item.target_id, new_ids))
+    sync.write_rows(
+        session,
+        CONTACT_TABLE,
+        CONTACT_COLUMNS,
+        [[row[name] for name in CONTACT_COLUMNS] for row in inserts],
+    )
+    _update_rows(session, updates)
     sync.replace_identifiers(session, keys, new_identifiers, created=True)
     sync.replace_identifiers(session, keys, identifier_changes)
     sync.replace_tokens(session, keys, schema, new_tokens, created=True)
     sync.replace_tokens(session, keys, schema, retokenize)
     sync.record_stage_changes(session, keys.tenant_id, stage_changes, at=now)
+
+
+def _update_rows(
+    session: Session, updates: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+) -> None:
+    """UPDATE each (stored, changed) contact: one executemany per set of changed columns.
+
+    An import changes the same few columns of every row, so this is one or two
+    statements, and the PHI that did not change is not sealed again.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for stored, row in updates:
+        changed = tuple(name for name in UPDATE_COLUMNS if row[name] != stored[name])
+        groups.setdefault(changed, []).append(
+            {"row_id": row["id"], **{name: row[name] for name in changed}}
+        )
+    # executemany: the SET clause comes from the keys of the parameter sets.
+    statement = update(CONTACT_TABLE).where(CONTACT_TABLE.c.id == bindparam("row_id"))
+    for rows in groups.values():
+        for part in sync.chunks(rows, 5000):
+            session.connection().execute(statement, list(part))

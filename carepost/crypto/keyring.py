@@ -20,7 +20,6 @@ up a version added by a rotation (:mod:`carepost.crypto.rotation`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import struct
@@ -44,6 +43,8 @@ from carepost.crypto.models import TenantKey
 FORMAT_V1 = 0x01
 HEADER = struct.Struct(">BI")
 NONCE_BYTES = 12
+# Bucket tokens remembered per TenantKeys (see TenantKeys.bucket_token): about 10 MB.
+BUCKET_TOKEN_MEMO = 50_000
 
 
 def _wrap_context(tenant_id: uuid.UUID, kind: str, version: int) -> bytes:
@@ -59,6 +60,8 @@ class TenantKeys:
     active_version: int
     index_key: bytes
     _ciphers: dict[int, AESGCM] = field(default_factory=dict, repr=False)
+    _aads: dict[tuple[str, int], bytes] = field(default_factory=dict, repr=False)
+    _bucket_tokens: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:  # never print key material
         return f"TenantKeys(tenant_id={self.tenant_id}, versions={sorted(self.data_keys)})"
@@ -76,7 +79,13 @@ class TenantKeys:
         return cipher
 
     def _aad(self, label: str, version: int) -> bytes:
-        return f"carepost|{self.tenant_id}|{label}|v{version}".encode()
+        # Built once per label and version: a bulk write seals hundreds of thousands of values.
+        aad = self._aads.get((label, version))
+        if aad is None:
+            aad = self._aads[label, version] = (
+                f"carepost|{self.tenant_id}|{label}|v{version}".encode()
+            )
+        return aad
 
     def encrypt(self, label: str, plaintext: bytes, *, version: int | None = None) -> bytes:
         version = self.active_version if version is None else version
@@ -95,8 +104,23 @@ class TenantKeys:
 
     def blind_index(self, label: str, value: str) -> str:
         """A keyed, deterministic token for equality lookups without storing the value."""
-        digest = hmac.new(self.index_key, f"{label}\x00{value}".encode(), hashlib.sha256)
-        return digest.hexdigest()[:40]
+        # hmac.digest is the one-shot (OpenSSL) form of hmac.new(...).digest(): same bytes.
+        return hmac.digest(self.index_key, f"{label}\x00{value}".encode(), "sha256").hex()[:40]
+
+    def bucket_token(self, label: str, bucket: str) -> str:
+        """:meth:`blind_index` of a segmentation bucket, remembered for this unit of work.
+
+        Buckets repeat across contacts (a condition code, a gender, a day, an A1c of
+        7.2), so a batch computes each HMAC once. The memo is bounded and holds only
+        what the token table stores anyway; it goes away with the keys.
+        """
+        key = (label, bucket)
+        token = self._bucket_tokens.get(key)
+        if token is None:
+            if len(self._bucket_tokens) >= BUCKET_TOKEN_MEMO:
+                self._bucket_tokens.clear()
+            token = self._bucket_tokens[key] = self.blind_index(label, bucket)
+        return token
 
 
 def sealed_header(version: int) -> bytes:

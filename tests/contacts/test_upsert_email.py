@@ -1,0 +1,98 @@
+"""The fast path of email normalization gives exactly what email-validator gives."""
+
+from __future__ import annotations
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from carepost.contacts.fields import _plain_email, normalize_email
+from carepost.core.errors import ValidationFailed
+
+
+def reference_normalize(value: str) -> str | None:
+    """normalize_email before the fast path: email-validator alone (None: refused)."""
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return checked.normalized.lower()
+
+
+def ours(value: str) -> str | None:
+    try:
+        return normalize_email(value)
+    except ValidationFailed:
+        return None
+
+
+LABEL_CHARS = "abcXYZ019-"
+LOCAL_CHARS = "aZ09._+-!#$%&'*/=?^`{|}~\"(),:;<>[\\] é"
+labels = st.text(alphabet=LABEL_CHARS, min_size=0, max_size=70)
+tlds = st.sampled_from(
+    [
+        "org",
+        "COM",
+        "io",
+        "test",
+        "local",
+        "localhost",
+        "onion",
+        "invalid",
+        "arpa",
+        "x",
+        "1a",
+        "a1",
+        "xn--p1ai",
+        "co",
+        "Museum",
+        "d-e",
+    ]
+)
+addresses = st.builds(
+    lambda local, domain, tld, pad: f"{pad}{local}@{'.'.join([*domain, tld])}{pad}",
+    st.one_of(
+        st.text(alphabet="aZ09._+-", min_size=0, max_size=70),
+        st.text(alphabet=LOCAL_CHARS, min_size=0, max_size=70),
+    ),
+    st.lists(labels, min_size=0, max_size=4),
+    tlds,
+    st.sampled_from(["", " ", "\t", "\u00a0"]),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(addresses)
+@example("Pat@Example.org")
+@example("a" * 64 + "@example.org")
+@example("a" * 65 + "@example.org")
+@example("a@" + "b" * 63 + ".org")
+@example("a@" + "b" * 64 + ".org")
+@example("a@xn--bcher-kva.example")
+@example("ab@cd--ef.org")
+@example("a@b.test")
+def test_structured_addresses_normalize_like_email_validator(address):
+    assert ours(address) == reference_normalize(address)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=LOCAL_CHARS + LABEL_CHARS + "@.", max_size=40))
+def test_any_text_normalizes_like_email_validator(text):
+    assert ours(text) == reference_normalize(text)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["patient1@example.org", "first.last+tag@mail.example-clinic.com", "A_B@X.ORG"],
+)
+def test_everyday_addresses_take_the_fast_path(address):
+    assert _plain_email(address)
+    assert normalize_email(address) == reference_normalize(address)
+
+
+@pytest.mark.parametrize(
+    "address", ["a@b.test", "a@xn--bcher-kva.example", "a..b@example.org", "é@example.org"]
+)
+def test_unusual_addresses_go_to_email_validator(address):
+    assert not _plain_email(address)
