@@ -3,6 +3,10 @@
 Each benchmark prints ``<name> <metric>=<value>`` lines. Run one by name
 (``python -m bench contacts_batch``) or all without arguments. They use the
 engine in ``CAREPOST_DATABASE_URL`` (SQLite in a temporary directory when unset).
+
+Commands with options of their own run alone: ``python -m bench datagen
+--contacts 1000000 --events 10000000 --seed 1 [--database URL]`` builds (or
+reuses) the benchmark data set (bench/datagen.py).
 """
 
 from __future__ import annotations
@@ -10,13 +14,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import contacts_batch
+from bench import contacts_batch, datagen
 
 BENCHMARKS: dict[str, Callable[[], object]] = {"contacts_batch": contacts_batch.run}
+# Commands that take their own arguments: ``python -m bench <name> --option ...``.
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"datagen": datagen.main}
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = (argv if argv is not None else sys.argv[1:]) or sorted(BENCHMARKS)
+    args = argv if argv is not None else sys.argv[1:]
+    if args and args[0] in COMMANDS:
+        return COMMANDS[args[0]](args[1:])
+    names = args or sorted(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
