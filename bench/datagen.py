@@ -545,6 +545,9 @@ def _existing(
                 kind_ids=dict(marker["event_kinds"]),
             )
         progress(f"datagen: replacing the tenant {slug!r} (another or an incomplete data set)")
+        # An interrupted PostgreSQL load leaves its indexes dropped; the cascade needs them.
+        for index in _deferred_indexes():
+            index.create(session.connection(), checkfirst=True)
         session.execute(delete(Tenant).where(Tenant.id == tenant.id))
     return None
 
