@@ -651,7 +651,7 @@ class _Builder:
         chunk = [
             person
             for number in range(block, (chunk_end - 1) // BLOCK + 1)
-            for person in people_block(dataset.seed, number)
+            for person in people_block(dataset.seed, number, chunk_end - number * BLOCK)
             if chunk_start <= person.index < chunk_end
         ]
         with bind_tenant_keys(self.keys):

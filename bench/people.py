@@ -336,18 +336,19 @@ def block_rng(seed: int, block: int, stream: str = "people") -> random.Random:
     return random.Random(f"carepost-bench:{seed}:{stream}:{block}")
 
 
-def people_block(seed: int, block: int) -> list[Person]:
-    """The ``BLOCK`` people of block number ``block``."""
+def people_block(seed: int, block: int, size: int = BLOCK) -> list[Person]:
+    """The first ``size`` people of block number ``block`` (each block draws its people
+    in order from its own generator, so a shorter block is a prefix of the full one)."""
     rng = block_rng(seed, block)
     start = block * BLOCK
-    return [_person(rng, start + offset, seed) for offset in range(BLOCK)]
+    return [_person(rng, start + offset, seed) for offset in range(min(size, BLOCK))]
 
 
 def people(seed: int, count: int, *, start: int = 0) -> Iterator[Person]:
     """People ``start`` .. ``start + count - 1``, one block in memory at a time."""
     end = start + count
     for block in range(start // BLOCK, (end - 1) // BLOCK + 1 if count else 0):
-        for person in people_block(seed, block):
+        for person in people_block(seed, block, end - block * BLOCK):
             if start <= person.index < end:
                 yield person
 
