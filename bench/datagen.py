@@ -12,8 +12,16 @@ types under the tenant's keys, blind indexes and segmentation tokens computed by
 :mod:`carepost.contacts.sync`, values normalized by
 :func:`carepost.contacts.values.normalize_custom` — but written in bulk:
 PostgreSQL ``COPY`` (psycopg 3), SQLite ``executemany`` in one transaction per
-chunk with relaxed pragmas. Memory stays flat: one chunk of people and their
-events at a time. ``ANALYZE`` runs at the end (autovacuum may be off).
+chunk with relaxed pragmas (see :func:`_bulk_mode` for the index and key-check
+shortcuts). Forked processes build the rows of the next chunks while this one
+writes; memory stays flat (a few chunks of 20,000 people and their events in
+flight). ``ANALYZE`` runs at the end (autovacuum may be off).
+
+Reproducible: person ``i`` is the same for a seed whatever the size asked for
+(:mod:`bench.people`); memberships, consent and events are the same for the same
+seed, contacts and events. Tenant keys are wrapped by the master key in
+``$CAREPOST_MASTER_KEY_FILE`` (``var/bench/master.key`` by default), which a
+reused data set needs again.
 
 What it holds (see :mod:`bench.people` for the distributions):
 
@@ -811,10 +819,17 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("CAREPOST_DATABASE_URL", "sqlite:///var/bench/datagen.db"),
         help="database URL (default: $CAREPOST_DATABASE_URL or var/bench/datagen.db)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="row-building processes (default: one per CPU)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     tenant_id, info = ensure_dataset(
-        args.database, contacts=args.contacts, events=args.events, seed=args.seed
+        args.database,
+        contacts=args.contacts,
+        events=args.events,
+        seed=args.seed,
+        workers=args.workers,
     )
     elapsed = time.perf_counter() - started
     print(
