@@ -1,10 +1,15 @@
 """``python -m bench`` (``make bench``): runs carepost's benchmarks.
 
-Each benchmark prints ``<name> <metric>=<value>`` lines. Run one by name
-(``python -m bench contacts_batch``) or all without arguments; options after the
-names go to the benchmarks named (``python -m bench csv_import --rows 1000000``,
-``python -m bench segment_count --scale 100000``). They use the engine in
-``CAREPOST_DATABASE_URL`` (SQLite in a temporary directory when unset).
+Each benchmark prints ``<name> <metric>=<value>`` lines, with the ratio to the
+target named in its issue. Run one by name (``python -m bench contacts_batch``)
+or all without arguments; options after the names go to the benchmarks named
+(``python -m bench csv_import --rows 1000000``, ``python -m bench segment_count
+--scale 100000``). They use the engine in ``CAREPOST_DATABASE_URL`` (SQLite in a
+temporary directory when unset).
+
+Commands with options of their own run alone: ``python -m bench datagen
+--contacts 1000000 --events 10000000 --seed 1 [--database URL]`` builds (or
+reuses) the benchmark data set (bench/datagen.py).
 """
 
 from __future__ import annotations
@@ -12,17 +17,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import contacts_batch, csv_import, segment_count
+from bench import contacts_batch, csv_import, datagen, segment_count
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "contacts_batch": lambda _options: contacts_batch.run(),
     "csv_import": csv_import.run,
     "segment_count": segment_count.run,
 }
+# Commands that take their own arguments: ``python -m bench <name> --option ...``.
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"datagen": datagen.main}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
+    if args and args[0] in COMMANDS:
+        return COMMANDS[args[0]](args[1:])
     split = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
     names, options = args[:split], args[split:]
     unknown = [name for name in names if name not in BENCHMARKS]

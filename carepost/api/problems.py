@@ -39,6 +39,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string", "description": "The path of the request"},
+        "merged_into": {
+            "type": "string",
+            "description": "contact-merged problems: the id of the contact it was merged into",
+        },
         "errors": {
             "type": "array",
             "description": "Each input at fault, located by a JSON Pointer",
@@ -64,8 +68,10 @@ def problem_response(
     errors: list[dict[str, str]] | None = None,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
+    body: dict[str, Any] = dict(extensions or {})
+    body |= {
         "type": TYPE_BASE + code,
         "title": title,
         "status": status,
@@ -127,12 +133,20 @@ async def _respond(
     *,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, str] | None = None,
 ) -> Response:
     page = console_error_page(request)
     if page is not None:
         return await page(request, status, title, detail, headers)
     return problem_response(
-        status, code, title, detail, errors=errors, instance=request.url.path, headers=headers
+        status,
+        code,
+        title,
+        detail,
+        errors=errors,
+        instance=request.url.path,
+        headers=headers,
+        extensions=extensions,
     )
 
 
@@ -150,6 +164,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.detail,
             errors=_field_errors(exc.errors),
             headers=headers,
+            extensions=exc.extensions,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
 from carepost.api.pagination import Page, decode_cursor, encode_cursor
-from carepost.contacts import custom_fields, service, sync, upserts
+from carepost.contacts import custom_fields, merge, service, sync, upserts
 from carepost.contacts.data_schemas import BatchOutcome, UpsertBatch, UpsertOne
 from carepost.contacts.fields import PHI_FIELDS
 from carepost.contacts.models import Contact
@@ -26,6 +26,8 @@ from carepost.contacts.schemas import (
     ContactCreate,
     ContactLookup,
     ContactMatches,
+    ContactMergeOut,
+    ContactMergeRequest,
     ContactOut,
     ContactUpdate,
 )
@@ -225,3 +227,26 @@ def delete_contact(contact_id: uuid.UUID, runtime: RuntimeDep, principal: Writer
             session, tenant_id=principal.tenant_id, contact_id=contact_id, actor=principal.actor
         )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{contact_id}/merge",
+    summary="Merge duplicates into this contact (the survivor); their ids then answer 404 "
+    "with merged_into",
+)
+def merge_contacts(
+    contact_id: uuid.UUID, body: ContactMergeRequest, runtime: RuntimeDep, principal: Writer
+) -> ContactMergeOut:
+    with runtime.bound_session(principal.keys) as session:
+        outcome = merge.merge_contacts(
+            session, principal.keys, contact_id, body.duplicate_ids, actor=principal.actor
+        )
+    # Ids, field names and counts only: nothing stored is disclosed, so no PHI view.
+    return ContactMergeOut(
+        survivor_id=outcome.survivor_id,
+        merged_ids=outcome.merged_ids,
+        filled=outcome.filled,
+        events=outcome.events,
+        consent_records=outcome.consent_records,
+        list_stints=outcome.list_stints,
+    )

@@ -139,3 +139,23 @@ class ContactStageHistory(IdMixin, TenantOwned, Base):
     stage: Mapped[str] = mapped_column(String(40))
     previous_stage: Mapped[str | None] = mapped_column(String(40), default=None)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ContactMerge(TenantOwned, Base):
+    """The tombstone of a contact merged into another (carepost.contacts.merge).
+
+    The merged contact is gone; this row lets a client holding its id learn where
+    its data went. It follows the survivor: merging the survivor in turn re-points
+    it, and deleting the survivor deletes it (the trail ends with the person's data).
+    """
+
+    __tablename__ = "contact_merges"
+    __table_args__ = (Index("ix_contact_merges_survivor", "survivor_id"),)
+
+    merged_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    survivor_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("contacts.id", ondelete="CASCADE")
+    )
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor_type: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str] = mapped_column(String(64), default="")

@@ -144,3 +144,23 @@ class ContactOut(BaseModel):
 
 class ContactMatches(BaseModel):
     items: list[ContactOut]
+
+
+class ContactMergeRequest(BaseModel):
+    """Duplicates to merge into the contact of the path (the survivor), in order of
+    preference: the first duplicate holding a value fills a blank of the survivor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    duplicate_ids: list[uuid.UUID] = Field(min_length=1, max_length=100)
+
+
+class ContactMergeOut(BaseModel):
+    """What a merge did (ids, field names and counts: no PHI)."""
+
+    survivor_id: uuid.UUID
+    merged_ids: list[uuid.UUID]
+    filled: list[str] = Field(description="Fields of the survivor filled from the duplicates")
+    events: int = Field(description="Events moved to the survivor")
+    consent_records: int = Field(description="Consent records moved to the survivor")
+    list_stints: int = Field(description="List memberships (stints) moved to the survivor")

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
 from carepost.audit import service as audit
+from carepost.contacts import merge
 from carepost.contacts.fields import INDEXED_FIELDS, STANDARD_FIELDS, IndexKind
 from carepost.contacts.models import Contact
 from carepost.core.database import new_id, utcnow
@@ -129,6 +130,9 @@ def get_contact(
         _contact_query(tenant_id, with_phi=with_phi).where(Contact.id == contact_id)
     )
     if contact is None:
+        survivor = merge.merged_into(session, tenant_id, contact_id)
+        if survivor is not None:
+            raise merge.ContactMerged(survivor)
         raise NotFound("no such contact")
     return contact
 

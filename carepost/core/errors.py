@@ -34,6 +34,8 @@ class CarepostError(Exception):
     ) -> None:
         self.detail = detail or (self.__doc__ or self.title).strip()
         self.errors: list[FieldError] = list(errors or [])
+        # Extension members of the problem document (RFC 9457 section 3.2): ids, never PHI.
+        self.extensions: dict[str, str] = {}
         if field is not None:
             self.errors.append(FieldError(field=field, message=self.detail))
         super().__init__(self.detail)

@@ -145,6 +145,29 @@ class Objects:
 
         return Target({"contact_id": str(contact_id)}, snapshot, values)
 
+    def duplicate_contacts(self, tenant: TenantPair) -> Target:
+        """Two contacts of one person: the path names the survivor, ``duplicate_id`` the
+        other; the snapshot covers both (a merge would delete the duplicate)."""
+        survivor = self.contact(tenant)
+        _tenant_row, keys = tenant
+        with self.runtime.bound_session(keys) as session:
+            duplicate = contacts.create_contact(
+                session,
+                keys,
+                values={"email": f"{phi_value('mail').lower()}@example.org"},
+                actor=SYSTEM,
+            )
+            duplicate_id = duplicate.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                row = session.get(Contact, duplicate_id)
+                duplicate = None if row is None else (row.email, row.updated_at)
+            return survivor.snapshot(), duplicate
+
+        facts = survivor.facts | {"duplicate_id": str(duplicate_id)}
+        return Target(survivor.params, snapshot, facts)
+
     def contact_field(self, tenant: TenantPair) -> Target:
         """A multi-choice PHI field that a contact holds values of."""
         tenant_row, keys = tenant

@@ -52,6 +52,8 @@ class Call:
     factory: str | None = None
     body: Callable[[], dict[str, Any]] | None = None
     files: Callable[[], dict[str, Any]] | None = None  # a multipart upload instead of JSON
+    # A body naming other objects the factory made (from the target's facts).
+    body_of: Callable[[Target], dict[str, Any]] | None = None
 
 
 def _new_user_body() -> dict[str, Any]:
@@ -137,6 +139,13 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
         Call("contact", lambda: {"last_name": "Renamed"}),
     ),
     RouteKey("DELETE", f"{V1}/contacts/{{contact_id}}"): (CONTACT_WRITERS, Call("contact")),
+    RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): (
+        CONTACT_WRITERS,
+        Call(
+            "duplicate_contacts",
+            body_of=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]},
+        ),
+    ),
     RouteKey("GET", f"{V1}/contact-fields"): (CONTACT_READERS, Call()),
     RouteKey("POST", f"{V1}/contact-fields"): (CONTACT_WRITERS, Call(body=_new_field_body)),
     RouteKey("GET", f"{V1}/contact-fields/{{field_id}}"): (CONTACT_READERS, Call("contact_field")),
@@ -278,6 +287,8 @@ def _call(client, objects: Objects, tenant: TenantPair, key: RouteKey, call: Cal
         target: Target = getattr(objects, call.factory)(tenant)
         path = path.format(**target.params)
     body = call.body() if call.body else None
+    if call.body_of is not None:
+        body = call.body_of(target)
     if call.files is not None:
         return client.request(key.method, path, files=call.files(), headers=headers)
     return client.request(key.method, path, json=body, headers=headers)

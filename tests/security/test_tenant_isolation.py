@@ -36,6 +36,8 @@ class RouteCase:
     factory: str
     json: dict[str, Any] | None = None
     form: dict[str, str] | None = None
+    # A body that names other objects of B (from the target's facts), instead of ``json``.
+    body: Callable[[Target], dict[str, Any]] | None = None
 
 
 # API routes with a path parameter, by (method, path template).
@@ -96,6 +98,10 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("GET", f"{V1}/imports/{{job_id}}/errors"): RouteCase("import_job"),
     RouteKey("GET", f"{V1}/imports/{{job_id}}/errors.csv"): RouteCase("import_job"),
     RouteKey("POST", f"{V1}/imports/{{job_id}}/cancel"): RouteCase("import_job"),
+    # B's survivor with B's own duplicate: only tenancy can refuse (A's own ids: test_merge).
+    RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): RouteCase(
+        "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
+    ),
 }
 
 
@@ -124,7 +130,8 @@ def _call(world: World, key: RouteKey, case: RouteCase, target: Target) -> Any:
         if "X-CSRF-Token" in headers:
             form["csrf_token"] = headers["X-CSRF-Token"]
         return world.client.request(key.method, path, data=form, headers=headers)
-    return world.client.request(key.method, path, json=case.json, headers=headers)
+    body = case.body(target) if case.body is not None else case.json
+    return world.client.request(key.method, path, json=body, headers=headers)
 
 
 def assert_isolated(world: World, key: RouteKey, case: RouteCase) -> None:
