@@ -157,9 +157,7 @@ def make_contact_objects(session: Any, tenant: tuple[Tenant, TenantKeys]) -> tup
     from carepost.contacts import service as contacts
 
     tenant_row, keys = tenant
-    contact = contacts.create_contact(
-        session, keys, values={"first_name": "Generic"}, actor=SYSTEM
-    )
+    contact = contacts.create_contact(session, keys, values={"first_name": "Generic"}, actor=SYSTEM)
     contact_list = lists.create_list(
         session, tenant_row.id, name=f"List {uuid.uuid4().hex[:6]}", description="", actor=SYSTEM
     )
