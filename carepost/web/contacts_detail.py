@@ -37,12 +37,13 @@ from carepost.contacts.models import Contact, ContactStageHistory, CustomField
 from carepost.core.database import utcnow
 from carepost.core.errors import ValidationFailed
 from carepost.web.console import Console, page, parse_id, templates
-from carepost.web.contacts_forms import consent_form_for, list_form_for
+from carepost.web.contacts_forms import consent_form_for, list_form_for, purpose_label
 from carepost.web.forms import BoundForm, Choice
 from carepost.web.tables import MASK
 
 router = APIRouter(include_in_schema=False)
 templates.env.globals["MASK"] = MASK
+templates.env.filters["purpose"] = purpose_label
 
 TIMELINE_PAGE = 25
 PHI_PERMISSION = "phi:read"
