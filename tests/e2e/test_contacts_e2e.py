@@ -100,7 +100,9 @@ def test_a_marketer_works_with_contacts(page: Page, live_server, practice, scree
     sign_in(page, tenant[0].slug, email, password)
 
     # Define a custom field; first a mistake, shown next to its field.
-    page.get_by_role("navigation", name="Console").get_by_role("link", name="Contact fields").click()
+    page.get_by_role("navigation", name="Console").get_by_role(
+        "link", name="Contact fields"
+    ).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Contact fields")
     open_disclosure(page, "Define a field")
     page.get_by_label("Label").fill("Conditions")
@@ -171,7 +173,9 @@ def test_a_marketer_works_with_contacts(page: Page, live_server, practice, scree
     expect(page.locator("#consent-history")).to_contain_text("granted")
 
     # Add to the list (HTMX), then load the rest of the timeline (HTMX).
-    page.locator("#lists").get_by_label("List", exact=True).select_option(label="Blood pressure check-in")
+    page.locator("#lists").get_by_label("List", exact=True).select_option(
+        label="Blood pressure check-in"
+    )
     page.get_by_role("button", name="Add to list").click()
     expect(page.locator("#messages")).to_contain_text("Added to “Blood pressure check-in”")
     expect(page.locator("#lists .membership")).to_contain_text("Blood pressure check-in")
