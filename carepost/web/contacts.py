@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from carepost.api.pagination import decode_cursor, encode_cursor
 from carepost.contacts import lists, service, stages
 from carepost.contacts.models import BUILT_IN_STAGES, Contact
-from carepost.core.errors import CarepostError, FieldError, ValidationFailed
+from carepost.core.errors import CarepostError, FieldError, NotFound, ValidationFailed
 from carepost.web.console import Console, form_data, page
 from carepost.web.forms import BoundForm, Choice, Field, FormData, FormSpec
 from carepost.web.tables import Column, Table
@@ -137,9 +137,19 @@ def list_choices(session: Session, tenant_id: uuid.UUID, limit: int = 500) -> li
 
 
 def _filter_form(console: Console, params: FormData) -> BoundForm:
+    tenant_id = console.principal.tenant_id
+    chosen = params.get("list")
     with console.session() as session:
-        stage_options = stage_choices(session, console.principal.tenant_id)
-        list_options = list_choices(session, console.principal.tenant_id)
+        stage_options = stage_choices(session, tenant_id)
+        list_options = list_choices(session, tenant_id)
+        if isinstance(chosen, str) and chosen not in {c.value for c in list_options}:
+            # A list beyond the first few hundred (linked from its own page) is still
+            # offered; an unknown id is refused by _read_filter.
+            try:
+                extra = lists.get_list(session, tenant_id, uuid.UUID(chosen))
+                list_options.append(Choice(str(extra.id), extra.name))
+            except (ValueError, NotFound):
+                pass
     spec = FILTER_FORM.with_choices("stage", [Choice("", "Any stage"), *stage_options])
     spec = spec.with_choices("list", [Choice("", "Any list"), *list_options])
     if not console.can(PHI_PERMISSION):
