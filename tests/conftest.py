@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 from carepost.core import migrations
@@ -36,6 +37,11 @@ from tests.canaries import (
     phi_value,
     secret_value,
 )
+
+# Property tests check correctness, not speed: a loaded CI machine must not turn a
+# slow example into a failure (benchmarks under bench/ measure speed).
+hypothesis_settings.register_profile("carepost", deadline=None)
+hypothesis_settings.load_profile("carepost")
 
 __all__ = [
     "PHI_CANARIES",

@@ -22,6 +22,7 @@ from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
+from carepost.segments.api import router as segments_router
 from carepost.tenancy.api import router as tenancy_router
 from carepost.web.pages import install_console
 
@@ -54,6 +55,7 @@ def api_router() -> APIRouter:
     router.include_router(lists_router)
     router.include_router(events_router)
     router.include_router(consent_router)
+    router.include_router(segments_router)
     return router
 
 

@@ -29,6 +29,8 @@ from carepost.contacts.activity_models import ContactEvent, ContactList, ListMem
 from carepost.contacts.models import Contact, ContactToken, CustomField
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
+from carepost.segments import service as segments
+from carepost.segments.models import Segment, SegmentSnapshot
 from carepost.tenancy.models import Tenant
 from tests.conftest import new_password, phi_value, secret_value
 
@@ -287,6 +289,47 @@ class Objects:
                 return None if row is None else (row.address, row.reason, row.scope)
 
         return Target({"suppression_id": str(entry_id)}, snapshot, {"address": address})
+
+    def segment(self, tenant: TenantPair) -> Target:
+        """A saved segment over a list with one member; the snapshot covers the
+        segment, its snapshots and their frozen members."""
+        contact_list = self.contact_list(tenant)
+        _tenant_row, keys = tenant
+        name = f"segment-{uuid.uuid4().hex[:8]}"
+        rule = {
+            "all": [{"list": contact_list.params["list_id"]}, {"field": "email", "op": "is_set"}]
+        }
+        with self.runtime.bound_session(keys) as session:
+            row = segments.create_segment(
+                session, keys.tenant_id, name=name, description="", rule=rule, actor=SYSTEM
+            )
+            segment_id = row.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(Segment, segment_id)
+                if found is None:
+                    return None
+                frozen = session.execute(
+                    select(SegmentSnapshot.id, SegmentSnapshot.member_count)
+                    .where(SegmentSnapshot.segment_id == segment_id)
+                    .order_by(SegmentSnapshot.id)
+                ).all()
+                return (found.name, found.description, found.rule, found.updated_at, frozen)
+
+        facts = {"name": name, "list_id": contact_list.params["list_id"]}
+        return Target({"segment_id": str(segment_id)}, snapshot, facts)
+
+    def segment_snapshot(self, tenant: TenantPair) -> Target:
+        """A snapshot (one frozen member) of a saved segment."""
+        segment = self.segment(tenant)
+        _tenant_row, keys = tenant
+        with self.runtime.bound_session(keys) as session:
+            snapshot_id = segments.snapshot_segment(
+                session, keys, uuid.UUID(segment.params["segment_id"]), reason="test send"
+            )
+        params = segment.params | {"snapshot_id": str(snapshot_id)}
+        return Target(params, segment.snapshot, segment.facts)
 
     def audit_event(self, tenant: TenantPair) -> Target:
         """The newest event of the tenant's audit trail (events are immutable)."""

@@ -114,6 +114,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.contact_field(fuzz_tenant),
         objects.suppression(fuzz_tenant),
         objects.contact_list(fuzz_tenant),
+        objects.segment_snapshot(fuzz_tenant),
         objects.audit_event(fuzz_tenant),
     ):
         ids |= target.params

@@ -86,6 +86,13 @@ def _new_event_body() -> dict[str, Any]:
     }
 
 
+EMAIL_SET = {"field": "email", "op": "is_set"}
+
+
+def _new_segment_body() -> dict[str, Any]:
+    return {"name": f"segment-{uuid.uuid4().hex[:8]}", "rule": EMAIL_SET}
+
+
 MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
     RouteKey("GET", f"{V1}/me"): (ALL, Call()),
     RouteKey("GET", f"{V1}/users"): (PEOPLE_READERS, Call()),
@@ -161,6 +168,33 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
     RouteKey("GET", f"{V1}/contacts/{{contact_id}}/events"): (
         CONTACT_READERS,
         Call("contact_with_events"),
+    ),
+    RouteKey("GET", f"{V1}/segments"): (CONTACT_READERS, Call()),
+    RouteKey("POST", f"{V1}/segments"): (CONTACT_WRITERS, Call(body=_new_segment_body)),
+    RouteKey("POST", f"{V1}/segments/preview"): (
+        CONTACT_READERS,
+        Call(body=lambda: {"rule": EMAIL_SET}),
+    ),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}"): (CONTACT_READERS, Call("segment")),
+    RouteKey("PATCH", f"{V1}/segments/{{segment_id}}"): (
+        CONTACT_WRITERS,
+        Call("segment", lambda: {"description": "Renamed"}),
+    ),
+    RouteKey("DELETE", f"{V1}/segments/{{segment_id}}"): (CONTACT_WRITERS, Call("segment")),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}/count"): (CONTACT_READERS, Call("segment")),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}/members"): (CONTACT_READERS, Call("segment")),
+    # Plain columns only: PHI columns need phi:export as well (tests/segments).
+    RouteKey("POST", f"{V1}/segments/{{segment_id}}/export"): (
+        CONTACT_READERS,
+        Call("segment", lambda: {"columns": ["id", "journey_stage"]}),
+    ),
+    RouteKey("POST", f"{V1}/segments/{{segment_id}}/snapshots"): (
+        CONTACT_WRITERS,
+        Call("segment", lambda: {"reason": "spring campaign"}),
+    ),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}/snapshots/{{snapshot_id}}"): (
+        CONTACT_READERS,
+        Call("segment_snapshot"),
     ),
     RouteKey("GET", f"{V1}/audit/events"): (AUDIT_READERS, Call()),
     RouteKey("GET", f"{V1}/audit/events/{{event_id}}"): (AUDIT_READERS, Call("audit_event")),

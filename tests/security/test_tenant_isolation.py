@@ -76,6 +76,22 @@ API_CASES: dict[RouteKey, RouteCase] = {
         "contact_list", {"add": [], "remove": []}
     ),
     RouteKey("GET", f"{V1}/contacts/{{contact_id}}/events"): RouteCase("contact_with_events"),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}"): RouteCase("segment"),
+    RouteKey("PATCH", f"{V1}/segments/{{segment_id}}"): RouteCase(
+        "segment", {"name": "Mallory", "rule": {"field": "email", "op": "is_not_set"}}
+    ),
+    RouteKey("DELETE", f"{V1}/segments/{{segment_id}}"): RouteCase("segment"),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}/count"): RouteCase("segment"),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}/members"): RouteCase("segment"),
+    RouteKey("POST", f"{V1}/segments/{{segment_id}}/export"): RouteCase(
+        "segment", {"columns": ["id", "email", "first_name"]}
+    ),
+    RouteKey("POST", f"{V1}/segments/{{segment_id}}/snapshots"): RouteCase(
+        "segment", {"reason": "taken over"}
+    ),
+    RouteKey("GET", f"{V1}/segments/{{segment_id}}/snapshots/{{snapshot_id}}"): RouteCase(
+        "segment_snapshot"
+    ),
 }
 
 
@@ -399,8 +415,49 @@ def _check_event_post(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_segment_list(world: World) -> None:
+    target = world.target("segment")
+    listed = _all_pages(world, f"{V1}/segments")
+    assert target.params["segment_id"] not in {item["id"] for item in listed}
+    assert target.facts["name"] not in {item["name"] for item in listed}
+
+
+def _check_segment_create(world: World) -> None:
+    # B's segment name is free in A; a rule naming B's list is refused as unknown.
+    target = world.target("segment")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    rule = {"field": "email", "op": "is_set"}
+    body = {"name": target.facts["name"], "rule": rule}
+    response = world.client.post(f"{V1}/segments", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != target.params["segment_id"]
+    stolen = {"name": "stolen", "rule": {"list": target.facts["list_id"]}}
+    refused = world.client.post(f"{V1}/segments", json=stolen, headers=world.a_headers)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["pointer"] == "#/body/rule/list"
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_segment_preview(world: World) -> None:
+    # B's contacts are never counted in A, and B's list is unknown in A.
+    target = world.target("segment")
+    b_trail = world.objects.audit_count(world.b)
+    body = {"rule": {"field": "email", "op": "is_set"}}
+    answer = world.client.post(f"{V1}/segments/preview", json=body, headers=world.a_headers)
+    assert answer.status_code == 200 and answer.json()["count"] == 0
+    body = {"rule": {"list": target.facts["list_id"]}}
+    answer = world.client.post(f"{V1}/segments/preview", json=body, headers=world.a_headers)
+    assert answer.json()["valid"] is False
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/lists"): _check_list_list,
+    RouteKey("GET", f"{V1}/segments"): _check_segment_list,
+    RouteKey("POST", f"{V1}/segments"): _check_segment_create,
+    RouteKey("POST", f"{V1}/segments/preview"): _check_segment_preview,
     RouteKey("POST", f"{V1}/lists"): _check_list_create,
     RouteKey("POST", f"{V1}/events"): _check_event_post,
     RouteKey("GET", f"{V1}/topics"): _check_topic_list,

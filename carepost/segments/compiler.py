@@ -1,0 +1,293 @@
+"""Compile a parsed segment rule to one set-based SQL statement over a tenant's contacts.
+
+The statement is ``SELECT contacts.id FROM contacts WHERE tenant_id = :t AND <p>``,
+where ``<p>`` mirrors the rule: ``all``/``any`` become AND/OR, ``not`` is pushed
+down to the conditions (De Morgan), and each condition is a membership test
+against the table that answers it, through that table's index:
+
+* a field: ``contacts.id IN (SELECT contact_id FROM contact_tokens WHERE tenant_id
+  = :t AND field_key = :k AND token IN <tokens>)`` (primary key (tenant, field,
+  token, contact)); "contains all" adds ``GROUP BY contact_id HAVING count(*) = n``;
+  the tokens are computed here with the tenant's index key and sent as **one**
+  array parameter (:mod:`carepost.contacts.id_sets`);
+* a list: current memberships (the partial unique index on (list_id, contact_id));
+* consent: ``consent_current`` by (tenant, channel, purpose, status, contact);
+* suppressed: the contact's email/phone blind index in the tenant's suppressions;
+* behaviour: ``contact_events`` by (tenant, kind, occurred_at, contact), grouped
+  and counted when a number of times is asked for.
+
+A negated membership is ``NOT IN`` on SQLite (the subquery is materialized once)
+and a correlated ``NOT EXISTS`` on PostgreSQL (an anti-join; ``NOT IN`` there is
+only fast while the subquery's hash fits in ``work_mem``). Every leaf is TRUE or
+FALSE, never NULL, so negation is plain two-valued logic, as in
+:mod:`carepost.segments.evaluate`. The statement is tenant-specific (its tokens
+are) and is built afresh for each use: nothing is cached.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.orm import InstrumentedAttribute
+
+from carepost.consent.models import ConsentCurrent, Suppression
+from carepost.contacts.activity_models import ContactEvent, ListMembership
+from carepost.contacts.id_sets import text_in
+from carepost.contacts.models import Contact, ContactToken
+from carepost.contacts.tokens import (
+    PRESENT,
+    FieldType,
+    bucket_texts,
+    date_bucket_range,
+    date_range_buckets,
+    number_bucket_text,
+    number_range_buckets,
+    range_tokens,
+)
+from carepost.crypto.keyring import TenantKeys
+from carepost.segments.nodes import (
+    AllOf,
+    AnyOf,
+    AttributeCondition,
+    ConsentCondition,
+    DateRange,
+    EventCondition,
+    FieldCondition,
+    ListCondition,
+    Node,
+    Not,
+    SuppressedCondition,
+    range_sizes,
+)
+
+ATTRIBUTE_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
+    "journey_stage": Contact.journey_stage,
+    "language": Contact.language,
+    "email": Contact.email_index,
+    "phone": Contact.phone_index,
+}
+SUPPRESSION_COLUMNS = {"email": Contact.email_index, "sms": Contact.phone_index}
+
+
+class _Compiler:
+    def __init__(self, keys: TenantKeys, dialect: str) -> None:
+        self.keys = keys
+        self.tenant_id: uuid.UUID = keys.tenant_id
+        self.dialect = dialect
+
+    def predicate(self, node: Node, negated: bool = False) -> ColumnElement[bool]:
+        if isinstance(node, Not):
+            return self.predicate(node.child, not negated)
+        if isinstance(node, AllOf | AnyOf):
+            parts = [self.predicate(child, negated) for child in node.children]
+            # not (a and b) = (not a) or (not b); not (a or b) = (not a) and (not b)
+            conjunction = isinstance(node, AllOf) != negated
+            return and_(*parts) if conjunction else or_(*parts)
+        if isinstance(node, FieldCondition):
+            return self.field(node, negated)
+        if isinstance(node, AttributeCondition):
+            return self.attribute(node, negated)
+        if isinstance(node, ListCondition):
+            return self.membership(self.list_members(node), negated)
+        if isinstance(node, ConsentCondition):
+            return self.consent(node, negated)
+        if isinstance(node, SuppressedCondition):
+            return self.suppressed(node, negated)
+        return self.event(node, negated)
+
+    def membership(self, source: Select[Any], negated: bool) -> ColumnElement[bool]:
+        """``contacts.id`` is (not) one of the ids ``source`` selects (its only column)."""
+        if not negated:
+            return Contact.id.in_(source)
+        if self.dialect == "postgresql":
+            [column] = source.selected_columns
+            return ~source.where(column == Contact.id).exists()
+        return Contact.id.not_in(source)
+
+    # --- fields -------------------------------------------------------------------
+
+    def tokens(self, key: str, field_key: str, texts: list[str]) -> Select[Any]:
+        tokens = range_tokens(self.keys.blind_index, key, texts)
+        return select(ContactToken.contact_id).where(
+            ContactToken.tenant_id == self.tenant_id,
+            ContactToken.field_key == field_key,
+            text_in(ContactToken.token, tokens, self.dialect)
+            if len(tokens) > 1
+            else ContactToken.token == tokens[0],
+        )
+
+    def presence(self, key: str) -> Select[Any]:
+        return select(ContactToken.contact_id).where(
+            ContactToken.tenant_id == self.tenant_id,
+            ContactToken.field_key == key,
+            ContactToken.token == PRESENT,
+        )
+
+    def field(self, node: FieldCondition, negated: bool) -> ColumnElement[bool]:
+        spec = node.spec
+        key = spec.key
+        if node.op in ("present", "absent"):
+            return self.membership(self.presence(key), negated != (node.op == "absent"))
+        if node.op in ("any_of", "all_of"):
+            texts = sorted(
+                {
+                    text
+                    for value in node.values
+                    for text in bucket_texts(
+                        spec.type,
+                        spec.granularity,
+                        [value] if spec.type is FieldType.MULTI_CHOICE else value,
+                    )
+                }
+            )
+            source = self.tokens(key, key, texts)
+            if node.op == "all_of" and len(texts) > 1:
+                source = source.group_by(ContactToken.contact_id).having(func.count() == len(texts))
+            return self.membership(source, negated)
+        if node.op == "numbers":
+            assert node.numbers is not None and spec.granularity is not None
+            granularity = spec.granularity
+            buckets = number_range_buckets(node.numbers.low, node.numbers.high, granularity)
+            texts = [number_bucket_text(index, granularity) for index in buckets]
+            return self.membership(self.tokens(key, key, texts), negated)
+        assert node.dates is not None and node.bounds is not None
+        return self.dates(key, node.dates, node.bounds, spec.granularity or "day", negated)
+
+    def dates(
+        self, key: str, wanted: DateRange, bounds: DateRange, granularity: str, negated: bool
+    ) -> ColumnElement[bool]:
+        direct, complement = range_sizes(wanted, bounds, granularity)
+        if direct == 0:
+            return true() if negated else false()
+        low, high = max(wanted.low, bounds.low), min(wanted.high, bounds.high)
+        if direct <= complement:
+            texts = [f"d:{bucket}" for bucket in date_range_buckets(low, high, granularity)]
+            return self.membership(self.tokens(key, key, texts), negated)
+        # Shorter as "has a value, and not in one of the other buckets".
+        before_end = date_bucket_range(low, granularity)[0] - timedelta(days=1)
+        after_start = date_bucket_range(high, granularity)[1]
+        texts = [
+            f"d:{bucket}"
+            for bucket in (
+                *date_range_buckets(bounds.low, before_end, granularity),
+                *date_range_buckets(after_start, bounds.high, granularity),
+            )
+        ]
+        present = self.membership(self.presence(key), negated)
+        if not texts:
+            return present
+        outside = self.membership(self.tokens(key, key, texts), not negated)
+        return or_(present, outside) if negated else and_(present, outside)
+
+    def attribute(self, node: AttributeCondition, negated: bool) -> ColumnElement[bool]:
+        column = ATTRIBUTE_COLUMNS[node.attribute]
+        condition: ColumnElement[bool]
+        if node.op == "present":
+            condition = column.is_not(None)
+        elif node.op == "absent":
+            condition = column.is_(None)
+        else:
+            # Guarded so it is never NULL: negation stays two-valued.
+            condition = and_(column.is_not(None), column.in_(node.values))
+        return not_(condition) if negated else condition
+
+    # --- lists, consent, suppression, events -------------------------------------------
+
+    def list_members(self, node: ListCondition) -> Select[Any]:
+        return select(ListMembership.contact_id).where(
+            ListMembership.list_id == node.list_id,
+            ListMembership.left_at.is_(None),
+            ListMembership.tenant_id == self.tenant_id,
+        )
+
+    def consent(self, node: ConsentCondition, negated: bool) -> ColumnElement[bool]:
+        source = select(ConsentCurrent.contact_id).where(
+            ConsentCurrent.tenant_id == self.tenant_id,
+            ConsentCurrent.channel == node.channel,
+            ConsentCurrent.purpose == node.purpose,
+        )
+        if node.status == "none":
+            return self.membership(source, not negated)
+        if node.status in ("granted", "expired"):
+            source = source.where(ConsentCurrent.status == "granted")
+            unexpired = or_(
+                ConsentCurrent.expires_at.is_(None), ConsentCurrent.expires_at > node.now
+            )
+            source = source.where(unexpired if node.status == "granted" else not_(unexpired))
+        else:
+            source = source.where(ConsentCurrent.status == node.status)
+        return self.membership(source, negated)
+
+    def suppressed(self, node: SuppressedCondition, negated: bool) -> ColumnElement[bool]:
+        channels = ("email", "sms") if node.channel == "any" else (node.channel,)
+        parts = []
+        for channel in channels:
+            column = SUPPRESSION_COLUMNS[channel]
+            listed = select(Suppression.address_index).where(
+                Suppression.tenant_id == self.tenant_id, Suppression.channel == channel
+            )
+            parts.append(and_(column.is_not(None), column.in_(listed)))
+        condition = or_(*parts) if len(parts) > 1 else parts[0]
+        return not_(condition) if negated else condition
+
+    def event(self, node: EventCondition, negated: bool) -> ColumnElement[bool]:
+        source = select(ContactEvent.contact_id).where(ContactEvent.tenant_id == self.tenant_id)
+        if len(node.kind_ids) == 1:
+            source = source.where(ContactEvent.kind_id == node.kind_ids[0])
+        elif node.kind_ids:
+            source = source.where(ContactEvent.kind_id.in_(node.kind_ids))
+        if node.campaign_id is not None:
+            source = source.where(ContactEvent.campaign_id == node.campaign_id)
+        if node.since is not None:
+            source = source.where(ContactEvent.occurred_at >= node.since)
+        if node.at_most is None:
+            if node.at_least == 0:
+                return false() if negated else true()
+            return self.membership(_at_least(source, node.at_least), negated)
+        if node.at_least == 0:
+            # "at most m" is "not at least m + 1": contacts without any event count too.
+            return self.membership(_at_least(source, node.at_most + 1), not negated)
+        counted = source.group_by(ContactEvent.contact_id).having(
+            func.count().between(node.at_least, node.at_most)
+        )
+        return self.membership(counted, negated)
+
+
+def _at_least(source: Select[Any], times: int) -> Select[Any]:
+    if times == 1:
+        return source
+    return source.group_by(ContactEvent.contact_id).having(func.count() >= times)
+
+
+def compile_predicate(node: Node, keys: TenantKeys, dialect: str) -> ColumnElement[bool]:
+    """The WHERE condition on ``contacts`` (beyond the tenant) that a rule stands for."""
+    return _Compiler(keys, dialect).predicate(node)
+
+
+def compile_segment(node: Node, keys: TenantKeys, dialect: str) -> Select[uuid.UUID]:
+    """``SELECT contacts.id`` of the tenant's contacts matching the rule."""
+    return select(Contact.id).where(
+        Contact.tenant_id == keys.tenant_id, compile_predicate(node, keys, dialect)
+    )
+
+
+def compile_count(node: Node, keys: TenantKeys, dialect: str) -> Select[int]:
+    """``SELECT count(*)`` of the tenant's contacts matching the rule."""
+    return (
+        select(func.count())
+        .select_from(Contact)
+        .where(Contact.tenant_id == keys.tenant_id, compile_predicate(node, keys, dialect))
+    )
