@@ -52,6 +52,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/contacts", "Contacts", "contacts:read"),
     ("/lists", "Lists", "contacts:read"),
     ("/contact-fields", "Contact fields", "contacts:read"),
+    ("/segments", "Segments", "contacts:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
     ("/audit", "Audit trail", "audit:read"),

@@ -35,6 +35,7 @@ from carepost.web import (
     dashboard,
     organization,
     passkeys,
+    segments,
     signin,
     users,
 )
@@ -57,6 +58,7 @@ ROUTERS = (
     contacts_actions.router,
     contacts_lists.router,
     contacts_fields.router,
+    segments.router,
 )
 
 

@@ -52,6 +52,7 @@ PAGES = (
     PageCase("/lists/{list_id}/delete", "contacts:write"),
     PageCase("/contact-fields", "contacts:read"),
     PageCase("/contact-fields/{field_id}/delete", "contacts:write"),
+    PageCase("/segments", "contacts:read"),
 )
 
 ACTIONS = (
@@ -98,6 +99,10 @@ ACTIONS = (
     ),
     ActionCase("/contact-fields/{field_id}/seal", "contacts:write"),
     ActionCase("/contact-fields/{field_id}/delete", "contacts:write"),
+    ActionCase("/segments/preview", "contacts:read", {"rule": '{"suppressed": "any"}'}),
+    ActionCase(
+        "/segments", "contacts:write", {"name": "Everyone", "rule": '{"suppressed": "any"}'}
+    ),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
