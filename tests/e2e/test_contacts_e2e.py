@@ -1,8 +1,9 @@
 """Contacts in Chromium, as a marketer works with them: define a custom field, receive a
 contact from an EHR through the API, browse the list, open the contact (PHI masked),
 reveal it, record a consent, add the contact to a list, read the timeline and load
-more of it; then the same pages on a phone. No script errors, no CSP violations; a
-screenshot of each page goes to ``$CAREPOST_TEST_ARTIFACTS/screenshots/``."""
+more of it, count a segment live and save it; then the same pages on a phone. No
+script errors, no CSP violations; a screenshot of each page goes to
+``$CAREPOST_TEST_ARTIFACTS/screenshots/``."""
 
 from __future__ import annotations
 
@@ -191,6 +192,23 @@ def test_a_marketer_works_with_contacts(page: Page, live_server, practice, scree
     shoot(page, screenshots, "list-detail")
     page.get_by_role("link", name="Lists", exact=True).first.click()
     shoot(page, screenshots, "lists")
+
+    # The segment builder counts live while the rule is typed (HTMX), then saves it.
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Segments").click()
+    expect(page.locator("#live-count")).to_contain_text("match now")
+    rule = page.get_by_label("Rule (JSON)")
+    rule.fill('{"all": [{"field": "journey_stage", "op": "equals", "value": "overdue"},')
+    expect(page.locator("#live-count")).to_contain_text("not valid JSON")
+    rule.fill(
+        '{"all": [{"field": "journey_stage", "op": "equals", "value": "overdue"}, '
+        '{"field": "conditions", "op": "contains_any", "value": ["hypertension"]}]}'
+    )
+    expect(page.locator("#live-count")).to_contain_text("1 contact match now")
+    page.get_by_label("Name").fill("Overdue hypertension")
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.locator("#messages")).to_contain_text("Segment saved.")
+    expect(page.locator("#segment-table")).to_contain_text("Overdue hypertension")
+    shoot(page, screenshots, "segments")
 
     # On a phone: the list folds into cards, the contact page into one column.
     cookies = page.context.cookies()
