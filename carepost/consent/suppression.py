@@ -16,8 +16,9 @@ import csv
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,7 @@ from carepost.audit import service as audit
 from carepost.consent.decision import Channel, Purpose, Scope, SuppressionMatch
 from carepost.consent.models import Suppression
 from carepost.contacts.fields import STANDARD_FIELDS, normalize_email, normalize_phone
+from carepost.contacts.models import Contact
 from carepost.core.database import new_id, utcnow
 from carepost.core.errors import NotFound, PermissionDenied, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
@@ -182,6 +184,53 @@ def _audit(
             "source": entry.source,
         },
     )
+
+
+@dataclass(frozen=True)
+class ContactSuppression:
+    """A suppression that matches one of a contact's addresses (never the address)."""
+
+    id: uuid.UUID
+    channel: str
+    reason: str
+    scope: str
+    source: str
+    created_at: datetime
+
+
+def suppressions_of_contact(
+    session: Session, tenant_id: uuid.UUID, contact_id: uuid.UUID
+) -> list[ContactSuppression]:
+    """The entries suppressing a contact's email or phone: a join of blind-index
+    columns (the same labels on both sides), so nothing is decrypted."""
+    matches_address = or_(
+        and_(
+            Suppression.channel == Channel.EMAIL,
+            Suppression.address_index == Contact.email_index,
+        ),
+        and_(
+            Suppression.channel == Channel.SMS,
+            Suppression.address_index == Contact.phone_index,
+        ),
+    )
+    query = (
+        select(
+            Suppression.id,
+            Suppression.channel,
+            Suppression.reason,
+            Suppression.scope,
+            Suppression.source,
+            Suppression.created_at,
+        )
+        .join(Contact, matches_address)
+        .where(
+            Suppression.tenant_id == tenant_id,
+            Contact.tenant_id == tenant_id,
+            Contact.id == contact_id,
+        )
+        .order_by(Suppression.channel)
+    )
+    return [ContactSuppression(*row) for row in session.execute(query)]
 
 
 def get_suppression(

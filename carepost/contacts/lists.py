@@ -337,3 +337,40 @@ def list_members(
     if after is not None:
         query = query.where(ListMembership.contact_id > after)
     return [(contact_id, joined_at) for contact_id, joined_at in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One stint of a contact in a list, with the list's name (for a contact's page)."""
+
+    list_id: uuid.UUID
+    list_name: str
+    joined_at: datetime
+    left_at: datetime | None
+
+    @property
+    def current(self) -> bool:
+        return self.left_at is None
+
+
+def memberships_of(
+    session: Session, tenant_id: uuid.UUID, contact_id: uuid.UUID, *, limit: int = 200
+) -> list[Membership]:
+    """A contact's memberships, current ones first, then past stints, latest first."""
+    query = (
+        select(
+            ListMembership.list_id,
+            ContactList.name,
+            ListMembership.joined_at,
+            ListMembership.left_at,
+        )
+        .join(ContactList, ContactList.id == ListMembership.list_id)
+        .where(
+            ListMembership.tenant_id == tenant_id,
+            ContactList.tenant_id == tenant_id,
+            ListMembership.contact_id == contact_id,
+        )
+        .order_by(ListMembership.left_at.is_not(None), ListMembership.joined_at.desc())
+        .limit(limit)
+    )
+    return [Membership(*row) for row in session.execute(query)]

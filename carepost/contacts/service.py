@@ -14,14 +14,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
 from carepost.audit import service as audit
 from carepost.contacts import merge
+from carepost.contacts.activity_models import ListMembership
 from carepost.contacts.fields import INDEXED_FIELDS, STANDARD_FIELDS, IndexKind
-from carepost.contacts.models import Contact
+from carepost.contacts.models import Contact, ContactIdentifier
+from carepost.contacts.prepare import IDENTIFIER_KINDS
+from carepost.contacts.sync import identifier_token
 from carepost.core.database import new_id, utcnow
 from carepost.core.errors import Conflict, NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
@@ -144,20 +147,39 @@ def list_contacts(
     after: uuid.UUID | None = None,
     limit: int = 100,
     with_phi: bool = True,
+    journey_stage: str | None = None,
+    list_id: uuid.UUID | None = None,
 ) -> list[Contact]:
-    """One page in id order (ids are time-ordered UUIDv7); ``after`` is the cursor."""
+    """One page in id order (ids are time-ordered UUIDv7); ``after`` is the cursor.
+
+    ``journey_stage`` and ``list_id`` (current members of that list) narrow the page
+    with plain column conditions: neither is PHI, and both are indexed."""
     query = _contact_query(tenant_id, with_phi=with_phi).order_by(Contact.id)
     if after is not None:
         query = query.where(Contact.id > after)
+    if journey_stage is not None:
+        query = query.where(Contact.journey_stage == journey_stage)
+    if list_id is not None:
+        query = query.where(
+            exists().where(
+                ListMembership.tenant_id == tenant_id,
+                ListMembership.list_id == list_id,
+                ListMembership.contact_id == Contact.id,
+                ListMembership.left_at.is_(None),
+            )
+        )
     return list(session.scalars(query.limit(limit)))
 
 
 def find_contacts(
     session: Session, keys: TenantKeys, *, field: str, value: str, limit: int = 100
 ) -> list[Contact]:
-    """Exact look-up by an indexed identifier (email, phone, external id)."""
+    """Exact look-up by an indexed identifier (email, phone, external id) or by an
+    external id of a kind (``mrn``, ``crm``): a blind-index match, never a scan."""
+    if field in IDENTIFIER_KINDS:
+        return _find_by_identifier(session, keys, kind=field, value=value, limit=limit)
     if field not in INDEXED_FIELDS:
-        choices = ", ".join(INDEXED_FIELDS)
+        choices = ", ".join((*INDEXED_FIELDS, *IDENTIFIER_KINDS))
         raise ValidationFailed(f"contacts can be looked up by {choices}", field=field)
     spec = STANDARD_FIELDS[field]
     token = keys.blind_index(spec.index_label, spec.normalize(value))
@@ -165,6 +187,28 @@ def find_contacts(
     query = (
         select(Contact)
         .where(Contact.tenant_id == keys.tenant_id, column == token)
+        .order_by(Contact.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def _find_by_identifier(
+    session: Session, keys: TenantKeys, *, kind: str, value: str, limit: int
+) -> list[Contact]:
+    cleaned = value.strip()
+    if not cleaned:
+        raise ValidationFailed("enter an identifier to look up", field=kind)
+    token = identifier_token(keys, kind, cleaned)
+    query = (
+        select(Contact)
+        .join(ContactIdentifier, ContactIdentifier.contact_id == Contact.id)
+        .where(
+            Contact.tenant_id == keys.tenant_id,
+            ContactIdentifier.tenant_id == keys.tenant_id,
+            ContactIdentifier.kind == kind,
+            ContactIdentifier.value_index == token,
+        )
         .order_by(Contact.id)
         .limit(limit)
     )

@@ -9,7 +9,9 @@ Each section lives in its own module of thin views calling services:
 :mod:`~carepost.web.signin`, :mod:`~carepost.web.credentials`,
 :mod:`~carepost.web.passkeys`, :mod:`~carepost.web.dashboard`, :mod:`~carepost.web.users`,
 :mod:`~carepost.web.apikeys`, :mod:`~carepost.web.organization`,
-:mod:`~carepost.web.account` and :mod:`~carepost.web.audit`.
+:mod:`~carepost.web.account`, :mod:`~carepost.web.audit`, and the contacts pages
+(:mod:`~carepost.web.contacts`, ``contacts_detail``, ``contacts_actions``,
+``contacts_lists``, ``contacts_fields``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from carepost.web import (
     account,
     apikeys,
     audit,
+    contacts,
+    contacts_actions,
+    contacts_detail,
+    contacts_fields,
+    contacts_lists,
     credentials,
     dashboard,
     organization,
     passkeys,
+    segments,
     signin,
     users,
 )
@@ -45,6 +53,12 @@ ROUTERS = (
     organization.router,
     account.router,
     audit.router,
+    contacts.router,
+    contacts_detail.router,
+    contacts_actions.router,
+    contacts_lists.router,
+    contacts_fields.router,
+    segments.router,
 )
 
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class PageCase:
-    path: str  # may hold {user_id} / {key_id} / {passkey_id}, filled from the organization
+    # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id},
+    # filled from the organization
+    path: str
     permission: str | None
 
     @property
@@ -42,6 +44,15 @@ PAGES = (
     PageCase("/settings", "tenant:read"),
     PageCase("/account", None),
     PageCase("/audit", "audit:read"),
+    PageCase("/contacts", "contacts:read"),
+    PageCase("/contacts/{contact_id}", "contacts:read"),
+    PageCase("/contacts/{contact_id}/timeline", "contacts:read"),
+    PageCase("/lists", "contacts:read"),
+    PageCase("/lists/{list_id}", "contacts:read"),
+    PageCase("/lists/{list_id}/delete", "contacts:write"),
+    PageCase("/contact-fields", "contacts:read"),
+    PageCase("/contact-fields/{field_id}/delete", "contacts:write"),
+    PageCase("/segments", "contacts:read"),
 )
 
 ACTIONS = (
@@ -70,6 +81,27 @@ ACTIONS = (
             "new_password": "a new long password",
             "confirm_password": "a new long password",
         },
+    ),
+    ActionCase("/contacts/search", "phi:read", {"by": "email", "value": "who@clinic.example"}),
+    ActionCase("/contacts/{contact_id}/reveal", "phi:read"),
+    ActionCase(
+        "/contacts/{contact_id}/consents",
+        "consent:write",
+        {"channel": "email", "purpose": "marketing", "status": "granted", "source": "paper"},
+    ),
+    ActionCase("/contacts/{contact_id}/lists", "contacts:write", {"list_id": ""}),
+    ActionCase("/contacts/{contact_id}/lists/{list_id}/remove", "contacts:write"),
+    ActionCase("/lists", "contacts:write", {"name": "New list"}),
+    ActionCase("/lists/{list_id}", "contacts:write", {"name": "Renamed list"}),
+    ActionCase("/lists/{list_id}/delete", "contacts:write"),
+    ActionCase(
+        "/contact-fields", "contacts:write", {"label": "Weight", "key": "weight", "type": "number"}
+    ),
+    ActionCase("/contact-fields/{field_id}/seal", "contacts:write"),
+    ActionCase("/contact-fields/{field_id}/delete", "contacts:write"),
+    ActionCase("/segments/preview", "contacts:read", {"rule": '{"suppressed": "any"}'}),
+    ActionCase(
+        "/segments", "contacts:write", {"name": "Everyone", "rule": '{"suppressed": "any"}'}
     ),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
@@ -108,4 +140,7 @@ OBJECT_PLACEHOLDERS = {
     "{user_id}": "user_id",
     "{key_id}": "key_id",
     "{passkey_id}": "passkey_id",
+    "{contact_id}": "contact_id",
+    "{list_id}": "list_id",
+    "{field_id}": "field_id",
 }

@@ -148,3 +148,23 @@ def open_session(runtime: Runtime, app, person: Person) -> Browser:
     signed_in = Browser(TestClient(app, base_url=BASE_URL), person, csrf)
     signed_in.client.cookies.set("carepost_session", token)
     return signed_in
+
+
+def make_contact_objects(session: Any, tenant: tuple[Tenant, TenantKeys]) -> tuple[Any, Any, Any]:
+    """A contact (in a list), a list and a custom field of ``tenant``, for console pages
+    that address them by id."""
+    from carepost.contacts import custom_fields, lists
+    from carepost.contacts import service as contacts
+
+    tenant_row, keys = tenant
+    contact = contacts.create_contact(session, keys, values={"first_name": "Generic"}, actor=SYSTEM)
+    contact_list = lists.create_list(
+        session, tenant_row.id, name=f"List {uuid.uuid4().hex[:6]}", description="", actor=SYSTEM
+    )
+    lists.change_members(
+        session, tenant_row.id, contact_list.id, add=[contact.id], remove=[], actor=SYSTEM
+    )
+    field = custom_fields.create_field(
+        session, tenant_row.id, key="conditions", label="Conditions", type="string", actor=SYSTEM
+    )
+    return contact, contact_list, field

@@ -19,13 +19,14 @@ from carepost.audit.service import SYSTEM, chain_for
 from carepost.tenancy import service as tenancy
 from tests.web.console_cases import (
     ACTIONS,
+    OBJECT_PLACEHOLDERS,
     PAGES,
     RECIPIENT_ROUTES,
     SIGN_IN_ROUTES,
     ActionCase,
     PageCase,
 )
-from tests.web.people import create_person
+from tests.web.people import create_person, make_contact_objects
 
 OPERATIONS = {"/healthz", "/readyz", "/metrics", "/docs/oauth2-redirect"}
 
@@ -48,12 +49,18 @@ class Organization:
     target_id: uuid.UUID
     key_id: uuid.UUID
     passkey_id: uuid.UUID
+    contact_id: uuid.UUID
+    list_id: uuid.UUID
+    field_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
             path.replace("{user_id}", str(self.target_id))
             .replace("{key_id}", str(self.key_id))
             .replace("{passkey_id}", str(self.passkey_id))
+            .replace("{contact_id}", str(self.contact_id))
+            .replace("{list_id}", str(self.list_id))
+            .replace("{field_id}", str(self.field_id))
         )
 
 
@@ -82,7 +89,10 @@ def _make_org(runtime) -> Organization:
         )
         session.add(passkey)
         session.flush()
-    return Organization(tenant, people, target.id, key.id, passkey.id)
+        contact, contact_list, field = make_contact_objects(session, tenant)
+    return Organization(
+        tenant, people, target.id, key.id, passkey.id, contact.id, contact_list.id, field.id
+    )
 
 
 # Every test here is about a refusal (or a page view), so they share two organizations:
@@ -187,7 +197,9 @@ def test_another_organizations_objects_are_not_found(case, org, stranger_org, si
     response = owner.get(stranger_org.fill(case.path))
     assert response.status_code == 404
     assert is_html(response) and "Page not found" in response.text
-    malformed = case.path.replace("{user_id}", "not-an-id").replace("{key_id}", "not-an-id")
+    malformed = case.path
+    for placeholder in OBJECT_PLACEHOLDERS:
+        malformed = malformed.replace(placeholder, "not-an-id")
     assert owner.get(malformed).status_code == 404
 
 

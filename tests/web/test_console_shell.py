@@ -20,6 +20,7 @@ from carepost.web import dashboard
 from carepost.web.forms import Choice, Field, FormSpec
 from carepost.web.tables import MASK, Column, Table
 from tests.web.console_cases import PAGES
+from tests.web.people import make_contact_objects
 
 
 class PageAudit(HTMLParser):
@@ -103,8 +104,16 @@ def test_htmx_errors_arrive_as_alerts_in_the_message_area(make_person, tenant, s
 
 
 @pytest.mark.parametrize("case", PAGES, ids=lambda c: c.path)
-def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in):
-    page = sign_in(owner).get(case.path.replace("{user_id}", str(owner.id)))
+def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in, runtime):
+    with runtime.bound_session(owner.keys) as session:
+        contact, contact_list, field = make_contact_objects(session, (owner.tenant, owner.keys))
+    path = (
+        case.path.replace("{user_id}", str(owner.id))
+        .replace("{contact_id}", str(contact.id))
+        .replace("{list_id}", str(contact_list.id))
+        .replace("{field_id}", str(field.id))
+    )
+    page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)
     assert found.inline_scripts == 0 and found.styles == 0
