@@ -1,4 +1,4 @@
-"""``carepost contacts import``: import a CSV file of contacts, in this process, resumably."""
+"""``carepost contacts import``: import a CSV or FHIR file of contacts, resumably."""
 
 from __future__ import annotations
 
@@ -32,7 +32,12 @@ contacts_app = typer.Typer(
 def import_contacts(
     file: Annotated[
         Path,
-        typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file (UTF-8)."),
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="The CSV file (UTF-8), or FHIR R4 Patients (NDJSON, Bundle) with --format fhir.",
+        ),
     ],
     tenant: Annotated[str, typer.Option(metavar="SLUG", help="The organization.")],
     match: Annotated[
@@ -53,6 +58,19 @@ def import_contacts(
     date_format: Annotated[
         str, typer.Option(metavar="iso|us", help="Also read dates as MM/DD/YYYY with 'us'.")
     ] = "iso",
+    format_: Annotated[
+        str,
+        typer.Option("--format", metavar="csv|fhir", help="What the file holds."),
+    ] = "csv",
+    fhir_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fhir-option",
+            metavar="NAME=VALUE",
+            help="A FHIR mapping option (repeat): default_region=US, gender_field=gender, "
+            "postal_code_field=zip, identifier_systems.<URI>=mrn (docs/fhir-import.md).",
+        ),
+    ] = None,
     resume: Annotated[
         str | None,
         typer.Option(metavar="JOB_ID", help="Go on with a job that stopped (same file)."),
@@ -72,6 +90,9 @@ def import_contacts(
     it goes on after the last committed batch, without duplicates.
 
     Example: carepost contacts import patients.csv --tenant demo --match mrn --map "Patient ID=mrn"
+
+    Example: carepost contacts import Patient.ndjson --tenant demo --format fhir --match mrn
+    --fhir-option identifier_systems.urn:oid:1.2.36.146.595.217.0.1=mrn
     """
     with open_runtime() as runtime:
         organization = find_tenant(runtime, tenant)
@@ -84,11 +105,15 @@ def import_contacts(
                 raise ValidationFailed("not a job id", field="--resume") from None
             local.resume_local_import(runtime, keys, job_id, file)
         else:
-            mapping: dict[str, object] = {"columns": parse_map_options(map_ or [])}
-            if date_format != "iso":
-                mapping["date_format"] = date_format
+            mapping: dict[str, object]
+            if format_ == "fhir":
+                mapping = parse_fhir_options(fhir_options or [])
+            else:
+                mapping = {"columns": parse_map_options(map_ or [])}
+                if date_format != "iso":
+                    mapping["date_format"] = date_format
             job_id = local.start_local_import(
-                runtime, keys, file, format="csv", mapping=mapping, match=match, actor=operator()
+                runtime, keys, file, format=format_, mapping=mapping, match=match, actor=operator()
             )
         with runtime.bound_session(keys) as session:
             before = service.get_job(session, keys.tenant_id, job_id)
@@ -150,3 +175,23 @@ def import_contacts(
             )
         if result.outcome != JobStatus.COMPLETED:
             raise typer.Exit(1)
+
+
+def parse_fhir_options(options: list[str]) -> dict[str, object]:
+    """``--fhir-option NAME=VALUE`` into a FHIR job's mapping (checked by the service)."""
+    mapping: dict[str, object] = {}
+    systems: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise ValidationFailed("write --fhir-option NAME=VALUE", field="--fhir-option")
+        if name.startswith("identifier_systems."):
+            systems[name.removeprefix("identifier_systems.")] = value
+        elif name == "patient_id_as_external_id":
+            mapping[name] = value.lower() in ("1", "true", "yes")
+        else:
+            mapping[name] = value or None
+    if systems:
+        mapping["identifier_systems"] = systems
+    return mapping

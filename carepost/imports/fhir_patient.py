@@ -144,7 +144,7 @@ class _Mapped:
     errors: list[RowError] = field(default_factory=list)
 
     def fail(self, path: str, reason: str) -> None:
-        self.errors.append(RowError(path, reason))
+        self.errors.append(RowError(path, reason, left_out=True))
 
     def custom(self, key: str, value: Any) -> None:
         self.item.setdefault("custom", {})[key] = value
@@ -246,7 +246,9 @@ def _first_usable(
         try:
             return normalize(point.value or ""), None
         except ValidationFailed as failed:
-            problem = problem or RowError(f"Patient.telecom[{index}].value", failed.detail)
+            problem = problem or RowError(
+                f"Patient.telecom[{index}].value", failed.detail, left_out=True
+            )
     return None, problem
 
 

@@ -41,6 +41,7 @@ from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.imports import service
 from carepost.imports.csv_source import CsvReader, csv_rows
+from carepost.imports.fhir import FhirOptions, iter_fhir
 from carepost.imports.mapping import plan_rows
 from carepost.imports.models import ImportJob, ImportRowError, JobStatus
 from carepost.imports.sources import RowError, SourceRow
@@ -79,10 +80,15 @@ def open_csv(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
     return OpenedSource(csv_rows(reader, mapper), mapper.column_for)
 
 
-# One line per format. FHIR plugs in as:
-#   "fhir": lambda stream, start, _plan: OpenedSource(fhir.iter_fhir(stream, start=start)),
+def open_fhir(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
+    options = FhirOptions.from_mapping(plan.mapping, fields=set(plan.schema))
+    return OpenedSource(iter_fhir(stream, start=start, options=options))
+
+
+# One line per format.
 SOURCES: dict[str, Source] = {
     "csv": open_csv,
+    "fhir": open_fhir,
 }
 
 
@@ -166,12 +172,14 @@ def _split(rows: list[SourceRow], plan: ImportPlan, column_for: Callable[[str], 
     seen: dict[str, int] = {}
     now = utcnow()
     for row in rows:
-        if row.errors or row.item is None:
+        refused = row.item is None or any(not error.left_out for error in row.errors)
+        if refused:
             batch.errored_rows += 1
             errors = [*row.errors, *_other_errors(row, plan, column_for, now)]
             errors = errors or [RowError("", "this record cannot be read")]
             batch.errors += [(row.line, error.column, error.reason) for error in errors]
             continue
+        assert row.item is not None
         key = _match_text(row.item, match)
         if key and key in seen:
             batch.errored_rows += 1
@@ -181,6 +189,8 @@ def _split(rows: list[SourceRow], plan: ImportPlan, column_for: Callable[[str], 
             continue
         if key:
             seen[key] = row.line
+        # Elements the source left out are reported; the rest of the record imports.
+        batch.errors += [(row.line, error.column, error.reason) for error in row.errors]
         batch.items.append(row.item)
         batch.item_lines.append(row.line)
     return batch

@@ -9,7 +9,7 @@ the file, so jobs and errors are listed without PHI permissions.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,9 +18,12 @@ from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.contacts import custom_fields
+from carepost.contacts.prepare import MATCH_KEYS
+from carepost.contacts.values import FieldSpec
 from carepost.core.database import utcnow
-from carepost.core.errors import Conflict, NotFound, ValidationFailed
+from carepost.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from carepost.imports import storage
+from carepost.imports.fhir_patient import FhirOptions
 from carepost.imports.mapping import check_mapping
 from carepost.imports.models import ImportJob, ImportRowError, JobStatus
 
@@ -34,6 +37,21 @@ def known_formats() -> tuple[str, ...]:
     from carepost.imports.runner import SOURCES
 
     return tuple(SOURCES)
+
+
+def check_fhir_options(
+    mapping: dict[str, Any], schema: Mapping[str, FieldSpec], *, match: str
+) -> None:
+    """A FHIR job's mapping is its options (carepost.imports.fhir_patient.FhirOptions)."""
+    errors: list[FieldError] = []
+    if match not in MATCH_KEYS:
+        errors.append(FieldError("match", f"match on one of {', '.join(MATCH_KEYS)}"))
+    try:
+        FhirOptions.from_mapping(mapping, fields=set(schema))
+    except ValidationFailed as failed:
+        errors += [FieldError(f"mapping/{error.field}", error.message) for error in failed.errors]
+    if errors:
+        raise ValidationFailed(errors[0].message, errors=errors)
 
 
 def create_job(
@@ -51,7 +69,11 @@ def create_job(
     formats = known_formats()
     if format not in formats:
         raise ValidationFailed(f"the format is one of {', '.join(formats)}", field="format")
-    check_mapping(mapping, custom_fields.load_schema(session, tenant_id), match=match)
+    schema = custom_fields.load_schema(session, tenant_id)
+    if format == "fhir":
+        check_fhir_options(mapping, schema, match=match)
+    else:
+        check_mapping(mapping, schema, match=match)
     job = ImportJob(
         tenant_id=tenant_id,
         format=format,

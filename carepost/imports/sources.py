@@ -7,6 +7,10 @@ byte offset for line-based formats, an entry index for a Bundle): a job stores
 the position of the last record it committed, and opening the source again at
 that position resumes right after it, so a crash neither skips nor repeats a row.
 
+A record with errors is not imported, unless every error is ``left_out`` (an
+element the source dropped from an otherwise good item): then the item is
+imported and the errors are still reported.
+
 Errors never quote the value at fault (it may be PHI): they name the line, the
 column (CSV header, or FHIR element path such as ``Patient.birthDate``) and the
 reason.
@@ -24,6 +28,9 @@ class RowError:
 
     column: str  # CSV column name or FHIR element path; "" for the record as a whole
     reason: str  # never contains the value
+    # False: the record is refused. True: only this element was left out of the item
+    # (a FHIR Patient's unusable phone) and the rest of the record is imported.
+    left_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -86,3 +87,20 @@ def test_an_unknown_field_is_one_clear_line(cli, clinic, write_csv):
     result = cli("contacts", "import", str(path), "--tenant", clinic[0].slug, "--map", "email=nope")
     assert result.exit_code == 2
     assert "mapping/columns/email" in result.output and "not a contact field" in result.output
+
+
+def test_the_cli_imports_a_fhir_bundle(cli, clinic):
+    tenant_row, _keys = clinic
+    result = cli(
+        "contacts",
+        "import",
+        str(Path(__file__).parent / "fhir_samples" / "mixed_bundle.json"),
+        "--tenant",
+        tenant_row.slug,
+        "--format",
+        "fhir",
+        "--match",
+        "external_id",
+    )
+    assert result.exit_code == 0, result.output
+    assert "created" in result.output
