@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from carepost.accounts.models import ApiKey, User
 from carepost.accounts.permissions import PERMISSIONS
 from carepost.core.text import SingleLineText
+from carepost.core.types import IsoDateTime
 
 RoleName = Literal["owner", "admin", "marketer", "analyst", "auditor"]
 SCOPE_NAMES: list[JsonValue] = list(sorted(PERMISSIONS))
@@ -100,7 +101,7 @@ class ApiKeyCreate(Strict):
         json_schema_extra={"items": {"type": "string", "enum": SCOPE_NAMES}},
     )
     # A time zone is required: a naive time is ambiguous (and cannot be compared).
-    expires_at: AwareDatetime | None = None
+    expires_at: IsoDateTime | None = None
 
     @field_validator("expires_at", mode="before")
     @classmethod

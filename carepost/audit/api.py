@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -21,6 +20,7 @@ from carepost.audit import query, service, verify
 from carepost.audit.schemas import AuditEventOut, AuditEventPage, AuditFilters, ExportFormat
 from carepost.core.errors import FieldError, ValidationFailed
 from carepost.core.runtime import Runtime
+from carepost.core.types import IsoDateTime
 
 router = APIRouter(prefix="/audit", tags=["audit trail"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -35,8 +35,8 @@ def audit_filters(
     object_type: Annotated[str | None, Query(max_length=40)] = None,
     object_id: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[str | None, Query(max_length=20)] = None,
-    since: Annotated[datetime | None, Query(description="Inclusive, with a time zone")] = None,
-    until: Annotated[datetime | None, Query(description="Exclusive, with a time zone")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Inclusive, with a time zone")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Exclusive, with a time zone")] = None,
 ) -> AuditFilters:
     """The filters of the query string, validated into AuditFilters (errors name the field)."""
     values: dict[str, Any] = {

@@ -12,6 +12,8 @@ from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from carepost.core.types import IsoDateTime
+
 ExportFormat = Literal["csv", "jsonl"]
 
 
@@ -31,8 +33,8 @@ class AuditFilters(BaseModel):
     object_type: str | None = Field(default=None, min_length=1, max_length=40)
     object_id: str | None = Field(default=None, min_length=1, max_length=64)
     outcome: str | None = Field(default=None, min_length=1, max_length=20)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: IsoDateTime | None = None
+    until: IsoDateTime | None = None
 
     @model_validator(mode="after")
     def _window_in_order(self) -> Self:

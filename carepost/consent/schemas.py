@@ -11,10 +11,11 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from carepost.consent.models import ConsentCurrent, ConsentRecord, Suppression, Topic
 from carepost.core.text import MultiLineText, SingleLineText
+from carepost.core.types import IsoDateTime
 
 ChannelName = Literal["email", "sms"]
 StatusName = Literal["granted", "revoked", "pending"]
@@ -41,10 +42,10 @@ class ConsentCreate(BaseModel):
     evidence: MultiLineText | None = Field(
         default=None, max_length=2000, description="Free text or a reference; stored encrypted"
     )
-    captured_at: AwareDatetime | None = Field(
+    captured_at: IsoDateTime | None = Field(
         default=None, description="When the consent was given (default: now)"
     )
-    expires_at: AwareDatetime | None = None
+    expires_at: IsoDateTime | None = None
 
 
 class ConsentOut(BaseModel):

@@ -54,6 +54,16 @@ def test_time_window_needs_a_time_zone_and_names_the_field(client, tenant, make_
     assert backwards.status_code == 422
 
 
+def test_a_unix_timestamp_is_not_taken_for_a_date_time(client, tenant, make_api_key):
+    # Pydantic alone would read these as seconds since 1970 and answer 200.
+    headers = make_api_key(tenant, scopes=["audit:read"])
+    for value in ("1700000000", "1.3460074039964167e-61", "-5"):
+        response = client.get("/api/v1/audit/events", params={"since": value}, headers=headers)
+        assert response.status_code == 422, value
+        error = response.json()["errors"][0]
+        assert error["pointer"] == "#/query/since" and "ISO 8601" in error["detail"]
+
+
 def test_another_tenants_event_is_not_found(client, make_tenant, make_api_key):
     tenant_a, tenant_b = make_tenant(), make_tenant()
     headers_a, headers_b = make_api_key(tenant_a), make_api_key(tenant_b)
