@@ -49,6 +49,7 @@ LOGIN_EXPIRED = "/login?expired=1"
 # Console sections in navigation order: (path, label, permission needed to see it).
 NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/", "Dashboard", None),
+    ("/imports", "Imports", "contacts:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
     ("/audit", "Audit trail", "audit:read"),

@@ -9,7 +9,8 @@ Each section lives in its own module of thin views calling services:
 :mod:`~carepost.web.signin`, :mod:`~carepost.web.credentials`,
 :mod:`~carepost.web.passkeys`, :mod:`~carepost.web.dashboard`, :mod:`~carepost.web.users`,
 :mod:`~carepost.web.apikeys`, :mod:`~carepost.web.organization`,
-:mod:`~carepost.web.account` and :mod:`~carepost.web.audit`.
+:mod:`~carepost.web.account`, :mod:`~carepost.web.audit` and
+:mod:`~carepost.web.imports`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from carepost.web import (
     audit,
     credentials,
     dashboard,
+    imports,
     organization,
     passkeys,
     signin,
@@ -45,6 +47,7 @@ ROUTERS = (
     organization.router,
     account.router,
     audit.router,
+    imports.router,
 )
 
 
