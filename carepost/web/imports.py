@@ -38,7 +38,15 @@ from carepost.imports.csv_source import CsvReader
 from carepost.imports.mapping import DATE_FORMATS, header_key
 from carepost.imports.models import ImportJob, ImportRowError, JobStatus
 from carepost.imports.runner import check_file_start
-from carepost.web.console import Console, form_data, page, parse_id, redirect, sentence
+from carepost.web.console import (
+    Console,
+    form_data,
+    format_time,
+    page,
+    parse_id,
+    redirect,
+    sentence,
+)
 from carepost.web.imports_upload import receive_upload, size_text
 from carepost.web.tables import Column, Table
 from carepost.web.views import alert_response
@@ -77,7 +85,8 @@ JOB_TABLE = Table(
     id="import",
     empty="No imports yet.",
     columns=(
-        Column("Started", lambda j: j.created_at, kind="time", link=lambda j: f"/imports/{j.id}"),
+        # As text, so that the cell links to the job (time cells are never links).
+        Column("Started", lambda j: format_time(j.created_at), link=lambda j: f"/imports/{j.id}"),
         Column("Format", lambda j: j.format, kind="code"),
         Column("Status", status_label, kind="badge"),
         Column("Rows read", lambda j: j.rows_read, kind="number"),
@@ -350,7 +359,7 @@ def _job_context(job: ImportJob, errors: list[ImportRowError]) -> dict[str, Any]
         "job": job,
         "errors": errors,
         "ended": ended,
-        "status": status_label(job),
+        "status_text": status_label(job),
         "poll": None if ended or job.status == JobStatus.UPLOADING else POLL,
         "report_url": f"/api/v1/imports/{job.id}/errors.csv",
     }

@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class PageCase:
-    path: str  # may hold {user_id} / {key_id} / {passkey_id}, filled from the organization
+    path: (
+        str  # may hold {user_id} / {key_id} / {passkey_id} / {job_id}, filled from the organization
+    )
     permission: str | None
+    # A piece of a page that HTMX fetches (not a whole page with landmarks).
+    fragment: bool = False
 
     @property
     def has_object(self) -> bool:
@@ -42,6 +46,11 @@ PAGES = (
     PageCase("/settings", "tenant:read"),
     PageCase("/account", None),
     PageCase("/audit", "audit:read"),
+    PageCase("/imports", "contacts:read"),
+    PageCase("/imports/new", "contacts:write"),
+    PageCase("/imports/{job_id}", "contacts:read"),
+    PageCase("/imports/{job_id}/progress", "contacts:read", fragment=True),
+    PageCase("/imports/{job_id}/mapping", "contacts:write"),
 )
 
 ACTIONS = (
@@ -56,6 +65,9 @@ ACTIONS = (
         "tenant:write",
         {"name": "Renamed", "session_idle_minutes": "5", "session_max_hours": "2"},
     ),
+    ActionCase("/imports/upload", "contacts:write"),
+    ActionCase("/imports/{job_id}/mapping", "contacts:write", {"match": "email", "col_0": "email"}),
+    ActionCase("/imports/{job_id}/cancel", "contacts:write"),
     ActionCase("/account/recovery-codes", None),
     ActionCase("/account/passkeys/options", None),
     ActionCase("/account/passkeys", None, {"name": "new passkey"}),
@@ -108,4 +120,5 @@ OBJECT_PLACEHOLDERS = {
     "{user_id}": "user_id",
     "{key_id}": "key_id",
     "{passkey_id}": "passkey_id",
+    "{job_id}": "job_id",
 }

@@ -25,6 +25,7 @@ from tests.web.console_cases import (
     ActionCase,
     PageCase,
 )
+from tests.web.import_files import held_upload
 from tests.web.people import create_person
 
 OPERATIONS = {"/healthz", "/readyz", "/metrics", "/docs/oauth2-redirect"}
@@ -48,12 +49,14 @@ class Organization:
     target_id: uuid.UUID
     key_id: uuid.UUID
     passkey_id: uuid.UUID
+    job_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
             path.replace("{user_id}", str(self.target_id))
             .replace("{key_id}", str(self.key_id))
             .replace("{passkey_id}", str(self.passkey_id))
+            .replace("{job_id}", str(self.job_id))
         )
 
 
@@ -82,7 +85,8 @@ def _make_org(runtime) -> Organization:
         )
         session.add(passkey)
         session.flush()
-    return Organization(tenant, people, target.id, key.id, passkey.id)
+    job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
+    return Organization(tenant, people, target.id, key.id, passkey.id, job_id)
 
 
 # Every test here is about a refusal (or a page view), so they share two organizations:

@@ -20,6 +20,7 @@ from carepost.web import dashboard
 from carepost.web.forms import Choice, Field, FormSpec
 from carepost.web.tables import MASK, Column, Table
 from tests.web.console_cases import PAGES
+from tests.web.import_files import held_upload
 
 
 class PageAudit(HTMLParser):
@@ -102,9 +103,13 @@ def test_htmx_errors_arrive_as_alerts_in_the_message_area(make_person, tenant, s
     assert 'role="alert"' in response.text and "<html" not in response.text
 
 
-@pytest.mark.parametrize("case", PAGES, ids=lambda c: c.path)
-def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in):
-    page = sign_in(owner).get(case.path.replace("{user_id}", str(owner.id)))
+@pytest.mark.parametrize("case", [p for p in PAGES if not p.fragment], ids=lambda c: c.path)
+def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in, runtime):
+    path = case.path.replace("{user_id}", str(owner.id))
+    if "{job_id}" in path:
+        body = b"email,first_name\nann@clinic.example,Ann\n"
+        path = path.replace("{job_id}", str(held_upload(runtime, (owner.tenant, owner.keys), body)))
+    page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)
     assert found.inline_scripts == 0 and found.styles == 0
