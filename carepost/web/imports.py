@@ -47,7 +47,7 @@ from carepost.web.console import (
     redirect,
     sentence,
 )
-from carepost.web.imports_upload import receive_upload, size_text
+from carepost.web.imports_upload import receive_upload, size_text, too_large
 from carepost.web.tables import Column, Table
 from carepost.web.views import alert_response
 
@@ -225,11 +225,14 @@ def new_import_page(console: Writer) -> Response:
 
 
 def _upload_page(console: Console, error: str = "", status: int = 200) -> Response:
+    limit = console.runtime.settings.max_import_bytes
     return console.render(
         "imports/upload.html",
         status=status,
         error=error,
-        limit=size_text(console.runtime.settings.max_import_bytes),
+        limit=size_text(limit),
+        max_bytes=limit,
+        too_large=sentence(too_large(limit)),
         title="Import contacts",
     )
 

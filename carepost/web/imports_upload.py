@@ -38,6 +38,13 @@ def size_text(size: int) -> str:
     return f"{size} bytes"  # pragma: no cover
 
 
+def too_large(limit: int) -> str:
+    return (
+        f"the file is larger than {size_text(limit)}, this server's limit for an import: "
+        "split it, or ask your administrator to raise CAREPOST_MAX_IMPORT_BYTES"
+    )
+
+
 class WizardUpload:
     """One upload in progress: a held job created at the first byte of the file."""
 
@@ -69,12 +76,7 @@ class WizardUpload:
             await run_in_threadpool(self._create)
         self.size += len(data)
         if self.size > self.limit:
-            raise ValidationFailed(
-                f"the file is larger than {size_text(self.limit)}, this server's limit "
-                "for an import: split it, or ask your administrator to raise "
-                "CAREPOST_MAX_IMPORT_BYTES",
-                field="file",
-            )
+            raise ValidationFailed(too_large(self.limit), field="file")
         self._pending += data
         if len(self._pending) >= CHUNK_BYTES:
             pending, self._pending = bytes(self._pending), bytearray()

@@ -89,7 +89,18 @@ def test_import_wizard_from_upload_to_error_report(
     expect(page.get_by_role("heading", name="Imports")).to_be_visible()
     page.get_by_role("link", name="Import contacts").click()
     expect(page.get_by_role("heading", name="Import contacts")).to_be_visible()
-    page.get_by_label("File").set_input_files(str(patients))
+    # A file over the server's limit is refused before it is sent (here a limit of 10 bytes).
+    file_input = page.get_by_label("File")
+    limit = file_input.get_attribute("data-max-bytes")
+    file_input.evaluate("input => { input.dataset.maxBytes = '10'; }")
+    file_input.set_input_files(str(patients))
+    assert "larger than" in file_input.evaluate("input => input.validationMessage")
+    page.get_by_role("button", name="Upload and continue").click()
+    expect(page).to_have_url(f"{live_server}/imports/new")  # nothing was sent
+    file_input.evaluate(f"input => {{ input.dataset.maxBytes = '{limit}'; }}")
+    file_input.set_input_files([])
+    file_input.set_input_files(str(patients))
+    assert file_input.evaluate("input => input.validationMessage") == ""
     shoot(page, screenshots, "import-1-upload")
     page.get_by_role("button", name="Upload and continue").click()
 
