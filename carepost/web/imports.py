@@ -314,6 +314,7 @@ def save_mapping(
     chosen = {k: v for k, v in data.items() if isinstance(v, str)}
     # A failed post shows the columns again, not the values (nor audits a second view).
     form = _mapping_form(console, job, schema_keys, chosen, samples_wanted=False)
+    first = _first_chunk(console, job.id)  # read before the transaction takes its locks
     try:
         with console.session() as session:
             held = service.configure_upload(
@@ -323,7 +324,6 @@ def save_mapping(
                 mapping=_mapping_of(form),
                 match=form.match,
             )
-            first = _first_chunk(console, job.id)
             check_file_start(session, held, first)
             service.queue_upload(
                 session, held, file_size=held.file_size, actor=console.principal.actor
