@@ -111,6 +111,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         RequestGuard,
         max_body_bytes=runtime.settings.max_request_bytes,
         hsts=runtime.settings.base_url.startswith("https://"),
-        upload_limits={f"{API_PREFIX}/imports": runtime.settings.max_import_bytes},
+        upload_limits={
+            f"{API_PREFIX}/imports": runtime.settings.max_import_bytes,
+            # The console's upload is multipart: room for its envelope; the route
+            # itself refuses a file over the limit with a page that says so.
+            "/imports/upload": runtime.settings.max_import_bytes + 1024 * 1024,
+        },
     )
     return app

@@ -25,6 +25,9 @@ from carepost.core.runtime import Runtime
 
 SESSION_COOKIE = "carepost_session"
 CSRF_HEADER = "x-csrf-token"
+# Console posts whose body is a file streamed by the route (the import wizard's upload):
+# never parsed as a form here (that would spool the file to disk); they send the header.
+STREAMED_FORMS = frozenset({"/imports/upload"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -60,6 +63,7 @@ async def read_credentials(request: Request) -> Credentials:
         and bearer is None
         and request.method not in SAFE_METHODS
         and not request.url.path.startswith("/api/")
+        and request.url.path not in STREAMED_FORMS
         and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
     ):
         form = await request.form()

@@ -98,6 +98,32 @@ def queue_upload(session: Session, job: ImportJob, *, file_size: int, actor: aud
     record_created(session, job, actor)
 
 
+def hold_upload(session: Session, job: ImportJob, *, file_size: int) -> None:
+    """The upload is stored but its mapping is still to be chosen (the console's import
+    wizard): the job stays ``uploading`` (never claimed; dropped if abandoned)."""
+    job.file_size = file_size
+    job.updated_at = utcnow()
+
+
+def configure_upload(
+    session: Session,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    *,
+    mapping: dict[str, Any],
+    match: str,
+) -> ImportJob:
+    """Set the mapping and match key of a held upload, before it is queued."""
+    job = _locked(session, tenant_id, job_id)
+    if job.status != JobStatus.UPLOADING:
+        raise Conflict(f"the job is already {job.status}: its mapping is fixed")
+    check_mapping(mapping, custom_fields.load_schema(session, tenant_id), match=match)
+    job.mapping = mapping
+    job.match = match
+    job.updated_at = utcnow()
+    return job
+
+
 def record_created(session: Session, job: ImportJob, actor: audit.Actor) -> None:
     columns = job.mapping.get("columns", {})
     audit.record(

@@ -53,6 +53,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/lists", "Lists", "contacts:read"),
     ("/contact-fields", "Contact fields", "contacts:read"),
     ("/segments", "Segments", "contacts:read"),
+    ("/imports", "Imports", "contacts:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
     ("/audit", "Audit trail", "audit:read"),

@@ -9,9 +9,9 @@ Each section lives in its own module of thin views calling services:
 :mod:`~carepost.web.signin`, :mod:`~carepost.web.credentials`,
 :mod:`~carepost.web.passkeys`, :mod:`~carepost.web.dashboard`, :mod:`~carepost.web.users`,
 :mod:`~carepost.web.apikeys`, :mod:`~carepost.web.organization`,
-:mod:`~carepost.web.account`, :mod:`~carepost.web.audit`, and the contacts pages
+:mod:`~carepost.web.account`, :mod:`~carepost.web.audit`, the contacts pages
 (:mod:`~carepost.web.contacts`, ``contacts_detail``, ``contacts_actions``,
-``contacts_lists``, ``contacts_fields``).
+``contacts_lists``, ``contacts_fields``) and :mod:`~carepost.web.imports`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from carepost.web import (
     contacts_lists,
     credentials,
     dashboard,
+    imports,
     organization,
     passkeys,
     segments,
@@ -59,6 +60,7 @@ ROUTERS = (
     contacts_lists.router,
     contacts_fields.router,
     segments.router,
+    imports.router,
 )
 
 

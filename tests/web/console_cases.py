@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class PageCase:
-    # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id},
-    # filled from the organization
+    # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
+    # / {job_id}, filled from the organization
     path: str
     permission: str | None
+    # A piece of a page that HTMX fetches (not a whole page with landmarks).
+    fragment: bool = False
 
     @property
     def has_object(self) -> bool:
@@ -53,6 +55,11 @@ PAGES = (
     PageCase("/contact-fields", "contacts:read"),
     PageCase("/contact-fields/{field_id}/delete", "contacts:write"),
     PageCase("/segments", "contacts:read"),
+    PageCase("/imports", "contacts:read"),
+    PageCase("/imports/new", "contacts:write"),
+    PageCase("/imports/{job_id}", "contacts:read"),
+    PageCase("/imports/{job_id}/progress", "contacts:read", fragment=True),
+    PageCase("/imports/{job_id}/mapping", "contacts:write"),
 )
 
 ACTIONS = (
@@ -67,6 +74,9 @@ ACTIONS = (
         "tenant:write",
         {"name": "Renamed", "session_idle_minutes": "5", "session_max_hours": "2"},
     ),
+    ActionCase("/imports/upload", "contacts:write"),
+    ActionCase("/imports/{job_id}/mapping", "contacts:write", {"match": "email", "col_0": "email"}),
+    ActionCase("/imports/{job_id}/cancel", "contacts:write"),
     ActionCase("/account/recovery-codes", None),
     ActionCase("/account/passkeys/options", None),
     ActionCase("/account/passkeys", None, {"name": "new passkey"}),
@@ -143,4 +153,5 @@ OBJECT_PLACEHOLDERS = {
     "{contact_id}": "contact_id",
     "{list_id}": "list_id",
     "{field_id}": "field_id",
+    "{job_id}": "job_id",
 }

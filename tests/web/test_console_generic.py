@@ -26,6 +26,7 @@ from tests.web.console_cases import (
     ActionCase,
     PageCase,
 )
+from tests.web.import_files import held_upload
 from tests.web.people import create_person, make_contact_objects
 
 OPERATIONS = {"/healthz", "/readyz", "/metrics", "/docs/oauth2-redirect"}
@@ -52,6 +53,7 @@ class Organization:
     contact_id: uuid.UUID
     list_id: uuid.UUID
     field_id: uuid.UUID
+    job_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -61,6 +63,7 @@ class Organization:
             .replace("{contact_id}", str(self.contact_id))
             .replace("{list_id}", str(self.list_id))
             .replace("{field_id}", str(self.field_id))
+            .replace("{job_id}", str(self.job_id))
         )
 
 
@@ -90,8 +93,17 @@ def _make_org(runtime) -> Organization:
         session.add(passkey)
         session.flush()
         contact, contact_list, field = make_contact_objects(session, tenant)
+    job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
-        tenant, people, target.id, key.id, passkey.id, contact.id, contact_list.id, field.id
+        tenant,
+        people,
+        target.id,
+        key.id,
+        passkey.id,
+        contact.id,
+        contact_list.id,
+        field.id,
+        job_id,
     )
 
 

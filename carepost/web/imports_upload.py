@@ -1,0 +1,169 @@
+"""Step 1 of the import wizard: stream a multipart upload into an import job's sealed chunks.
+
+The console's upload form is sent by HTMX with the CSRF token in the
+``X-CSRF-Token`` header (the ``<body>``'s ``hx-headers``), so authentication never
+parses the body as a form; this module reads the body as it arrives, hands each
+piece of the ``file`` part to :class:`~carepost.imports.storage.ChunkWriter` and
+counts it against ``max_import_bytes``. Nothing is held in memory beyond a chunk,
+nothing is spooled to disk, and a refused or broken upload leaves no job behind.
+The job is then *held* (``uploading``, never claimed by a worker) until the
+mapping step queues it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+
+from carepost.core.errors import ValidationFailed
+from carepost.imports import service
+from carepost.imports.storage import CHUNK_BYTES, ChunkWriter
+from carepost.web.console import Console
+
+# The default match key of a held upload; the mapping step sets the real one.
+PROVISIONAL_MATCH = "email"
+
+
+def size_text(size: int) -> str:
+    """A byte count as people read it (the limit in the upload form and its error)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:g} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size = size / 1024  # type: ignore[assignment]
+    return f"{size} bytes"  # pragma: no cover
+
+
+def too_large(limit: int) -> str:
+    return (
+        f"the file is larger than {size_text(limit)}, this server's limit for an import: "
+        "split it, or ask your administrator to raise CAREPOST_MAX_IMPORT_BYTES"
+    )
+
+
+class WizardUpload:
+    """One upload in progress: a held job created at the first byte of the file."""
+
+    def __init__(self, console: Console, file_format: str) -> None:
+        self.console = console
+        self.format = file_format
+        self.limit = console.runtime.settings.max_import_bytes
+        self.job_id: uuid.UUID | None = None
+        self.writer: ChunkWriter | None = None
+        self.size = 0
+        self._pending = bytearray()
+
+    def _create(self) -> None:
+        principal = self.console.principal
+        with self.console.session() as session:
+            job = service.create_job(
+                session,
+                principal.tenant_id,
+                format=self.format,
+                mapping={},
+                match=PROVISIONAL_MATCH,
+                actor=principal.actor,
+            )
+            self.job_id = job.id
+        self.writer = ChunkWriter(self.console.runtime, principal.keys, job.id)
+
+    async def write(self, data: bytes) -> None:
+        if self.job_id is None:
+            await run_in_threadpool(self._create)
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ValidationFailed(too_large(self.limit), field="file")
+        self._pending += data
+        if len(self._pending) >= CHUNK_BYTES:
+            pending, self._pending = bytes(self._pending), bytearray()
+            assert self.writer is not None
+            await run_in_threadpool(self.writer.write, pending)
+
+    def _finish(self) -> uuid.UUID:
+        if self.job_id is None or self.writer is None:
+            raise ValidationFailed("choose a file to import", field="file")
+        self.writer.write(bytes(self._pending))
+        self.writer.close()
+        if self.writer.size == 0:
+            raise ValidationFailed("the file is empty", field="file")
+        with self.console.session() as session:
+            job = service.get_job(session, self.console.principal.tenant_id, self.job_id)
+            service.hold_upload(session, job, file_size=self.writer.size)
+        return self.job_id
+
+    async def finish(self) -> uuid.UUID:
+        return await run_in_threadpool(self._finish)
+
+    def _discard(self) -> None:
+        if self.job_id is not None:
+            with self.console.runtime.database.session() as session:
+                service.discard_upload(session, self.job_id)
+
+    async def discard(self) -> None:
+        await run_in_threadpool(self._discard)
+
+
+async def receive_upload(request: Request, console: Console) -> uuid.UUID:
+    """Stream the posted form's ``file`` part into a held job; returns its id."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise ValidationFailed("send the file with the upload form", field="file")
+    state: dict[str, Any] = {"headers": {}, "header": b"", "name": ""}
+    pieces: list[bytes] = []
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        key = state["header"].lower()
+        state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
+
+    def on_header_end() -> None:
+        state["header"] = b""
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        state["name"] = disposition.get(b"name", b"").decode("latin-1")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["name"] == "file":
+            pieces.append(data[start:end])  # other fields (the CSRF token) are not needed
+
+    def on_part_end() -> None:
+        state["headers"] = {}
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    upload = WizardUpload(console, "csv")
+    try:
+        async for piece in request.stream():
+            try:
+                parser.write(piece)
+            except MultipartParseError:
+                raise ValidationFailed("the upload is malformed", field="file") from None
+            for data in pieces:
+                if data:
+                    await upload.write(data)
+            pieces.clear()
+        try:
+            parser.finalize()
+        except MultipartParseError:
+            raise ValidationFailed("the upload is malformed", field="file") from None
+        return await upload.finish()
+    except BaseException:  # a refused file, a disconnect: nothing of it stays
+        await upload.discard()
+        raise
