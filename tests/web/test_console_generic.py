@@ -16,6 +16,7 @@ from carepost.accounts.models import WebAuthnCredential
 from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
+from carepost.segments import service as segments
 from carepost.tenancy import service as tenancy
 from tests.web.console_cases import (
     ACTIONS,
@@ -52,6 +53,7 @@ class Organization:
     contact_id: uuid.UUID
     list_id: uuid.UUID
     field_id: uuid.UUID
+    segment_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -61,6 +63,7 @@ class Organization:
             .replace("{contact_id}", str(self.contact_id))
             .replace("{list_id}", str(self.list_id))
             .replace("{field_id}", str(self.field_id))
+            .replace("{segment_id}", str(self.segment_id))
         )
 
 
@@ -90,8 +93,24 @@ def _make_org(runtime) -> Organization:
         session.add(passkey)
         session.flush()
         contact, contact_list, field = make_contact_objects(session, tenant)
+        segment = segments.create_segment(
+            session,
+            tenant[0].id,
+            name="Everyone on the list",
+            description="",
+            rule={"list": str(contact_list.id)},
+            actor=SYSTEM,
+        )
     return Organization(
-        tenant, people, target.id, key.id, passkey.id, contact.id, contact_list.id, field.id
+        tenant,
+        people,
+        target.id,
+        key.id,
+        passkey.id,
+        contact.id,
+        contact_list.id,
+        field.id,
+        segment.id,
     )
 
 
