@@ -15,6 +15,7 @@ text). The detail page (members, export, snapshots) is :mod:`carepost.web.segmen
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -43,6 +44,9 @@ from carepost.web.views import notice_for
 router = APIRouter(include_in_schema=False)
 
 MAX_RULE_CHARACTERS = 100_000
+SAVE_TARGET = re.compile(
+    r"/segments(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?"
+)
 NOTICES = {"deleted": "Segment deleted."}
 
 SEGMENT_TABLE = Table(
@@ -313,7 +317,13 @@ def builder_fragment(
         vocab = load_vocabulary(session, console.principal.tenant_id)
         state, rule = state_from_form(data, vocab)
         evaluate(console, session, state, rule)
-    return render_builder(console, state, vocab, action="", heading="Segment builder")
+    if console.htmx:
+        return render_builder(console, state, vocab, action="", heading="Segment builder")
+    # Without JavaScript the buttons post the whole page here: keep where it saves to.
+    target = _text(data, "target")
+    action = target if SAVE_TARGET.fullmatch(target) else "/segments"
+    heading = "New segment" if action == "/segments" else "Edit segment"
+    return render_builder(console, state, vocab, action=action, heading=heading)
 
 
 @router.post("/segments/preview")

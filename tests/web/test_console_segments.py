@@ -524,3 +524,19 @@ def test_the_json_preview_still_counts(tenant, make_person, sign_in, runtime):
     assert count_in(counted.text) == 1
     broken = b.post("/segments/preview", {"rule": '{"all": [\n  {"list": 12'}, htmx=True)
     assert "not valid JSON" in broken.text and "line 2" in broken.text
+
+
+def test_without_javascript_the_buttons_return_the_whole_page(
+    tenant, make_person, sign_in, runtime
+):
+    data = make_patients(runtime, tenant)
+    b = sign_in(make_person(tenant, "marketer"))
+    path = _save(b, data)
+    edit = b.get(path + "/edit")
+    assert f'name="target" value="{path}"' in edit.text
+    form = {**five_conditions(data["list_id"]), "name": "Kept", "target": path, "action": "add"}
+    page = b.post("/segments/builder", form)
+    assert page.status_code == 200 and "<html" in page.text and 'id="row-6"' in page.text
+    assert f'action="{path}"' in page.text and 'value="Kept"' in page.text
+    forged = b.post("/segments/builder", {**form, "target": "https://elsewhere.example/"})
+    assert 'action="/segments"' in forged.text
