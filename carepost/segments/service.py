@@ -475,3 +475,16 @@ def snapshot_member_ids(
         .order_by(SegmentSnapshotMember.contact_id)
     )
     yield from session.scalars(query, execution_options={"yield_per": EXPORT_BATCH})
+
+
+def list_snapshots(
+    session: Session, tenant_id: uuid.UUID, segment_id: uuid.UUID, *, limit: int = 50
+) -> list[SegmentSnapshot]:
+    """A segment's snapshots, newest first (the console's detail page lists them)."""
+    query = (
+        select(SegmentSnapshot)
+        .where(SegmentSnapshot.tenant_id == tenant_id, SegmentSnapshot.segment_id == segment_id)
+        .order_by(SegmentSnapshot.created_at.desc(), SegmentSnapshot.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class PageCase:
     # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
-    # / {job_id}, filled from the organization
+    # / {job_id} / {segment_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -60,6 +60,10 @@ PAGES = (
     PageCase("/imports/{job_id}", "contacts:read"),
     PageCase("/imports/{job_id}/progress", "contacts:read", fragment=True),
     PageCase("/imports/{job_id}/mapping", "contacts:write"),
+    PageCase("/segments/new", "contacts:read"),
+    PageCase("/segments/{segment_id}", "contacts:read"),
+    PageCase("/segments/{segment_id}/edit", "contacts:write"),
+    PageCase("/segments/{segment_id}/delete", "contacts:write"),
 )
 
 ACTIONS = (
@@ -111,8 +115,20 @@ ACTIONS = (
     ActionCase("/contact-fields/{field_id}/delete", "contacts:write"),
     ActionCase("/segments/preview", "contacts:read", {"rule": '{"suppressed": "any"}'}),
     ActionCase(
-        "/segments", "contacts:write", {"name": "Everyone", "rule": '{"suppressed": "any"}'}
+        "/segments",
+        "contacts:write",
+        {"name": "Everyone", "mode": "json", "rule": '{"suppressed": "any"}'},
     ),
+    ActionCase("/segments/builder", "contacts:read", {"row": "1", "r1_kind": "suppressed"}),
+    ActionCase(
+        "/segments/{segment_id}",
+        "contacts:write",
+        {"name": "Renamed", "mode": "json", "rule": '{"suppressed": "sms"}'},
+    ),
+    ActionCase("/segments/{segment_id}/members", "phi:read"),
+    ActionCase("/segments/{segment_id}/export", "contacts:read", {"columns": "id"}),
+    ActionCase("/segments/{segment_id}/snapshots", "contacts:write", {"reason": "a send"}),
+    ActionCase("/segments/{segment_id}/delete", "contacts:write"),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )

@@ -16,6 +16,7 @@ from carepost.accounts.models import WebAuthnCredential
 from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
+from carepost.segments import service as segments
 from carepost.tenancy import service as tenancy
 from tests.web.console_cases import (
     ACTIONS,
@@ -54,6 +55,7 @@ class Organization:
     list_id: uuid.UUID
     field_id: uuid.UUID
     job_id: uuid.UUID
+    segment_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -64,6 +66,7 @@ class Organization:
             .replace("{list_id}", str(self.list_id))
             .replace("{field_id}", str(self.field_id))
             .replace("{job_id}", str(self.job_id))
+            .replace("{segment_id}", str(self.segment_id))
         )
 
 
@@ -93,6 +96,14 @@ def _make_org(runtime) -> Organization:
         session.add(passkey)
         session.flush()
         contact, contact_list, field = make_contact_objects(session, tenant)
+        segment = segments.create_segment(
+            session,
+            tenant[0].id,
+            name="Everyone on the list",
+            description="",
+            rule={"list": str(contact_list.id)},
+            actor=SYSTEM,
+        )
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
@@ -104,6 +115,7 @@ def _make_org(runtime) -> Organization:
         contact_list.id,
         field.id,
         job_id,
+        segment.id,
     )
 
 

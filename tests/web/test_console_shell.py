@@ -10,12 +10,14 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 
+from carepost.audit.service import SYSTEM
 from carepost.core.errors import (
     FieldError,
     NotFound,
     PermissionDenied,
     ValidationFailed,
 )
+from carepost.segments import service as segments
 from carepost.web import dashboard
 from carepost.web.forms import Choice, Field, FormSpec
 from carepost.web.tables import MASK, Column, Table
@@ -108,11 +110,20 @@ def test_htmx_errors_arrive_as_alerts_in_the_message_area(make_person, tenant, s
 def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in, runtime):
     with runtime.bound_session(owner.keys) as session:
         contact, contact_list, field = make_contact_objects(session, (owner.tenant, owner.keys))
+        segment = segments.create_segment(
+            session,
+            owner.tenant.id,
+            name="On the list",
+            description="",
+            rule={"all": [{"list": str(contact_list.id)}, {"not": {"suppressed": "any"}}]},
+            actor=SYSTEM,
+        )
     path = (
         case.path.replace("{user_id}", str(owner.id))
         .replace("{contact_id}", str(contact.id))
         .replace("{list_id}", str(contact_list.id))
         .replace("{field_id}", str(field.id))
+        .replace("{segment_id}", str(segment.id))
     )
     if "{job_id}" in path:
         body = b"email,first_name\nann@clinic.example,Ann\n"
