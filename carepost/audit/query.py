@@ -72,9 +72,11 @@ def decode_cursor(cursor: str | None) -> int | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != 8 or int.from_bytes(raw, "big") < 1:
+    seq = int.from_bytes(raw, "big")
+    # A sequence number is a positive signed 64-bit integer (BIGINT, SQLite INTEGER).
+    if len(raw) != 8 or not 1 <= seq < 2**63:
         raise ValidationFailed("the cursor is not valid", field="#/query/cursor")
-    return int.from_bytes(raw, "big")
+    return seq
 
 
 def _conditions(tenant_id: uuid.UUID, filters: AuditFilters | None) -> list[ColumnElement[bool]]:

@@ -268,7 +268,8 @@ def get_import(job_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> Imp
 def _error_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
-    if not cursor.isdigit():
+    # ASCII digits only ("²".isdigit() is true), and within a signed 64-bit integer.
+    if not (cursor.isascii() and cursor.isdigit()) or int(cursor) >= 2**63:
         raise ValidationFailed("the cursor is not valid", field="#/query/cursor")
     return int(cursor)
 

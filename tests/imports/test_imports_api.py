@@ -149,3 +149,14 @@ def test_uploading_needs_contacts_write(client, clinic, make_api_key):
     response = upload(client, reader, b"email\nx@y.org\n", match="email")
     assert response.status_code == 403
     assert client.get(f"{V1}/imports", headers=reader).status_code == 200
+
+
+def test_a_bad_error_cursor_is_a_clear_error(runtime, client, clinic, make_api_key):
+    headers = make_api_key(clinic)
+    job = upload(client, headers, b"email\nann@clinic.example\n", match="email").json()
+    for cursor in ("x", "\u00b2", "9" * 30, "-1"):
+        response = client.get(
+            f"{V1}/imports/{job['id']}/errors", params={"cursor": cursor}, headers=headers
+        )
+        assert response.status_code == 422, cursor
+        assert response.json()["errors"][0]["pointer"] == "#/query/cursor"
