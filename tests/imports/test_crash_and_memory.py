@@ -8,12 +8,19 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import create_engine, text, update
 
 from carepost.audit.service import SYSTEM
+from carepost.core import migrations
+from carepost.core.config import Settings, load_settings
 from carepost.core.database import utcnow
+from carepost.core.runtime import Runtime, build_runtime
+from carepost.crypto.keyprovider import init_key_file
 from carepost.imports import service
 from carepost.imports.models import ImportJob
 from carepost.imports.storage import ChunkWriter
@@ -21,7 +28,48 @@ from carepost.imports.tasks import run_imports
 from tests.environment import carepost_command, child_environment
 from tests.imports.clinic import contact_count
 
-ROWS = 12_000  # three batches: the worker dies while committing the second or third
+ROWS = 30_000  # six batches: the worker is killed long before it could finish
+
+
+# These tests run `carepost` child processes on the database and kill one with
+# SIGKILL: they get a database of their own, so that no other test (nor the CLI
+# tests opening fresh connections to the suite's SQLite file) shares a file a
+# killed process had open.
+@pytest.fixture(scope="module")
+def crash_settings(tmp_path_factory, log_file) -> Iterator[Settings]:
+    run_dir = tmp_path_factory.mktemp("crash")
+    key_file = run_dir / "master.key"
+    init_key_file(key_file)
+    overrides: dict[str, object] = {"database_url": f"sqlite:///{run_dir / 'carepost.db'}"}
+    admin = None
+    url = os.environ.get("CAREPOST_TEST_DATABASE_URL")
+    if url:
+        schema = f"carepost_crash_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        overrides = {"database_url": url, "database_schema": schema}
+    yield load_settings(
+        environment="test",
+        master_key_file=key_file,
+        data_dir=run_dir,
+        log_file=log_file,
+        cookie_secure=True,
+        base_url="https://testserver",
+        **overrides,
+    )
+    if admin is not None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{overrides["database_schema"]}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def runtime(crash_settings: Settings) -> Iterator[Runtime]:
+    built = build_runtime(crash_settings)
+    migrations.upgrade(built.database.engine)
+    yield built
+    built.close()
 
 
 def _queue_upload(runtime, keys, lines) -> ImportJob:
@@ -45,7 +93,7 @@ def _job(runtime, keys, job_id) -> ImportJob:
 
 
 def test_a_worker_killed_mid_job_is_taken_over_without_duplicates(
-    settings, runtime, clinic, tmp_path
+    crash_settings, runtime, clinic, tmp_path
 ):
     _tenant_row, keys = clinic
     lines = [b"mrn,email,first_name,a1c\n"]
@@ -55,7 +103,7 @@ def test_a_worker_killed_mid_job_is_taken_over_without_duplicates(
     with log.open("w") as output:
         worker = subprocess.Popen(
             carepost_command("worker", "--job", "imports.run"),
-            env=child_environment(settings),
+            env=child_environment(crash_settings),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -131,7 +179,9 @@ print(json.dumps({"rows": count, "good": good, "size": writer.size, "early": ear
 """
 
 
-def test_a_200k_row_upload_is_stored_and_read_back_with_flat_memory(settings, runtime, clinic):
+def test_a_200k_row_upload_is_stored_and_read_back_with_flat_memory(
+    crash_settings, runtime, clinic
+):
     _tenant_row, keys = clinic
     with runtime.bound_session(keys) as session:
         job = service.create_job(
@@ -139,7 +189,7 @@ def test_a_200k_row_upload_is_stored_and_read_back_with_flat_memory(settings, ru
         )
     completed = subprocess.run(
         [sys.executable, "-c", MEMORY_SCRIPT, "200000", str(job.id), str(keys.tenant_id)],
-        env=child_environment(settings),
+        env=child_environment(crash_settings),
         capture_output=True,
         text=True,
         timeout=240,
