@@ -362,10 +362,10 @@ class Objects:
         _tenant_row, keys = tenant
         name = f"layout-{uuid.uuid4().hex[:8]}"
         with self.runtime.bound_session(keys) as session:
+            html = "<b>{{ content }}</b>"
             row = templates.create_layout(
-                session, keys.tenant_id, name=name, html="<b>{{ content }}</b>", text=None,
-                actor=SYSTEM,
-            )  # fmt: skip
+                session, keys.tenant_id, name=name, html=html, text=None, actor=SYSTEM
+            )
             layout_id = row.id
 
         def snapshot() -> Any:
@@ -394,10 +394,10 @@ class Objects:
                 text=None,
                 actor=SYSTEM,
             )
+            arm = {"key": "b", "subject": "Hi", "percent": 50}
             variant = templates.create_variant(
-                session, keys.tenant_id, row.id, values={"key": "b", "subject": "Hi", "percent": 50},
-                actor=SYSTEM,
-            )  # fmt: skip
+                session, keys.tenant_id, row.id, values=arm, actor=SYSTEM
+            )
             template_id, variant_id = row.id, variant.id
 
         def snapshot() -> Any:
