@@ -1,6 +1,6 @@
 """The console's email templates: a list, and an editor with a live preview.
 
-The editor is one form. Every change (debounced by HTMX: ``input changed delay:400ms``)
+The editor is one form. Every change (debounced by HTMX: ``input delay:400ms``)
 posts the whole form to ``/templates/render``, which renders the draft in the sandbox
 (:func:`carepost.templates.service.preview`) and answers the preview fragment: the
 subject, the HTML part in a sandboxed ``<iframe srcdoc>`` (``sandbox=""``: no scripts,
