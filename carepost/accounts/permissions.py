@@ -75,7 +75,6 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "audit:export",
             "reports:read",
             "consent:read",
-            "templates:read",
         }
     ),
 }

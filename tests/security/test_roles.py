@@ -42,7 +42,8 @@ AUDIT_READERS = frozenset({OWNER, ADMIN, AUDITOR})
 CONSENT_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST, AUDITOR})
 CONSENT_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
 SUPPRESSION_USERS = frozenset({OWNER, ADMIN, MARKETER})
-TEMPLATE_READERS = frozenset(Role)
+# Previews are POSTs, and auditors never post: they read templates through the audit trail.
+TEMPLATE_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST})
 TEMPLATE_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
 
 
