@@ -37,11 +37,26 @@ class _TextWriter(HTMLParser):
         self.link_text: list[int] = []
 
     def _newlines(self, count: int) -> None:
-        text = "".join(self.out).rstrip(" ")
-        self.out = [text]
-        trailing = len(text) - len(text.rstrip("\n"))
-        if text and trailing < count:
-            self.out.append("\n" * (count - trailing))
+        """End the current line with at least ``count`` line breaks (none at the start).
+        Looks only at the tail of the output: long emails stay linear."""
+        out = self.out
+        while out and not out[-1].strip(" "):
+            if "\n" in out[-1]:
+                break
+            out.pop()
+        if out:
+            out[-1] = out[-1].rstrip(" ")
+        trailing = 0
+        for piece in reversed(out):
+            stripped = piece.rstrip("\n")
+            trailing += len(piece) - len(stripped)
+            if stripped.strip(" "):
+                break
+        else:
+            if not any(p.strip() for p in out):
+                return  # nothing written yet: no blank lines at the top
+        if trailing < count:
+            out.append("\n" * (count - trailing))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in HIDDEN:
@@ -61,7 +76,7 @@ class _TextWriter(HTMLParser):
             self.out.append(str(attributes["alt"]))
         elif tag == "a":
             self.links.append(attributes.get("href"))
-            self.link_text.append(len("".join(self.out)))
+            self.link_text.append(len(self.out))
         elif tag in BLOCKS:
             self._newlines(2 if tag in PARAGRAPHS else 1)
             if tag == "pre":
@@ -78,7 +93,7 @@ class _TextWriter(HTMLParser):
         if tag == "a" and self.links:
             href = self.links.pop()
             start = self.link_text.pop()
-            shown = "".join(self.out)[start:].strip()
+            shown = "".join(self.out[start:]).strip()
             if href and href.startswith(("http://", "https://", "mailto:")) and href != shown:
                 self.out.append(f" ({href.removeprefix('mailto:')})" if shown else href)
         elif tag in BLOCKS:
@@ -93,7 +108,7 @@ class _TextWriter(HTMLParser):
             self.out.append(data)
             return
         text = _SPACES.sub(" ", data)
-        current = "".join(self.out[-1:])
+        current = self.out[-1] if self.out else ""
         if text.startswith(" ") and (not current or current.endswith((" ", "\n"))):
             text = text[1:]
         self.out.append(text)

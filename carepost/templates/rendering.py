@@ -36,6 +36,7 @@ from carepost.templates.sandbox import CompiledPart, TemplateError, compile_part
 from carepost.tenancy.models import Tenant
 
 __all__ = [
+    "ContactView",
     "PreparedTemplate",
     "RenderedMessage",
     "TemplateError",

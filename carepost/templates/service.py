@@ -111,7 +111,7 @@ def _check(session: Session, tenant_id: uuid.UUID, row: Template) -> None:
         physical_address=_physical_address(session, tenant_id),
     )
     for arm in variants_of(session, tenant_id, row.id):
-        _check_variant(session, tenant_id, row, arm, layout)
+        _check_variant(session, tenant_id, row, arm, layout, prefix="variant.")
 
 
 def _check_variant(
@@ -120,7 +120,11 @@ def _check_variant(
     row: Template,
     arm: TemplateVariant,
     layout: Layout | None,
+    *,
+    prefix: str = "",
 ) -> None:
+    """Check the message a variant sends; faults point at the variant's own fields
+    (``prefix`` says where they sit in the request: ``variant.`` from a template save)."""
     body = (arm.html, arm.text) if (arm.html or arm.text) else (row.html, row.text)
     check_content(
         kind=row.kind,
@@ -130,7 +134,7 @@ def _check_variant(
         layout=layout,
         schema=load_schema(session, tenant_id),
         physical_address=_physical_address(session, tenant_id),
-        prefix="variant." if (arm.html or arm.text or arm.subject) else "",
+        prefix=prefix,
     )
 
 

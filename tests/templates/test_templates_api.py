@@ -166,6 +166,7 @@ def test_variants_split_at_most_100_percent(client, owner):
     assert preview["subject"] == "A: 2" and preview["variant"] == "a"
     bad = client.post(path, json={"key": "c", "subject": "{{ oops", "percent": 0}, headers=owner)
     assert bad.status_code == 422 and bad.json()["type"].endswith("/template-error")
+    assert bad.json()["errors"][0]["pointer"] == "#/body/subject"
 
 
 def _patient(runtime, tenant):
