@@ -11,7 +11,8 @@ masked. Syntax and undefined-variable errors are ``template-error`` problems wit
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -37,12 +38,23 @@ from carepost.templates.schemas import (
 )
 
 router = APIRouter(tags=["templates"])
+T = TypeVar("T")
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Principal, Depends(require("templates:read"))]
 Writer = Annotated[Principal, Depends(require("templates:write"))]
 Cursor = Annotated[str | None, Query(max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 PHI_READ = "phi:read"
+
+
+def _page(rows: list[Any], limit: int, out: Callable[[Any], T]) -> Page[T]:
+    """One page of ``limit`` items from ``limit + 1`` rows (the extra says there is more)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[T](
+        items=[out(row) for row in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    )
 
 
 # --- templates ---------------------------------------------------------------------------
@@ -56,12 +68,7 @@ def list_templates(
         rows = service.list_templates(
             session, principal.tenant_id, after=decode_cursor(cursor), limit=limit + 1
         )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[TemplateOut](
-        items=[TemplateOut.of(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return _page(rows, limit, TemplateOut.of)
 
 
 @router.post(
@@ -240,12 +247,7 @@ def list_layouts(
         rows = service.list_layouts(
             session, principal.tenant_id, after=decode_cursor(cursor), limit=limit + 1
         )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[LayoutOut](
-        items=[LayoutOut.of(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return _page(rows, limit, LayoutOut.of)
 
 
 @router.post(

@@ -202,6 +202,38 @@ def organization_of(session: Session, tenant_id: uuid.UUID) -> dict[str, str]:
     return {"name": tenant.name, "physical_address": tenant.physical_address}
 
 
+def prepare_content(
+    session: Session,
+    tenant_id: uuid.UUID,
+    *,
+    subject: str,
+    html: str | None,
+    text: str | None,
+    layout: Layout | None,
+    template_id: uuid.UUID | None = None,
+    variant: str | None = None,
+    from_name: str | None = None,
+) -> PreparedTemplate:
+    """Compile content of this tenant (saved or a draft) with its layout, judging its
+    PHI use by the tenant's field definitions."""
+    parts = compile_content(subject, html, text, layout=layout)
+    trees = [p.tree for p in parts if p is not None]
+    return PreparedTemplate(
+        subject=parts[0],
+        html=parts[1],
+        text=parts[2],
+        layout_html=parts[3],
+        layout_text=parts[4],
+        uses_phi=analysis.uses_phi(
+            analysis.contact_references(trees), load_schema(session, tenant_id)
+        ),
+        template_id=template_id,
+        variant=variant,
+        from_name=from_name,
+        organization=organization_of(session, tenant_id),
+    )
+
+
 def prepare_template(
     session: Session, keys: TenantKeys, template_id: uuid.UUID, *, variant: str | None = None
 ) -> PreparedTemplate:
@@ -217,20 +249,16 @@ def prepare_template(
         if arm.html or arm.text:
             html, text = arm.html, arm.text
         from_name = arm.from_name
-    parts = compile_content(subject, html, text, layout=layout)
-    trees = [p.tree for p in parts if p is not None]
-    schema = load_schema(session, tenant_id)
-    return PreparedTemplate(
-        subject=parts[0],
-        html=parts[1],
-        text=parts[2],
-        layout_html=parts[3],
-        layout_text=parts[4],
-        uses_phi=analysis.uses_phi(analysis.contact_references(trees), schema),
+    return prepare_content(
+        session,
+        tenant_id,
+        subject=subject,
+        html=html,
+        text=text,
+        layout=layout,
         template_id=row.id,
         variant=variant,
         from_name=from_name,
-        organization=organization_of(session, tenant_id),
     )
 
 

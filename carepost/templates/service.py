@@ -31,17 +31,16 @@ from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.core.database import new_id, utcnow
 from carepost.core.errors import Conflict, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
-from carepost.templates.analysis import contact_references, uses_phi
 from carepost.templates.context import ContactView
 from carepost.templates.models import KINDS, Layout, Template, TemplateVariant, TemplateVersion
 from carepost.templates.rendering import (
     PreparedTemplate,
     RenderedMessage,
-    compile_content,
     load_layout,
     load_template,
     load_variant,
     organization_of,
+    prepare_content,
     prepare_template,
 )
 from carepost.templates.sandbox import compile_part
@@ -138,6 +137,18 @@ def _check_variant(
     )
 
 
+def _apply(row: Any, changes: Mapping[str, Any], *, clearable: tuple[str, ...]) -> list[str]:
+    """Set the changed attributes (``""`` clears the ``clearable`` ones); their names."""
+    changed = []
+    for name, value in changes.items():
+        if name in clearable and value == "":
+            value = None
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed.append(name)
+    return changed
+
+
 # --- templates ---------------------------------------------------------------------------
 
 
@@ -231,13 +242,7 @@ def update_template(
     row = load_template(session, tenant_id, template_id)
     if "name" in changes and changes["name"] != row.name:
         _name_taken(session, Template, tenant_id, changes["name"], row.id)
-    changed = []
-    for name, value in changes.items():
-        if name in ("html", "text") and value == "":
-            value = None
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-            changed.append(name)
+    changed = _apply(row, changes, clearable=("html", "text"))
     if not changed:
         return row
     if "ab_metric" in changed and row.ab_metric not in METRICS:
@@ -364,13 +369,7 @@ def update_layout(
     row = load_layout(session, tenant_id, layout_id)
     if "name" in changes and changes["name"] != row.name:
         _name_taken(session, Layout, tenant_id, changes["name"], row.id)
-    changed = []
-    for name, value in changes.items():
-        if name == "text" and value == "":
-            value = None
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-            changed.append(name)
+    changed = _apply(row, changes, clearable=("text",))
     if not changed:
         return row
     _check_layout(row.html, row.text)
@@ -505,11 +504,7 @@ def update_variant(
 ) -> TemplateVariant:
     arm = get_variant(session, tenant_id, template_id, variant_id)
     row = load_template(session, tenant_id, template_id)
-    changed = []
-    for name, value in changes.items():
-        if getattr(arm, name) != value:
-            setattr(arm, name, value)
-            changed.append(name)
+    changed = _apply(arm, changes, clearable=("subject", "html", "text", "from_name"))
     if not changed:
         return arm
     with session.no_autoflush:
@@ -609,16 +604,13 @@ def masked_view(view: ContactView, phi_custom: set[str]) -> ContactView:
 def _prepare_draft(session: Session, keys: TenantKeys, draft: Draft) -> PreparedTemplate:
     tenant_id = keys.tenant_id
     layout = load_layout(session, tenant_id, draft.layout_id) if draft.layout_id else None
-    parts = compile_content(draft.subject, draft.html or None, draft.text or None, layout=layout)
-    trees = [p.tree for p in parts if p is not None]
-    return PreparedTemplate(
-        subject=parts[0],
-        html=parts[1],
-        text=parts[2],
-        layout_html=parts[3],
-        layout_text=parts[4],
-        uses_phi=uses_phi(contact_references(trees), load_schema(session, tenant_id)),
-        organization=organization_of(session, tenant_id),
+    return prepare_content(
+        session,
+        tenant_id,
+        subject=draft.subject,
+        html=draft.html or None,
+        text=draft.text or None,
+        layout=layout,
     )
 
 
