@@ -149,6 +149,31 @@ def _apply(row: Any, changes: Mapping[str, Any], *, clearable: tuple[str, ...]) 
     return changed
 
 
+def _delete(
+    session: Session,
+    row: Any,
+    *,
+    tenant_id: uuid.UUID,
+    actor: audit.Actor,
+    action: str,
+    object_type: str,
+    object_id: uuid.UUID,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Delete a row and audit it in the same unit of work."""
+    session.delete(row)
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        details=dict(details) if details is not None else None,
+    )
+
+
 # --- templates ---------------------------------------------------------------------------
 
 
@@ -272,15 +297,14 @@ def delete_template(
     session: Session, tenant_id: uuid.UUID, template_id: uuid.UUID, *, actor: audit.Actor
 ) -> None:
     row = load_template(session, tenant_id, template_id)
-    session.delete(row)
-    session.flush()
-    audit.record(
+    _delete(
         session,
+        row,
         tenant_id=tenant_id,
         actor=actor,
         action="template.delete",
         object_type="template",
-        object_id=template_id,
+        object_id=row.id,
     )
 
 
@@ -409,15 +433,14 @@ def delete_layout(
     )
     if used:
         raise Conflict(f"{used} template(s) use this layout: change them first")
-    session.delete(row)
-    session.flush()
-    audit.record(
+    _delete(
         session,
+        row,
         tenant_id=tenant_id,
         actor=actor,
         action="template_layout.delete",
         object_type="template_layout",
-        object_id=layout_id,
+        object_id=row.id,
     )
 
 
@@ -534,17 +557,15 @@ def delete_variant(
     actor: audit.Actor,
 ) -> None:
     arm = get_variant(session, tenant_id, template_id, variant_id)
-    key = arm.key
-    session.delete(arm)
-    session.flush()
-    audit.record(
+    _delete(
         session,
+        arm,
         tenant_id=tenant_id,
         actor=actor,
         action="template.variant_delete",
         object_type="template",
         object_id=template_id,
-        details={"variant": key},
+        details={"variant": arm.key},
     )
 
 
