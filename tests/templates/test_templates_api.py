@@ -6,15 +6,20 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from carepost.audit.service import SYSTEM
 from carepost.contacts import custom_fields
 from carepost.contacts import service as contacts
+from carepost.core.errors import ValidationFailed
+from carepost.templates import service as templates_service
 from carepost.templates.context import ContactView, load_contact_view
 from carepost.templates.rendering import render_template
 from carepost.templates.sandbox import TemplateError
 from carepost.tenancy import service as tenancy
 from tests.conftest import phi_value
+from tests.templates.test_sandbox import TEMPLATE_TEXT
 
 V1 = "/api/v1"
 ADDRESS = "100 Main Street\nSpringfield, IL 62701"
@@ -249,3 +254,37 @@ def test_uses_phi_follows_the_field_definitions(runtime, clinic, client, owner):
             session, clinic[1], uuid.UUID(template_id), contact=ContactView(), data={}
         )
     assert message.uses_phi is False
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(source=TEMPLATE_TEXT, kind=st.sampled_from(["transactional", "marketing"]))
+def test_saving_and_rendering_any_text_fails_only_with_a_clear_error(runtime, clinic, source, kind):
+    """On the database under test (SQLite or PostgreSQL): any text saved as a template
+    is either stored and renders (or fails to render) with a TemplateError, or is
+    refused with a domain error; nothing else escapes."""
+    keys = clinic[1]
+    try:
+        with runtime.bound_session(keys) as session:
+            row = templates_service.create_template(
+                session,
+                keys.tenant_id,
+                name=f"h-{uuid.uuid4().hex[:10]}",
+                kind=kind,
+                subject="Hi",
+                html=source or None,
+                text=None if source else "x",
+                actor=SYSTEM,
+            )
+            template_id = row.id
+    except (TemplateError, ValidationFailed) as refused:
+        assert refused.status == 422
+        return
+    with runtime.bound_session(keys) as session:
+        try:
+            render_template(session, keys, template_id, contact=ContactView(), data={})
+        except TemplateError as error:
+            assert error.code == "template-error"
