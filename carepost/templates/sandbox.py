@@ -181,8 +181,7 @@ def _check_arguments(args: Iterable[Any]) -> None:
 
 
 def _safe_range(*args: int) -> range:
-    _check_arguments(args)
-    numbers = range(*args)
+    numbers = range(*args)  # lazy: its length is known before anything is made
     if len(numbers) > MAX_RANGE:
         raise _LimitExceeded(f"range() is limited to {MAX_RANGE} items")
     return numbers
@@ -258,7 +257,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         **kwargs: Any,
     ) -> Any:
         _spend()
-        _check_arguments((*args, *kwargs.values()))
+        if __obj is not _safe_range:  # range() says more precisely what is wrong
+            _check_arguments((*args, *kwargs.values()))
         return _check_size(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:

@@ -19,6 +19,7 @@ only with ``phi:read`` and each such preview is audited.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -39,6 +40,10 @@ from carepost.web.views import notice_for
 router = APIRouter(include_in_schema=False)
 
 MAX_DATA_CHARACTERS = 20_000
+# Where the no-JavaScript preview's editor saves to: a new template or an existing one.
+SAVE_TARGET = re.compile(
+    r"/templates(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?"
+)
 NOTICES = {"created": "Template saved.", "updated": "Template saved (a new version)."}
 EDITOR_FIELDS = ("name", "kind", "subject", "html", "text", "layout_id")
 
@@ -217,7 +222,7 @@ def render_fragment(
     if console.htmx:
         return console.render("console/templates/_preview.html", state=state)
     target = _text(data, "target")
-    action = target if target.startswith("/templates") and len(target) < 60 else "/templates"
+    action = target if SAVE_TARGET.fullmatch(target) else "/templates"
     return _render_editor(console, state, layouts, action=action, heading="Template preview")
 
 

@@ -127,3 +127,14 @@ def test_analysts_read_templates_but_cannot_save(owner, make_person, sign_in, ru
     page = analyst.get(f"/templates/{row.id}")
     assert page.status_code == 200 and "save-template" not in page.text
     assert analyst.post(f"/templates/{row.id}", FORM).status_code == 403
+
+
+def test_without_javascript_the_preview_button_returns_the_editor(owner, sign_in):
+    b = sign_in(owner)
+    page = b.post("/templates/render", FORM | {"target": "/templates"})
+    assert page.status_code == 200
+    assert "<html" in page.text and 'action="/templates"' in page.text
+    assert srcdoc(page.text) == "<p>Hello <b>Alex</b></p>"
+    for target in ("https://evil.example/templates", "/templates//evil.example"):
+        forged = b.post("/templates/render", FORM | {"target": target})
+        assert 'action="/templates"' in forged.text
