@@ -11,6 +11,7 @@ from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
 from carepost.imports import models as imports_models
 from carepost.segments import models as segments_models
+from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
 
 DOMAIN_MODELS = (
@@ -22,6 +23,7 @@ DOMAIN_MODELS = (
     crypto_models,
     imports_models,
     segments_models,
+    templates_models,
     tenancy_models,
 )
 metadata = Base.metadata

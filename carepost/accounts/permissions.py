@@ -39,6 +39,9 @@ PERMISSIONS: dict[str, str] = {
     "suppressions:override": "Lift suppressions from hard bounces and complaints",
     "reports:read": "See aggregate reports",
     "messages:send": "Send messages and campaigns",
+    # Templates (issue 5): content and layouts; previews with PHI also need phi:read.
+    "templates:read": "See email templates and layouts, preview them with a sample contact",
+    "templates:write": "Create, change and delete email templates, layouts and A/B variants",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
@@ -56,9 +59,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "consent:write",
             "suppressions:read",
             "suppressions:write",
+            "templates:read",
+            "templates:write",
         }
     ),
-    Role.ANALYST: frozenset({"tenant:read", "contacts:read", "reports:read", "consent:read"}),
+    Role.ANALYST: frozenset(
+        {"tenant:read", "contacts:read", "reports:read", "consent:read", "templates:read"}
+    ),
     Role.AUDITOR: frozenset(
         {
             "tenant:read",

@@ -24,6 +24,7 @@ from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
 from carepost.imports.api import router as imports_router
 from carepost.segments.api import router as segments_router
+from carepost.templates.api import router as templates_router
 from carepost.tenancy.api import router as tenancy_router
 from carepost.web.pages import install_console
 
@@ -58,6 +59,7 @@ def api_router() -> APIRouter:
     router.include_router(consent_router)
     router.include_router(imports_router)
     router.include_router(segments_router)
+    router.include_router(templates_router)
     return router
 
 

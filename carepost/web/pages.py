@@ -38,6 +38,7 @@ from carepost.web import (
     passkeys,
     segments,
     signin,
+    templates_pages,
     users,
 )
 from carepost.web.console import ConsoleRedirect, redirect
@@ -61,6 +62,7 @@ ROUTERS = (
     contacts_fields.router,
     segments.router,
     imports.router,
+    templates_pages.router,
 )
 
 

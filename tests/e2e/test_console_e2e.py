@@ -97,9 +97,7 @@ def test_owner_first_sign_in_and_tour(page: Page, live_server, clinic, screensho
     page.get_by_role("button", name="Turn on two-factor sign-in").click()
 
     expect(page).to_have_url(re.compile(r"/mfa/recovery-codes$"))
-    codes = [
-        secret_value(c.strip()) for c in page.locator("#recovery-codes li").all_inner_texts()
-    ]
+    codes = [secret_value(c.strip()) for c in page.locator("#recovery-codes li").all_inner_texts()]
     assert len(codes) == 10
     shoot(page, screenshots, "recovery-codes")
     page.get_by_role("link", name=re.compile("continue")).click()

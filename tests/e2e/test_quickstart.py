@@ -43,10 +43,16 @@ def _free_port() -> int:
 
 
 def _copy_project(destination: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for relative in filter(None, listed):
         source = ROOT / relative
         if source.is_file():
@@ -108,8 +114,13 @@ def make_run(tmp_path, database_environment) -> Iterator[tuple[str, Output]]:
     environment |= {"CAREPOST_PORT": str(port), "CAREPOST_BASE_URL": base_url}
     environment |= database_environment
     process = subprocess.Popen(
-        ["make", "run"], cwd=checkout, env=environment, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        ["make", "run"],
+        cwd=checkout,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     output = Output(process)
     try:
@@ -136,9 +147,7 @@ def make_run(tmp_path, database_environment) -> Iterator[tuple[str, Output]]:
                 process.wait()
 
 
-def test_make_run_serves_and_the_demo_admin_signs_in_with_totp(
-    make_run, chromium, screenshots
-):
+def test_make_run_serves_and_the_demo_admin_signs_in_with_totp(make_run, chromium, screenshots):
     base_url, output = make_run
     password = output.find(r"One-time password\s+(\S+)")
     uri = output.find(r"(otpauth://\S+)")

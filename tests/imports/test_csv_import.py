@@ -194,9 +194,7 @@ def test_job_creation_and_completion_are_audited_with_counts_only(runtime, clini
     )
     with runtime.database.session() as session:
         events = session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.object_id == str(job.id))
-            .order_by(AuditEvent.seq)
+            select(AuditEvent).where(AuditEvent.object_id == str(job.id)).order_by(AuditEvent.seq)
         ).all()
         actions = [event.action for event in events]
         details = repr([event.details for event in events])

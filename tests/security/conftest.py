@@ -354,6 +354,72 @@ class Objects:
         params = segment.params | {"snapshot_id": str(snapshot_id)}
         return Target(params, segment.snapshot, segment.facts)
 
+    def template_layout(self, tenant: TenantPair) -> Target:
+        """An email layout (no template uses it, so it can be deleted)."""
+        from carepost.templates import service as templates
+        from carepost.templates.models import Layout
+
+        _tenant_row, keys = tenant
+        name = f"layout-{uuid.uuid4().hex[:8]}"
+        with self.runtime.bound_session(keys) as session:
+            html = "<b>{{ content }}</b>"
+            row = templates.create_layout(
+                session, keys.tenant_id, name=name, html=html, text=None, actor=SYSTEM
+            )
+            layout_id = row.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(Layout, layout_id)
+                return None if found is None else (found.name, found.html, found.updated_at)
+
+        return Target({"layout_id": str(layout_id)}, snapshot, {"name": name})
+
+    def template(self, tenant: TenantPair) -> Target:
+        """A transactional template with one A/B variant; the snapshot covers the
+        template, its versions and its variants."""
+        from carepost.templates import service as templates
+        from carepost.templates.models import Template, TemplateVariant, TemplateVersion
+
+        _tenant_row, keys = tenant
+        name = f"template-{uuid.uuid4().hex[:8]}"
+        with self.runtime.bound_session(keys) as session:
+            row = templates.create_template(
+                session,
+                keys.tenant_id,
+                name=name,
+                kind="transactional",
+                subject="Hello {{ contact.first_name | default('there') }}",
+                html="<p>Your appointment is confirmed.</p>",
+                text=None,
+                actor=SYSTEM,
+            )
+            arm = {"key": "b", "subject": "Hi", "percent": 50}
+            variant = templates.create_variant(
+                session, keys.tenant_id, row.id, values=arm, actor=SYSTEM
+            )
+            template_id, variant_id = row.id, variant.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(Template, template_id)
+                if found is None:
+                    return None
+                versions = session.scalar(
+                    select(func.count())
+                    .select_from(TemplateVersion)
+                    .where(TemplateVersion.template_id == template_id)
+                )
+                arms = session.execute(
+                    select(TemplateVariant.key, TemplateVariant.subject, TemplateVariant.percent)
+                    .where(TemplateVariant.template_id == template_id)
+                    .order_by(TemplateVariant.key)
+                ).all()
+                return (found.name, found.subject, found.html, found.version, versions, arms)
+
+        params = {"template_id": str(template_id), "variant_id": str(variant_id)}
+        return Target(params, snapshot, {"name": name})
+
     def audit_event(self, tenant: TenantPair) -> Target:
         """The newest event of the tenant's audit trail (events are immutable)."""
         with self.runtime.database.session() as session:

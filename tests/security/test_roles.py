@@ -42,6 +42,9 @@ AUDIT_READERS = frozenset({OWNER, ADMIN, AUDITOR})
 CONSENT_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST, AUDITOR})
 CONSENT_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
 SUPPRESSION_USERS = frozenset({OWNER, ADMIN, MARKETER})
+# Previews are POSTs, and auditors never post: they read templates through the audit trail.
+TEMPLATE_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST})
+TEMPLATE_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,66 @@ def _new_segment_body() -> dict[str, Any]:
     return {"name": f"segment-{uuid.uuid4().hex[:8]}", "rule": EMAIL_SET}
 
 
+def _new_template_body() -> dict[str, Any]:
+    return {"name": f"template-{uuid.uuid4().hex[:8]}", "subject": "Hi", "text": "Hello"}
+
+
+def _new_layout_body() -> dict[str, Any]:
+    return {"name": f"layout-{uuid.uuid4().hex[:8]}", "html": "<b>{{ content }}</b>"}
+
+
 MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
+    RouteKey("GET", f"{V1}/templates"): (TEMPLATE_READERS, Call()),
+    RouteKey("POST", f"{V1}/templates"): (TEMPLATE_WRITERS, Call(body=_new_template_body)),
+    # A draft preview with the built-in sample contact: no PHI, any template reader.
+    RouteKey("POST", f"{V1}/templates/preview"): (
+        TEMPLATE_READERS,
+        Call(body=lambda: {"subject": "Hi {{ contact.first_name }}", "text": "Hello"}),
+    ),
+    RouteKey("GET", f"{V1}/templates/{{template_id}}"): (TEMPLATE_READERS, Call("template")),
+    RouteKey("PATCH", f"{V1}/templates/{{template_id}}"): (
+        TEMPLATE_WRITERS,
+        Call("template", lambda: {"subject": "Changed"}),
+    ),
+    RouteKey("DELETE", f"{V1}/templates/{{template_id}}"): (TEMPLATE_WRITERS, Call("template")),
+    RouteKey("GET", f"{V1}/templates/{{template_id}}/versions"): (
+        TEMPLATE_READERS,
+        Call("template"),
+    ),
+    RouteKey("POST", f"{V1}/templates/{{template_id}}/preview"): (
+        TEMPLATE_READERS,
+        Call("template", lambda: {}),
+    ),
+    RouteKey("GET", f"{V1}/templates/{{template_id}}/variants"): (
+        TEMPLATE_READERS,
+        Call("template"),
+    ),
+    RouteKey("POST", f"{V1}/templates/{{template_id}}/variants"): (
+        TEMPLATE_WRITERS,
+        Call("template", lambda: {"key": "c", "subject": "C", "percent": 10}),
+    ),
+    RouteKey("PATCH", f"{V1}/templates/{{template_id}}/variants/{{variant_id}}"): (
+        TEMPLATE_WRITERS,
+        Call("template", lambda: {"percent": 20}),
+    ),
+    RouteKey("DELETE", f"{V1}/templates/{{template_id}}/variants/{{variant_id}}"): (
+        TEMPLATE_WRITERS,
+        Call("template"),
+    ),
+    RouteKey("GET", f"{V1}/template-layouts"): (TEMPLATE_READERS, Call()),
+    RouteKey("POST", f"{V1}/template-layouts"): (TEMPLATE_WRITERS, Call(body=_new_layout_body)),
+    RouteKey("GET", f"{V1}/template-layouts/{{layout_id}}"): (
+        TEMPLATE_READERS,
+        Call("template_layout"),
+    ),
+    RouteKey("PATCH", f"{V1}/template-layouts/{{layout_id}}"): (
+        TEMPLATE_WRITERS,
+        Call("template_layout", lambda: {"name": f"renamed-{uuid.uuid4().hex[:6]}"}),
+    ),
+    RouteKey("DELETE", f"{V1}/template-layouts/{{layout_id}}"): (
+        TEMPLATE_WRITERS,
+        Call("template_layout"),
+    ),
     RouteKey("GET", f"{V1}/me"): (ALL, Call()),
     RouteKey("GET", f"{V1}/users"): (PEOPLE_READERS, Call()),
     RouteKey("POST", f"{V1}/users"): (MANAGERS, Call(body=_new_user_body)),

@@ -98,6 +98,28 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("GET", f"{V1}/imports/{{job_id}}/errors"): RouteCase("import_job"),
     RouteKey("GET", f"{V1}/imports/{{job_id}}/errors.csv"): RouteCase("import_job"),
     RouteKey("POST", f"{V1}/imports/{{job_id}}/cancel"): RouteCase("import_job"),
+    RouteKey("GET", f"{V1}/templates/{{template_id}}"): RouteCase("template"),
+    RouteKey("PATCH", f"{V1}/templates/{{template_id}}"): RouteCase(
+        "template", {"name": "Mallory", "subject": "Taken over"}
+    ),
+    RouteKey("DELETE", f"{V1}/templates/{{template_id}}"): RouteCase("template"),
+    RouteKey("GET", f"{V1}/templates/{{template_id}}/versions"): RouteCase("template"),
+    RouteKey("POST", f"{V1}/templates/{{template_id}}/preview"): RouteCase("template", {}),
+    RouteKey("GET", f"{V1}/templates/{{template_id}}/variants"): RouteCase("template"),
+    RouteKey("POST", f"{V1}/templates/{{template_id}}/variants"): RouteCase(
+        "template", {"key": "m", "subject": "Mallory", "percent": 10}
+    ),
+    RouteKey("PATCH", f"{V1}/templates/{{template_id}}/variants/{{variant_id}}"): RouteCase(
+        "template", {"subject": "Mallory", "percent": 0}
+    ),
+    RouteKey("DELETE", f"{V1}/templates/{{template_id}}/variants/{{variant_id}}"): RouteCase(
+        "template"
+    ),
+    RouteKey("GET", f"{V1}/template-layouts/{{layout_id}}"): RouteCase("template_layout"),
+    RouteKey("PATCH", f"{V1}/template-layouts/{{layout_id}}"): RouteCase(
+        "template_layout", {"name": "Mallory", "html": "{{ content }} pwned"}
+    ),
+    RouteKey("DELETE", f"{V1}/template-layouts/{{layout_id}}"): RouteCase("template_layout"),
     # B's survivor with B's own duplicate: only tenancy can refuse (A's own ids: test_merge).
     RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): RouteCase(
         "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
@@ -488,7 +510,62 @@ def _check_segment_preview(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_template_list(world: World) -> None:
+    template, layout = world.target("template"), world.target("template_layout")
+    listed = _all_pages(world, f"{V1}/templates")
+    assert template.params["template_id"] not in {item["id"] for item in listed}
+    layouts = _all_pages(world, f"{V1}/template-layouts")
+    assert layout.params["layout_id"] not in {item["id"] for item in layouts}
+
+
+def _check_template_create(world: World) -> None:
+    # B's template name is free in A; B's layout cannot be used by A's template.
+    template, layout = world.target("template"), world.target("template_layout")
+    before = (template.snapshot(), layout.snapshot())
+    b_trail = world.objects.audit_count(world.b)
+    body = {"name": template.facts["name"], "subject": "Hi", "text": "Hello"}
+    response = world.client.post(f"{V1}/templates", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != template.params["template_id"]
+    stolen = body | {"name": "stolen", "layout_id": layout.params["layout_id"]}
+    refused = world.client.post(f"{V1}/templates", json=stolen, headers=world.a_headers)
+    assert refused.status_code == 404
+    assert (template.snapshot(), layout.snapshot()) == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_layout_create(world: World) -> None:
+    layout = world.target("template_layout")
+    body = {"name": layout.facts["name"], "html": "{{ content }}"}
+    response = world.client.post(f"{V1}/template-layouts", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != layout.params["layout_id"]
+
+
+def _check_template_draft_preview(world: World) -> None:
+    # B's contact and B's layout are not found from A; nothing is audited in B.
+    contact, layout = world.target("contact"), world.target("template_layout")
+    b_trail = world.objects.audit_count(world.b)
+    body = {"subject": "Hi", "html": "{{ contact.first_name }}"}
+    for extra in (
+        {"contact_id": contact.params["contact_id"]},
+        {"layout_id": layout.params["layout_id"]},
+    ):
+        answer = world.client.post(
+            f"{V1}/templates/preview", json=body | extra, headers=world.a_headers
+        )
+        assert answer.status_code == 404
+        for value in contact.facts.values():
+            assert str(value) not in answer.text
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
+    RouteKey("GET", f"{V1}/templates"): _check_template_list,
+    RouteKey("POST", f"{V1}/templates"): _check_template_create,
+    RouteKey("POST", f"{V1}/templates/preview"): _check_template_draft_preview,
+    RouteKey("GET", f"{V1}/template-layouts"): _check_template_list,
+    RouteKey("POST", f"{V1}/template-layouts"): _check_layout_create,
     RouteKey("GET", f"{V1}/lists"): _check_list_list,
     RouteKey("GET", f"{V1}/segments"): _check_segment_list,
     RouteKey("POST", f"{V1}/segments"): _check_segment_create,

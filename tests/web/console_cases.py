@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class PageCase:
     # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
-    # / {job_id} / {segment_id}, filled from the organization
+    # / {job_id} / {segment_id} / {template_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -64,6 +64,9 @@ PAGES = (
     PageCase("/segments/{segment_id}", "contacts:read"),
     PageCase("/segments/{segment_id}/edit", "contacts:write"),
     PageCase("/segments/{segment_id}/delete", "contacts:write"),
+    PageCase("/templates", "templates:read"),
+    PageCase("/templates/new", "templates:write"),
+    PageCase("/templates/{template_id}", "templates:read"),
 )
 
 ACTIONS = (
@@ -129,6 +132,17 @@ ACTIONS = (
     ActionCase("/segments/{segment_id}/export", "contacts:read", {"columns": "id"}),
     ActionCase("/segments/{segment_id}/snapshots", "contacts:write", {"reason": "a send"}),
     ActionCase("/segments/{segment_id}/delete", "contacts:write"),
+    ActionCase(
+        "/templates/render", "templates:read", {"subject": "Hi", "html": "<p>{{ 1 + 1 }}</p>"}
+    ),
+    ActionCase(
+        "/templates", "templates:write", {"name": "Welcome", "subject": "Hi", "text": "Hello"}
+    ),
+    ActionCase(
+        "/templates/{template_id}",
+        "templates:write",
+        {"name": "Renamed", "subject": "Hi", "text": "Hello again"},
+    ),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
@@ -170,4 +184,5 @@ OBJECT_PLACEHOLDERS = {
     "{list_id}": "list_id",
     "{field_id}": "field_id",
     "{job_id}": "job_id",
+    "{template_id}": "template_id",
 }

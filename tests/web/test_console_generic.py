@@ -17,6 +17,7 @@ from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
 from carepost.segments import service as segments
+from carepost.templates import service as templates
 from carepost.tenancy import service as tenancy
 from tests.web.console_cases import (
     ACTIONS,
@@ -56,6 +57,7 @@ class Organization:
     field_id: uuid.UUID
     job_id: uuid.UUID
     segment_id: uuid.UUID
+    template_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -67,6 +69,7 @@ class Organization:
             .replace("{field_id}", str(self.field_id))
             .replace("{job_id}", str(self.job_id))
             .replace("{segment_id}", str(self.segment_id))
+            .replace("{template_id}", str(self.template_id))
         )
 
 
@@ -104,6 +107,16 @@ def _make_org(runtime) -> Organization:
             rule={"list": str(contact_list.id)},
             actor=SYSTEM,
         )
+        template = templates.create_template(
+            session,
+            tenant[0].id,
+            name="Reminder",
+            kind="transactional",
+            subject="Your appointment",
+            html="<p>Hello {{ contact.first_name | default('there') }}</p>",
+            text=None,
+            actor=SYSTEM,
+        )
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
@@ -116,6 +129,7 @@ def _make_org(runtime) -> Organization:
         field.id,
         job_id,
         segment.id,
+        template.id,
     )
 
 

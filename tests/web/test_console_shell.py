@@ -18,6 +18,7 @@ from carepost.core.errors import (
     ValidationFailed,
 )
 from carepost.segments import service as segments
+from carepost.templates import service as templates
 from carepost.web import dashboard
 from carepost.web.forms import Choice, Field, FormSpec
 from carepost.web.tables import MASK, Column, Table
@@ -118,12 +119,23 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
             rule={"all": [{"list": str(contact_list.id)}, {"not": {"suppressed": "any"}}]},
             actor=SYSTEM,
         )
+        template = templates.create_template(
+            session,
+            owner.tenant.id,
+            name="Reminder",
+            kind="transactional",
+            subject="Your appointment",
+            html="<p>Hello {{ contact.first_name | default('there') }}</p>",
+            text=None,
+            actor=SYSTEM,
+        )
     path = (
         case.path.replace("{user_id}", str(owner.id))
         .replace("{contact_id}", str(contact.id))
         .replace("{list_id}", str(contact_list.id))
         .replace("{field_id}", str(field.id))
         .replace("{segment_id}", str(segment.id))
+        .replace("{template_id}", str(template.id))
     )
     if "{job_id}" in path:
         body = b"email,first_name\nann@clinic.example,Ann\n"

@@ -1,0 +1,124 @@
+"""The text/plain alternative of an HTML email, when a template gives only HTML.
+
+A small converter on the standard library's :class:`html.parser.HTMLParser` rather
+than ``html2text``: that library writes Markdown (``**bold**``, ``[text](url)``,
+backslash escapes), which reads as noise in a mail client's plain-text view, and it
+is one more dependency for a hundred lines. What a text part needs is: block
+elements on their own lines, paragraphs apart, list items as ``- item``, links as
+``text (url)``, images by their alt text, tables a row per line, and nothing from
+``<head>``, ``<style>`` or ``<script>``. Whitespace is collapsed as a browser would.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+BLOCKS = frozenset(
+    {
+        "p", "div", "section", "article", "header", "footer", "main", "aside", "nav",
+        "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr", "ul", "ol", "blockquote",
+        "pre", "address", "hr", "center", "dl", "dt", "dd", "form", "fieldset",
+    }
+)  # fmt: skip
+PARAGRAPHS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote"})
+HIDDEN = frozenset({"head", "style", "script", "title", "template", "noscript"})
+_SPACES = re.compile(r"[ \t\r\n\f\v]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+class _TextWriter(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.hidden = 0
+        self.pre = 0
+        self.links: list[str | None] = []
+        self.link_text: list[int] = []
+
+    def _newlines(self, count: int) -> None:
+        """End the current line with at least ``count`` line breaks (none at the start).
+        Looks only at the tail of the output: long emails stay linear."""
+        out = self.out
+        while out and not out[-1].strip(" "):
+            if "\n" in out[-1]:
+                break
+            out.pop()
+        if out:
+            out[-1] = out[-1].rstrip(" ")
+        trailing = 0
+        for piece in reversed(out):
+            stripped = piece.rstrip("\n")
+            trailing += len(piece) - len(stripped)
+            if stripped.strip(" "):
+                break
+        else:
+            if not any(p.strip() for p in out):
+                return  # nothing written yet: no blank lines at the top
+        if trailing < count:
+            out.append("\n" * (count - trailing))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in HIDDEN:
+            self.hidden += 1
+            return
+        if self.hidden:
+            return
+        attributes = dict(attrs)
+        if tag == "br":
+            self.out.append("\n")
+        elif tag == "li":
+            self._newlines(1)
+            self.out.append("- ")
+        elif tag in ("td", "th"):
+            self.out.append(" ")
+        elif tag == "img" and attributes.get("alt"):
+            self.out.append(str(attributes["alt"]))
+        elif tag == "a":
+            self.links.append(attributes.get("href"))
+            self.link_text.append(len(self.out))
+        elif tag in BLOCKS:
+            self._newlines(2 if tag in PARAGRAPHS else 1)
+            if tag == "pre":
+                self.pre += 1
+            if tag == "hr":
+                self.out.append("-" * 20 + "\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in HIDDEN:
+            self.hidden = max(self.hidden - 1, 0)
+            return
+        if self.hidden:
+            return
+        if tag == "a" and self.links:
+            href = self.links.pop()
+            start = self.link_text.pop()
+            shown = "".join(self.out[start:]).strip()
+            if href and href.startswith(("http://", "https://", "mailto:")) and href != shown:
+                self.out.append(f" ({href.removeprefix('mailto:')})" if shown else href)
+        elif tag in BLOCKS:
+            if tag == "pre":
+                self.pre = max(self.pre - 1, 0)
+            self._newlines(2 if tag in PARAGRAPHS else 1)
+
+    def handle_data(self, data: str) -> None:
+        if self.hidden:
+            return
+        if self.pre:
+            self.out.append(data)
+            return
+        text = _SPACES.sub(" ", data)
+        current = self.out[-1] if self.out else ""
+        if text.startswith(" ") and (not current or current.endswith((" ", "\n"))):
+            text = text[1:]
+        self.out.append(text)
+
+
+def html_to_text(html: str) -> str:
+    """The plain-text rendering of an HTML body (see the module docstring)."""
+    writer = _TextWriter()
+    writer.feed(html)
+    writer.close()
+    lines = [line.strip() for line in "".join(writer.out).split("\n")]
+    text = "\n".join(lines)
+    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"
