@@ -228,9 +228,7 @@ async def _start_tls(smtp: SMTP, destination: Destination, options: SessionOptio
             return False  # 454 and the like: the session goes on in the clear
         raise SessionFailure.from_error(error) from None
     except NETWORK_ERRORS as error:
-        raise SessionFailure(
-            f"{_describe(error)} during STARTTLS", tls_failed=True
-        ) from None
+        raise SessionFailure(f"{_describe(error)} during STARTTLS", tls_failed=True) from None
     await _greet(smtp)  # RFC 3207 section 4.2: forget the pre-TLS EHLO
     return True
 

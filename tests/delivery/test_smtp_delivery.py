@@ -75,9 +75,7 @@ async def test_message_arrives_with_exact_bytes(smarthost, sink):
 
 async def test_recipients_of_one_domain_share_one_transaction(smarthost, sink):
     transport = smarthost()
-    report = await transport.deliver(
-        envelope("a@example.test", "b@example.test", "c@example.test")
-    )
+    report = await transport.deliver(envelope("a@example.test", "b@example.test", "c@example.test"))
     await transport.aclose()
 
     assert [o.status for o in report.outcomes] == ["delivered"] * 3

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from carepost.delivery.transport import Envelope
+from tests.canaries import phi_value, secret_value
 from tests.delivery.smtp_peers import (
     PeerBehaviour,
     closed_port,
@@ -131,3 +132,20 @@ async def test_address_with_a_line_break_bounces_without_reaching_the_server(mak
     assert report.outcomes[0].status == "bounced"
     assert good.outcomes[0].status == "delivered"
     assert [m.rcpt_tos for m in received] == [["a@example.test"]]
+
+
+async def test_logs_carry_no_address_reply_or_password(make_transport, log_file):
+    password = secret_value("smarthost-" + phi_value("secret"))
+    patient = f"{phi_value('email').lower()}@example.test"
+    with running_peer(behaviour=PeerBehaviour(garbage_on_mail=True)) as peer:
+        garbage = smarthost(make_transport, peer.port)
+        await garbage.deliver(envelope(patient))
+    refused = smarthost(
+        make_transport, closed_port(), smarthost_username="u", smarthost_password=password
+    )
+    report = await refused.deliver(envelope(patient))
+
+    assert report.outcomes[0].recipient == patient
+    logged = log_file.read_text() if log_file.exists() else ""
+    assert "delivery.smtp.connect_failed" in logged
+    assert patient not in logged and password not in logged

@@ -49,9 +49,7 @@ async def test_starttls_to_smarthost_verified_with_ca_file(make_transport, certi
     assert [(m.data, m.tls) for m in received] == [(DATA, True)]
 
 
-async def test_starttls_to_smarthost_with_untrusted_certificate_defers(
-    make_transport, certificate
-):
+async def test_starttls_to_smarthost_with_untrusted_certificate_defers(make_transport, certificate):
     context = server_tls_context(certificate)
     with running_peer(tls_context=context, require_starttls=True) as peer:
         transport = smarthost(make_transport, peer.port, smarthost_tls="starttls")
@@ -156,7 +154,9 @@ async def test_mx_opportunistic_tls_encrypts_without_verifying(make_transport, c
     assert [m.tls for m in received] == [True]
 
 
-async def test_mx_opportunistic_falls_back_to_clear_text_when_tls_breaks(make_transport, certificate):
+async def test_mx_opportunistic_falls_back_to_clear_text_when_tls_breaks(
+    make_transport, certificate
+):
     context = server_tls_context(certificate)
     with LoopbackDns(mx_zone()) as dns, running_peer(tls_context=context, broken_tls=True) as peer:
         transport = mx_transport(make_transport, dns, peer.port)
