@@ -210,6 +210,9 @@ class SmtpTransport:
                     break  # the next destination
                 try:
                     outcomes = await send_transaction(connection, envelope)
+                except asyncio.CancelledError:
+                    connection.close()  # mid-transaction: the session is in no known state
+                    raise
                 except SessionFailure as error:
                     connection.close()
                     if error.data_sent:

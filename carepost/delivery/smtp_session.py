@@ -265,18 +265,14 @@ async def _open(destination: Destination, options: SessionOptions) -> Connection
             tls = await _start_tls(smtp, destination, options)
         if options.username is not None:
             await _authenticate(smtp, options.username, options.password or "")
-    except SessionFailure:
+    except (SessionFailure, *NETWORK_ERRORS, ValueError) as error:
         smtp.close()
-        raise
-    except aiosmtplib.SMTPAuthenticationError as error:
-        smtp.close()
-        # A refused login is our configuration, not the recipient: always retry later.
-        failure = SessionFailure.from_error(error)
+        # Before MAIL nothing is about a recipient: a 5xx greeting, a refused STARTTLS
+        # or login says "not from you, not now" (our address or configuration), so it
+        # defers like Postfix's smtp_skip_5xx_greeting rather than bouncing the message.
+        failure = error if isinstance(error, SessionFailure) else SessionFailure.from_error(error)
         failure.outcome = "deferred"
         raise failure from None
-    except (*NETWORK_ERRORS, ValueError) as error:
-        smtp.close()
-        raise SessionFailure.from_error(error) from None
     return Connection(
         smtp=smtp, destination=destination, tls=tls, data_timeout=options.data_timeout
     )
