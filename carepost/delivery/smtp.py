@@ -77,11 +77,16 @@ class TokenBucket:
                     return
                 await asyncio.sleep((1 - self.tokens) / self.rate)
 
+    def full(self, now: float) -> bool:
+        """True when forgetting this bucket changes nothing (it would refill by now)."""
+        return self.rate <= 0 or self.tokens + (now - self.updated) * self.rate >= self.capacity
+
 
 @dataclass
 class DomainLimits:
     concurrency: asyncio.Semaphore
     rate: TokenBucket
+    users: int = 0  # deliveries running or waiting: the limits are kept while any is
 
 
 @dataclass
@@ -116,6 +121,7 @@ class SmtpTransport:
     domain_rate: float = 0.0
     _limits: dict[str, DomainLimits] = field(default_factory=dict)
     _pools: dict[Destination, ConnectionPool] = field(default_factory=dict)
+    _swept_at: float = field(default_factory=time.monotonic)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpTransport:
@@ -173,19 +179,39 @@ class SmtpTransport:
     async def deliver(self, envelope: Envelope) -> DeliveryReport:
         if not envelope.recipients:
             return DeliveryReport(outcomes=(), host=None, tls=False)
+        self._sweep()
         domain = envelope.recipients[0].rpartition("@")[2].lower()
         limits = self._domain_limits(domain)
-        async with limits.concurrency:
-            await limits.rate.take()
-            try:
-                destinations = await self.routing.destinations(domain)
-            except MxLookupError as error:
-                outcomes = tuple(
-                    RecipientOutcome(r, error.outcome, None, error.enhanced, error.detail)
-                    for r in envelope.recipients
-                )
-                return DeliveryReport(outcomes=outcomes, host=None, tls=False)
-            return await self._deliver_to(destinations, envelope)
+        limits.users += 1
+        try:
+            async with limits.concurrency:
+                await limits.rate.take()
+                try:
+                    destinations = await self.routing.destinations(domain)
+                except MxLookupError as error:
+                    outcomes = tuple(
+                        RecipientOutcome(r, error.outcome, None, error.enhanced, error.detail)
+                        for r in envelope.recipients
+                    )
+                    return DeliveryReport(outcomes=outcomes, host=None, tls=False)
+                return await self._deliver_to(destinations, envelope)
+        finally:
+            limits.users -= 1
+
+    def _sweep(self) -> None:
+        """Now and then, close idle connections past their time and forget the pools
+        and limits of destinations and domains no longer in use (a long-running worker
+        meets many domains)."""
+        now = time.monotonic()
+        if now - self._swept_at < self.options.idle_seconds:
+            return
+        self._swept_at = now
+        for destination, pool in list(self._pools.items()):
+            if pool.sweep(now):
+                del self._pools[destination]
+        for domain, limits in list(self._limits.items()):
+            if limits.users == 0 and limits.rate.full(now):
+                del self._limits[domain]
 
     async def _deliver_to(
         self, destinations: list[Destination], envelope: Envelope
@@ -211,10 +237,10 @@ class SmtpTransport:
                 try:
                     outcomes = await send_transaction(connection, envelope)
                 except asyncio.CancelledError:
-                    connection.close()  # mid-transaction: the session is in no known state
+                    pool.discard(connection)  # mid-transaction: in no known state
                     raise
                 except SessionFailure as error:
-                    connection.close()
+                    pool.discard(connection)
                     if error.data_sent:
                         return self._report(envelope, error, destination.name, connection.tls)
                     if connection.reused and not fresh:

@@ -423,25 +423,34 @@ class ConnectionPool:
 
     The most recently used idle connection is taken first (the likeliest to be alive);
     one idle longer than ``idle_seconds``, closed by the server, or past
-    ``max_messages`` is closed instead of reused.
+    ``max_messages`` is closed instead of reused. Every connection acquired goes back
+    through :meth:`release` (reusable) or :meth:`discard` (broken).
     """
 
     def __init__(self, destination: Destination, options: SessionOptions) -> None:
         self.destination = destination
         self.options = options
         self.idle: list[Connection] = []
+        self.in_use = 0
+
+    def _fresh_enough(self, connection: Connection, now: float) -> bool:
+        return connection.alive and now - connection.idle_since < self.options.idle_seconds
 
     async def acquire(self, *, fresh: bool = False) -> Connection:
         now = time.monotonic()
         while self.idle and not fresh:
             connection = self.idle.pop()
-            if connection.alive and now - connection.idle_since < self.options.idle_seconds:
+            if self._fresh_enough(connection, now):
                 connection.reused = True
+                self.in_use += 1
                 return connection
             connection.close()
-        return await open_connection(self.destination, self.options)
+        connection = await open_connection(self.destination, self.options)
+        self.in_use += 1
+        return connection
 
     async def release(self, connection: Connection) -> None:
+        self.in_use -= 1
         if not connection.alive:
             return
         if connection.messages >= self.options.max_messages:
@@ -449,6 +458,21 @@ class ConnectionPool:
             return
         connection.idle_since = time.monotonic()
         self.idle.append(connection)
+
+    def discard(self, connection: Connection) -> None:
+        self.in_use -= 1
+        connection.close()
+
+    def sweep(self, now: float) -> bool:
+        """Close idle connections past their time; True when nothing is left open."""
+        keep = []
+        for connection in self.idle:
+            if self._fresh_enough(connection, now):
+                keep.append(connection)
+            else:
+                connection.close()
+        self.idle = keep
+        return not self.idle and self.in_use == 0
 
     async def aclose(self) -> None:
         idle, self.idle = self.idle, []

@@ -213,3 +213,18 @@ async def test_empty_envelope_reports_nothing(smarthost, sink):
     transport = smarthost()
     report = await transport.deliver(envelope())
     assert report.outcomes == () and sink.messages == []
+
+
+async def test_idle_connections_and_unused_limits_are_let_go(smarthost, sink):
+    transport = smarthost(smtp_connection_idle_seconds=0.3, smtp_domain_rate=100.0)
+    await transport.deliver(envelope("a@example.test"))
+    assert sink.state.active == 1  # kept open for the next message
+    await asyncio.sleep(0.5)
+    transport._sweep()
+    await asyncio.sleep(0.1)
+
+    assert sink.state.active == 0
+    assert transport._pools == {} and transport._limits == {}
+    again = await transport.deliver(envelope("b@example.test"))
+    await transport.aclose()
+    assert again.outcomes[0].status == "delivered" and sink.state.sessions == 2
