@@ -51,14 +51,25 @@ def transport_for(make_transport, dns_server: LoopbackDns, port: int):
     )
 
 
+@pytest.fixture
+def deliver(make_transport, dns_server, mx_up):
+    """``await deliver("domain.test")``: one envelope to two recipients of the domain."""
+
+    async def send(domain: str):
+        transport = transport_for(make_transport, dns_server, mx_up.port)
+        report = await transport.deliver(envelope(domain))
+        await transport.aclose()
+        return report
+
+    return send
+
+
 def envelope(domain: str) -> Envelope:
     return Envelope("bounce@clinic.test", (f"a@{domain}", f"b@{domain}"), DATA)
 
 
-async def test_next_mx_is_tried_when_the_preferred_one_is_down(make_transport, dns_server, mx_up):
-    transport = transport_for(make_transport, dns_server, mx_up.port)
-    report = await transport.deliver(envelope("fallback.test"))
-    await transport.aclose()
+async def test_next_mx_is_tried_when_the_preferred_one_is_down(deliver, mx_up):
+    report = await deliver("fallback.test")
 
     assert [o.status for o in report.outcomes] == ["delivered", "delivered"]
     assert report.host == "mx-up.fallback.test"
@@ -80,19 +91,16 @@ async def test_mx_hosts_are_used_in_preference_order(make_transport, dns_server)
     assert len(best_messages) == 1 and worse_messages == []
 
 
-async def test_domain_without_mx_receives_at_its_address(make_transport, dns_server, mx_up):
-    transport = transport_for(make_transport, dns_server, mx_up.port)
-    report = await transport.deliver(envelope("plain.test"))
-    await transport.aclose()
+async def test_domain_without_mx_receives_at_its_address(deliver, mx_up):
+    report = await deliver("plain.test")
 
     assert report.outcomes[0].status == "delivered"
     assert report.host == "plain.test"
     assert len(mx_up.messages) == 1
 
 
-async def test_null_mx_bounces_without_connecting(make_transport, dns_server, mx_up):
-    transport = transport_for(make_transport, dns_server, mx_up.port)
-    report = await transport.deliver(envelope("nomail.test"))
+async def test_null_mx_bounces_without_connecting(deliver, mx_up):
+    report = await deliver("nomail.test")
 
     assert [(o.status, o.enhanced) for o in report.outcomes] == [("bounced", "5.1.10")] * 2
     assert "null MX" in report.outcomes[0].text
@@ -100,30 +108,26 @@ async def test_null_mx_bounces_without_connecting(make_transport, dns_server, mx
     assert mx_up.state.sessions == 0
 
 
-async def test_unknown_domain_bounces(make_transport, dns_server, mx_up):
-    transport = transport_for(make_transport, dns_server, mx_up.port)
-    report = await transport.deliver(envelope("no-such-domain.test"))
+async def test_unknown_domain_bounces(deliver, mx_up):
+    report = await deliver("no-such-domain.test")
 
     assert [(o.status, o.enhanced) for o in report.outcomes] == [("bounced", "5.1.2")] * 2
 
 
-async def test_domain_with_neither_mx_nor_address_bounces(make_transport, dns_server, mx_up):
-    transport = transport_for(make_transport, dns_server, mx_up.port)
-    report = await transport.deliver(envelope("empty.test"))
+async def test_domain_with_neither_mx_nor_address_bounces(deliver, mx_up):
+    report = await deliver("empty.test")
 
     assert report.outcomes[0].status == "bounced"
 
 
-async def test_dns_failure_defers(make_transport, dns_server, mx_up):
-    transport = transport_for(make_transport, dns_server, mx_up.port)
-    report = await transport.deliver(envelope("broken.test"))
+async def test_dns_failure_defers(deliver, mx_up):
+    report = await deliver("broken.test")
 
     assert [(o.status, o.enhanced) for o in report.outcomes] == [("deferred", "4.4.3")] * 2
 
 
-async def test_every_mx_down_defers(make_transport, dns_server, mx_up):
-    transport = transport_for(make_transport, dns_server, mx_up.port)
-    report = await transport.deliver(envelope("alldown.test"))
+async def test_every_mx_down_defers(deliver, mx_up):
+    report = await deliver("alldown.test")
 
     assert [o.status for o in report.outcomes] == ["deferred", "deferred"]
     assert report.outcomes[0].text == "connection refused"

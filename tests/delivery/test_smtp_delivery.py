@@ -161,28 +161,29 @@ async def test_421_on_a_reused_connection_is_retried_on_a_fresh_one(smarthost, s
     assert sink.state.sessions == 2
 
 
+async def deliver_at_once(transport: SmtpTransport, addresses: list[str]) -> None:
+    """Deliver to each address, all at once; every one must be delivered."""
+    reports = await asyncio.gather(*(transport.deliver(envelope(a)) for a in addresses))
+    await transport.aclose()
+    assert all(r.outcomes[0].status == "delivered" for r in reports)
+
+
 async def test_domain_concurrency_limit_is_observed_at_the_server(smarthost, sink):
     sink.behaviour.data_delay = 0.2
-    transport = smarthost(smtp_domain_concurrency=2)
-    reports = await asyncio.gather(
-        *(transport.deliver(envelope(f"p{n}@example.test")) for n in range(8))
+    await deliver_at_once(
+        smarthost(smtp_domain_concurrency=2), [f"p{n}@example.test" for n in range(8)]
     )
-    await transport.aclose()
 
-    assert all(r.outcomes[0].status == "delivered" for r in reports)
     assert len(sink.messages) == 8
     assert sink.state.max_active == 2
 
 
 async def test_other_domains_are_not_held_by_one_domains_limit(smarthost, sink):
     sink.behaviour.data_delay = 0.2
-    transport = smarthost(smtp_domain_concurrency=1)
-    reports = await asyncio.gather(
-        *(transport.deliver(envelope(f"p@d{n}.example.test")) for n in range(4))
+    await deliver_at_once(
+        smarthost(smtp_domain_concurrency=1), [f"p@d{n}.example.test" for n in range(4)]
     )
-    await transport.aclose()
 
-    assert all(r.outcomes[0].status == "delivered" for r in reports)
     assert sink.state.max_active == 4
 
 

@@ -28,6 +28,13 @@ def certificate(tmp_path: Path) -> Path:
     return self_signed_certificate(tmp_path, names=("localhost", "mx.example.test"))
 
 
+async def send_one(transport, peer):
+    """Deliver ENVELOPE; returns the report and what the peer received."""
+    report = await transport.deliver(ENVELOPE)
+    await transport.aclose()
+    return report, peer.messages
+
+
 def smarthost(make_transport, port: int, **overrides):
     return make_transport(
         smtp_mode="smarthost", smarthost_host="localhost", smarthost_port=port, **overrides
@@ -40,9 +47,7 @@ async def test_starttls_to_smarthost_verified_with_ca_file(make_transport, certi
         transport = smarthost(
             make_transport, peer.port, smarthost_tls="starttls", smarthost_ca_file=certificate
         )
-        report = await transport.deliver(ENVELOPE)
-        await transport.aclose()
-        received = peer.messages
+        report, received = await send_one(transport, peer)
 
     assert report.outcomes[0].status == "delivered"
     assert report.tls is True
@@ -53,8 +58,7 @@ async def test_starttls_to_smarthost_with_untrusted_certificate_defers(make_tran
     context = server_tls_context(certificate)
     with running_peer(tls_context=context, require_starttls=True) as peer:
         transport = smarthost(make_transport, peer.port, smarthost_tls="starttls")
-        report = await transport.deliver(ENVELOPE)
-        received = peer.messages
+        report, received = await send_one(transport, peer)
 
     assert report.outcomes[0].status == "deferred"
     assert "TLS handshake failed" in report.outcomes[0].text
@@ -64,8 +68,7 @@ async def test_starttls_to_smarthost_with_untrusted_certificate_defers(make_tran
 async def test_smarthost_without_starttls_defers_when_starttls_is_configured(make_transport):
     with running_peer() as peer:
         transport = smarthost(make_transport, peer.port, smarthost_tls="starttls")
-        report = await transport.deliver(ENVELOPE)
-        received = peer.messages
+        report, received = await send_one(transport, peer)
 
     assert report.outcomes[0].status == "deferred"
     assert "STARTTLS" in report.outcomes[0].text
@@ -78,15 +81,15 @@ async def test_implicit_tls_to_smarthost(make_transport, certificate):
         transport = smarthost(
             make_transport, peer.port, smarthost_tls="implicit", smarthost_ca_file=certificate
         )
-        report = await transport.deliver(ENVELOPE)
-        await transport.aclose()
-        received = peer.messages
+        report, received = await send_one(transport, peer)
 
     assert report.outcomes[0].status == "delivered" and report.tls is True
     assert [m.data for m in received] == [DATA]
 
 
-async def test_auth_after_starttls(make_transport, certificate):
+async def deliver_with_login(make_transport, certificate, password: str, count: int):
+    """Deliver ``count`` times to a STARTTLS server that wants user carepost with
+    password s3cret-pw, logging in with ``password``; returns the reports and the peer."""
     context = server_tls_context(certificate)
     with running_peer(
         tls_context=context, require_starttls=True, credentials=("carepost", "s3cret-pw")
@@ -96,30 +99,24 @@ async def test_auth_after_starttls(make_transport, certificate):
             peer.port,
             smarthost_ca_file=certificate,
             smarthost_username="carepost",
-            smarthost_password="s3cret-pw",
+            smarthost_password=password,
         )
-        reports = [await transport.deliver(ENVELOPE) for _ in range(3)]
+        reports = [await transport.deliver(ENVELOPE) for _ in range(count)]
         await transport.aclose()
-        sessions, received = peer.state.sessions, peer.messages
+    return reports, peer
+
+
+async def test_auth_after_starttls(make_transport, certificate):
+    reports, peer = await deliver_with_login(make_transport, certificate, "s3cret-pw", 3)
+    sessions, received = peer.state.sessions, peer.messages
 
     assert [r.outcomes[0].status for r in reports] == ["delivered"] * 3
     assert len(received) == 3 and sessions == 1  # one login, three messages
 
 
 async def test_wrong_password_defers_and_says_why(make_transport, certificate):
-    context = server_tls_context(certificate)
-    with running_peer(
-        tls_context=context, require_starttls=True, credentials=("carepost", "s3cret-pw")
-    ) as peer:
-        transport = smarthost(
-            make_transport,
-            peer.port,
-            smarthost_ca_file=certificate,
-            smarthost_username="carepost",
-            smarthost_password="wrong",
-        )
-        report = await transport.deliver(ENVELOPE)
-        received = peer.messages
+    [report], peer = await deliver_with_login(make_transport, certificate, "wrong", 1)
+    received = peer.messages
 
     outcome = report.outcomes[0]
     assert (outcome.status, outcome.code) == ("deferred", 535)
@@ -145,9 +142,7 @@ async def test_mx_opportunistic_tls_encrypts_without_verifying(make_transport, c
     context = server_tls_context(certificate)
     with LoopbackDns(mx_zone()) as dns, running_peer(tls_context=context) as peer:
         transport = mx_transport(make_transport, dns, peer.port)
-        report = await transport.deliver(ENVELOPE)
-        await transport.aclose()
-        received = peer.messages
+        report, received = await send_one(transport, peer)
 
     assert report.outcomes[0].status == "delivered"
     assert (report.host, report.tls) == ("mx.example.test", True)
@@ -174,8 +169,7 @@ async def test_mx_encrypt_policy_defers_when_tls_breaks(make_transport, certific
     context = server_tls_context(certificate)
     with LoopbackDns(mx_zone()) as dns, running_peer(tls_context=context, broken_tls=True) as peer:
         transport = mx_transport(make_transport, dns, peer.port, tls_policy="encrypt")
-        report = await transport.deliver(ENVELOPE)
-        received = peer.messages
+        report, received = await send_one(transport, peer)
 
     assert report.outcomes[0].status == "deferred"
     assert received == []
@@ -184,8 +178,7 @@ async def test_mx_encrypt_policy_defers_when_tls_breaks(make_transport, certific
 async def test_mx_encrypt_policy_defers_when_starttls_is_not_offered(make_transport):
     with LoopbackDns(mx_zone()) as dns, running_peer() as peer:
         transport = mx_transport(make_transport, dns, peer.port, tls_policy="encrypt")
-        report = await transport.deliver(ENVELOPE)
-        received = peer.messages
+        report, received = await send_one(transport, peer)
 
     assert report.outcomes[0].status == "deferred"
     assert received == []
