@@ -17,12 +17,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import contacts_batch, csv_import, datagen, segment_count
+from bench import contacts_batch, csv_import, datagen, segment_count, smtp_baseline
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "contacts_batch": lambda _options: contacts_batch.run(),
     "csv_import": csv_import.run,
     "segment_count": segment_count.run,
+    "smtp_baseline": smtp_baseline.run,
 }
 # Commands that take their own arguments: ``python -m bench <name> --option ...``.
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"datagen": datagen.main}

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carepost.core.errors import ConfigError
 
-SECRET_SETTINGS = frozenset({"master_key"})
+SECRET_SETTINGS = frozenset({"master_key", "smarthost_password"})
 
 
 class Settings(BaseSettings):
@@ -55,6 +56,37 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # delivery: the SMTP transport (carepost/delivery/, docs/email-delivery-smtp.md)
+    smtp_mode: Literal["smarthost", "mx"] = "mx"
+    smarthost_host: str | None = None
+    smarthost_port: int = Field(default=587, ge=1, le=65535)
+    smarthost_tls: Literal["starttls", "implicit", "none"] = "starttls"
+    smarthost_username: str | None = None
+    smarthost_password: SecretStr | None = None
+    smarthost_ca_file: Path | None = Field(
+        default=None, description="Extra CA bundle to verify the smarthost's certificate."
+    )
+    smtp_helo_name: str | None = Field(
+        default=None, description="Name sent in EHLO; the machine's FQDN when unset."
+    )
+    smtp_connect_timeout: float = Field(default=30.0, gt=0)
+    smtp_command_timeout: float = Field(default=300.0, gt=0)
+    smtp_data_timeout: float = Field(default=600.0, gt=0)
+    smtp_domain_concurrency: int = Field(default=10, ge=1)
+    smtp_domain_rate: float = Field(default=0.0, ge=0)
+    smtp_connection_idle_seconds: float = Field(default=30.0, gt=0)
+    smtp_connection_max_messages: int = Field(default=1000, ge=1)
+    delivery_lifetime: timedelta = timedelta(days=5)
+    tls_policy: Literal["opportunistic", "encrypt", "verify", "none"] = "opportunistic"
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle for tls_policy=verify (system CAs when unset)."
+    )
+    mx_port: int = Field(default=25, ge=1, le=65535)
+    dns_nameserver: str | None = Field(
+        default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
+    )
+    dns_port: int = Field(default=53, ge=1, le=65535)
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -68,6 +100,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _smarthost_named(self) -> Settings:
+        if self.smtp_mode == "smarthost" and not self.smarthost_host:
+            raise ValueError("smtp_mode = smarthost needs smarthost_host")
+        return self
 
     @property
     def is_sqlite(self) -> bool:
