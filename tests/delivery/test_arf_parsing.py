@@ -67,7 +67,12 @@ def test_legacy_loop_without_report_part() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["vacation_autoreply.eml", "ordinary_mail.eml", "postfix_dsn_user_unknown.eml", "gmail_dsn.eml"],
+    [
+        "vacation_autoreply.eml",
+        "ordinary_mail.eml",
+        "postfix_dsn_user_unknown.eml",
+        "gmail_dsn.eml",
+    ],
 )
 def test_non_complaints_are_none(name: str) -> None:
     assert parse_arf(fill(name).data) is None
