@@ -12,6 +12,8 @@ from carepost.crypto import models as crypto_models
 from carepost.imports import models as imports_models
 from carepost.segments import models as segments_models
 from carepost.tenancy import models as tenancy_models
+from carepost.tracking import models as tracking_models
+from carepost.webhooks import models as webhooks_models
 
 DOMAIN_MODELS = (
     accounts_models,
@@ -23,5 +25,7 @@ DOMAIN_MODELS = (
     imports_models,
     segments_models,
     tenancy_models,
+    tracking_models,
+    webhooks_models,
 )
 metadata = Base.metadata

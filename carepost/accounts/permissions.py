@@ -39,6 +39,8 @@ PERMISSIONS: dict[str, str] = {
     "suppressions:override": "Lift suppressions from hard bounces and complaints",
     "reports:read": "See aggregate reports",
     "messages:send": "Send messages and campaigns",
+    "webhooks:read": "See webhook endpoints and their delivery logs (never secrets)",
+    "webhooks:write": "Add, change, rotate, test and replay webhooks",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
@@ -68,6 +70,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "audit:export",
             "reports:read",
             "consent:read",
+            "webhooks:read",
         }
     ),
 }

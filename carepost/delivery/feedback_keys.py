@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from functools import lru_cache
 from pathlib import Path
 
 from carepost.core.config import Settings
@@ -57,3 +58,9 @@ def feedback_secret(settings: Settings) -> bytes:
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode() + "\n")
     return _decode(path.read_text(), str(path))
+
+
+@lru_cache(maxsize=4)
+def cached_feedback_secret(settings: Settings) -> bytes:
+    """:func:`feedback_secret`, read once per process (the web routes ask per request)."""
+    return feedback_secret(settings)
