@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, true, update
 
 from carepost.core.database import new_id, utcnow
 from carepost.core.logging import get_logger
@@ -84,9 +84,14 @@ class Result:
 
 
 def claim_due(
-    runtime: Runtime, *, now: datetime, limit: int = BATCH
+    runtime: Runtime,
+    *,
+    now: datetime,
+    limit: int = BATCH,
+    tenant_id: uuid.UUID | None = None,
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Lease up to ``limit`` due deliveries; returns (delivery id, tenant id) pairs."""
+    """Lease up to ``limit`` due deliveries (of one tenant when given: tests and tools);
+    returns (delivery id, tenant id) pairs."""
     with runtime.database.session() as session:
         due = or_(
             and_(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now),
@@ -95,6 +100,7 @@ def claim_due(
         query = (
             select(WebhookDelivery.id, WebhookDelivery.tenant_id)
             .where(due)
+            .where(true() if tenant_id is None else WebhookDelivery.tenant_id == tenant_id)
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         )
@@ -252,9 +258,10 @@ def deliver_due(
     now: datetime | None = None,
     rng: random.Random | None = None,
     limit: int = BATCH,
+    tenant_id: uuid.UUID | None = None,
 ) -> int:
     """One round: send what is due; returns how many deliveries were attempted."""
-    claimed = claim_due(runtime, now=now or utcnow(), limit=limit)
+    claimed = claim_due(runtime, now=now or utcnow(), limit=limit, tenant_id=tenant_id)
     if not claimed:
         return 0
     by_tenant: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
