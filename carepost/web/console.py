@@ -56,6 +56,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/imports", "Imports", "contacts:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
+    ("/webhooks", "Webhooks", "webhooks:read"),
     ("/audit", "Audit trail", "audit:read"),
     ("/settings", "Organization settings", "tenant:read"),
     ("/account", "My account", None),

@@ -39,6 +39,7 @@ from carepost.web import (
     segments,
     signin,
     users,
+    webhooks,
 )
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
@@ -61,6 +62,7 @@ ROUTERS = (
     contacts_fields.router,
     segments.router,
     imports.router,
+    webhooks.router,
 )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class PageCase:
     # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
-    # / {job_id} / {segment_id}, filled from the organization
+    # / {job_id} / {segment_id} / {endpoint_id} / {delivery_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -64,6 +64,8 @@ PAGES = (
     PageCase("/segments/{segment_id}", "contacts:read"),
     PageCase("/segments/{segment_id}/edit", "contacts:write"),
     PageCase("/segments/{segment_id}/delete", "contacts:write"),
+    PageCase("/webhooks", "webhooks:read"),
+    PageCase("/webhooks/{endpoint_id}", "webhooks:read"),
 )
 
 ACTIONS = (
@@ -129,6 +131,15 @@ ACTIONS = (
     ActionCase("/segments/{segment_id}/export", "contacts:read", {"columns": "id"}),
     ActionCase("/segments/{segment_id}/snapshots", "contacts:write", {"reason": "a send"}),
     ActionCase("/segments/{segment_id}/delete", "contacts:write"),
+    ActionCase(
+        "/webhooks",
+        "webhooks:write",
+        {"url": "https://hooks.example.org/carepost", "event_types": "message.bounced"},
+    ),
+    ActionCase("/webhooks/{endpoint_id}/test", "webhooks:write"),
+    ActionCase("/webhooks/{endpoint_id}/rotate", "webhooks:write"),
+    ActionCase("/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay", "webhooks:write"),
+    ActionCase("/webhooks/{endpoint_id}/delete", "webhooks:write"),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
@@ -159,6 +170,9 @@ RECIPIENT_ROUTES = frozenset(
         ("POST", "/u/{token}"),
         ("GET", "/p/{token}"),
         ("POST", "/p/{token}"),
+        # Tracking pixel and click redirect (tests/tracking/test_tracking_routes.py).
+        ("GET", "/t/o/{token}"),
+        ("GET", "/t/c/{token}"),
     }
 )
 
@@ -170,4 +184,6 @@ OBJECT_PLACEHOLDERS = {
     "{list_id}": "list_id",
     "{field_id}": "field_id",
     "{job_id}": "job_id",
+    "{endpoint_id}": "endpoint_id",
+    "{delivery_id}": "delivery_id",
 }

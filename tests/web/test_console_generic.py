@@ -18,6 +18,7 @@ from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
 from carepost.segments import service as segments
 from carepost.tenancy import service as tenancy
+from carepost.webhooks import service as webhooks
 from tests.web.console_cases import (
     ACTIONS,
     OBJECT_PLACEHOLDERS,
@@ -56,6 +57,8 @@ class Organization:
     field_id: uuid.UUID
     job_id: uuid.UUID
     segment_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    delivery_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -67,6 +70,8 @@ class Organization:
             .replace("{field_id}", str(self.field_id))
             .replace("{job_id}", str(self.job_id))
             .replace("{segment_id}", str(self.segment_id))
+            .replace("{endpoint_id}", str(self.endpoint_id))
+            .replace("{delivery_id}", str(self.delivery_id))
         )
 
 
@@ -104,6 +109,15 @@ def _make_org(runtime) -> Organization:
             rule={"list": str(contact_list.id)},
             actor=SYSTEM,
         )
+        endpoint = webhooks.create_endpoint(
+            session,
+            tenant[0].id,
+            url="https://hooks.example.org/carepost",
+            event_types=["*"],
+            actor=SYSTEM,
+        ).endpoint
+        webhooks.emit(session, tenant[0].id, "message.opened", {"message_id": "m"})
+        delivery = webhooks.list_deliveries(session, tenant[0].id, endpoint.id)[0]
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
@@ -116,6 +130,8 @@ def _make_org(runtime) -> Organization:
         field.id,
         job_id,
         segment.id,
+        endpoint.id,
+        delivery.id,
     )
 
 
