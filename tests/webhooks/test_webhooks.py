@@ -330,3 +330,23 @@ def test_a_deleted_endpoint_takes_its_log_along(client, runtime, tenant, headers
             ).all()
             == []
         )
+
+
+def test_the_documented_verification_snippet_works(client, runtime, tenant, headers, receiver):
+    """docs/webhooks.md's Python recipe, run as a receiver would run it."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "webhooks.md").read_text()
+    snippet = docs.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(snippet, "docs/webhooks.md", "exec"), namespace)
+    check = namespace["carepost_signature_ok"]
+    created = _create(client, headers, receiver.url)
+    _emit(runtime, tenant)
+    _drain(runtime, tenant)
+    [request] = receiver.requests
+    signature = request.headers[HEADER]
+    assert check(signature, request.body, created["secret"])
+    assert not check(signature, request.body.replace(b"message", b"massage"), created["secret"])
+    timestamp = int(signature.split(",")[0][2:])
+    assert not check(signature, request.body, created["secret"], now=timestamp + 301)
