@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from email.message import Message
 
 from carepost.delivery.reports import (
-    PARSE_ERRORS,
     OriginalMessage,
     field_blocks,
     header_text,
     is_report,
-    load_message,
     original_message,
+    parse_leniently,
     walk,
 )
 
@@ -121,16 +120,14 @@ def _loop_attachment(message: Message) -> ComplaintReport | None:
     )
 
 
+def _read_arf(message: Message) -> ComplaintReport | None:
+    if is_report(message, "feedback-report"):
+        return _standard(message)
+    if message.get_content_type() == "multipart/report":
+        return None
+    return _loop_attachment(message)
+
+
 def parse_arf(data: bytes) -> ComplaintReport | None:
     """The complaint in ``data`` (a whole message), or None when it is not one."""
-    message = load_message(data)
-    if message is None:
-        return None
-    try:
-        if is_report(message, "feedback-report"):
-            return _standard(message)
-        if message.get_content_type() == "multipart/report":
-            return None
-        return _loop_attachment(message)
-    except PARSE_ERRORS:
-        return None
+    return parse_leniently(data, _read_arf)

@@ -31,14 +31,13 @@ from email.message import Message
 from typing import Literal
 
 from carepost.delivery.reports import (
-    PARSE_ERRORS,
     OriginalMessage,
     all_text,
     field_blocks,
     header_text,
     is_report,
-    load_message,
     original_message,
+    parse_leniently,
     walk,
 )
 
@@ -268,21 +267,19 @@ def _diagnostic_line(text: str) -> str | None:
     return None
 
 
+def _read_dsn(message: Message) -> DsnReport | None:
+    if is_report(message, "delivery-status"):
+        report = _standard(message)
+        if report is not None:
+            return report
+    if is_report(message, "feedback-report"):
+        return None
+    return _heuristic(message)
+
+
 def parse_dsn(data: bytes) -> DsnReport | None:
     """The bounce in ``data`` (a whole message), or None when it is not one."""
-    message = load_message(data)
-    if message is None:
-        return None
-    try:
-        if is_report(message, "delivery-status"):
-            report = _standard(message)
-            if report is not None:
-                return report
-        if is_report(message, "feedback-report"):
-            return None
-        return _heuristic(message)
-    except PARSE_ERRORS:
-        return None
+    return parse_leniently(data, _read_dsn)
 
 
 def redact_addresses(text: str | None) -> str | None:

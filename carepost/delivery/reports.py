@@ -13,11 +13,13 @@ import email
 import email.errors
 import email.header
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
+from typing import TypeVar
 
+T = TypeVar("T")
 # A report bigger than this is not parsed (a DSN returning a whole attachment is
 # truncated by the listener's size limit long before; this guards direct callers).
 MAX_REPORT_BYTES = 10 * 1024 * 1024
@@ -55,6 +57,20 @@ def load_message(data: bytes) -> Message | None:
         return None
     try:
         return email.message_from_bytes(data, policy=compat32)
+    except PARSE_ERRORS:
+        return None
+
+
+def parse_leniently(data: bytes, read: Callable[[Message], T | None]) -> T | None:
+    """``read`` applied to the message in ``data``; None for anything unparseable.
+
+    Both parsers run through here, so "never raises on hostile bytes" holds in one place.
+    """
+    message = load_message(data)
+    if message is None:
+        return None
+    try:
+        return read(message)
     except PARSE_ERRORS:
         return None
 
