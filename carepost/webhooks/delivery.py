@@ -272,11 +272,18 @@ def deliver_due(
     own_client = client is None
     http = client or httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
     outcomes: dict[str, int] = defaultdict(int)
+    # An endpoint that could not be reached (timeout, refused, no such host) is not
+    # tried again in the same round: its other deliveries share that result, so one
+    # dead endpoint costs one timeout per round, not one per queued event.
+    unreachable: dict[str, Result] = {}
     try:
         for tenant_id, delivery_ids in by_tenant.items():
             for outgoing in _prepare(runtime, tenant_id, delivery_ids, now or utcnow()):
                 started_at = utcnow()
-                result = send(http, outgoing, allow_internal=allow_internal)
+                known = unreachable.get(outgoing.url or "")
+                result = known or send(http, outgoing, allow_internal=allow_internal)
+                if result.status_code is None and outgoing.url is not None:
+                    unreachable[outgoing.url] = result
                 state = _record(
                     runtime,
                     outgoing,

@@ -350,3 +350,16 @@ def test_the_documented_verification_snippet_works(client, runtime, tenant, head
     assert not check(signature, request.body.replace(b"message", b"massage"), created["secret"])
     timestamp = int(signature.split(",")[0][2:])
     assert not check(signature, request.body, created["secret"], now=timestamp + 301)
+
+
+def test_an_unreachable_endpoint_costs_one_try_per_round(client, runtime, tenant, headers):
+    with running_receiver() as gone:
+        url = gone.url
+    _create(client, headers, url)
+    for _ in range(3):
+        _emit(runtime, tenant)
+    assert deliver_due(runtime, tenant_id=tenant[0].id) == 3
+    deliveries = _deliveries(runtime, tenant)
+    assert {(d.state, d.attempts, d.last_error) for d in deliveries} == {
+        ("pending", 1, "connection failed")
+    }
