@@ -144,8 +144,17 @@ def _leave_alone(url: str, tag: str, base_url: str) -> bool:
     return False
 
 
-def tracked_html(html: str, *, message_id: uuid.UUID, base_url: str, secret: bytes) -> str:
-    """The HTML with its links rewritten to click redirects and an open pixel added."""
+def tracked_html(
+    html: str,
+    *,
+    message_id: uuid.UUID,
+    base_url: str,
+    secret: bytes,
+    opens: bool = True,
+    clicks: bool = True,
+) -> str:
+    """The HTML with its links rewritten to click redirects and an open pixel added
+    (``opens``/``clicks`` follow the tenant's :func:`carepost.tracking.service.tracking_choice`)."""
     base = base_url.rstrip("/")
     counter = iter(range(MAX_LINKS))
 
@@ -164,7 +173,9 @@ def tracked_html(html: str, *, message_id: uuid.UUID, base_url: str, secret: byt
         replacement = f'{href.group(1)}"{base}{CLICK_PATH}{token}"'
         return tag[: href.start()] + replacement + tag[href.end() :]
 
-    rewritten = _ANCHOR.sub(rewrite_anchor, html)
+    rewritten = _ANCHOR.sub(rewrite_anchor, html) if clicks else html
+    if not opens:
+        return rewritten
     pixel = (
         f'<img src="{base}{OPEN_PATH}{open_token(message_id, secret=secret)}.gif" '
         'width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">'

@@ -113,3 +113,15 @@ def test_tokens_of_another_secret_or_kind_do_not_verify():
 def test_tokens_are_not_repeated():
     message_id = uuid.uuid4()
     assert open_token(message_id, secret=SECRET) != open_token(message_id, secret=SECRET)
+
+
+def test_opens_and_clicks_can_be_left_out():
+    html = _html('<a href="https://clinic.example/a">a</a>')
+    only_clicks = tracked_html(
+        html, message_id=uuid.uuid4(), base_url=BASE, secret=SECRET, opens=False
+    )
+    assert "<img" not in only_clicks and "/t/c/" in only_clicks
+    only_opens = tracked_html(
+        html, message_id=uuid.uuid4(), base_url=BASE, secret=SECRET, clicks=False
+    )
+    assert "/t/o/" in only_opens and 'href="https://clinic.example/a"' in only_opens
