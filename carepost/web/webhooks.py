@@ -19,7 +19,7 @@ from carepost.web.console import Console, form_data, page, parse_id, redirect
 from carepost.web.forms import BoundForm, Choice, Field, FormData, FormSpec
 from carepost.web.tables import Column, Table
 from carepost.web.views import notice_for
-from carepost.webhooks import service
+from carepost.webhooks import rules, service
 from carepost.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 router = APIRouter(include_in_schema=False)
@@ -29,9 +29,7 @@ NOTICES = {
     "tested": "A test event is queued; it appears in the log below once sent.",
     "replayed": "The event is queued again; the new delivery appears at the top of the log.",
 }
-EVENT_CHOICES = tuple(
-    Choice(name, name) for name in (service.ALL_EVENTS, *service.EVENT_TYPES[:-1])
-)
+EVENT_CHOICES = tuple(Choice(name, name) for name in (rules.ALL_EVENTS, *rules.EVENT_TYPES[:-1]))
 CREATE_FORM = FormSpec(
     id="webhook",
     submit="Add endpoint",

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from carepost.core.database import utcnow
 from carepost.core.errors import ValidationFailed
-from carepost.webhooks import service
+from carepost.webhooks import rules, service
 from carepost.webhooks.delivery import deliver_due, retry_delay
 from carepost.webhooks.models import WebhookAttempt, WebhookDelivery
 from carepost.webhooks.signing import HEADER, verify_signature
@@ -285,10 +285,10 @@ def test_secrets_are_encrypted_at_rest(client, runtime, tenant, headers, receive
 )
 def test_endpoint_urls(url, loopback_ok, accepted):
     if accepted:
-        assert service.check_url(url, allow_loopback_http=loopback_ok) == url
+        assert rules.check_url(url, allow_loopback_http=loopback_ok) == url
     else:
         with pytest.raises(ValidationFailed):
-            service.check_url(url, allow_loopback_http=loopback_ok)
+            rules.check_url(url, allow_loopback_http=loopback_ok)
 
 
 def test_api_refuses_plain_http_to_other_hosts(client, headers):
