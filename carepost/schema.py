@@ -13,6 +13,8 @@ from carepost.imports import models as imports_models
 from carepost.segments import models as segments_models
 from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
+from carepost.tracking import models as tracking_models
+from carepost.webhooks import models as webhooks_models
 
 DOMAIN_MODELS = (
     accounts_models,
@@ -25,5 +27,7 @@ DOMAIN_MODELS = (
     segments_models,
     templates_models,
     tenancy_models,
+    tracking_models,
+    webhooks_models,
 )
 metadata = Base.metadata

@@ -435,6 +435,7 @@ COMMANDS = [
     ("user", "create"), ("user", "list"), ("user", "reset-mfa"), ("api-key", "create"),
     ("keys", "rotate"), ("keys", "destroy-retired"), ("keys", "remove-master"),
     ("audit", "verify"), ("audit", "export"), ("config", "check"), ("contacts", "import"),
+    ("inbound", "serve"),
 ]  # fmt: skip
 
 

@@ -42,6 +42,8 @@ PERMISSIONS: dict[str, str] = {
     # Templates (issue 5): content and layouts; previews with PHI also need phi:read.
     "templates:read": "See email templates and layouts, preview them with a sample contact",
     "templates:write": "Create, change and delete email templates, layouts and A/B variants",
+    "webhooks:read": "See webhook endpoints and their delivery logs (never secrets)",
+    "webhooks:write": "Add, change, rotate, test and replay webhooks",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
@@ -75,6 +77,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "audit:export",
             "reports:read",
             "consent:read",
+            "webhooks:read",
         }
     ),
 }

@@ -26,7 +26,10 @@ from carepost.imports.api import router as imports_router
 from carepost.segments.api import router as segments_router
 from carepost.templates.api import router as templates_router
 from carepost.tenancy.api import router as tenancy_router
+from carepost.tracking.api import router as tracking_router
+from carepost.tracking.pages import router as tracking_pages_router
 from carepost.web.pages import install_console
+from carepost.webhooks.api import router as webhooks_router
 
 API_PREFIX = "/api/v1"
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -60,6 +63,8 @@ def api_router() -> APIRouter:
     router.include_router(imports_router)
     router.include_router(segments_router)
     router.include_router(templates_router)
+    router.include_router(webhooks_router)
+    router.include_router(tracking_router)
     return router
 
 
@@ -108,6 +113,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     _install_operations_routes(app)
     # Recipients' signed-link pages (unsubscribe, preference center): no sign-in.
     app.include_router(recipient_router)
+    # Open pixel and click redirects (/t/o, /t/c): public, signed tokens, no tenant data.
+    app.include_router(tracking_pages_router)
     install_console(app)
     app.add_middleware(
         RequestGuard,

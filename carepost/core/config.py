@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carepost.core.errors import ConfigError
 
-SECRET_SETTINGS = frozenset({"master_key", "smarthost_password"})
+SECRET_SETTINGS = frozenset({"master_key", "smarthost_password", "feedback_secret"})
 
 
 class Settings(BaseSettings):
@@ -86,6 +86,20 @@ class Settings(BaseSettings):
         default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
     )
     dns_port: int = Field(default=53, ge=1, le=65535)
+    # --- feedback (bounces, complaints, webhooks, tracking): docs/bounces-and-complaints.md
+    feedback_secret: SecretStr | None = Field(
+        default=None,
+        description="Base64 secret (32+ bytes) sealing VERP and tracking tokens; "
+        "default: <data_dir>/feedback.key, created on first use.",
+    )
+    bounce_domain: str = Field(
+        default="bounces.localhost", description="Domain of the VERP return paths."
+    )
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(default=2525, ge=1, le=65535)
+    inbound_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("database_url")
     @classmethod

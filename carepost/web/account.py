@@ -131,9 +131,7 @@ def change_password(
 def new_recovery_codes(console: Annotated[Console, Depends(page())]) -> Response:
     with console.session() as session:
         user = accounts.get_user(session, console.principal.tenant_id, console.account.user_id)
-        codes = totp.regenerate_recovery_codes(
-            session, user=user, actor=console.principal.actor
-        )
+        codes = totp.regenerate_recovery_codes(session, user=user, actor=console.principal.actor)
     return show_recovery_codes(console, codes)
 
 

@@ -57,6 +57,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/templates", "Email templates", "templates:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
+    ("/webhooks", "Webhooks", "webhooks:read"),
     ("/audit", "Audit trail", "audit:read"),
     ("/settings", "Organization settings", "tenant:read"),
     ("/account", "My account", None),

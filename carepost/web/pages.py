@@ -40,6 +40,7 @@ from carepost.web import (
     signin,
     templates_pages,
     users,
+    webhooks,
 )
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
@@ -63,6 +64,7 @@ ROUTERS = (
     segments.router,
     imports.router,
     templates_pages.router,
+    webhooks.router,
 )
 
 

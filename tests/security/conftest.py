@@ -487,6 +487,49 @@ class Objects:
 
         return Target({"job_id": str(job_id)}, snapshot, {"email": email})
 
+    def webhook_endpoint(self, tenant: TenantPair) -> Target:
+        """A webhook endpoint that includes PHI, with one delivered event in its log;
+        the snapshot covers the endpoint (and its secret) and its deliveries."""
+        from carepost.webhooks import service as webhooks
+        from carepost.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+        tenant_row, keys = tenant
+        with self.runtime.bound_session(keys) as session:
+            created = webhooks.create_endpoint(
+                session,
+                tenant_row.id,
+                url="https://hooks.example.org/carepost",
+                event_types=["message.bounced"],
+                include_phi=True,
+                actor=SYSTEM,
+            )
+            endpoint_id = created.endpoint.id
+            webhooks.emit(
+                session,
+                tenant_row.id,
+                "message.bounced",
+                {"message_id": str(uuid.uuid4()), "to": f"{phi_value('mail').lower()}@x.org"},
+            )
+            delivery_id = session.scalars(
+                select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint_id)
+            ).one()
+        secret_value(created.secret)
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                row = session.get(WebhookEndpoint, endpoint_id)
+                if row is None:
+                    return None
+                deliveries = session.execute(
+                    select(WebhookDelivery.id, WebhookDelivery.state, WebhookDelivery.attempts)
+                    .where(WebhookDelivery.endpoint_id == endpoint_id)
+                    .order_by(WebhookDelivery.id)
+                ).all()
+                return (row.url, row.event_types, row.enabled, row.secret, deliveries)
+
+        params = {"endpoint_id": str(endpoint_id), "delivery_id": str(delivery_id)}
+        return Target(params, snapshot, {"secret": created.secret})
+
     def audit_count(self, tenant: TenantPair) -> int:
         with self.runtime.database.session() as session:
             return int(

@@ -25,6 +25,11 @@ PUBLIC_ROUTES = frozenset(
         f"{API_PREFIX}/docs",
         "/docs/oauth2-redirect",
         "/static",  # carepost's own assets (a mount)
+        # Tracking pixel and click redirect: a constant GIF, or a 302 to the URL sealed
+        # in a token carepost minted (tampered -> 404); no tenant data either way
+        # (tests/tracking/test_tracking_routes.py).
+        "/t/o/{token}",
+        "/t/c/{token}",
     }
 )
 PARAMETER = re.compile(r"{(\w+)(?::[^}]*)?}")

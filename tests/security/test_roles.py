@@ -45,6 +45,7 @@ SUPPRESSION_USERS = frozenset({OWNER, ADMIN, MARKETER})
 # Previews are POSTs, and auditors never post: they read templates through the audit trail.
 TEMPLATE_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST})
 TEMPLATE_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
+WEBHOOK_READERS = frozenset({OWNER, ADMIN, AUDITOR})
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,34 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
     RouteKey("DELETE", f"{V1}/suppressions/{{suppression_id}}"): (
         SUPPRESSION_USERS,
         Call("suppression", lambda: {"reason": "added by mistake"}),
+    ),
+}
+
+
+def _new_webhook_body() -> dict[str, Any]:
+    return {"url": "https://hooks.example.org/carepost", "event_types": ["message.bounced"]}
+
+
+WEBHOOK = "/webhooks/{endpoint_id}"
+DELIVERY = f"{WEBHOOK}/deliveries/{{delivery_id}}"
+MATRIX |= {
+    RouteKey("GET", f"{V1}/webhooks"): (WEBHOOK_READERS, Call()),
+    RouteKey("POST", f"{V1}/webhooks"): (MANAGERS, Call(body=_new_webhook_body)),
+    RouteKey("GET", f"{V1}{WEBHOOK}"): (WEBHOOK_READERS, Call("webhook_endpoint")),
+    RouteKey("PATCH", f"{V1}{WEBHOOK}"): (
+        MANAGERS,
+        Call("webhook_endpoint", lambda: {"description": "renamed"}),
+    ),
+    RouteKey("DELETE", f"{V1}{WEBHOOK}"): (MANAGERS, Call("webhook_endpoint")),
+    RouteKey("POST", f"{V1}{WEBHOOK}/rotate-secret"): (MANAGERS, Call("webhook_endpoint")),
+    RouteKey("POST", f"{V1}{WEBHOOK}/test"): (MANAGERS, Call("webhook_endpoint")),
+    RouteKey("GET", f"{V1}{WEBHOOK}/deliveries"): (WEBHOOK_READERS, Call("webhook_endpoint")),
+    RouteKey("GET", f"{V1}{DELIVERY}"): (WEBHOOK_READERS, Call("webhook_endpoint")),
+    RouteKey("POST", f"{V1}{DELIVERY}/replay"): (MANAGERS, Call("webhook_endpoint")),
+    RouteKey("GET", f"{V1}/tracking/settings"): (ALL, Call()),
+    RouteKey("PUT", f"{V1}/tracking/settings"): (
+        MANAGERS,
+        Call(body=lambda: {"track_opens": False, "track_clicks": True}),
     ),
 }
 

@@ -125,6 +125,20 @@ API_CASES: dict[RouteKey, RouteCase] = {
         "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
     ),
 }
+WEBHOOK = f"{V1}/webhooks/{{endpoint_id}}"
+DELIVERY = f"{WEBHOOK}/deliveries/{{delivery_id}}"
+API_CASES |= {
+    RouteKey("GET", WEBHOOK): RouteCase("webhook_endpoint"),
+    RouteKey("PATCH", WEBHOOK): RouteCase(
+        "webhook_endpoint", {"url": "https://mallory.example/x", "include_phi": True}
+    ),
+    RouteKey("DELETE", WEBHOOK): RouteCase("webhook_endpoint"),
+    RouteKey("POST", f"{WEBHOOK}/rotate-secret"): RouteCase("webhook_endpoint"),
+    RouteKey("POST", f"{WEBHOOK}/test"): RouteCase("webhook_endpoint"),
+    RouteKey("GET", f"{WEBHOOK}/deliveries"): RouteCase("webhook_endpoint"),
+    RouteKey("GET", DELIVERY): RouteCase("webhook_endpoint"),
+    RouteKey("POST", f"{DELIVERY}/replay"): RouteCase("webhook_endpoint"),
+}
 
 
 @dataclass
@@ -560,12 +574,68 @@ def _check_template_draft_preview(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_webhook_list(world: World) -> None:
+    target = world.target("webhook_endpoint")
+    listed = world.client.get(f"{V1}/webhooks", headers=world.a_headers)
+    assert listed.status_code == 200
+    assert target.params["endpoint_id"] not in listed.text
+    assert target.facts["secret"] not in listed.text
+
+
+def _check_webhook_create(world: World) -> None:
+    # A's endpoint gets A's events only: an event of B is never queued to it.
+    target = world.target("webhook_endpoint")
+    before = target.snapshot()
+    body = {"url": "https://mallory.example/hook", "event_types": ["*"]}
+    created = world.client.post(f"{V1}/webhooks", json=body, headers=world.a_headers)
+    assert created.status_code == 201
+    from carepost.webhooks import service as webhooks
+
+    _b_tenant, b_keys = world.b
+    with world.objects.runtime.bound_session(b_keys) as session:
+        assert webhooks.emit(session, b_keys.tenant_id, "message.bounced", {"x": 1}) == 1
+    deliveries = world.client.get(
+        f"{V1}/webhooks/{created.json()['id']}/deliveries", headers=world.a_headers
+    ).json()
+    assert deliveries["items"] == []
+    assert target.snapshot() != before  # B's own endpoint got B's event, as it should
+
+
+def _check_tracking_read(world: World) -> None:
+    from carepost.audit.service import SYSTEM
+    from carepost.tracking import service as tracking
+
+    _b_tenant, b_keys = world.b
+    with world.objects.runtime.bound_session(b_keys) as session:
+        tracking.update_tracking(
+            session, b_keys.tenant_id, track_opens=False, track_clicks=False, actor=SYSTEM
+        )
+    shown = world.client.get(f"{V1}/tracking/settings", headers=world.a_headers).json()
+    assert shown == {"track_opens": True, "track_clicks": True}
+
+
+def _check_tracking_update(world: World) -> None:
+    from carepost.tracking import service as tracking
+
+    b_trail = world.objects.audit_count(world.b)
+    body = {"track_opens": False, "track_clicks": False}
+    response = world.client.put(f"{V1}/tracking/settings", json=body, headers=world.a_headers)
+    assert response.status_code == 200
+    with world.objects.runtime.database.session() as session:
+        assert tracking.tracking_choice(session, world.b[0].id) == tracking.TrackingChoice()
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/templates"): _check_template_list,
     RouteKey("POST", f"{V1}/templates"): _check_template_create,
     RouteKey("POST", f"{V1}/templates/preview"): _check_template_draft_preview,
     RouteKey("GET", f"{V1}/template-layouts"): _check_template_list,
     RouteKey("POST", f"{V1}/template-layouts"): _check_layout_create,
+    RouteKey("GET", f"{V1}/webhooks"): _check_webhook_list,
+    RouteKey("POST", f"{V1}/webhooks"): _check_webhook_create,
+    RouteKey("GET", f"{V1}/tracking/settings"): _check_tracking_read,
+    RouteKey("PUT", f"{V1}/tracking/settings"): _check_tracking_update,
     RouteKey("GET", f"{V1}/lists"): _check_list_list,
     RouteKey("GET", f"{V1}/segments"): _check_segment_list,
     RouteKey("POST", f"{V1}/segments"): _check_segment_create,

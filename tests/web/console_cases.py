@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 class PageCase:
     # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
     # / {job_id} / {segment_id} / {template_id}, filled from the organization
+    # / {job_id} / {segment_id} / {endpoint_id} / {delivery_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -67,6 +68,8 @@ PAGES = (
     PageCase("/templates", "templates:read"),
     PageCase("/templates/new", "templates:write"),
     PageCase("/templates/{template_id}", "templates:read"),
+    PageCase("/webhooks", "webhooks:read"),
+    PageCase("/webhooks/{endpoint_id}", "webhooks:read"),
 )
 
 ACTIONS = (
@@ -143,6 +146,15 @@ ACTIONS = (
         "templates:write",
         {"name": "Renamed", "subject": "Hi", "text": "Hello again"},
     ),
+    ActionCase(
+        "/webhooks",
+        "webhooks:write",
+        {"url": "https://hooks.example.org/carepost", "event_types": "message.bounced"},
+    ),
+    ActionCase("/webhooks/{endpoint_id}/test", "webhooks:write"),
+    ActionCase("/webhooks/{endpoint_id}/rotate", "webhooks:write"),
+    ActionCase("/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay", "webhooks:write"),
+    ActionCase("/webhooks/{endpoint_id}/delete", "webhooks:write"),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
@@ -173,6 +185,9 @@ RECIPIENT_ROUTES = frozenset(
         ("POST", "/u/{token}"),
         ("GET", "/p/{token}"),
         ("POST", "/p/{token}"),
+        # Tracking pixel and click redirect (tests/tracking/test_tracking_routes.py).
+        ("GET", "/t/o/{token}"),
+        ("GET", "/t/c/{token}"),
     }
 )
 
@@ -185,4 +200,6 @@ OBJECT_PLACEHOLDERS = {
     "{field_id}": "field_id",
     "{job_id}": "job_id",
     "{template_id}": "template_id",
+    "{endpoint_id}": "endpoint_id",
+    "{delivery_id}": "delivery_id",
 }

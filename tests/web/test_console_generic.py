@@ -19,6 +19,7 @@ from carepost.audit.service import SYSTEM, chain_for
 from carepost.segments import service as segments
 from carepost.templates import service as templates
 from carepost.tenancy import service as tenancy
+from carepost.webhooks import service as webhooks
 from tests.web.console_cases import (
     ACTIONS,
     OBJECT_PLACEHOLDERS,
@@ -58,6 +59,8 @@ class Organization:
     job_id: uuid.UUID
     segment_id: uuid.UUID
     template_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    delivery_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -70,6 +73,8 @@ class Organization:
             .replace("{job_id}", str(self.job_id))
             .replace("{segment_id}", str(self.segment_id))
             .replace("{template_id}", str(self.template_id))
+            .replace("{endpoint_id}", str(self.endpoint_id))
+            .replace("{delivery_id}", str(self.delivery_id))
         )
 
 
@@ -117,6 +122,15 @@ def _make_org(runtime) -> Organization:
             text=None,
             actor=SYSTEM,
         )
+        endpoint = webhooks.create_endpoint(
+            session,
+            tenant[0].id,
+            url="https://hooks.example.org/carepost",
+            event_types=["*"],
+            actor=SYSTEM,
+        ).endpoint
+        webhooks.emit(session, tenant[0].id, "message.opened", {"message_id": "m"})
+        delivery = webhooks.list_deliveries(session, tenant[0].id, endpoint.id)[0]
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
@@ -130,6 +144,8 @@ def _make_org(runtime) -> Organization:
         job_id,
         segment.id,
         template.id,
+        endpoint.id,
+        delivery.id,
     )
 
 

@@ -137,6 +137,19 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
         .replace("{segment_id}", str(segment.id))
         .replace("{template_id}", str(template.id))
     )
+    if "{endpoint_id}" in path:
+        from carepost.webhooks import service as webhooks
+
+        with runtime.bound_session(owner.keys) as session:
+            endpoint = webhooks.create_endpoint(
+                session,
+                owner.tenant.id,
+                url="https://hooks.example.org/carepost",
+                event_types=["*"],
+                actor=SYSTEM,
+            ).endpoint
+            webhooks.emit(session, owner.tenant.id, "message.opened", {"message_id": "m"})
+        path = path.replace("{endpoint_id}", str(endpoint.id))
     if "{job_id}" in path:
         body = b"email,first_name\nann@clinic.example,Ann\n"
         path = path.replace("{job_id}", str(held_upload(runtime, (owner.tenant, owner.keys), body)))

@@ -1,0 +1,66 @@
+"""The process-wide secret behind bounce return paths (VERP) and tracking tokens.
+
+Bounces and tracking requests arrive without a tenant: a DSN at the bounce domain,
+a browser at ``/t/o/...``. Their tokens therefore carry the message id sealed with
+one deployment-wide secret, from which each use derives its own key (HMAC-SHA256
+with a purpose label), so a VERP token can never be replayed as a tracking token.
+
+The secret is ``CAREPOST_FEEDBACK_SECRET`` (base64, 32 bytes) or, when unset, the
+file ``<data_dir>/feedback.key`` created on first use with mode 0600. Every
+process of a deployment (web, worker, inbound listener) must see the same value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from carepost.core.config import Settings
+from carepost.core.errors import ConfigError
+
+SECRET_BYTES = 32
+KEY_FILE = "feedback.key"
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one use (``"verp"``, ``"tracking"``) of the deployment secret."""
+    return hmac.new(secret, f"carepost|feedback|{purpose}|v1".encode(), hashlib.sha256).digest()
+
+
+def _decode(value: str, where: str) -> bytes:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where} is not valid base64") from None
+    if len(raw) < SECRET_BYTES:
+        raise ConfigError(f"{where} must hold at least {SECRET_BYTES} bytes")
+    return raw
+
+
+def feedback_secret(settings: Settings) -> bytes:
+    """The deployment secret: the setting, else the key file (created when missing)."""
+    if settings.feedback_secret is not None:
+        return _decode(settings.feedback_secret.get_secret_value(), "CAREPOST_FEEDBACK_SECRET")
+    path = Path(settings.data_dir) / KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it first: read theirs
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode() + "\n")
+    return _decode(path.read_text(), str(path))
+
+
+@lru_cache(maxsize=4)
+def cached_feedback_secret(settings: Settings) -> bytes:
+    """:func:`feedback_secret`, read once per process (the web routes ask per request)."""
+    return feedback_secret(settings)

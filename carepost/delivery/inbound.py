@@ -1,0 +1,255 @@
+"""The inbound SMTP listener for bounces and complaints (aiosmtpd), and what it does
+with each report.
+
+It accepts mail only for the bounce domain (``CAREPOST_BOUNCE_DOMAIN``): any other
+recipient gets ``550 5.7.1 relaying denied``, so it can never be used as a relay. A
+message over ``CAREPOST_INBOUND_MAX_BYTES`` gets ``552``. Everything accepted is
+parsed as a DSN (RFC 3464, :mod:`carepost.delivery.bounces`) or an ARF complaint
+(RFC 5965, :mod:`carepost.delivery.arf`) and mapped to its message by:
+
+1. the envelope recipient -- the VERP return path the bounce was sent back to
+   (:mod:`carepost.delivery.verp`);
+2. the return path quoted in the report (``Return-Path`` of the returned headers,
+   or ARF ``Original-Mail-From``);
+3. the ``X-Carepost-Message`` header of the returned message (a signed token).
+
+Only signed tokens are believed: a forged report naming a made-up message does
+nothing. The address suppressed is always the *message's* recipient, never one
+read from the report. Then:
+
+* hard bounce -> suppression (reason ``hard_bounce``) at once, and ``bounced``;
+* soft bounce -> ``bounced`` (a final soft failure such as a full mailbox) or
+  ``deferred`` (``Action: delayed``), no suppression;
+* complaint -> suppression (reason ``complaint``) and ``complained``;
+  ``not-spam`` reports and success notices are accepted and dropped.
+
+Anything that is not a report, or names no message of ours, is accepted and
+dropped (``250``): answering an error would bounce a bounce. A processing failure
+(database down) answers ``451`` so the sender retries later.
+
+Run it with ``carepost inbound serve``; see docs/bounces-and-complaints.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy.orm import Session as OrmSession
+
+from carepost.audit.service import Actor
+from carepost.consent.suppression import add_suppression
+from carepost.core.errors import ValidationFailed
+from carepost.core.logging import get_logger
+from carepost.core.runtime import Runtime
+from carepost.crypto.keyring import TenantKeys, current_tenant_keys
+from carepost.delivery import verp
+from carepost.delivery.arf import parse_arf
+from carepost.delivery.bounces import DsnReport, RecipientStatus, parse_dsn, redact_addresses
+from carepost.delivery.feedback_keys import cached_feedback_secret
+from carepost.delivery.message_ledger import message_ledger
+
+INBOUND_ACTOR = Actor(type="system", id="inbound", label="bounce and complaint processor")
+OutcomeKind = Literal["hard_bounce", "soft_bounce", "delayed", "complaint", "ignored", "unmatched"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one inbound message did (ids and kinds only)."""
+
+    kind: OutcomeKind
+    message_id: uuid.UUID | None = None
+    suppressed: bool = False
+
+
+def _first_message(candidates: list[str | None], secret: bytes) -> uuid.UUID | None:
+    for candidate in candidates:
+        if not candidate:
+            continue
+        found = verp.message_of_return_path(candidate, secret=secret)
+        if found is None:
+            found = verp.message_of_token(candidate, secret=secret)
+        if found is not None:
+            return found
+    return None
+
+
+def _chosen_recipient(report: DsnReport, to_address: str | None) -> RecipientStatus | None:
+    failures = report.failures
+    if not failures:
+        return None
+    if to_address:
+        own = [r for r in failures if (r.recipient or "").lower() == to_address.lower()]
+        if own:
+            return max(own, key=lambda r: r.kind == "hard")
+    return max(failures, key=lambda r: r.kind == "hard")
+
+
+def process_report(
+    runtime: Runtime, data: bytes, *, envelope_recipients: list[str], secret: bytes
+) -> Outcome:
+    """Parse one inbound message and apply it (suppression, message event)."""
+    dsn = parse_dsn(data)
+    complaint = parse_arf(data) if dsn is None else None
+    if dsn is None and complaint is None:
+        return Outcome("ignored")
+    if dsn is not None:
+        message_id = _first_message(
+            [*envelope_recipients, dsn.original.return_path, dsn.original.carepost_message],
+            secret,
+        )
+    else:
+        assert complaint is not None
+        if not complaint.is_complaint:
+            return Outcome("ignored")
+        message_id = _first_message(
+            [
+                complaint.original.return_path,
+                complaint.original_mail_from,
+                complaint.original.carepost_message,
+                *envelope_recipients,
+            ],
+            secret,
+        )
+    if message_id is None:
+        return Outcome("unmatched")
+    ledger = message_ledger()
+    with runtime.database.session() as session:
+        tenant_id = ledger.tenant_of(session, message_id)
+    if tenant_id is None:
+        return Outcome("unmatched", message_id)
+    with runtime.tenant_session(tenant_id) as session:
+        keys = current_tenant_keys()
+        message = ledger.find(session, keys, message_id)
+        if message is None:
+            return Outcome("unmatched", message_id)
+        if complaint is not None:
+            suppressed = _suppress(session, keys, message.to_address, "complaint", "complaint")
+            ledger.record_event(
+                session,
+                keys,
+                message_id,
+                "complained",
+                detail={
+                    "feedback_type": complaint.feedback_type,
+                    "user_agent": (complaint.user_agent or "")[:100],
+                    "standard": complaint.standard,
+                },
+            )
+            return Outcome("complaint", message_id, suppressed)
+        assert dsn is not None
+        recipient = _chosen_recipient(dsn, message.to_address)
+        if recipient is None:
+            return Outcome("ignored", message_id)
+        suppressed = False
+        if recipient.kind == "hard":
+            suppressed = _suppress(session, keys, message.to_address, "hard_bounce", "bounce")
+        kind: OutcomeKind = (
+            "hard_bounce"
+            if recipient.kind == "hard"
+            else ("delayed" if recipient.action == "delayed" else "soft_bounce")
+        )
+        ledger.record_event(
+            session,
+            keys,
+            message_id,
+            "deferred" if kind == "delayed" else "bounced",
+            detail={
+                "bounce": recipient.kind,
+                "action": recipient.action,
+                "status": recipient.status,
+                "description": recipient.description,
+                "diagnostic": redact_addresses(recipient.diagnostic),
+                "reporting_mta": (dsn.reporting_mta or "")[:255],
+                "standard": dsn.standard,
+            },
+        )
+        return Outcome(kind, message_id, suppressed)
+
+
+def _suppress(
+    session: OrmSession, keys: TenantKeys, address: str | None, reason: str, source: str
+) -> bool:
+    if not address:
+        return False
+    try:
+        _entry, _created = add_suppression(
+            session, keys, address=address, reason=reason, source=source, actor=INBOUND_ACTOR
+        )
+    except ValidationFailed:
+        # Not an address suppression can hold (the outbox validated it; keep going).
+        log.warning("inbound.unsuppressible_address", reason=reason)
+        return False
+    return True
+
+
+class BounceHandler:
+    """aiosmtpd handler: RCPT policy (bounce domain only) and DATA processing."""
+
+    def __init__(self, runtime: Runtime, *, bounce_domain: str, secret: bytes) -> None:
+        self.runtime = runtime
+        self.bounce_domain = bounce_domain.lower().rstrip(".")
+        self.secret = secret
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        domain = address.rpartition("@")[2].lower().rstrip(".")
+        if domain != self.bounce_domain:
+            return "550 5.7.1 Relaying denied"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content or b""
+        data = content if isinstance(content, bytes) else content.encode("utf-8", "replace")
+        try:
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: process_report(
+                    self.runtime,
+                    data,
+                    envelope_recipients=list(envelope.rcpt_tos),
+                    secret=self.secret,
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - the sender must retry, not lose the report
+            log.error("inbound.failed", error=type(exc).__name__)
+            return "451 4.3.0 Temporary failure, try again later"
+        log.info(
+            "inbound.report",
+            outcome=outcome.kind,
+            message_id=str(outcome.message_id) if outcome.message_id else None,
+            suppressed=outcome.suppressed,
+        )
+        return "250 2.0.0 OK"
+
+
+def inbound_controller(
+    runtime: Runtime, *, host: str | None = None, port: int | None = None
+) -> Controller:
+    """A controller running the listener in a thread (``.start()`` / ``.stop()``)."""
+    settings = runtime.settings
+    handler = BounceHandler(
+        runtime,
+        bounce_domain=settings.bounce_domain,
+        secret=cached_feedback_secret(settings),
+    )
+    return Controller(
+        handler,
+        hostname=host or settings.inbound_host,
+        port=port or settings.inbound_port,
+        data_size_limit=settings.inbound_max_bytes,
+        ident="carepost bounce processor",
+    )

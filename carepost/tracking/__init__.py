@@ -1,0 +1,1 @@
+"""Open and click tracking: signed, opaque tokens, public pixel and redirect routes."""

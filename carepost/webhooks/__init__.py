@@ -1,0 +1,1 @@
+"""Webhooks: tenant endpoints that receive signed event deliveries (a transactional outbox)."""
