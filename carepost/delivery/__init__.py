@@ -1,0 +1,1 @@
+"""Email delivery: MIME building, DKIM, SMTP transport, bounces."""
