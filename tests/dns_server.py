@@ -52,8 +52,9 @@ class Zone:
             known = any(name == question.name for name, _ in self.records)
         if values:
             response.answer.append(
-                dns.rrset.from_text_list(question.name, 300, dns.rdataclass.IN,
-                                         question.rdtype, values)
+                dns.rrset.from_text_list(
+                    question.name, 300, dns.rdataclass.IN, question.rdtype, values
+                )
             )
         elif not known:
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -110,4 +111,3 @@ def dns_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[Zone, s
         for server in (udp, tcp):
             server.shutdown()
             server.server_close()
-

@@ -74,7 +74,7 @@ class DkimSigner:
 
 def headers_to_sign(data: bytes) -> list[bytes]:
     """The recommended fields present in the message, with From once more (oversigned)."""
-    present = {name.lower() for name in BytesHeaderParser().parsebytes(data).keys()}
+    present = {name.lower() for name in BytesHeaderParser().parsebytes(data)}
     names = [name.lower().encode() for name in SIGNED_HEADERS if name.lower() in present]
     if b"from" not in names:
         raise SigningError("the message has no From header to sign")
