@@ -39,6 +39,7 @@ PERMISSIONS: dict[str, str] = {
     "suppressions:override": "Lift suppressions from hard bounces and complaints",
     "reports:read": "See aggregate reports",
     "messages:send": "Send messages and campaigns",
+    "domains:write": "Add and delete sending domains, check their DNS, rotate DKIM keys",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
