@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 import carepost
-from carepost.cli import audit, config, demo, imports, keys, organizations, server
+from carepost.cli import audit, config, demo, domains, imports, keys, organizations, server
 from carepost.cli.common import CarepostGroup, out
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.add_typer(keys.keys_app, name="keys")
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(config.config_app, name="config")
 app.add_typer(imports.contacts_app, name="contacts")
+app.add_typer(domains.domains_app, name="domains")
 
 
 def _version(value: bool) -> None:

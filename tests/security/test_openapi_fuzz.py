@@ -117,6 +117,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.segment_snapshot(fuzz_tenant),
         objects.audit_event(fuzz_tenant),
         objects.import_job(fuzz_tenant),
+        objects.sending_domain(fuzz_tenant),
     ):
         ids |= target.params
     return ids

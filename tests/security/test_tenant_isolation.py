@@ -98,6 +98,11 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("GET", f"{V1}/imports/{{job_id}}/errors"): RouteCase("import_job"),
     RouteKey("GET", f"{V1}/imports/{{job_id}}/errors.csv"): RouteCase("import_job"),
     RouteKey("POST", f"{V1}/imports/{{job_id}}/cancel"): RouteCase("import_job"),
+    RouteKey("GET", f"{V1}/domains/{{domain_id}}"): RouteCase("sending_domain"),
+    RouteKey("DELETE", f"{V1}/domains/{{domain_id}}"): RouteCase("sending_domain"),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/check"): RouteCase("sending_domain"),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/rotate"): RouteCase("sending_domain"),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/promote"): RouteCase("rotated_domain"),
     # B's survivor with B's own duplicate: only tenancy can refuse (A's own ids: test_merge).
     RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): RouteCase(
         "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
@@ -488,7 +493,29 @@ def _check_segment_preview(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_domain_list(world: World) -> None:
+    target = world.target("sending_domain")
+    listed = world.client.get(f"{V1}/domains", headers=world.a_headers).json()["items"]
+    assert target.params["domain_id"] not in {item["id"] for item in listed}
+    assert target.facts["name"] not in {item["name"] for item in listed}
+
+
+def _check_domain_create(world: World) -> None:
+    # B's domain is free in A (a 409 would tell A that B sends from it); B's is untouched.
+    target = world.target("sending_domain")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"name": target.facts["name"]}
+    response = world.client.post(f"{V1}/domains", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != target.params["domain_id"]
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
+    RouteKey("GET", f"{V1}/domains"): _check_domain_list,
+    RouteKey("POST", f"{V1}/domains"): _check_domain_create,
     RouteKey("GET", f"{V1}/lists"): _check_list_list,
     RouteKey("GET", f"{V1}/segments"): _check_segment_list,
     RouteKey("POST", f"{V1}/segments"): _check_segment_create,
