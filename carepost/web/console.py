@@ -54,6 +54,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/contact-fields", "Contact fields", "contacts:read"),
     ("/segments", "Segments", "contacts:read"),
     ("/imports", "Imports", "contacts:read"),
+    ("/domains", "Domains & DKIM", "tenant:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
     ("/audit", "Audit trail", "audit:read"),

@@ -33,6 +33,7 @@ from carepost.web import (
     contacts_lists,
     credentials,
     dashboard,
+    domains,
     imports,
     organization,
     passkeys,
@@ -61,6 +62,7 @@ ROUTERS = (
     contacts_fields.router,
     segments.router,
     imports.router,
+    domains.router,
 )
 
 

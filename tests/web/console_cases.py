@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class PageCase:
     # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
-    # / {job_id} / {segment_id}, filled from the organization
+    # / {job_id} / {segment_id} / {domain_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -64,6 +64,8 @@ PAGES = (
     PageCase("/segments/{segment_id}", "contacts:read"),
     PageCase("/segments/{segment_id}/edit", "contacts:write"),
     PageCase("/segments/{segment_id}/delete", "contacts:write"),
+    PageCase("/domains", "tenant:read"),
+    PageCase("/domains/{domain_id}", "tenant:read"),
 )
 
 ACTIONS = (
@@ -129,6 +131,11 @@ ACTIONS = (
     ActionCase("/segments/{segment_id}/export", "contacts:read", {"columns": "id"}),
     ActionCase("/segments/{segment_id}/snapshots", "contacts:write", {"reason": "a send"}),
     ActionCase("/segments/{segment_id}/delete", "contacts:write"),
+    ActionCase("/domains", "domains:write", {"name": "mail.clinic.example"}),
+    ActionCase("/domains/{domain_id}/check", "domains:write"),
+    ActionCase("/domains/{domain_id}/rotate", "domains:write"),
+    ActionCase("/domains/{domain_id}/promote", "domains:write"),
+    ActionCase("/domains/{domain_id}/delete", "domains:write"),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
@@ -170,4 +177,5 @@ OBJECT_PLACEHOLDERS = {
     "{list_id}": "list_id",
     "{field_id}": "field_id",
     "{job_id}": "job_id",
+    "{domain_id}": "domain_id",
 }

@@ -16,6 +16,7 @@ from carepost.accounts.models import WebAuthnCredential
 from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
+from carepost.domains import service as domains
 from carepost.segments import service as segments
 from carepost.tenancy import service as tenancy
 from tests.web.console_cases import (
@@ -56,6 +57,7 @@ class Organization:
     field_id: uuid.UUID
     job_id: uuid.UUID
     segment_id: uuid.UUID
+    domain_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -67,6 +69,7 @@ class Organization:
             .replace("{field_id}", str(self.field_id))
             .replace("{job_id}", str(self.job_id))
             .replace("{segment_id}", str(self.segment_id))
+            .replace("{domain_id}", str(self.domain_id))
         )
 
 
@@ -104,6 +107,7 @@ def _make_org(runtime) -> Organization:
             rule={"list": str(contact_list.id)},
             actor=SYSTEM,
         )
+        domain = domains.add_domain(session, tenant[0].id, name="clinic.example", actor=SYSTEM)
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
@@ -116,6 +120,7 @@ def _make_org(runtime) -> Organization:
         field.id,
         job_id,
         segment.id,
+        domain.id,
     )
 
 
