@@ -29,6 +29,7 @@ import dns.resolver
 from carepost.domains.keys import key_record_value, txt_strings
 
 Level = Literal["ok", "warning", "error"]
+ALGORITHM_NAMES = {"rsa-sha256": "RSA", "ed25519-sha256": "Ed25519"}
 LEVELS: tuple[Level, ...] = ("ok", "warning", "error")
 
 
@@ -337,7 +338,8 @@ def check_dkim(resolver: dns.resolver.Resolver, domain: str, key: KeyInfo) -> Fi
             "its result. Remove t=y once mail passes.",
         )
     return finding(
-        "ok", f"The {key.algorithm.split('-')[0].upper()} key {key.selector} is published."
+        "ok",
+        f"The {ALGORITHM_NAMES.get(key.algorithm, key.algorithm)} key {key.selector} is published.",
     )
 
 
