@@ -12,6 +12,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dns.message
 import dns.name
@@ -111,3 +112,19 @@ def dns_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[Zone, s
         for server in (udp, tcp):
             server.shutdown()
             server.server_close()
+
+
+@contextmanager
+def app_resolving_with(app: Any) -> Iterator[Zone]:
+    """Serve a zone on loopback and make ``app``'s domain DNS checks ask it."""
+    from carepost.domains.api import get_dns_resolver
+    from carepost.domains.records import make_resolver
+
+    with dns_server() as (zone, host, port):
+        app.dependency_overrides[get_dns_resolver] = lambda: make_resolver(
+            [f"{host}:{port}"], timeout=3
+        )
+        try:
+            yield zone
+        finally:
+            app.dependency_overrides.pop(get_dns_resolver, None)

@@ -8,6 +8,7 @@ needs ``domains:write`` (owners and admins). No response ever holds a private ke
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 import dns.resolver
@@ -91,9 +92,7 @@ def check_domain(
     summary="Start a DKIM key rotation: new keys to publish under new selectors",
 )
 def rotate_keys(domain_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) -> DomainDetail:
-    with runtime.bound_session(principal.keys) as session:
-        service.rotate_keys(session, principal.tenant_id, domain_id, actor=principal.actor)
-        return _detail(session, runtime, principal.tenant_id, domain_id)
+    return _change_keys(service.rotate_keys, domain_id, runtime, principal)
 
 
 @router.post(
@@ -101,8 +100,14 @@ def rotate_keys(domain_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) ->
     summary="Confirm the next keys are published: they sign from now on, the old ones retire",
 )
 def promote_keys(domain_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) -> DomainDetail:
+    return _change_keys(service.promote_next_keys, domain_id, runtime, principal)
+
+
+def _change_keys(
+    change: Callable[..., object], domain_id: uuid.UUID, runtime: Runtime, principal: Principal
+) -> DomainDetail:
     with runtime.bound_session(principal.keys) as session:
-        service.promote_next_keys(session, principal.tenant_id, domain_id, actor=principal.actor)
+        change(session, principal.tenant_id, domain_id, actor=principal.actor)
         return _detail(session, runtime, principal.tenant_id, domain_id)
 
 

@@ -9,6 +9,7 @@ service layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import dns.resolver
@@ -126,31 +127,23 @@ def check_domain(
     return redirect(console.request, f"/domains/{target}?done=checked#check")
 
 
-@router.post("/domains/{domain_id}/rotate")
-def rotate_keys(domain_id: str, console: Writer) -> Response:
+def _act(console: Console, domain_id: str, call: Callable[..., object], location: str) -> Response:
     target = parse_id(domain_id)
     with console.session() as session:
-        service.rotate_keys(
-            session, console.principal.tenant_id, target, actor=console.principal.actor
-        )
-    return redirect(console.request, f"/domains/{target}?done=rotated")
+        call(session, console.principal.tenant_id, target, actor=console.principal.actor)
+    return redirect(console.request, location.format(id=target))
+
+
+@router.post("/domains/{domain_id}/rotate")
+def rotate_keys(domain_id: str, console: Writer) -> Response:
+    return _act(console, domain_id, service.rotate_keys, "/domains/{id}?done=rotated")
 
 
 @router.post("/domains/{domain_id}/promote")
 def promote_keys(domain_id: str, console: Writer) -> Response:
-    target = parse_id(domain_id)
-    with console.session() as session:
-        service.promote_next_keys(
-            session, console.principal.tenant_id, target, actor=console.principal.actor
-        )
-    return redirect(console.request, f"/domains/{target}?done=promoted")
+    return _act(console, domain_id, service.promote_next_keys, "/domains/{id}?done=promoted")
 
 
 @router.post("/domains/{domain_id}/delete")
 def delete_domain(domain_id: str, console: Writer) -> Response:
-    target = parse_id(domain_id)
-    with console.session() as session:
-        service.delete_domain(
-            session, console.principal.tenant_id, target, actor=console.principal.actor
-        )
-    return redirect(console.request, "/domains?done=deleted")
+    return _act(console, domain_id, service.delete_domain, "/domains?done=deleted")

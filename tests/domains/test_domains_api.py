@@ -6,26 +6,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from carepost.domains.api import get_dns_resolver
 from carepost.domains.models import DkimKey
-from carepost.domains.records import make_resolver
 from tests.conftest import secret_value
-from tests.dns_server import dns_server
+from tests.dns_server import app_resolving_with
 
 V1 = "/api/v1"
 
 
 @pytest.fixture
 def loopback_dns(app):
-    """Point the API's DNS checks at a DNS server on loopback for this test."""
-    with dns_server() as (zone, host, port):
-        app.dependency_overrides[get_dns_resolver] = lambda: make_resolver(
-            [f"{host}:{port}"], timeout=3
-        )
-        try:
-            yield zone
-        finally:
-            app.dependency_overrides.pop(get_dns_resolver, None)
+    """The API's DNS checks ask a DNS server on loopback for this test."""
+    with app_resolving_with(app) as zone:
+        yield zone
 
 
 def private_key_bodies(runtime, tenant) -> list[str]:

@@ -11,9 +11,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from carepost.domains.api import get_dns_resolver
-from carepost.domains.records import make_resolver
-from tests.dns_server import dns_server
+from tests.dns_server import app_resolving_with
 from tests.e2e.test_console_e2e import shoot, sign_in_with_password
 from tests.web.people import create_person
 
@@ -22,14 +20,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def loopback_dns(app):
-    with dns_server() as (zone, host, port):
-        app.dependency_overrides[get_dns_resolver] = lambda: make_resolver(
-            [f"{host}:{port}"], timeout=3
-        )
-        try:
-            yield zone
-        finally:
-            app.dependency_overrides.pop(get_dns_resolver, None)
+    """The API's DNS checks ask a DNS server on loopback for this test."""
+    with app_resolving_with(app) as zone:
+        yield zone
 
 
 def test_admin_adds_a_domain_publishes_checks_and_rotates(
