@@ -78,6 +78,8 @@ RESERVED_HEADERS = frozenset(
     )
 )
 ONE_CLICK = "List-Unsubscribe=One-Click"
+LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class MessageError(ValidationFailed):
@@ -88,7 +90,8 @@ class MessageError(ValidationFailed):
 
 
 class HeaderInjection(MessageError):
-    """A header value contains a line break (CR or LF): refused to prevent header injection."""
+    """A header value contains a line break (CR, LF or another): refused to prevent
+    header injection."""
 
     code = "header-injection"
     title = "Header injection refused"
@@ -126,7 +129,8 @@ class OutgoingMessage:
 
 
 def _no_line_breaks(value: str, field_name: str) -> str:
-    if "\r" in value or "\n" in value:
+    # Every character str.splitlines() breaks at: the email package folds on those too.
+    if any(character in LINE_BREAKS for character in value):
         raise HeaderInjection(
             f"{field_name} contains a line break (CR or LF), which would start a new header",
             field=field_name,
@@ -238,7 +242,10 @@ def _extra_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
             raise MessageError("a header name must be printable ASCII without ':'", field="headers")
         if name.lower() in RESERVED_HEADERS:
             raise MessageError(f"the {name} header is set by carepost itself", field="headers")
-        checked.append((name, _no_line_breaks(value, f"headers.{name}")))
+        clean = _no_line_breaks(value, f"headers.{name}")
+        if CONTROLS.search(clean):
+            raise MessageError(f"the {name} header contains control characters", field="headers")
+        checked.append((name, clean))
     return checked
 
 

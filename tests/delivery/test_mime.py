@@ -195,6 +195,20 @@ def test_one_click_header_only_with_an_https_uri():
     ],
 )
 def test_line_breaks_in_any_header_value_are_refused(changes):
+    assert_refused_as_injection(changes)
+
+
+@pytest.mark.parametrize("separator", ["\x0b", "\x0c", "\x1c", "\x1e", "\x85", "\u2028", "\u2029"])
+@pytest.mark.parametrize("field", ["subject", "from_name", "headers"])
+def test_other_line_separators_are_refused_too(field, separator):
+    """The email package folds at every str.splitlines() separator, so each could
+    start a header of its own."""
+    value = f"Hello{separator}Bcc: victim@example.org"
+    changes = {"headers": {"X-Carepost-Message": value}} if field == "headers" else {field: value}
+    assert_refused_as_injection(changes)
+
+
+def assert_refused_as_injection(changes):
     with pytest.raises(HeaderInjection) as refused:
         build_message(outgoing(**changes))
     assert refused.value.code == "header-injection"
@@ -209,6 +223,7 @@ def test_line_breaks_in_any_header_value_are_refused(changes):
         {"headers": {"From": "x@example.org"}},
         {"headers": {"Bad Name": "1"}},
         {"headers": {"X-A:B": "1"}},
+        {"headers": {"X-Carepost-Message": "a\x00b"}},
         {"to_address": "not an address"},
         {"from_address": "news@"},
         {"message_id": "<m@clinic.example>"},
