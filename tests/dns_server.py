@@ -118,7 +118,7 @@ def dns_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[Zone, s
 def app_resolving_with(app: Any) -> Iterator[Zone]:
     """Serve a zone on loopback and make ``app``'s domain DNS checks ask it."""
     from carepost.domains.api import get_dns_resolver
-    from carepost.domains.records import make_resolver
+    from carepost.domains.checks import make_resolver
 
     with dns_server() as (zone, host, port):
         app.dependency_overrides[get_dns_resolver] = lambda: make_resolver(

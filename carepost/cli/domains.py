@@ -18,9 +18,9 @@ from carepost.core.errors import NotFound
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.domains import service
+from carepost.domains.checks import make_resolver
 from carepost.domains.keys import zone_text
 from carepost.domains.models import SendingDomain
-from carepost.domains.records import make_resolver
 
 domains_app = typer.Typer(
     help="Sending domains: DKIM keys and the SPF/DKIM/DMARC records to publish.",

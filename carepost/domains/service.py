@@ -33,17 +33,10 @@ from carepost.core.database import new_id, utcnow
 from carepost.core.errors import Conflict, NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys, bind_tenant_keys
 from carepost.delivery.dkim import ALGORITHMS, Algorithm, DkimSigner
+from carepost.domains.checks import DomainCheck, check_domain, make_resolver
 from carepost.domains.keys import generate_key
 from carepost.domains.models import DkimKey, SendingDomain
-from carepost.domains.records import (
-    DnsRecord,
-    DomainCheck,
-    KeyInfo,
-    SenderPolicy,
-    check_domain,
-    make_resolver,
-    records_to_publish,
-)
+from carepost.domains.records import DnsRecord, KeyInfo, SenderPolicy, records_to_publish
 
 MAX_DOMAINS = 100
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

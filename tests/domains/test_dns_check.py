@@ -9,14 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from carepost.domains.checks import check_domain, make_resolver
 from carepost.domains.keys import generate_key, key_record_value, txt_strings, zone_text
-from carepost.domains.records import (
-    KeyInfo,
-    SenderPolicy,
-    check_domain,
-    make_resolver,
-    records_to_publish,
-)
+from carepost.domains.records import KeyInfo, SenderPolicy, records_to_publish
 from tests.dns_server import dns_server
 
 DOMAIN = "clinic.example"
