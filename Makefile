@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench clean chromium
+.PHONY: help run test lint bench clean chromium dkim-verifiers
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
@@ -21,7 +21,7 @@ run: $(VENV)/.installed ## Install, migrate, create the demo, serve on http://12
 	$(BIN)/carepost demo
 	$(BIN)/carepost serve
 
-test: $(VENV)/.installed-test chromium ## Install everything the suite needs and run it
+test: $(VENV)/.installed-test chromium dkim-verifiers ## Install everything the suite needs and run it
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff and mypy
@@ -58,4 +58,14 @@ chromium:
 	  echo "$(CHROMIUM) is missing: installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
+
+# The DKIM tests check carepost's signatures with two independent verifiers besides
+# dkimpy: OpenDKIM's opendkim-testmsg and Perl's Mail::DKIM (tests/delivery/test_dkim.py).
+dkim-verifiers:
+	@if ! command -v opendkim-testmsg >/dev/null 2>&1 || ! perl -MMail::DKIM -e1 2>/dev/null; then \
+	  echo "Installing Debian's opendkim-tools and libmail-dkim-perl for the DKIM tests"; \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    opendkim-tools libmail-dkim-perl; \
 	fi

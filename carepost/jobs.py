@@ -8,6 +8,7 @@ from __future__ import annotations
 from carepost.accounts import tasks as accounts_tasks
 from carepost.audit import tasks as audit_tasks
 from carepost.core.worker import JobRegistry
+from carepost.domains import tasks as domains_tasks
 from carepost.imports import tasks as imports_tasks
 from carepost.webhooks import tasks as webhooks_tasks
 
@@ -18,4 +19,5 @@ def all_jobs() -> JobRegistry:
     audit_tasks.register_jobs(registry)
     imports_tasks.register_jobs(registry)
     webhooks_tasks.register_jobs(registry)
+    domains_tasks.register_jobs(registry)
     return registry

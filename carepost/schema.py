@@ -9,6 +9,7 @@ from carepost.contacts import activity_models as contacts_activity_models
 from carepost.contacts import models as contacts_models
 from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
+from carepost.domains import models as domains_models
 from carepost.imports import models as imports_models
 from carepost.segments import models as segments_models
 from carepost.templates import models as templates_models
@@ -23,6 +24,7 @@ DOMAIN_MODELS = (
     contacts_models,
     contacts_activity_models,
     crypto_models,
+    domains_models,
     imports_models,
     segments_models,
     templates_models,

@@ -44,6 +44,7 @@ PERMISSIONS: dict[str, str] = {
     "templates:write": "Create, change and delete email templates, layouts and A/B variants",
     "webhooks:read": "See webhook endpoints and their delivery logs (never secrets)",
     "webhooks:write": "Add, change, rotate, test and replay webhooks",
+    "domains:write": "Add and delete sending domains, check their DNS, rotate DKIM keys",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

@@ -22,6 +22,7 @@ from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
+from carepost.domains.api import router as domains_router
 from carepost.imports.api import router as imports_router
 from carepost.segments.api import router as segments_router
 from carepost.templates.api import router as templates_router
@@ -65,6 +66,7 @@ def api_router() -> APIRouter:
     router.include_router(templates_router)
     router.include_router(webhooks_router)
     router.include_router(tracking_router)
+    router.include_router(domains_router)
     return router
 
 

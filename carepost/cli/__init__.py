@@ -16,7 +16,17 @@ from typing import Annotated
 import typer
 
 import carepost
-from carepost.cli import audit, config, demo, imports, inbound, keys, organizations, server
+from carepost.cli import (
+    audit,
+    config,
+    demo,
+    domains,
+    imports,
+    inbound,
+    keys,
+    organizations,
+    server,
+)
 from carepost.cli.common import CarepostGroup, out
 
 app = typer.Typer(
@@ -43,6 +53,7 @@ app.add_typer(audit.audit_app, name="audit")
 app.add_typer(config.config_app, name="config")
 app.add_typer(imports.contacts_app, name="contacts")
 app.add_typer(inbound.inbound_app, name="inbound")
+app.add_typer(domains.domains_app, name="domains")
 
 
 def _version(value: bool) -> None:

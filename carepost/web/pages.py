@@ -33,6 +33,7 @@ from carepost.web import (
     contacts_lists,
     credentials,
     dashboard,
+    domains,
     imports,
     organization,
     passkeys,
@@ -65,6 +66,7 @@ ROUTERS = (
     imports.router,
     templates_pages.router,
     webhooks.router,
+    domains.router,
 )
 
 

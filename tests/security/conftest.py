@@ -530,6 +530,38 @@ class Objects:
         params = {"endpoint_id": str(endpoint_id), "delivery_id": str(delivery_id)}
         return Target(params, snapshot, {"secret": created.secret})
 
+    def sending_domain(self, tenant: TenantPair, *, rotated: bool = False) -> Target:
+        """A sending domain with its two DKIM keys (and two next keys when ``rotated``);
+        the snapshot covers its state, its last check and its keys' selectors and states."""
+        from carepost.core.errors import NotFound
+        from carepost.domains import service as domains
+
+        tenant_row, keys = tenant
+        name = f"d-{uuid.uuid4().hex[:8]}.example"
+        with self.runtime.bound_session(keys) as session:
+            domain = domains.add_domain(session, tenant_row.id, name=name, actor=SYSTEM)
+            domain_id = domain.id
+            if rotated:
+                domains.rotate_keys(session, tenant_row.id, domain_id, actor=SYSTEM)
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                try:
+                    found = domains.get_domain(session, tenant_row.id, domain_id)
+                except NotFound:
+                    return None
+                key_states = [
+                    (k.selector, k.state)
+                    for k in domains.domain_keys(session, tenant_row.id, domain_id)
+                ]
+                return (found.name, found.state, found.last_checked_at, key_states)
+
+        return Target({"domain_id": str(domain_id)}, snapshot, {"name": name})
+
+    def rotated_domain(self, tenant: TenantPair) -> Target:
+        """A sending domain whose rotation waits for promotion."""
+        return self.sending_domain(tenant, rotated=True)
+
     def audit_count(self, tenant: TenantPair) -> int:
         with self.runtime.database.session() as session:
             return int(

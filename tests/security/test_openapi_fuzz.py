@@ -120,6 +120,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.template(fuzz_tenant),
         objects.template_layout(fuzz_tenant),
         objects.webhook_endpoint(fuzz_tenant),
+        objects.sending_domain(fuzz_tenant),
     ):
         ids |= target.params
     return ids

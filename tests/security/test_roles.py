@@ -322,6 +322,16 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
         SUPPRESSION_USERS,
         Call("suppression", lambda: {"reason": "added by mistake"}),
     ),
+    RouteKey("GET", f"{V1}/domains"): (ALL, Call()),
+    RouteKey("POST", f"{V1}/domains"): (
+        MANAGERS,
+        Call(body=lambda: {"name": f"d-{uuid.uuid4().hex[:8]}.example"}),
+    ),
+    RouteKey("GET", f"{V1}/domains/{{domain_id}}"): (ALL, Call("sending_domain")),
+    RouteKey("DELETE", f"{V1}/domains/{{domain_id}}"): (MANAGERS, Call("sending_domain")),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/check"): (MANAGERS, Call("sending_domain")),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/rotate"): (MANAGERS, Call("sending_domain")),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/promote"): (MANAGERS, Call("rotated_domain")),
 }
 
 

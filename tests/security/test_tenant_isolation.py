@@ -120,6 +120,11 @@ API_CASES: dict[RouteKey, RouteCase] = {
         "template_layout", {"name": "Mallory", "html": "{{ content }} pwned"}
     ),
     RouteKey("DELETE", f"{V1}/template-layouts/{{layout_id}}"): RouteCase("template_layout"),
+    RouteKey("GET", f"{V1}/domains/{{domain_id}}"): RouteCase("sending_domain"),
+    RouteKey("DELETE", f"{V1}/domains/{{domain_id}}"): RouteCase("sending_domain"),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/check"): RouteCase("sending_domain"),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/rotate"): RouteCase("sending_domain"),
+    RouteKey("POST", f"{V1}/domains/{{domain_id}}/promote"): RouteCase("rotated_domain"),
     # B's survivor with B's own duplicate: only tenancy can refuse (A's own ids: test_merge).
     RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): RouteCase(
         "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
@@ -626,6 +631,26 @@ def _check_tracking_update(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_domain_list(world: World) -> None:
+    target = world.target("sending_domain")
+    listed = world.client.get(f"{V1}/domains", headers=world.a_headers).json()["items"]
+    assert target.params["domain_id"] not in {item["id"] for item in listed}
+    assert target.facts["name"] not in {item["name"] for item in listed}
+
+
+def _check_domain_create(world: World) -> None:
+    # B's domain is free in A (a 409 would tell A that B sends from it); B's is untouched.
+    target = world.target("sending_domain")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"name": target.facts["name"]}
+    response = world.client.post(f"{V1}/domains", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != target.params["domain_id"]
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/templates"): _check_template_list,
     RouteKey("POST", f"{V1}/templates"): _check_template_create,
@@ -636,6 +661,8 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("POST", f"{V1}/webhooks"): _check_webhook_create,
     RouteKey("GET", f"{V1}/tracking/settings"): _check_tracking_read,
     RouteKey("PUT", f"{V1}/tracking/settings"): _check_tracking_update,
+    RouteKey("GET", f"{V1}/domains"): _check_domain_list,
+    RouteKey("POST", f"{V1}/domains"): _check_domain_create,
     RouteKey("GET", f"{V1}/lists"): _check_list_list,
     RouteKey("GET", f"{V1}/segments"): _check_segment_list,
     RouteKey("POST", f"{V1}/segments"): _check_segment_create,

@@ -18,6 +18,7 @@ class PageCase:
     # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
     # / {job_id} / {segment_id} / {template_id}, filled from the organization
     # / {job_id} / {segment_id} / {endpoint_id} / {delivery_id}, filled from the organization
+    # / {job_id} / {segment_id} / {domain_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -70,6 +71,8 @@ PAGES = (
     PageCase("/templates/{template_id}", "templates:read"),
     PageCase("/webhooks", "webhooks:read"),
     PageCase("/webhooks/{endpoint_id}", "webhooks:read"),
+    PageCase("/domains", "tenant:read"),
+    PageCase("/domains/{domain_id}", "tenant:read"),
 )
 
 ACTIONS = (
@@ -155,6 +158,11 @@ ACTIONS = (
     ActionCase("/webhooks/{endpoint_id}/rotate", "webhooks:write"),
     ActionCase("/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay", "webhooks:write"),
     ActionCase("/webhooks/{endpoint_id}/delete", "webhooks:write"),
+    ActionCase("/domains", "domains:write", {"name": "mail.clinic.example"}),
+    ActionCase("/domains/{domain_id}/check", "domains:write"),
+    ActionCase("/domains/{domain_id}/rotate", "domains:write"),
+    ActionCase("/domains/{domain_id}/promote", "domains:write"),
+    ActionCase("/domains/{domain_id}/delete", "domains:write"),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
@@ -202,4 +210,5 @@ OBJECT_PLACEHOLDERS = {
     "{template_id}": "template_id",
     "{endpoint_id}": "endpoint_id",
     "{delivery_id}": "delivery_id",
+    "{domain_id}": "domain_id",
 }

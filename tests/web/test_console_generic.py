@@ -16,6 +16,7 @@ from carepost.accounts.models import WebAuthnCredential
 from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
+from carepost.domains import service as domains
 from carepost.segments import service as segments
 from carepost.templates import service as templates
 from carepost.tenancy import service as tenancy
@@ -61,6 +62,7 @@ class Organization:
     template_id: uuid.UUID
     endpoint_id: uuid.UUID
     delivery_id: uuid.UUID
+    domain_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -75,6 +77,7 @@ class Organization:
             .replace("{template_id}", str(self.template_id))
             .replace("{endpoint_id}", str(self.endpoint_id))
             .replace("{delivery_id}", str(self.delivery_id))
+            .replace("{domain_id}", str(self.domain_id))
         )
 
 
@@ -131,6 +134,7 @@ def _make_org(runtime) -> Organization:
         ).endpoint
         webhooks.emit(session, tenant[0].id, "message.opened", {"message_id": "m"})
         delivery = webhooks.list_deliveries(session, tenant[0].id, endpoint.id)[0]
+        domain = domains.add_domain(session, tenant[0].id, name="clinic.example", actor=SYSTEM)
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
@@ -146,6 +150,7 @@ def _make_org(runtime) -> Organization:
         template.id,
         endpoint.id,
         delivery.id,
+        domain.id,
     )
 
 

@@ -5,6 +5,7 @@ the dashboard, static assets, and the generic form and table helpers."""
 from __future__ import annotations
 
 import re
+import uuid
 from html.parser import HTMLParser
 
 import pytest
@@ -153,6 +154,13 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
     if "{job_id}" in path:
         body = b"email,first_name\nann@clinic.example,Ann\n"
         path = path.replace("{job_id}", str(held_upload(runtime, (owner.tenant, owner.keys), body)))
+    if "{domain_id}" in path:
+        from carepost.domains import service as domains
+
+        with runtime.bound_session(owner.keys) as session:
+            name = f"d-{uuid.uuid4().hex[:8]}.example"
+            domain = domains.add_domain(session, owner.tenant.id, name=name, actor=SYSTEM)
+        path = path.replace("{domain_id}", str(domain.id))
     page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)
