@@ -9,6 +9,7 @@ from carepost.accounts import tasks as accounts_tasks
 from carepost.audit import tasks as audit_tasks
 from carepost.core.worker import JobRegistry
 from carepost.imports import tasks as imports_tasks
+from carepost.messages import tasks as messages_tasks
 
 
 def all_jobs() -> JobRegistry:
@@ -16,4 +17,5 @@ def all_jobs() -> JobRegistry:
     accounts_tasks.register_jobs(registry)
     audit_tasks.register_jobs(registry)
     imports_tasks.register_jobs(registry)
+    messages_tasks.register_jobs(registry)
     return registry

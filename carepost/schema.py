@@ -10,6 +10,7 @@ from carepost.contacts import models as contacts_models
 from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
 from carepost.imports import models as imports_models
+from carepost.messages import models as messages_models
 from carepost.segments import models as segments_models
 from carepost.tenancy import models as tenancy_models
 
@@ -21,6 +22,7 @@ DOMAIN_MODELS = (
     contacts_activity_models,
     crypto_models,
     imports_models,
+    messages_models,
     segments_models,
     tenancy_models,
 )

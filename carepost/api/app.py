@@ -23,6 +23,7 @@ from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
 from carepost.imports.api import router as imports_router
+from carepost.messages.api import router as messages_router
 from carepost.segments.api import router as segments_router
 from carepost.tenancy.api import router as tenancy_router
 from carepost.web.pages import install_console
@@ -58,6 +59,7 @@ def api_router() -> APIRouter:
     router.include_router(consent_router)
     router.include_router(imports_router)
     router.include_router(segments_router)
+    router.include_router(messages_router)
     return router
 
 
@@ -113,6 +115,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         hsts=runtime.settings.base_url.startswith("https://"),
         upload_limits={
             f"{API_PREFIX}/imports": runtime.settings.max_import_bytes,
+            f"{API_PREFIX}/messages/batch": runtime.settings.outbox_max_batch_bytes,
             # The console's upload is multipart: room for its envelope; the route
             # itself refuses a file over the limit with a page that says so.
             "/imports/upload": runtime.settings.max_import_bytes + 1024 * 1024,

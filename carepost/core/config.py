@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carepost.core.errors import ConfigError
 
-SECRET_SETTINGS = frozenset({"master_key"})
+SECRET_SETTINGS = frozenset({"master_key", "outbox_smarthost_password"})
 
 
 class Settings(BaseSettings):
@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024)
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # --- messages: the email outbox and its delivery loop (carepost/messages, docs/email-delivery.md)
+    outbox_smarthost_host: str = "127.0.0.1"
+    outbox_smarthost_port: int = Field(default=25, ge=1, le=65535)
+    outbox_smarthost_tls: Literal["none", "starttls", "implicit"] = "none"
+    outbox_smarthost_username: str | None = None
+    outbox_smarthost_password: SecretStr | None = None
+    outbox_smtp_timeout_seconds: float = Field(default=60.0, gt=0)
+    outbox_claim_batch: int = Field(default=200, ge=1, le=5000)
+    outbox_lease_seconds: float = Field(default=300.0, gt=0)
+    outbox_concurrency: int = Field(default=10, ge=1, le=500)
+    outbox_lifetime_hours: float = Field(default=120.0, gt=0)
+    outbox_deliver_budget_seconds: float = Field(default=30.0, gt=0)
+    outbox_max_attachment_bytes: int = Field(default=7 * 1024 * 1024, ge=1024)
+    outbox_max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     @field_validator("database_url")
     @classmethod
