@@ -186,7 +186,10 @@ def prepare_envelopes(
 def server_reply(outcome: ports.RecipientOutcome) -> str:
     """The server's answer as stored: its codes and words, any address in it masked."""
     words = " ".join(_ADDRESS.sub("<address>", outcome.text).split())
-    return " ".join(str(p) for p in (outcome.code or "", outcome.enhanced or "", words) if p)[:200]
+    enhanced = outcome.enhanced or ""
+    if enhanced and words.startswith(enhanced):
+        enhanced = ""  # the server's text begins with it already
+    return " ".join(str(p) for p in (outcome.code or "", enhanced, words) if p)[:200]
 
 
 def is_hard_bounce(outcome: ports.RecipientOutcome) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import update
 
 from carepost.core.runtime import Runtime
+from carepost.messages.models import Message
 from tests.messages.smtp_sink import SmtpSink
 
 
@@ -18,7 +20,19 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def delivering(runtime: Runtime, smtp_sink: SmtpSink) -> Runtime:
+def empty_queue(runtime: Runtime) -> None:
+    """Nothing due in the shared database: a worker run here claims every tenant's
+    messages, so earlier tests' queued messages are set aside first."""
+    with runtime.database.session() as session:
+        session.execute(
+            update(Message)
+            .where(Message.state.in_(("queued", "deferred", "sending")))
+            .values(state="cancelled")
+        )
+
+
+@pytest.fixture
+def delivering(runtime: Runtime, smtp_sink: SmtpSink, empty_queue: None) -> Runtime:
     """The suite's runtime with its smarthost pointed at the sink."""
     settings = runtime.settings.model_copy(
         update={"outbox_smarthost_port": smtp_sink.port, "outbox_smarthost_host": "127.0.0.1"}
