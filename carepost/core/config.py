@@ -55,7 +55,7 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
 
-    # --- messages: the email outbox and its delivery loop (carepost/messages, docs/email-delivery.md)
+    # --- messages: the email outbox and its delivery loop (docs/email-delivery.md)
     outbox_smarthost_host: str = "127.0.0.1"
     outbox_smarthost_port: int = Field(default=25, ge=1, le=65535)
     outbox_smarthost_tls: Literal["none", "starttls", "implicit"] = "none"
