@@ -24,6 +24,7 @@ from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
 from carepost.imports.api import router as imports_router
 from carepost.messages.api import router as messages_router
+from carepost.messages.campaigns_api import router as campaigns_router
 from carepost.segments.api import router as segments_router
 from carepost.tenancy.api import router as tenancy_router
 from carepost.web.pages import install_console
@@ -60,6 +61,7 @@ def api_router() -> APIRouter:
     router.include_router(imports_router)
     router.include_router(segments_router)
     router.include_router(messages_router)
+    router.include_router(campaigns_router)
     return router
 
 
