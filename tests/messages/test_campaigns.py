@@ -3,6 +3,7 @@ resumed and cancelled; through the service and the API."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import timedelta
 
@@ -178,7 +179,7 @@ def test_a_throttled_campaign_is_spaced_and_queued_a_minute_ahead(
     assert 60 <= len(messages) <= 62  # one a second, one minute ahead
     gaps = {
         round((b.next_attempt_at - a.next_attempt_at).total_seconds(), 3)
-        for a, b in zip(messages, messages[1:])
+        for a, b in itertools.pairwise(messages)
     }
     assert gaps == {1.0}
     assert messages[-1].next_attempt_at <= started + timedelta(seconds=65)
