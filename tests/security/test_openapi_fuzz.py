@@ -117,6 +117,8 @@ def existing_ids(runtime, fuzz_tenant):
         objects.segment_snapshot(fuzz_tenant),
         objects.audit_event(fuzz_tenant),
         objects.import_job(fuzz_tenant),
+        objects.message(fuzz_tenant),
+        objects.campaign(fuzz_tenant),
     ):
         ids |= target.params
     return ids
