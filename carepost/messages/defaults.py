@@ -25,12 +25,13 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formatdate
 from functools import lru_cache
-from html.parser import HTMLParser
+from html import unescape
 from typing import Any, Literal, Protocol
 
 import aiosmtplib
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from carepost.core.config import Settings
@@ -90,19 +91,71 @@ def _undefined_name(exc: UndefinedError) -> str:
     return found[-1] if found else ""
 
 
+# ``{{ name }}`` or ``{{ name.key }}`` and nothing else: most transactional content.
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
+_JINJA_SYNTAX = re.compile(r"\{[{%#]")
+
+
+@lru_cache(maxsize=512)
+def _simple(source: str) -> bool:
+    """Whether every Jinja construct in ``source`` is a plain placeholder."""
+    return _JINJA_SYNTAX.search(_PLACEHOLDER.sub("", source)) is None
+
+
+class _Missing(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _substitute(source: str, html: bool, context: Mapping[str, Any]) -> str | None:
+    """The placeholders filled in, exactly as the sandbox renders them (None, True and
+    numbers as ``str`` does; HTML escaped by markupsafe like autoescape); None when a
+    value is not plain data and the engine must decide."""
+
+    def value(match: re.Match[str]) -> str:
+        name, key = match.group(1), match.group(2)
+        if name not in context:
+            raise _Missing(name)
+        found = context[name]
+        if key is not None:
+            if not isinstance(found, Mapping):
+                raise TypeError  # attribute access on an object: the sandbox decides
+            if key not in found:
+                raise _Missing(key)
+            found = found[key]
+        if not isinstance(found, str | int | float | bool | None):
+            raise TypeError  # lists, dicts: let the engine format them
+        return str(escape(found)) if html else str(found)
+
+    try:
+        return _PLACEHOLDER.sub(value, source)
+    except TypeError:
+        return None
+
+
+def _unknown(part: str, name: str) -> TemplateError:
+    error = TemplateError(
+        f"{part}: unknown variable '{name}'; pass it in data or give it a | default(...)"
+    )
+    error.extensions = {"part": part, "variable": name}
+    return error
+
+
 def _render_part(source: str, html: bool, part: str, context: Mapping[str, Any]) -> str:
     if "{" not in source:  # nothing to substitute: skip the engine
         return source
+    if _simple(source):
+        try:
+            fast = _substitute(source, html, context)
+        except _Missing as missing:
+            raise _unknown(part, missing.name) from None
+        if fast is not None:
+            return fast
     compiled = _compile(source, html, part)
     try:
         output = str(compiled.render(context))
     except UndefinedError as exc:
-        name = _undefined_name(exc)
-        error = TemplateError(
-            f"{part}: unknown variable '{name}'; pass it in data or give it a | default(...)"
-        )
-        error.extensions = {"part": part, "variable": name}
-        raise error from None
+        raise _unknown(part, _undefined_name(exc)) from None
     except CarepostError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of user content is the user's
@@ -114,35 +167,15 @@ def _render_part(source: str, html: bool, part: str, context: Mapping[str, Any])
     return output
 
 
-class _TextOfHtml(HTMLParser):
-    """A plain-text part for an HTML-only message: the text, with line breaks kept."""
-
-    BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in self.BREAKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
+_SKIPPED = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_BREAK = re.compile(r"<(?:br|/?p|/?div|/?li|/?tr|/?h[1-6])\b[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
 
 
 def text_of_html(html: str) -> str:
-    parser = _TextOfHtml()
-    parser.feed(html)
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    """A plain-text part for an HTML-only message: the text, with line breaks kept."""
+    without = _TAG.sub("", _BREAK.sub("\n", _SKIPPED.sub("", html)))
+    lines = (" ".join(unescape(line).split()) for line in without.splitlines())
     return "\n".join(line for line in lines if line).strip()
 
 

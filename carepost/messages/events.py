@@ -17,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from carepost.contacts.activity_models import ContactEvent
 from carepost.contacts.events import ensure_kinds
+from carepost.contacts.sync import write_rows
 from carepost.core.database import utcnow
 from carepost.core.errors import NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
@@ -50,6 +51,8 @@ STATE_OF_KIND = {
     "suppressed": MessageState.SUPPRESSED,
 }
 TIMELINE_SOURCE = "email"
+EVENTS_TABLE: Table = MessageEvent.__table__  # type: ignore[assignment]
+TIMELINE_TABLE: Table = ContactEvent.__table__  # type: ignore[assignment]
 
 # (message id, contact id or None, kind, detail)
 EventRow = tuple[uuid.UUID, uuid.UUID | None, str, Mapping[str, Any]]
@@ -71,36 +74,40 @@ def write_events(
     if not events:
         return
     now = now or utcnow()
-    session.execute(
-        insert(MessageEvent),
+    write_rows(
+        session,
+        EVENTS_TABLE,
+        ("tenant_id", "message_id", "kind", "occurred_at", "detail"),
         [
-            {
-                "tenant_id": tenant_id,
-                "message_id": message_id,
-                "kind": kind,
-                "occurred_at": now,
-                "detail": dict(detail),
-            }
-            for message_id, _contact, kind, detail in events
+            (tenant_id, message_id, kind, now, dict(detail))
+            for message_id, _c, kind, detail in events
         ],
     )
     with_contact = [event for event in events if event[1] is not None]
     if with_contact:
         kinds = ensure_kinds(session, tenant_id, {timeline_kind(e[2]) for e in with_contact})
-        session.execute(
-            insert(ContactEvent),
+        write_rows(
+            session,
+            TIMELINE_TABLE,
+            (
+                "tenant_id",
+                "contact_id",
+                "kind_id",
+                "occurred_at",
+                "source",
+                "campaign_id",
+                "message_id",
+            ),
             [
-                {
-                    "tenant_id": tenant_id,
-                    "contact_id": contact_id,
-                    "kind_id": kinds[timeline_kind(kind)].id,
-                    "occurred_at": now,
-                    "source": TIMELINE_SOURCE,
-                    "campaign_id": campaign_id,
-                    "message_id": message_id,
-                    "properties": None,
-                    "sealed_properties": None,
-                }
+                (
+                    tenant_id,
+                    contact_id,
+                    kinds[timeline_kind(kind)].id,
+                    now,
+                    TIMELINE_SOURCE,
+                    campaign_id,
+                    message_id,
+                )
                 for message_id, contact_id, kind, _detail in with_contact
             ],
         )

@@ -32,17 +32,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
-from carepost.consent.decision import Channel, ConsentState, SuppressionMatch, may_send
+from carepost.consent.decision import (
+    Channel,
+    ConsentState,
+    Decision,
+    SuppressionMatch,
+    may_send,
+)
 from carepost.consent.links import LinkKind, make_token
 from carepost.consent.models import ConsentCurrent, Suppression
 from carepost.contacts.fields import STANDARD_FIELDS, normalize_email
 from carepost.contacts.id_sets import dialect_of, id_in, text_in
 from carepost.contacts.models import Contact
+from carepost.contacts.sync import write_rows
 from carepost.core.database import new_id, utcnow
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
 from carepost.core.text import has_forbidden_characters
@@ -50,14 +57,38 @@ from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
 from carepost.messages.events import write_events
 from carepost.messages.models import PRIORITIES, Message, MessageState
-from carepost.messages.schemas import ItemError, MessageIn, SendResult
+from carepost.messages.schemas import MessageIn
 
+MESSAGES_TABLE: Table = Message.__table__  # type: ignore[assignment]
+MESSAGE_COLUMNS = tuple(column.key for column in MESSAGES_TABLE.columns)
 EMAIL_INDEX_LABEL = STANDARD_FIELDS["email"].index_label
 EXTERNAL_ID_INDEX_LABEL = STANDARD_FIELDS["external_id"].index_label
 MAX_DATA_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 4 * 1024
 LATEST_SEND_AT = timedelta(days=90)
 IDEMPOTENCY_RETRIES = 3
+
+
+@dataclass
+class SendOutcome:
+    """What became of one message (the API's SendResult, without its validation cost)."""
+
+    index: int
+    state: str
+    id: uuid.UUID | None = None
+    reason: str = ""
+    duplicate: bool = False
+    errors: list[FieldError] = field(default_factory=list)  # field: a JSON pointer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "id": str(self.id) if self.id else None,
+            "state": self.state,
+            "reason": self.reason,
+            "duplicate": self.duplicate,
+            "errors": [{"pointer": e.field, "detail": e.message} for e in self.errors],
+        }
 
 
 @dataclass(frozen=True)
@@ -95,7 +126,21 @@ def _email(value: str, item: _Item, pointer: str) -> str:
         return ""
 
 
-def _json_size(value: Any) -> int:
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_size(value: dict[str, Any]) -> int:
+    """The size of ``value`` as compact JSON; a flat object of short scalars (the usual
+    personalization data) is bounded without serializing it."""
+    if len(value) <= 64 and all(
+        type(v) in _SCALARS and (type(v) is not str or len(v) <= 256) for v in value.values()
+    ):
+        # Each scalar is at most its text (or 6x it, escaped) plus quotes and separators.
+        bound = sum(
+            len(k) * 6 + 8 + (len(v) * 6 if type(v) is str else 32) for k, v in value.items()
+        )
+        if bound <= MAX_DATA_BYTES:
+            return bound
     return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
@@ -136,9 +181,9 @@ def _check_item(item: _Item, keys: TenantKeys, limits: SendLimits, now: datetime
             _fail(item, "html", "give html or text content (or a template_id)")
     elif request.subject is not None or request.html is not None or request.text is not None:
         _fail(item, "template_id", "send either a template_id or raw subject/html/text, not both")
-    if _json_size(request.data) > MAX_DATA_BYTES:
+    if request.data and _json_size(request.data) > MAX_DATA_BYTES:
         _fail(item, "data", f"data holds at most {MAX_DATA_BYTES} bytes as JSON")
-    if _json_size(request.metadata) > MAX_METADATA_BYTES:
+    if request.metadata and _json_size(request.metadata) > MAX_METADATA_BYTES:
         _fail(item, "metadata", f"metadata holds at most {MAX_METADATA_BYTES} bytes as JSON")
     if request.send_at is not None and request.send_at > now + LATEST_SEND_AT:
         _fail(item, "send_at", "a message can be scheduled at most 90 days ahead")
@@ -374,21 +419,19 @@ def send_messages(
     context: SendContext,
     *,
     now: datetime | None = None,
-) -> list[SendResult]:
+) -> list[SendOutcome]:
     """Accept messages (each with its idempotency key); one result per request, in order."""
     now = now or utcnow()
     tenant_id = keys.tenant_id
     items = [_Item(index, request, key) for index, (request, key) in enumerate(requests)]
-    results: list[SendResult | None] = [None] * len(items)
+    results: list[SendOutcome | None] = [None] * len(items)
     existing = _find_existing(session, tenant_id, {i.key for i in items if i.key})
     first_with_key: dict[str, int] = {}
     fresh: list[_Item] = []
     for item in items:
         if item.key is not None and item.key in existing:
             message_id, state, reason = existing[item.key]
-            results[item.index] = SendResult(
-                index=item.index, id=message_id, state=state, reason=reason, duplicate=True
-            )
+            results[item.index] = SendOutcome(item.index, state, message_id, reason, duplicate=True)
         elif item.key is not None and item.key in first_with_key:
             item.duplicate_of = first_with_key[item.key]
         else:
@@ -420,18 +463,24 @@ def send_messages(
     suppressions = _suppressions(session, tenant_id, {i.to_index for i in good})
     consents = _consents(session, tenant_id, {i.contact_id for i in good if i.contact_id})
     rows, events = [], []
+    decided: dict[tuple[SuppressionMatch | None, str, bool], Decision] = {}
     for item in good:
         request = item.request
         content = rendered[item.index]
         assert content is not None
-        decision = may_send(
-            consents.get(item.contact_id, {}) if item.contact_id else {},
-            suppressions.get(item.to_index),
-            Channel.EMAIL,
-            request.purpose,
-            content.uses_phi,
-            now,
-        )
+        suppression = suppressions.get(item.to_index)
+        contact_consents = consents.get(item.contact_id) if item.contact_id else None
+        if contact_consents:
+            decision = may_send(
+                contact_consents, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now
+            )
+        else:
+            # Without consents recorded the decision depends on these alone: decide once.
+            shared = (suppression, request.purpose, content.uses_phi)
+            decision = decided.get(shared) or decided.setdefault(
+                shared,
+                may_send({}, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now),
+            )
         state = MessageState.QUEUED if decision.allowed else MessageState.SUPPRESSED
         reason = "" if decision.allowed else ",".join(decision.reasons)
         message_id = new_id()
@@ -452,7 +501,7 @@ def send_messages(
                 "body": {"html": content.html, "text": content.text},
                 "data": request.data or None,
                 "attachments": item.attachments or None,
-                "meta": request.metadata or None,
+                "metadata": request.metadata or None,
                 "tags": list(request.tags),
                 "template_id": content.template_id,
                 "variant": content.variant,
@@ -477,26 +526,31 @@ def send_messages(
         if request.send_at is not None and request.send_at > now:
             detail["send_at"] = due.isoformat()
         events.append((message_id, item.contact_id, state, detail))
-        results[item.index] = SendResult(
-            index=item.index, id=message_id, state=state, reason=reason
-        )
+        results[item.index] = SendOutcome(item.index, state, message_id, reason)
     if rows:
-        session.execute(insert(Message), rows)
+        # COPY / driver executemany with each column's own processing (encryption).
+        write_rows(
+            session,
+            MESSAGES_TABLE,
+            MESSAGE_COLUMNS,
+            [[r[c] for c in MESSAGE_COLUMNS] for r in rows],
+        )
         write_events(session, tenant_id, events, now=now, campaign_id=context.campaign_id)
     for item in bad:
-        results[item.index] = SendResult(
-            index=item.index,
-            state="error",
+        results[item.index] = SendOutcome(
+            item.index,
+            "error",
             errors=[
-                ItemError(pointer=f"#/body/items/{item.index}/{e.field}", detail=e.message)
-                for e in item.errors
+                FieldError(f"#/body/items/{item.index}/{e.field}", e.message) for e in item.errors
             ],
         )
     for item in items:
         if item.duplicate_of is not None:
             first = results[item.duplicate_of]
             assert first is not None
-            results[item.index] = first.model_copy(update={"index": item.index, "duplicate": True})
+            results[item.index] = SendOutcome(
+                item.index, first.state, first.id, first.reason, True, first.errors
+            )
     queued = sum(1 for r in rows if r["state"] == MessageState.QUEUED)
     if rows and context.campaign_id is None:
         # A campaign's batches are audited by the campaign (start, counts), not each.
@@ -517,7 +571,7 @@ def send_with_retry(
     keys: TenantKeys,
     requests: Sequence[tuple[MessageIn, str | None]],
     context: SendContext,
-) -> list[SendResult]:
+) -> list[SendOutcome]:
     """:func:`send_messages` in its own transaction, run again when a concurrent request
     with the same idempotency key committed first (the repeat then finds its message)."""
     for attempt in range(IDEMPOTENCY_RETRIES):
