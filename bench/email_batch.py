@@ -80,19 +80,24 @@ def run() -> float:
             for start in range(0, TOTAL, BATCH)
         ]
         with TestClient(create_app(runtime), base_url="https://bench") as client:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             for number, body in enumerate(bodies):
                 response = client.post("/api/v1/messages/batch", json=body, headers=headers)
                 assert response.status_code == 200, response.text[:500]
                 queued = response.json()["queued"]
                 assert queued == len(body["items"]), f"batch {number}: {queued} queued"
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
         rate = TOTAL / elapsed
+        engine = runtime.database.engine.dialect.name
         print(
-            f"email_batch messages/s={rate:.0f} ratio_to_{TARGET}_messages_per_s={rate / TARGET:.2f} "
-            f"messages={TOTAL} batch={BATCH} engine={runtime.database.engine.dialect.name}",
+            f"email_batch messages/s={rate:.0f} ratio_to_{TARGET}_messages_per_s="
+            f"{rate / TARGET:.2f} messages={TOTAL} batch={BATCH} engine={engine}",
             flush=True,
         )
+        # On a shared machine the wall clock also counts other processes' turns; the
+        # CPU time of this process (the API and, on SQLite, the database) does not.
+        print(f"email_batch cpu_messages/s={TOTAL / cpu:.0f} (this process's CPU time)", flush=True)
         return rate
     finally:
         close()
