@@ -7,6 +7,7 @@ text) is stored encrypted and never listed; the counts are per message state.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
@@ -109,28 +110,27 @@ def schedule_campaign(
         return _out(session, campaign)
 
 
-@router.post("/{campaign_id}/pause", summary="Pause a scheduled or sending campaign")
-def pause_campaign(campaign_id: uuid.UUID, runtime: RuntimeDep, principal: Sender) -> CampaignOut:
-    with runtime.bound_session(principal.keys) as session:
-        campaign = campaigns.pause_campaign(
-            session, principal.keys, campaign_id, actor=principal.actor
-        )
-        return _out(session, campaign)
+Transition = Callable[..., Campaign]
 
 
-@router.post("/{campaign_id}/resume", summary="Resume a paused campaign")
-def resume_campaign(campaign_id: uuid.UUID, runtime: RuntimeDep, principal: Sender) -> CampaignOut:
-    with runtime.bound_session(principal.keys) as session:
-        campaign = campaigns.resume_campaign(
-            session, principal.keys, campaign_id, actor=principal.actor
-        )
-        return _out(session, campaign)
+def _add_transition(action: str, change: Transition, summary: str) -> None:
+    """``POST /campaigns/{id}/<action>``: one state change of the campaign's life."""
+
+    def route(campaign_id: uuid.UUID, runtime: RuntimeDep, principal: Sender) -> CampaignOut:
+        with runtime.bound_session(principal.keys) as session:
+            campaign = change(session, principal.keys, campaign_id, actor=principal.actor)
+            return _out(session, campaign)
+
+    router.add_api_route(
+        f"/{{campaign_id}}/{action}",
+        route,
+        methods=["POST"],
+        summary=summary,
+        name=f"{action}_campaign",
+        response_model=CampaignOut,
+    )
 
 
-@router.post("/{campaign_id}/cancel", summary="Cancel a campaign (its queued messages too)")
-def cancel_campaign(campaign_id: uuid.UUID, runtime: RuntimeDep, principal: Sender) -> CampaignOut:
-    with runtime.bound_session(principal.keys) as session:
-        campaign = campaigns.cancel_campaign(
-            session, principal.keys, campaign_id, actor=principal.actor
-        )
-        return _out(session, campaign)
+_add_transition("pause", campaigns.pause_campaign, "Pause a scheduled or sending campaign")
+_add_transition("resume", campaigns.resume_campaign, "Resume a paused campaign")
+_add_transition("cancel", campaigns.cancel_campaign, "Cancel a campaign (its queued messages too)")

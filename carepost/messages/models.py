@@ -21,7 +21,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -35,12 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from carepost.contacts.activity_models import BigId
 from carepost.core.database import Base, IdMixin, TimestampMixin, UTCDateTime
 from carepost.crypto.fields import EncryptedJSON, EncryptedString
 from carepost.tenancy.models import TenantOwned
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class MessageState:
