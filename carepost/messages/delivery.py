@@ -167,10 +167,16 @@ def prepare_envelopes(
         Message.tenant_id == keys.tenant_id, id_in(Message.id, set(ids), dialect_of(session))
     )
     groups: dict[tuple[str, str, bytes], Outgoing] = {}
+    failed: list[EventRow] = []
     for message in session.scalars(query):
-        built = ports.build_message(_outgoing_message(message, keys, base_url))
         domain = message.from_address.rpartition("@")[2]
-        data = ports.sign_message(session, keys, ports.message_bytes(built), domain)
+        try:
+            built = ports.build_message(_outgoing_message(message, keys, base_url))
+            data = ports.sign_message(session, keys, ports.message_bytes(built), domain)
+        except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
+            # Retrying cannot help (say, an address the message format cannot carry).
+            failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))
+            continue
         mail_from = ports.return_path(message.id, from_address=message.from_address)
         rcpt_domain = message.to_address.rpartition("@")[2].lower()
         key = (mail_from, rcpt_domain, hashlib.sha256(data).digest())
@@ -180,6 +186,18 @@ def prepare_envelopes(
             groups[key if key not in groups else (*key[:2], message.id.bytes)] = group
         group.messages[message.to_address] = message
         group.envelope = ports.Envelope(mail_from, tuple(group.messages), data)
+    for message_id, _contact, _kind, detail in failed:
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.state == MessageState.SENDING)
+            .values(
+                state=MessageState.FAILED,
+                state_reason=f"the message could not be built ({detail['error']})",
+                lease_until=None,
+                lease_owner="",
+            )
+        )
+    write_events(session, keys.tenant_id, failed)
     return list(groups.values())
 
 

@@ -326,3 +326,26 @@ def test_concurrent_claimers_take_disjoint_batches(runtime, tenant, empty_queue)
         second.rollback()
         first.close()
         second.close()
+
+
+def test_a_message_that_cannot_be_built_fails_without_stalling_the_batch(
+    delivering, smtp_sink, tenant, monkeypatch
+):
+    broken, fine = _send(delivering, tenant, {"to": "broken@example.org"}, {"to": "ok@example.org"})
+    original = ports.build_message
+
+    def build(message):
+        if message.to_address == "broken@example.org":
+            raise ValueError("cannot carry this address")
+        return original(message)
+
+    monkeypatch.setattr(ports, "build_message", build)
+    _deliver(delivering)
+    failed = _message(delivering, tenant, broken)
+    assert (failed.state, failed.state_reason) == (
+        "failed",
+        "the message could not be built (ValueError)",
+    )
+    assert _events(delivering, broken)[-1].kind == "failed"
+    assert _message(delivering, tenant, fine).state == "delivered"
+    assert [r.carepost_id for r in smtp_sink.received] == [str(fine)]
