@@ -42,6 +42,11 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     delay_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Once this many messages arrived, hold every answer to DATA until released:
+    # the sender is then certainly mid-transaction (for crash tests).
+    hold_after: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+    holding: threading.Event = field(default_factory=threading.Event)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options):
         local = address.partition("@")[0]
@@ -57,6 +62,9 @@ class SinkHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.delay_seconds:
             time.sleep(self.delay_seconds)  # a slow disk: keeps a worker mid-batch
+        if self.hold_after is not None and len(self.received) >= self.hold_after:
+            self.holding.set()
+            self.release.wait(timeout=300)
         with self.lock:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
@@ -65,8 +73,8 @@ class SinkHandler:
 
 
 class SmtpSink:
-    def __init__(self, delay_seconds: float = 0.0) -> None:
-        self.handler = SinkHandler(delay_seconds=delay_seconds)
+    def __init__(self, delay_seconds: float = 0.0, hold_after: int | None = None) -> None:
+        self.handler = SinkHandler(delay_seconds=delay_seconds, hold_after=hold_after)
         self.port = free_port()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
 
@@ -80,4 +88,5 @@ class SmtpSink:
         return self
 
     def stop(self) -> None:
+        self.handler.release.set()
         self.controller.stop()

@@ -104,17 +104,18 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_the_window(
         send_messages(
             session, keys, requests, SendContext(SYSTEM, SendLimits(1024, "https://testserver"))
         )
-    sink = SmtpSink(delay_seconds=0.003).start()
+    sink = SmtpSink(delay_seconds=0.003, hold_after=MESSAGES // 4).start()
     log_path = tmp_path / "worker.out"
     try:
         first = _worker(crash_settings, sink.port, log_path)
         try:
             deadline = time.monotonic() + 240
-            # Mid-batch: a quarter delivered, and some messages claimed but not answered.
-            while len(sink.received) < MESSAGES // 4 or not _states(crash_runtime).get("sending"):
+            # The receiver holds its answers once a quarter arrived: the worker is
+            # then waiting for a 250, mid-batch, when it is killed.
+            while not sink.handler.holding.is_set():
                 assert first.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "the worker never delivered"
-                time.sleep(0.005)
+                time.sleep(0.01)
         finally:
             os.kill(first.pid, signal.SIGKILL)
             first.wait(timeout=30)
@@ -122,6 +123,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_the_window(
         in_flight = at_kill.get("sending", set())
         assert in_flight, "the worker was not killed mid-batch"
         assert len(sink.received) < MESSAGES
+        sink.handler.hold_after = None
+        sink.handler.release.set()
 
         second = _worker(crash_settings, sink.port, log_path)
         try:
