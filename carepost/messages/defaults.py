@@ -34,6 +34,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
+from carepost.contacts.models import Contact
 from carepost.core.config import Settings
 from carepost.core.errors import CarepostError, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
@@ -209,6 +210,29 @@ def render_raw(
     # A header is one line: a placeholder must not smuggle in another header.
     rendered_subject = " ".join(rendered_subject.split())
     return RenderedMessage(rendered_subject, rendered_html, rendered_text, uses_phi)
+
+
+def contact_view(contact: Contact) -> dict[str, Any]:
+    """A contact as templates see it (templates: ``ContactView.of``): its fields by
+    name, missing ones empty."""
+    custom = dict(contact.custom or {})
+    view: dict[str, Any] = dict(custom)
+    view.update(
+        {
+            "id": str(contact.id),
+            "email": contact.email or "",
+            "phone": contact.phone or "",
+            "external_id": contact.external_id or "",
+            "first_name": contact.first_name or "",
+            "last_name": contact.last_name or "",
+            "birth_date": contact.birth_date or "",
+            "language": contact.language or "",
+            "journey_stage": contact.journey_stage,
+            "timezone": contact.timezone or "",
+            "custom": custom,
+        }
+    )
+    return view
 
 
 def render_template(

@@ -12,6 +12,7 @@ its import line here, nothing else:
 name here                    the real module (after merge)
 ===========================  ==================================================
 RenderedMessage, render_raw  carepost.templates.rendering
+contact_view                 carepost.templates.context.ContactView.of
 render_template              carepost.templates.rendering
 TemplateError                carepost.templates.rendering
 Attachment, OutgoingMessage  carepost.delivery.mime
@@ -39,6 +40,7 @@ from carepost.messages.defaults import (
     Transport,
     build_message,
     check_sender,
+    contact_view,
     emit_webhook,
     message_bytes,
     next_attempt,
@@ -60,6 +62,7 @@ __all__ = [
     "Transport",
     "build_message",
     "check_sender",
+    "contact_view",
     "emit_webhook",
     "message_bytes",
     "next_attempt",

@@ -234,28 +234,6 @@ def _find_existing(
     return {str(key): (mid, state, reason) for key, mid, state, reason in session.execute(query)}
 
 
-def contact_view(contact: Contact) -> dict[str, Any]:
-    """A contact as templates see it: its fields by name (missing ones are empty)."""
-    custom = dict(contact.custom or {})
-    view: dict[str, Any] = dict(custom)
-    view.update(
-        {
-            "id": str(contact.id),
-            "email": contact.email or "",
-            "phone": contact.phone or "",
-            "external_id": contact.external_id or "",
-            "first_name": contact.first_name or "",
-            "last_name": contact.last_name or "",
-            "birth_date": contact.birth_date or "",
-            "language": contact.language or "",
-            "journey_stage": contact.journey_stage,
-            "timezone": contact.timezone or "",
-            "custom": custom,
-        }
-    )
-    return view
-
-
 def _needs_contact(request: MessageIn) -> bool:
     return request.template_id is not None or any(
         "contact" in (part or "") for part in (request.subject, request.html, request.text)
@@ -382,7 +360,7 @@ def _render(
 ) -> ports.RenderedMessage | None:
     request = item.request
     contact = contacts.get(item.contact_id) if item.contact_id else None
-    view = contact_view(contact) if contact is not None else None
+    view = ports.contact_view(contact) if contact is not None else None
     data: dict[str, Any] = dict(request.data)
     if any("_url" in (part or "") for part in (request.subject, request.html, request.text)):
         data |= recipient_links(keys, item.contact_id, limits.base_url, now)
