@@ -259,6 +259,8 @@ def record_outcomes(
             else:
                 values["next_attempt_at"] = retry_at
                 detail["next_attempt_at"] = retry_at.isoformat()
+        if kind == "delivered":
+            values["sent_at"] = now
         values["state"] = {
             "delivered": MessageState.DELIVERED,
             "deferred": MessageState.DEFERRED,

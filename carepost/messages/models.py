@@ -133,6 +133,8 @@ class Message(IdMixin, TimestampMixin, TenantOwned, Base):
     lease_owner: Mapped[str] = mapped_column(String(64), default="")
     first_queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # When the receiving server accepted it (feedback tells scanners' instant opens by it).
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     created_by_type: Mapped[str] = mapped_column(String(20), default="")
     created_by_id: Mapped[str] = mapped_column(String(64), default="")

@@ -494,6 +494,7 @@ def send_messages(
                 "lease_owner": "",
                 "first_queued_at": due,
                 "last_event_at": now,
+                "sent_at": None,
                 "idempotency_key": item.key,
                 "created_at": now,
                 "created_by_type": context.actor.type,

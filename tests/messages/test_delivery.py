@@ -109,6 +109,7 @@ def test_a_message_reaches_the_receiver_byte_exact(delivering, smtp_sink: SmtpSi
     assert "List-Unsubscribe" not in parsed  # transactional
     stored = _message(delivering, tenant, message_id)
     assert (stored.state, stored.attempts, stored.lease_until) == ("delivered", 1, None)
+    assert stored.sent_at is not None and stored.sent_at >= stored.created_at
     assert [e.kind for e in _events(delivering, message_id)] == ["queued", "delivered"]
     assert _events(delivering, message_id)[1].detail["code"] == 250
 

@@ -107,6 +107,7 @@ def upgrade() -> None:
         sa.Column("lease_owner", sa.String(length=64), nullable=False),
         sa.Column("first_queued_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
         sa.Column("created_by_type", sa.String(length=20), nullable=False),
         sa.Column("created_by_id", sa.String(length=64), nullable=False),
