@@ -17,11 +17,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import contacts_batch, csv_import, datagen, segment_count, smtp_baseline
+from bench import (
+    contacts_batch,
+    csv_import,
+    datagen,
+    email_batch,
+    segment_count,
+    smtp_baseline,
+)
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "contacts_batch": lambda _options: contacts_batch.run(),
     "csv_import": csv_import.run,
+    "email_batch": lambda _options: email_batch.run(),
     "segment_count": segment_count.run,
     "smtp_baseline": smtp_baseline.run,
 }

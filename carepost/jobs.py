@@ -10,6 +10,7 @@ from carepost.audit import tasks as audit_tasks
 from carepost.core.worker import JobRegistry
 from carepost.domains import tasks as domains_tasks
 from carepost.imports import tasks as imports_tasks
+from carepost.messages import tasks as messages_tasks
 from carepost.webhooks import tasks as webhooks_tasks
 
 
@@ -20,4 +21,5 @@ def all_jobs() -> JobRegistry:
     imports_tasks.register_jobs(registry)
     webhooks_tasks.register_jobs(registry)
     domains_tasks.register_jobs(registry)
+    messages_tasks.register_jobs(registry)
     return registry

@@ -11,6 +11,7 @@ from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
 from carepost.domains import models as domains_models
 from carepost.imports import models as imports_models
+from carepost.messages import models as messages_models
 from carepost.segments import models as segments_models
 from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
@@ -26,6 +27,7 @@ DOMAIN_MODELS = (
     crypto_models,
     domains_models,
     imports_models,
+    messages_models,
     segments_models,
     templates_models,
     tenancy_models,

@@ -24,6 +24,8 @@ from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
 from carepost.domains.api import router as domains_router
 from carepost.imports.api import router as imports_router
+from carepost.messages.api import router as messages_router
+from carepost.messages.campaigns_api import router as campaigns_router
 from carepost.segments.api import router as segments_router
 from carepost.templates.api import router as templates_router
 from carepost.tenancy.api import router as tenancy_router
@@ -67,6 +69,8 @@ def api_router() -> APIRouter:
     router.include_router(webhooks_router)
     router.include_router(tracking_router)
     router.include_router(domains_router)
+    router.include_router(messages_router)
+    router.include_router(campaigns_router)
     return router
 
 
@@ -124,6 +128,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         hsts=runtime.settings.base_url.startswith("https://"),
         upload_limits={
             f"{API_PREFIX}/imports": runtime.settings.max_import_bytes,
+            f"{API_PREFIX}/messages/batch": runtime.settings.outbox_max_batch_bytes,
             # The console's upload is multipart: room for its envelope; the route
             # itself refuses a file over the limit with a page that says so.
             "/imports/upload": runtime.settings.max_import_bytes + 1024 * 1024,

@@ -20,7 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carepost.core.errors import ConfigError
 
-SECRET_SETTINGS = frozenset({"master_key", "smarthost_password", "feedback_secret"})
+SECRET_SETTINGS = frozenset(
+    {"master_key", "smarthost_password", "feedback_secret", "outbox_smarthost_password"}
+)
 
 
 class Settings(BaseSettings):
@@ -111,6 +113,21 @@ class Settings(BaseSettings):
     domains_spf_addresses: list[str] = Field(default_factory=list)
     domains_dmarc_report_address: str | None = None
     domains_key_promotion_hours: float = Field(default=72.0, gt=0)
+
+    # --- messages: the email outbox and its delivery loop (docs/email-delivery.md)
+    outbox_smarthost_host: str = "127.0.0.1"
+    outbox_smarthost_port: int = Field(default=25, ge=1, le=65535)
+    outbox_smarthost_tls: Literal["none", "starttls", "implicit"] = "none"
+    outbox_smarthost_username: str | None = None
+    outbox_smarthost_password: SecretStr | None = None
+    outbox_smtp_timeout_seconds: float = Field(default=60.0, gt=0)
+    outbox_claim_batch: int = Field(default=200, ge=1, le=5000)
+    outbox_lease_seconds: float = Field(default=300.0, gt=0)
+    outbox_concurrency: int = Field(default=10, ge=1, le=500)
+    outbox_lifetime_hours: float = Field(default=120.0, gt=0)
+    outbox_deliver_budget_seconds: float = Field(default=30.0, gt=0)
+    outbox_max_attachment_bytes: int = Field(default=7 * 1024 * 1024, ge=1024)
+    outbox_max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     @field_validator("database_url")
     @classmethod

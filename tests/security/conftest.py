@@ -562,6 +562,102 @@ class Objects:
         """A sending domain whose rotation waits for promotion."""
         return self.sending_domain(tenant, rotated=True)
 
+    def message(self, tenant: TenantPair) -> Target:
+        """A queued message to a contact, with a PHI subject; the snapshot covers its
+        state and content and its events."""
+        from carepost.messages.models import Message, MessageEvent
+        from carepost.messages.schemas import MessageIn
+        from carepost.messages.sending import SendContext, SendLimits, send_messages
+
+        contact = self.contact(tenant)
+        _tenant_row, keys = tenant
+        subject = f"Results for {phi_value('subject')}"
+        request = MessageIn.model_validate(
+            {
+                "contact_id": contact.params["contact_id"],
+                "from": "care@clinic.example",
+                "subject": subject,
+                "text": "Your results are ready.",
+                "tags": ["lab"],
+            }
+        )
+        with self.runtime.bound_session(keys) as session:
+            [result] = send_messages(
+                session,
+                keys,
+                [(request, None)],
+                SendContext(SYSTEM, SendLimits(1024, "https://testserver")),
+            )
+        message_id = result.id
+        assert message_id is not None
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                row = session.get(Message, message_id)
+                if row is None:
+                    return None
+                events = session.scalar(
+                    select(func.count())
+                    .select_from(MessageEvent)
+                    .where(MessageEvent.message_id == message_id)
+                )
+                return (row.state, row.subject, row.to_address, row.attempts, events)
+
+        facts = {"to": contact.facts["email"], "subject": subject}
+        return Target({"message_id": str(message_id)}, snapshot, facts)
+
+    def campaign(self, tenant: TenantPair, state: str = "draft") -> Target:
+        """A campaign to a list (a draft, or scheduled for later, or paused)."""
+        from datetime import timedelta
+
+        from carepost.core.database import utcnow
+        from carepost.messages import campaigns
+        from carepost.messages.models import Campaign
+        from carepost.messages.schemas import CampaignIn
+
+        contact_list = self.contact_list(tenant)
+        _tenant_row, keys = tenant
+        name = f"campaign-{uuid.uuid4().hex[:8]}"
+        body = CampaignIn.model_validate(
+            {
+                "name": name,
+                "list_id": contact_list.params["list_id"],
+                "from": "news@clinic.example",
+                "subject": "Flu shots",
+                "text": "Book now.",
+            }
+        )
+        with self.runtime.bound_session(keys) as session:
+            row = campaigns.create_campaign(session, keys, body, actor=SYSTEM)
+            if state in ("scheduled", "paused"):
+                later = utcnow() + timedelta(days=1)
+                campaigns.schedule_campaign(session, keys, row.id, later, actor=SYSTEM)
+            if state == "paused":
+                campaigns.pause_campaign(session, keys, row.id, actor=SYSTEM)
+            campaign_id = row.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(Campaign, campaign_id)
+                if found is None:
+                    return None
+                return (
+                    found.name,
+                    found.state,
+                    found.scheduled_at,
+                    found.subject,
+                    found.updated_at,
+                )
+
+        facts = {"name": name, "list_id": contact_list.params["list_id"]}
+        return Target({"campaign_id": str(campaign_id)}, snapshot, facts)
+
+    def scheduled_campaign(self, tenant: TenantPair) -> Target:
+        return self.campaign(tenant, "scheduled")
+
+    def paused_campaign(self, tenant: TenantPair) -> Target:
+        return self.campaign(tenant, "paused")
+
     def audit_count(self, tenant: TenantPair) -> int:
         with self.runtime.database.session() as session:
             return int(

@@ -46,6 +46,8 @@ SUPPRESSION_USERS = frozenset({OWNER, ADMIN, MARKETER})
 TEMPLATE_READERS = frozenset({OWNER, ADMIN, MARKETER, ANALYST})
 TEMPLATE_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
 WEBHOOK_READERS = frozenset({OWNER, ADMIN, AUDITOR})
+SENDERS = frozenset({OWNER, ADMIN, MARKETER})
+REPORT_READERS = ALL
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,20 @@ def _new_event_body() -> dict[str, Any]:
                 "occurred_at": "2026-01-05T10:00:00Z",
             }
         ]
+    }
+
+
+def _new_message_body() -> dict[str, Any]:
+    return {"to": _new_address(), "from": "care@clinic.example", "subject": "Hi", "text": "x"}
+
+
+def _new_campaign_body(target: Target) -> dict[str, Any]:
+    return {
+        "name": f"campaign-{uuid.uuid4().hex[:8]}",
+        "list_id": target.params["list_id"],
+        "from": "news@clinic.example",
+        "subject": "News",
+        "text": "x",
     }
 
 
@@ -360,6 +376,38 @@ MATRIX |= {
         MANAGERS,
         Call(body=lambda: {"track_opens": False, "track_clicks": True}),
     ),
+    RouteKey("POST", f"{V1}/messages"): (SENDERS, Call(body=_new_message_body)),
+    RouteKey("POST", f"{V1}/messages/batch"): (
+        SENDERS,
+        Call(body=lambda: {"items": [_new_message_body()]}),
+    ),
+    RouteKey("GET", f"{V1}/messages"): (REPORT_READERS, Call()),
+    # Whether an address was written to is PHI: the search needs phi:read.
+    RouteKey("POST", f"{V1}/messages/search"): (
+        SENDERS,
+        Call(body=lambda: {"to": _new_address()}),
+    ),
+    RouteKey("GET", f"{V1}/messages/{{message_id}}"): (REPORT_READERS, Call("message")),
+    RouteKey("GET", f"{V1}/campaigns"): (REPORT_READERS, Call()),
+    RouteKey("POST", f"{V1}/campaigns"): (
+        SENDERS,
+        Call("contact_list", body_of=lambda target: _new_campaign_body(target)),
+    ),
+    RouteKey("GET", f"{V1}/campaigns/{{campaign_id}}"): (REPORT_READERS, Call("campaign")),
+    RouteKey("PATCH", f"{V1}/campaigns/{{campaign_id}}"): (
+        SENDERS,
+        Call("campaign", lambda: {"name": "Renamed"}),
+    ),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/schedule"): (
+        SENDERS,
+        Call("campaign", lambda: {"send_at": "2030-01-01T09:00:00Z"}),
+    ),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/pause"): (
+        SENDERS,
+        Call("scheduled_campaign"),
+    ),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/resume"): (SENDERS, Call("paused_campaign")),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/cancel"): (SENDERS, Call("campaign")),
 }
 
 

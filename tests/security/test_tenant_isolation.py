@@ -129,6 +129,15 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): RouteCase(
         "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
     ),
+    RouteKey("GET", f"{V1}/messages/{{message_id}}"): RouteCase("message"),
+    RouteKey("GET", f"{V1}/campaigns/{{campaign_id}}"): RouteCase("campaign"),
+    RouteKey("PATCH", f"{V1}/campaigns/{{campaign_id}}"): RouteCase(
+        "campaign", {"name": "Mallory", "subject": "Taken over"}
+    ),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/schedule"): RouteCase("campaign", {}),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/pause"): RouteCase("scheduled_campaign"),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/resume"): RouteCase("paused_campaign"),
+    RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/cancel"): RouteCase("campaign"),
 }
 WEBHOOK = f"{V1}/webhooks/{{endpoint_id}}"
 DELIVERY = f"{WEBHOOK}/deliveries/{{delivery_id}}"
@@ -651,6 +660,85 @@ def _check_domain_create(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_message_send(world: World) -> None:
+    # B's contact is unknown in A; B's message and audit trail are untouched.
+    contact_id = world.target("contact").params["contact_id"]
+    target = world.target("message")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"contact_id": contact_id, "from": "x@a.example", "subject": "s", "text": "t"}
+    response = world.client.post(f"{V1}/messages", json=body, headers=world.a_headers)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"pointer": "#/body/contact_id", "detail": "no such contact"}
+    ]
+    # The same address B wrote to is A's own new message.
+    mine = world.client.post(
+        f"{V1}/messages",
+        json={"to": target.facts["to"], "from": "x@a.example", "subject": "s", "text": "t"},
+        headers=world.a_headers,
+    )
+    assert mine.status_code == 201 and mine.json()["id"] != target.params["message_id"]
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_message_batch(world: World) -> None:
+    contact_id = world.target("contact").params["contact_id"]
+    target = world.target("message")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    items = [{"contact_id": contact_id, "from": "x@a.example", "subject": "s", "text": "t"}]
+    response = world.client.post(
+        f"{V1}/messages/batch", json={"items": items}, headers=world.a_headers
+    )
+    assert response.status_code == 200 and response.json()["failed"] == 1
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_message_list(world: World) -> None:
+    target = world.target("message")
+    listed = _all_pages(world, f"{V1}/messages")
+    assert target.params["message_id"] not in {m["id"] for m in listed}
+
+
+def _check_message_search(world: World) -> None:
+    target = world.target("message")
+    b_trail = world.objects.audit_count(world.b)
+    response = world.client.post(
+        f"{V1}/messages/search", json={"to": target.facts["to"]}, headers=world.a_headers
+    )
+    assert response.status_code == 200
+    assert target.params["message_id"] not in response.text
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_campaign_list(world: World) -> None:
+    target = world.target("campaign")
+    listed = _all_pages(world, f"{V1}/campaigns")
+    assert target.params["campaign_id"] not in {c["id"] for c in listed}
+    assert target.facts["name"] not in {c["name"] for c in listed}
+
+
+def _check_campaign_create(world: World) -> None:
+    # A campaign of A cannot address B's list.
+    target = world.target("campaign")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {
+        "name": "stolen",
+        "list_id": target.facts["list_id"],
+        "from": "x@a.example",
+        "subject": "s",
+        "text": "t",
+    }
+    response = world.client.post(f"{V1}/campaigns", json=body, headers=world.a_headers)
+    assert response.status_code == 404
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/templates"): _check_template_list,
     RouteKey("POST", f"{V1}/templates"): _check_template_create,
@@ -663,6 +751,12 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("PUT", f"{V1}/tracking/settings"): _check_tracking_update,
     RouteKey("GET", f"{V1}/domains"): _check_domain_list,
     RouteKey("POST", f"{V1}/domains"): _check_domain_create,
+    RouteKey("POST", f"{V1}/messages"): _check_message_send,
+    RouteKey("POST", f"{V1}/messages/batch"): _check_message_batch,
+    RouteKey("GET", f"{V1}/messages"): _check_message_list,
+    RouteKey("POST", f"{V1}/messages/search"): _check_message_search,
+    RouteKey("GET", f"{V1}/campaigns"): _check_campaign_list,
+    RouteKey("POST", f"{V1}/campaigns"): _check_campaign_create,
     RouteKey("GET", f"{V1}/lists"): _check_list_list,
     RouteKey("GET", f"{V1}/segments"): _check_segment_list,
     RouteKey("POST", f"{V1}/segments"): _check_segment_create,

@@ -1,0 +1,1 @@
+"""The email outbox: messages as durable rows, the sending API, campaigns and delivery."""

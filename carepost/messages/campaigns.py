@@ -1,0 +1,489 @@
+"""Campaigns: one message to every contact of a list or segment, scheduled and throttled.
+
+draft -> scheduled -> sending -> done, with pause/resume and cancel. When a
+scheduled campaign's time comes, its audience is frozen once (a segment snapshot,
+:func:`carepost.segments.service.snapshot_segment`; for a list, a snapshot of its
+current members made the same way, with one ``INSERT … SELECT``), so contacts
+joining later are not included and a crash never changes who gets it.
+
+The ``messages.campaigns`` job then queues the snapshot in batches of
+:data:`BATCH` contacts, in contact id order from ``enqueued_through`` (a keyset
+cursor committed with each batch), through the same path as the API
+(:func:`carepost.messages.sending.send_messages`: personalization, consent,
+suppression; at ``bulk`` priority, so transactional mail goes first). Each
+message's idempotency key is ``campaign:<id>:<contact>``: a batch repeated after a
+crash cannot queue anyone twice.
+
+Throttle: with ``throttle_per_hour`` the messages are spaced 3600/T seconds apart
+(their ``next_attempt_at``) and only the next :data:`LOOKAHEAD` of them is
+queued at a time, so pausing stops the campaign within that window; paused
+campaigns hold their already queued messages (state ``held``) until resumed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from carepost.audit import service as audit
+from carepost.contacts.activity_models import ListMembership
+from carepost.contacts.lists import get_list
+from carepost.core.database import new_id, utcnow
+from carepost.core.errors import Conflict, NotFound, ValidationFailed
+from carepost.core.logging import get_logger
+from carepost.core.runtime import Runtime
+from carepost.crypto.keyring import TenantKeys
+from carepost.messages import ports
+from carepost.messages.models import Campaign, CampaignState, Message, MessageState
+from carepost.messages.schemas import CampaignIn, CampaignUpdate, MessageIn, SendPurpose
+from carepost.messages.sending import SendContext, SendLimits, send_messages
+from carepost.segments.models import SegmentSnapshot, SegmentSnapshotMember
+from carepost.segments.service import get_segment, snapshot_segment
+
+BATCH = 2000
+LOOKAHEAD = timedelta(minutes=1)
+CAMPAIGNS_PER_RUN = 20
+log = get_logger(__name__)
+CAMPAIGN_ACTOR = audit.Actor("system", "", "carepost campaigns")
+
+
+def get_campaign(session: Session, tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
+    row = session.scalar(
+        select(Campaign).where(Campaign.tenant_id == tenant_id, Campaign.id == campaign_id)
+    )
+    if row is None:
+        raise NotFound("no such campaign")
+    return row
+
+
+def list_campaigns(
+    session: Session, tenant_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+) -> list[Campaign]:
+    query = select(Campaign).where(Campaign.tenant_id == tenant_id)
+    if after is not None:
+        query = query.where(Campaign.id < after)
+    return list(session.scalars(query.order_by(Campaign.id.desc()).limit(limit)))
+
+
+def state_counts(session: Session, campaign_id: uuid.UUID) -> dict[str, int]:
+    rows = session.execute(
+        select(Message.state, func.count())
+        .where(Message.campaign_id == campaign_id)
+        .group_by(Message.state)
+    ).all()
+    return {str(state): int(count) for state, count in rows}
+
+
+def _check_content(
+    subject: str | None, html: str | None, text: str | None, template_id: uuid.UUID | None
+) -> None:
+    if template_id is not None:
+        raise ValidationFailed(
+            "stored templates are not available yet: give subject and html or text",
+            field="#/body/template_id",
+        )
+    if not subject:
+        raise ValidationFailed("a subject is required", field="#/body/subject")
+    if html is None and text is None:
+        raise ValidationFailed("give html or text content", field="#/body/html")
+    # Syntax errors now, not at send time (unknown names are each contact's affair).
+    for part, source in (("subject", subject), ("html", html), ("text", text)):
+        if source is None:
+            continue
+        try:
+            ports.render_raw(
+                source if part == "subject" else "",
+                source if part == "html" else None,
+                source if part == "text" else "",
+                contact={},
+                data={},
+            )
+        except ports.TemplateError as failed:
+            if "variable" not in failed.extensions:
+                raise ValidationFailed(failed.detail, field=f"#/body/{part}") from None
+
+
+def _email(value: str, pointer: str) -> str:
+    from carepost.contacts.fields import normalize_email
+
+    try:
+        return normalize_email(value)
+    except ValidationFailed:
+        raise ValidationFailed("not a valid email address", field=pointer) from None
+
+
+def create_campaign(
+    session: Session, keys: TenantKeys, body: CampaignIn, *, actor: audit.Actor
+) -> Campaign:
+    if (body.list_id is None) == (body.segment_id is None):
+        raise ValidationFailed("name exactly one of list_id or segment_id", field="#/body/list_id")
+    if body.list_id is not None:
+        get_list(session, keys.tenant_id, body.list_id)
+    if body.segment_id is not None:
+        get_segment(session, keys.tenant_id, body.segment_id)
+    _check_content(body.subject, body.html, body.text, body.template_id)
+    campaign = Campaign(
+        id=new_id(),
+        tenant_id=keys.tenant_id,
+        name=body.name,
+        list_id=body.list_id,
+        segment_id=body.segment_id,
+        template_id=body.template_id,
+        subject=body.subject,
+        html=body.html,
+        text_body=body.text,
+        from_address=_email(body.from_address, "#/body/from"),
+        from_name=body.from_name,
+        reply_to=_email(body.reply_to, "#/body/reply_to") if body.reply_to else None,
+        purpose=body.purpose,
+        tags=list(body.tags),
+        throttle_per_hour=body.throttle_per_hour,
+        state=CampaignState.DRAFT,
+        created_by_type=actor.type,
+        created_by_id=actor.id,
+    )
+    session.add(campaign)
+    session.flush()
+    _audit(session, keys, actor, "campaign.create", campaign)
+    return campaign
+
+
+def _audit(
+    session: Session,
+    keys: TenantKeys,
+    actor: audit.Actor,
+    action: str,
+    campaign: Campaign,
+    **details: Any,
+) -> None:
+    audit.record(
+        session,
+        tenant_id=keys.tenant_id,
+        actor=actor,
+        action=action,
+        object_type="campaign",
+        object_id=campaign.id,
+        details={"state": campaign.state, **details},
+    )
+
+
+def update_campaign(
+    session: Session,
+    keys: TenantKeys,
+    campaign_id: uuid.UUID,
+    changes: CampaignUpdate,
+    *,
+    actor: audit.Actor,
+) -> Campaign:
+    campaign = get_campaign(session, keys.tenant_id, campaign_id)
+    if campaign.state not in (CampaignState.DRAFT, CampaignState.SCHEDULED):
+        raise Conflict("only a draft or scheduled campaign can be changed")
+    given = changes.model_fields_set
+    for name in ("name", "subject", "html", "from_name", "throttle_per_hour"):
+        if name in given:
+            setattr(campaign, name, getattr(changes, name))
+    if "text" in given:
+        campaign.text_body = changes.text
+    if "from_address" in given and changes.from_address is not None:
+        campaign.from_address = _email(changes.from_address, "#/body/from")
+    if "reply_to" in given:
+        campaign.reply_to = (
+            _email(changes.reply_to, "#/body/reply_to") if changes.reply_to else None
+        )
+    _check_content(campaign.subject, campaign.html, campaign.text_body, campaign.template_id)
+    campaign.updated_at = utcnow()
+    session.flush()
+    _audit(session, keys, actor, "campaign.update", campaign, fields=sorted(given))
+    return campaign
+
+
+def schedule_campaign(
+    session: Session,
+    keys: TenantKeys,
+    campaign_id: uuid.UUID,
+    send_at: datetime | None,
+    *,
+    actor: audit.Actor,
+) -> Campaign:
+    campaign = get_campaign(session, keys.tenant_id, campaign_id)
+    if campaign.state not in (CampaignState.DRAFT, CampaignState.SCHEDULED):
+        raise Conflict("only a draft or scheduled campaign can be scheduled")
+    campaign.scheduled_at = send_at or utcnow()
+    campaign.state = CampaignState.SCHEDULED
+    campaign.updated_at = utcnow()
+    session.flush()
+    _audit(session, keys, actor, "campaign.schedule", campaign)
+    return campaign
+
+
+def pause_campaign(
+    session: Session, keys: TenantKeys, campaign_id: uuid.UUID, *, actor: audit.Actor
+) -> Campaign:
+    campaign = get_campaign(session, keys.tenant_id, campaign_id)
+    if campaign.state not in (CampaignState.SCHEDULED, CampaignState.SENDING):
+        raise Conflict("only a scheduled or sending campaign can be paused")
+    campaign.state = CampaignState.PAUSED
+    campaign.updated_at = utcnow()
+    held = _move_messages(session, campaign.id, MessageState.DUE, MessageState.HELD)
+    _audit(session, keys, actor, "campaign.pause", campaign, held=held)
+    return campaign
+
+
+def resume_campaign(
+    session: Session, keys: TenantKeys, campaign_id: uuid.UUID, *, actor: audit.Actor
+) -> Campaign:
+    campaign = get_campaign(session, keys.tenant_id, campaign_id)
+    if campaign.state != CampaignState.PAUSED:
+        raise Conflict("only a paused campaign can be resumed")
+    now = utcnow()
+    campaign.state = CampaignState.SENDING if campaign.started_at else CampaignState.SCHEDULED
+    campaign.pace_next_at = now
+    campaign.updated_at = now
+    released = _move_messages(
+        session, campaign.id, (MessageState.HELD,), MessageState.QUEUED, next_attempt_at=now
+    )
+    _audit(session, keys, actor, "campaign.resume", campaign, released=released)
+    return campaign
+
+
+def cancel_campaign(
+    session: Session, keys: TenantKeys, campaign_id: uuid.UUID, *, actor: audit.Actor
+) -> Campaign:
+    campaign = get_campaign(session, keys.tenant_id, campaign_id)
+    if campaign.state in (CampaignState.CANCELLED, CampaignState.DONE):
+        raise Conflict("the campaign has ended already")
+    now = utcnow()
+    campaign.state = CampaignState.CANCELLED
+    campaign.finished_at = campaign.updated_at = now
+    cancelled = _move_messages(
+        session, campaign.id, (*MessageState.DUE, MessageState.HELD), MessageState.CANCELLED
+    )
+    _audit(session, keys, actor, "campaign.cancel", campaign, cancelled=cancelled)
+    return campaign
+
+
+def _move_messages(
+    session: Session,
+    campaign_id: uuid.UUID,
+    from_states: Sequence[str],
+    to_state: str,
+    **values: Any,
+) -> int:
+    moved = session.execute(
+        update(Message)
+        .where(Message.campaign_id == campaign_id, Message.state.in_(from_states))
+        .values(state=to_state, **values)
+    )
+    session.flush()
+    return int(moved.rowcount)  # type: ignore[attr-defined]
+
+
+def _freeze_audience(session: Session, keys: TenantKeys, campaign: Campaign) -> uuid.UUID:
+    reason = f"campaign {campaign.id}"
+    if campaign.segment_id is not None:
+        return snapshot_segment(session, keys, campaign.segment_id, reason=reason)
+    if campaign.list_id is None:
+        raise Conflict("the campaign's list or segment was deleted")
+    snapshot = SegmentSnapshot(
+        id=new_id(),
+        tenant_id=keys.tenant_id,
+        segment_id=None,
+        rule={"list": str(campaign.list_id)},
+        reason=reason,
+        member_count=0,
+        created_by_type="system",
+    )
+    session.add(snapshot)
+    session.flush()
+    members = select(
+        literal(snapshot.id, SegmentSnapshotMember.snapshot_id.type),
+        literal(keys.tenant_id, SegmentSnapshotMember.tenant_id.type),
+        ListMembership.contact_id,
+    ).where(
+        ListMembership.tenant_id == keys.tenant_id,
+        ListMembership.list_id == campaign.list_id,
+        ListMembership.left_at.is_(None),
+    )
+    session.execute(
+        insert(SegmentSnapshotMember).from_select(
+            ["snapshot_id", "tenant_id", "contact_id"], members
+        )
+    )
+    snapshot.member_count = int(
+        session.scalar(
+            select(func.count())
+            .select_from(SegmentSnapshotMember)
+            .where(SegmentSnapshotMember.snapshot_id == snapshot.id)
+        )
+        or 0
+    )
+    return snapshot.id
+
+
+def start_campaign(session: Session, keys: TenantKeys, campaign: Campaign, now: datetime) -> None:
+    snapshot_id = _freeze_audience(session, keys, campaign)
+    snapshot = session.get(SegmentSnapshot, snapshot_id)
+    assert snapshot is not None
+    campaign.snapshot_id = snapshot_id
+    campaign.audience = snapshot.member_count
+    campaign.state = CampaignState.SENDING
+    campaign.started_at = campaign.pace_next_at = now
+    session.flush()
+    _audit(session, keys, CAMPAIGN_ACTOR, "campaign.start", campaign, audience=campaign.audience)
+
+
+def enqueue_batch(
+    session: Session, keys: TenantKeys, campaign: Campaign, limits: SendLimits, now: datetime
+) -> int:
+    """Queue the next batch of the audience (within the throttle); returns how many
+    contacts it took (0: nothing more to queue now)."""
+    size = BATCH
+    spacing: timedelta | None = None
+    if campaign.throttle_per_hour:
+        spacing = timedelta(seconds=3600 / campaign.throttle_per_hour)
+        start = max(campaign.pace_next_at or now, now - spacing)
+        room = int((now + LOOKAHEAD - start) / spacing) + 1
+        size = max(0, min(size, room))
+    if size == 0:
+        return 0
+    query = select(SegmentSnapshotMember.contact_id).where(
+        SegmentSnapshotMember.snapshot_id == campaign.snapshot_id
+    )
+    if campaign.enqueued_through is not None:
+        query = query.where(SegmentSnapshotMember.contact_id > campaign.enqueued_through)
+    contact_ids = list(
+        session.scalars(query.order_by(SegmentSnapshotMember.contact_id).limit(size))
+    )
+    if not contact_ids:
+        return 0
+    requests = []
+    for number, contact_id in enumerate(contact_ids):
+        send_at = None
+        if spacing is not None:
+            send_at = max(campaign.pace_next_at or now, now) + spacing * number
+        request = MessageIn.model_construct(
+            to=None,
+            to_name=None,
+            contact_id=contact_id,
+            external_id=None,
+            from_address=campaign.from_address,
+            from_name=campaign.from_name,
+            reply_to=campaign.reply_to,
+            subject=campaign.subject,
+            html=campaign.html,
+            text=campaign.text_body,
+            template_id=campaign.template_id,
+            variant=None,
+            data={},
+            attachments=[],
+            tags=list(campaign.tags),
+            metadata={"campaign_id": str(campaign.id)},
+            send_at=send_at,
+            priority="bulk",
+            purpose=cast(SendPurpose, campaign.purpose),
+        )
+        requests.append((request, f"campaign:{campaign.id}:{contact_id}"))
+    context = SendContext(actor=CAMPAIGN_ACTOR, limits=limits, campaign_id=campaign.id)
+    results = send_messages(session, keys, requests, context, now=now)
+    for result in results:
+        if result.duplicate:
+            continue
+        if result.state == MessageState.QUEUED:
+            campaign.queued += 1
+        elif result.state == MessageState.SUPPRESSED:
+            campaign.suppressed += 1
+        else:
+            campaign.skipped += 1  # no email address, or content that cannot render
+    campaign.enqueued_through = contact_ids[-1]
+    if spacing is not None:
+        campaign.pace_next_at = max(campaign.pace_next_at or now, now) + spacing * len(contact_ids)
+    campaign.updated_at = now
+    session.flush()
+    return len(contact_ids)
+
+
+def _finish_if_done(session: Session, keys: TenantKeys, campaign: Campaign, now: datetime) -> None:
+    pending = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(
+            Message.campaign_id == campaign.id,
+            Message.state.in_((*MessageState.DUE, MessageState.SENDING, MessageState.HELD)),
+        )
+    )
+    if not pending:
+        campaign.state = CampaignState.DONE
+        campaign.finished_at = now
+        _audit(
+            session,
+            keys,
+            CAMPAIGN_ACTOR,
+            "campaign.done",
+            campaign,
+            queued=campaign.queued,
+            suppressed=campaign.suppressed,
+            skipped=campaign.skipped,
+        )
+
+
+def advance_campaign(
+    runtime: Runtime, keys: TenantKeys, campaign_id: uuid.UUID, *, max_batches: int = 50
+) -> int:
+    """One step of one campaign: start it when due, queue batches, end it when all went."""
+    limits = SendLimits(runtime.settings.outbox_max_attachment_bytes, runtime.settings.base_url)
+    taken = 0
+    for _ in range(max_batches):
+        with runtime.bound_session(keys) as session:
+            query = select(Campaign).where(
+                Campaign.id == campaign_id, Campaign.tenant_id == keys.tenant_id
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            campaign = session.scalar(query)
+            now = utcnow()
+            if campaign is None:
+                return taken
+            if campaign.state == CampaignState.SCHEDULED:
+                if campaign.scheduled_at is None or campaign.scheduled_at > now:
+                    return taken
+                start_campaign(session, keys, campaign, now)
+            if campaign.state != CampaignState.SENDING:
+                return taken
+            count = enqueue_batch(session, keys, campaign, limits, now)
+            taken += count
+            if count == 0:
+                if campaign.enqueued_through is None or not _more_to_queue(session, campaign):
+                    _finish_if_done(session, keys, campaign, now)
+                return taken
+    return taken
+
+
+def _more_to_queue(session: Session, campaign: Campaign) -> bool:
+    query = select(SegmentSnapshotMember.contact_id).where(
+        SegmentSnapshotMember.snapshot_id == campaign.snapshot_id
+    )
+    if campaign.enqueued_through is not None:
+        query = query.where(SegmentSnapshotMember.contact_id > campaign.enqueued_through)
+    return session.scalar(query.limit(1)) is not None
+
+
+def advance_campaigns(runtime: Runtime) -> int:
+    """The job: every campaign due to start or still sending takes a step."""
+    now = utcnow()
+    with runtime.database.session() as session:
+        due = session.execute(
+            select(Campaign.id, Campaign.tenant_id)
+            .where(
+                (Campaign.state == CampaignState.SENDING)
+                | ((Campaign.state == CampaignState.SCHEDULED) & (Campaign.scheduled_at <= now))
+            )
+            .order_by(Campaign.scheduled_at)
+            .limit(CAMPAIGNS_PER_RUN)
+        ).all()
+        keys_of = {tenant_id: runtime.keyring.load(session, tenant_id) for _, tenant_id in due}
+    return sum(advance_campaign(runtime, keys_of[tenant_id], cid) for cid, tenant_id in due)

@@ -1,0 +1,539 @@
+"""Working stand-ins for the parts of the email engine the outbox calls (see ports.py).
+
+Each follows the contract of the module that replaces it at merge, kept small:
+
+* rendering of raw content with ``{{ }}`` placeholders in Jinja2's sandbox with
+  ``StrictUndefined`` (an unknown variable is an error, never an empty string);
+* an RFC 5322 message built with the standard ``email`` package (policy SMTP:
+  CRLF line ends, RFC 2047 encoded words for non-ASCII names and subjects);
+* a smarthost transport over aiosmtplib (RFC 5321) that reuses its connection and
+  turns every connection-level failure into a ``deferred`` outcome;
+* an exponential backoff with jitter bounded by the message lifetime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formatdate
+from functools import lru_cache
+from html import unescape
+from typing import Any, Literal, Protocol
+
+import aiosmtplib
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
+from sqlalchemy.orm import Session
+
+from carepost.contacts.models import Contact
+from carepost.core.config import Settings
+from carepost.core.errors import CarepostError, ValidationFailed
+from carepost.crypto.keyring import TenantKeys
+
+MAX_RENDERED_CHARS = 2_000_000
+_ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+# --- templates: rendering ---------------------------------------------------------
+
+
+class TemplateError(CarepostError):
+    """The message content cannot be rendered."""
+
+    code = "template-error"
+    status = 422
+    title = "Template error"
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    html: str | None
+    text: str
+    uses_phi: bool
+    template_id: uuid.UUID | None = None
+    variant: str | None = None
+
+
+_TEXT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_HTML_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    render: Any
+    variables: frozenset[str]
+
+
+@lru_cache(maxsize=512)
+def _compile(source: str, html: bool, part: str) -> _Compiled:
+    env = _HTML_ENV if html else _TEXT_ENV
+    try:
+        tree = env.parse(source)
+        template = env.from_string(tree)
+    except TemplateSyntaxError as exc:
+        error = TemplateError(f"{part}: template syntax error on line {exc.lineno}: {exc.message}")
+        error.extensions = {"part": part, "line": str(exc.lineno)}
+        raise error from None
+    return _Compiled(template.render, frozenset(meta.find_undeclared_variables(tree)))
+
+
+def _undefined_name(exc: UndefinedError) -> str:
+    # Jinja2 says "'name' is undefined" or "'dict object' has no attribute 'name'".
+    found = re.findall(r"'([^']*)'", str(exc.message or ""))
+    return found[-1] if found else ""
+
+
+# ``{{ name }}`` or ``{{ name.key }}`` and nothing else: most transactional content.
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
+_JINJA_SYNTAX = re.compile(r"\{[{%#]")
+
+
+@lru_cache(maxsize=512)
+def _simple(source: str) -> bool:
+    """Whether every Jinja construct in ``source`` is a plain placeholder."""
+    return _JINJA_SYNTAX.search(_PLACEHOLDER.sub("", source)) is None
+
+
+class _Missing(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _substitute(source: str, html: bool, context: Mapping[str, Any]) -> str | None:
+    """The placeholders filled in, exactly as the sandbox renders them (None, True and
+    numbers as ``str`` does; HTML escaped by markupsafe like autoescape); None when a
+    value is not plain data and the engine must decide."""
+
+    def value(match: re.Match[str]) -> str:
+        name, key = match.group(1), match.group(2)
+        if name not in context:
+            raise _Missing(name)
+        found = context[name]
+        if key is not None:
+            if not isinstance(found, Mapping):
+                raise TypeError  # attribute access on an object: the sandbox decides
+            if key not in found:
+                raise _Missing(key)
+            found = found[key]
+        if not isinstance(found, str | int | float | bool | None):
+            raise TypeError  # lists, dicts: let the engine format them
+        return str(escape(found)) if html else str(found)
+
+    try:
+        return _PLACEHOLDER.sub(value, source)
+    except TypeError:
+        return None
+
+
+def _unknown(part: str, name: str) -> TemplateError:
+    error = TemplateError(
+        f"{part}: unknown variable '{name}'; pass it in data or give it a | default(...)"
+    )
+    error.extensions = {"part": part, "variable": name}
+    return error
+
+
+def _render_part(source: str, html: bool, part: str, context: Mapping[str, Any]) -> str:
+    if "{" not in source:  # nothing to substitute: skip the engine
+        return source
+    if _simple(source):
+        try:
+            fast = _substitute(source, html, context)
+        except _Missing as missing:
+            raise _unknown(part, missing.name) from None
+        if fast is not None:
+            return fast
+    compiled = _compile(source, html, part)
+    try:
+        output = str(compiled.render(context))
+    except UndefinedError as exc:
+        raise _unknown(part, _undefined_name(exc)) from None
+    except CarepostError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of user content is the user's
+        error = TemplateError(f"{part}: the template failed to render ({type(exc).__name__})")
+        error.extensions = {"part": part}
+        raise error from None
+    if len(output) > MAX_RENDERED_CHARS:
+        raise TemplateError(f"{part}: the rendered content exceeds {MAX_RENDERED_CHARS} characters")
+    return output
+
+
+_SKIPPED = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_BREAK = re.compile(r"<(?:br|/?p|/?div|/?li|/?tr|/?h[1-6])\b[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def text_of_html(html: str) -> str:
+    """A plain-text part for an HTML-only message: the text, with line breaks kept."""
+    without = _TAG.sub("", _BREAK.sub("\n", _SKIPPED.sub("", html)))
+    lines = (" ".join(unescape(line).split()) for line in without.splitlines())
+    return "\n".join(line for line in lines if line).strip()
+
+
+def render_raw(
+    subject: str,
+    html: str | None,
+    text: str | None,
+    *,
+    contact: Mapping[str, Any] | None,
+    data: Mapping[str, Any],
+) -> RenderedMessage:
+    """Render raw content; ``{{ contact.first_name }}`` and ``{{ anything_in_data }}``."""
+    context: dict[str, Any] = dict(data)
+    if contact is not None:
+        context["contact"] = contact
+    rendered_subject = _render_part(subject, False, "subject", context)
+    rendered_html = _render_part(html, True, "html", context) if html is not None else None
+    if text is not None:
+        rendered_text = _render_part(text, False, "text", context)
+    else:
+        rendered_text = text_of_html(rendered_html or "")
+    uses_phi = any(
+        "contact" in _compile(source, is_html, part).variables
+        for source, is_html, part in (
+            (subject, False, "subject"),
+            (html or "", True, "html"),
+            (text or "", False, "text"),
+        )
+        if "{" in source
+    )
+    # A header is one line: a placeholder must not smuggle in another header.
+    rendered_subject = " ".join(rendered_subject.split())
+    return RenderedMessage(rendered_subject, rendered_html, rendered_text, uses_phi)
+
+
+def contact_view(contact: Contact) -> dict[str, Any]:
+    """A contact as templates see it (templates: ``ContactView.of``): its fields by
+    name, missing ones empty."""
+    custom = dict(contact.custom or {})
+    view: dict[str, Any] = dict(custom)
+    view.update(
+        {
+            "id": str(contact.id),
+            "email": contact.email or "",
+            "phone": contact.phone or "",
+            "external_id": contact.external_id or "",
+            "first_name": contact.first_name or "",
+            "last_name": contact.last_name or "",
+            "birth_date": contact.birth_date or "",
+            "language": contact.language or "",
+            "journey_stage": contact.journey_stage,
+            "timezone": contact.timezone or "",
+            "custom": custom,
+        }
+    )
+    return view
+
+
+def render_template(
+    session: Session,
+    keys: TenantKeys,
+    template_id: uuid.UUID,
+    *,
+    contact: Mapping[str, Any] | None,
+    data: Mapping[str, Any],
+    variant: str | None = None,
+) -> RenderedMessage:
+    raise ValidationFailed(
+        "stored templates are not available yet: send subject and html or text",
+        field="template_id",
+    )
+
+
+# --- mime-dkim: building the message ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    from_address: str
+    from_name: str | None
+    to_address: str
+    to_name: str | None
+    reply_to: str | None
+    subject: str
+    html: str | None
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    message_id: str | None = None
+    list_unsubscribe_mailto: str | None = None
+    list_unsubscribe_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    date: datetime | None = None
+
+
+def _address(address: str, name: str | None) -> Address:
+    local, _, domain = address.rpartition("@")
+    return Address(display_name=name or "", username=local, domain=domain)
+
+
+def build_message(message: OutgoingMessage) -> EmailMessage:
+    """An RFC 5322 message: text (and HTML) alternatives, attachments, our headers."""
+    built = EmailMessage(policy=SMTP)
+    built["From"] = _address(message.from_address, message.from_name)
+    built["To"] = _address(message.to_address, message.to_name)
+    if message.reply_to:
+        built["Reply-To"] = message.reply_to
+    built["Subject"] = message.subject
+    built["Date"] = (
+        format_datetime(message.date) if message.date else formatdate(localtime=False, usegmt=True)
+    )
+    domain = message.from_address.rpartition("@")[2]
+    built["Message-ID"] = f"<{message.message_id or uuid.uuid4().hex}@{domain}>"
+    unsubscribe = [
+        f"<{value}>"
+        for value in (
+            f"mailto:{message.list_unsubscribe_mailto}" if message.list_unsubscribe_mailto else "",
+            message.list_unsubscribe_url or "",
+        )
+        if value
+    ]
+    if unsubscribe:
+        built["List-Unsubscribe"] = ", ".join(unsubscribe)
+    if message.list_unsubscribe_url:
+        built["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in message.headers.items():
+        built[name] = value
+    built.set_content(message.text)
+    if message.html is not None:
+        built.add_alternative(message.html, subtype="html")
+    for attachment in message.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        built.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    return built
+
+
+def message_bytes(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=SMTP)
+
+
+def sign_message(session: Session, keys: TenantKeys, data: bytes, from_domain: str) -> bytes:
+    """DKIM-sign with the sending domain's active keys (none until domains lands)."""
+    return data
+
+
+# --- smtp: the transport and the retry schedule --------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    recipient: str
+    status: Literal["delivered", "deferred", "bounced"]
+    code: int | None
+    enhanced: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    outcomes: tuple[RecipientOutcome, ...]
+    host: str | None
+    tls: bool
+
+
+class Transport(Protocol):
+    async def deliver(self, envelope: Envelope) -> DeliveryReport: ...
+    async def aclose(self) -> None: ...
+
+
+def _status(code: int) -> Literal["delivered", "deferred", "bounced"]:
+    if 200 <= code < 300:
+        return "delivered"
+    return "bounced" if 500 <= code < 600 else "deferred"
+
+
+def _enhanced(text: str) -> str | None:
+    match = _ENHANCED.match(text)
+    return match.group(1) if match else None
+
+
+class SmarthostTransport:
+    """Every envelope through one relay, over one reused connection."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: str = "none",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.username, self.password, self.timeout = username, password, timeout
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            use_tls=self.tls == "implicit",
+            start_tls=self.tls == "starttls",
+        )
+        await client.connect()
+        if self.username and self.password:
+            await client.login(self.username, self.password)
+        self._client = client
+        return client
+
+    async def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            # Closing a broken connection may fail too; it is gone either way.
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _all(self, envelope: Envelope, code: int | None, text: str) -> DeliveryReport:
+        status = _status(code) if code is not None else "deferred"
+        outcomes = tuple(
+            RecipientOutcome(rcpt, status, code, _enhanced(text), text)
+            for rcpt in envelope.recipients
+        )
+        return DeliveryReport(outcomes, self.host, self.tls != "none")
+
+    async def deliver(self, envelope: Envelope) -> DeliveryReport:
+        try:
+            client = await self._connected()
+            refused, reply_text = await client.sendmail(
+                envelope.mail_from, list(envelope.recipients), envelope.data
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            by_rcpt = {error.recipient: error for error in exc.recipients}
+            outcomes = []
+            for rcpt in envelope.recipients:
+                error = by_rcpt.get(rcpt)
+                code, text = (error.code, error.message) if error else (None, "not attempted")
+                status = _status(code) if code is not None else "deferred"
+                outcomes.append(RecipientOutcome(rcpt, status, code, _enhanced(text), text))
+            await self._reset()
+            return DeliveryReport(tuple(outcomes), self.host, self.tls != "none")
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            return self._all(envelope, exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Refused, timed out, TLS failure, dropped mid-DATA: try again later.
+            await self._drop()
+            return self._all(envelope, None, f"connection failed: {type(exc).__name__}")
+        outcomes = []
+        for rcpt in envelope.recipients:
+            if rcpt in refused:
+                response = refused[rcpt]
+                outcomes.append(
+                    RecipientOutcome(
+                        rcpt,
+                        _status(response.code),
+                        response.code,
+                        _enhanced(response.message),
+                        response.message,
+                    )
+                )
+            else:
+                # sendmail raises on any non-2xx answer to DATA: this one was 250.
+                outcomes.append(
+                    RecipientOutcome(rcpt, "delivered", 250, _enhanced(reply_text), reply_text)
+                )
+        return DeliveryReport(tuple(outcomes), self.host, self.tls != "none")
+
+    async def _reset(self) -> None:
+        # After a refusal the session may be mid-transaction: RSET, or start over.
+        if self._client is None:
+            return
+        try:
+            await self._client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            await self._drop()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+
+
+def transport_from_settings(settings: Settings) -> Transport:
+    password = settings.outbox_smarthost_password
+    return SmarthostTransport(
+        settings.outbox_smarthost_host,
+        settings.outbox_smarthost_port,
+        tls=settings.outbox_smarthost_tls,
+        username=settings.outbox_smarthost_username,
+        password=password.get_secret_value() if password is not None else None,
+        timeout=settings.outbox_smtp_timeout_seconds,
+    )
+
+
+FIRST_RETRY = timedelta(minutes=1)
+LONGEST_RETRY = timedelta(hours=4)
+
+
+def next_attempt(
+    attempts: int,
+    first_queued_at: datetime,
+    now: datetime,
+    *,
+    lifetime: timedelta,
+    rng: random.Random | None = None,
+) -> datetime | None:
+    """When to try again after ``attempts`` failed tries, or None: give up (bounce).
+
+    The delay doubles from a minute up to four hours, each spread by ±25% so that a
+    greylisting server's retries from many workers do not arrive together."""
+    deadline = first_queued_at + lifetime
+    if now >= deadline:
+        return None
+    delay = min(FIRST_RETRY * (2 ** max(attempts - 1, 0)), LONGEST_RETRY)
+    jitter: float = (rng or random).uniform(0.75, 1.25)
+    retry_at: datetime = now + delay * jitter
+    return min(retry_at, deadline)
+
+
+# --- feedback and domains ------------------------------------------------------------
+
+
+def return_path(message_id: uuid.UUID, *, from_address: str) -> str:
+    """The envelope sender (MAIL FROM); VERP addresses replace it with feedback."""
+    return from_address
+
+
+def emit_webhook(
+    session: Session, tenant_id: uuid.UUID, event_type: str, payload: Mapping[str, Any]
+) -> int:
+    """Webhook deliveries written for the event; none until feedback lands."""
+    return 0
+
+
+def check_sender(session: Session, tenant_id: uuid.UUID, from_address: str) -> str | None:
+    """Why the tenant may not send from this address, or None. Until sending domains
+    land every syntactically valid address is the tenant's."""
+    return None

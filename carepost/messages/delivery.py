@@ -1,0 +1,383 @@
+"""The delivery loop: claim due messages, hand them to the transport, record each outcome.
+
+Claiming is one statement (queries below): the due rows in priority order, then
+by due time, locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so any number
+of workers take disjoint batches; SQLite's single write lock (``BEGIN
+IMMEDIATE``) makes its one claimer atomic. A claim moves the rows to ``sending``
+with a lease and is **committed before** the SMTP transaction starts; the outcome
+of each envelope is committed right after the server's answer. A worker that
+dies leaves its rows in ``sending``; once the lease passes any worker puts them
+back in the queue (``deferred``, with a ``lease_expired`` event) and they go out
+again. The one window in which a message can reach the receiver twice is between
+the server's final 250 to DATA and the commit of that outcome
+(docs/email-delivery.md): at most the envelopes in flight when a worker dies.
+
+Outcomes: ``delivered`` on 2xx; ``deferred`` on 4xx or a connection failure, with
+the next attempt from the retry schedule (exponential backoff with jitter) until
+the message's lifetime is over, then ``bounced``; ``bounced`` at once on 5xx, and
+a hard bounce (bad mailbox: 5.1.x, or 550/551/553 without an enhanced code) also
+suppresses the address (:func:`carepost.consent.suppression.add_suppression`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import re
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from carepost.audit import service as audit
+from carepost.consent.links import LinkKind, make_token
+from carepost.consent.suppression import add_suppression
+from carepost.contacts.id_sets import dialect_of, id_in
+from carepost.core.database import utcnow
+from carepost.core.errors import CarepostError
+from carepost.core.logging import get_logger
+from carepost.core.runtime import Runtime
+from carepost.crypto.keyring import TenantKeys
+from carepost.messages import ports
+from carepost.messages.events import EventRow, write_events
+from carepost.messages.models import Message, MessageState
+
+log = get_logger(__name__)
+
+HARD_BOUNCE_CODES = frozenset({550, 551, 553})
+_ADDRESS = re.compile(r"\S+@\S+")
+# The literal predicate of the partial indexes (a bound parameter would hide it from
+# the planner, which then cannot use ix_messages_due / ix_messages_leases).
+DUE = text("messages.state IN ('queued', 'deferred')")
+LEASED = text("messages.state = 'sending'")
+BOUNCER = audit.Actor("system", "", "carepost delivery")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+
+
+def recover_expired_leases(session: Session, *, now: datetime) -> int:
+    """Put back in the queue what a dead worker had claimed (its lease is over)."""
+    recovered = session.execute(
+        update(Message)
+        .where(LEASED, Message.lease_until < now)
+        .values(
+            state=MessageState.DEFERRED,
+            next_attempt_at=now,
+            lease_until=None,
+            lease_owner="",
+            state_reason="lease_expired",
+        )
+        .returning(Message.id, Message.tenant_id, Message.contact_id)
+    ).all()
+    by_tenant: dict[uuid.UUID, list[EventRow]] = defaultdict(list)
+    for message_id, tenant_id, contact_id in recovered:
+        by_tenant[tenant_id].append((message_id, contact_id, "deferred", {"lease_expired": True}))
+    for tenant_id, events in by_tenant.items():
+        write_events(session, tenant_id, events, now=now)
+    return len(recovered)
+
+
+def claim_due_messages(
+    session: Session, *, owner: str, limit: int, now: datetime, lease: timedelta
+) -> list[Claimed]:
+    """Claim up to ``limit`` due messages, high priority first, then the longest waiting."""
+    due = (
+        select(Message.id)
+        .where(DUE, Message.next_attempt_at <= now)
+        .order_by(Message.priority, Message.next_attempt_at)
+        .limit(limit)
+    )
+    if dialect_of(session) == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    chosen = due.cte("due")
+    claimed = session.execute(
+        update(Message)
+        .where(Message.id == chosen.c.id)
+        .values(
+            state=MessageState.SENDING,
+            lease_until=now + lease,
+            lease_owner=owner,
+            attempts=Message.attempts + 1,
+        )
+        .returning(Message.id, Message.tenant_id)
+    ).all()
+    return [Claimed(message_id, tenant_id) for message_id, tenant_id in claimed]
+
+
+@dataclass
+class Outgoing:
+    """One envelope ready to go, and the messages (one per recipient) it carries."""
+
+    envelope: ports.Envelope
+    messages: dict[str, Message] = field(default_factory=dict)  # recipient -> message
+
+
+def _attachments(message: Message) -> tuple[ports.Attachment, ...]:
+    return tuple(
+        ports.Attachment(a["filename"], a["content_type"], base64.b64decode(a["content"]))
+        for a in message.attachments or []
+    )
+
+
+def _outgoing_message(message: Message, keys: TenantKeys, base_url: str) -> ports.OutgoingMessage:
+    unsubscribe_url = None
+    if message.purpose != "transactional" and message.contact_id is not None:
+        token = make_token(keys, LinkKind.UNSUBSCRIBE, message.contact_id, "email")
+        unsubscribe_url = f"{base_url}/u/{token}"
+    body = message.body
+    return ports.OutgoingMessage(
+        from_address=message.from_address,
+        from_name=message.from_name,
+        to_address=message.to_address,
+        to_name=message.to_name,
+        reply_to=message.reply_to,
+        subject=message.subject,
+        html=body.get("html"),
+        text=body.get("text") or "",
+        attachments=_attachments(message),
+        message_id=str(message.id),
+        list_unsubscribe_url=unsubscribe_url,
+        headers={"X-Carepost-Message": str(message.id)},
+    )
+
+
+def prepare_envelopes(
+    session: Session, keys: TenantKeys, ids: Sequence[uuid.UUID], *, base_url: str
+) -> list[Outgoing]:
+    """Build and sign each claimed message, grouping recipients of one domain whose
+    message bytes and envelope sender are identical into one envelope."""
+    query = select(Message).where(
+        Message.tenant_id == keys.tenant_id, id_in(Message.id, set(ids), dialect_of(session))
+    )
+    groups: dict[tuple[str, str, bytes], Outgoing] = {}
+    failed: list[EventRow] = []
+    for message in session.scalars(query):
+        domain = message.from_address.rpartition("@")[2]
+        try:
+            built = ports.build_message(_outgoing_message(message, keys, base_url))
+            data = ports.sign_message(session, keys, ports.message_bytes(built), domain)
+        except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
+            # Retrying cannot help (say, an address the message format cannot carry).
+            failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))
+            continue
+        mail_from = ports.return_path(message.id, from_address=message.from_address)
+        rcpt_domain = message.to_address.rpartition("@")[2].lower()
+        key = (mail_from, rcpt_domain, hashlib.sha256(data).digest())
+        group = groups.get(key)
+        if group is None or message.to_address in group.messages:
+            group = Outgoing(ports.Envelope(mail_from, (), data))
+            groups[key if key not in groups else (*key[:2], message.id.bytes)] = group
+        group.messages[message.to_address] = message
+        group.envelope = ports.Envelope(mail_from, tuple(group.messages), data)
+    for message_id, _contact, _kind, detail in failed:
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.state == MessageState.SENDING)
+            .values(
+                state=MessageState.FAILED,
+                state_reason=f"the message could not be built ({detail['error']})",
+                lease_until=None,
+                lease_owner="",
+            )
+        )
+    write_events(session, keys.tenant_id, failed)
+    return list(groups.values())
+
+
+def server_reply(outcome: ports.RecipientOutcome) -> str:
+    """The server's answer as stored: its codes and words, any address in it masked."""
+    words = " ".join(_ADDRESS.sub("<address>", outcome.text).split())
+    enhanced = outcome.enhanced or ""
+    if enhanced and words.startswith(enhanced):
+        enhanced = ""  # the server's text begins with it already
+    return " ".join(str(p) for p in (outcome.code or "", enhanced, words) if p)[:200]
+
+
+def is_hard_bounce(outcome: ports.RecipientOutcome) -> bool:
+    if outcome.status != "bounced":
+        return False
+    if outcome.enhanced is not None:
+        return outcome.enhanced.startswith("5.1.")
+    return outcome.code in HARD_BOUNCE_CODES
+
+
+def record_outcomes(
+    session: Session,
+    keys: TenantKeys,
+    outgoing: Outgoing,
+    report: ports.DeliveryReport,
+    *,
+    owner: str,
+    lifetime: timedelta,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Write what the server said for each recipient; returns counts per outcome."""
+    now = now or utcnow()
+    counts: dict[str, int] = defaultdict(int)
+    events: list[EventRow] = []
+    answered = {outcome.recipient: outcome for outcome in report.outcomes}
+    for recipient, message in outgoing.messages.items():
+        outcome = answered.get(recipient) or ports.RecipientOutcome(
+            recipient, "deferred", None, None, "no answer for this recipient"
+        )
+        reply = server_reply(outcome)
+        detail: dict[str, Any] = {
+            "attempt": message.attempts,
+            "code": outcome.code,
+            "enhanced": outcome.enhanced,
+            "reply": reply,
+            "host": report.host,
+            "tls": report.tls,
+        }
+        values: dict[str, Any] = {"lease_until": None, "lease_owner": "", "last_event_at": now}
+        kind: str = outcome.status
+        if outcome.status == "deferred":
+            retry_at = ports.next_attempt(
+                message.attempts, message.first_queued_at, now, lifetime=lifetime
+            )
+            if retry_at is None:
+                kind = "bounced"
+                detail["expired"] = True
+                reply = f"expired after {message.attempts} attempts: {reply}"[:200]
+            else:
+                values["next_attempt_at"] = retry_at
+                detail["next_attempt_at"] = retry_at.isoformat()
+        if kind == "delivered":
+            values["sent_at"] = now
+        values["state"] = {
+            "delivered": MessageState.DELIVERED,
+            "deferred": MessageState.DEFERRED,
+            "bounced": MessageState.BOUNCED,
+        }[kind]
+        values["state_reason"] = reply
+        changed = session.execute(
+            update(Message)
+            .where(
+                Message.id == message.id,
+                Message.state == MessageState.SENDING,
+                Message.lease_owner == owner,
+            )
+            .values(**values)
+        ).rowcount  # type: ignore[attr-defined]
+        if not changed:
+            # Another worker took it over (our lease ran out): its outcome stands.
+            counts["lost"] += 1
+            continue
+        counts[kind] += 1
+        events.append((message.id, message.contact_id, kind, detail))
+        if kind == "bounced" and is_hard_bounce(outcome):
+            add_suppression(
+                session,
+                keys,
+                address=message.to_address,
+                reason="hard_bounce",
+                source="bounce",
+                actor=BOUNCER,
+            )
+            detail["suppressed"] = True
+    write_events(session, keys.tenant_id, events, now=now)
+    return dict(counts)
+
+
+@dataclass
+class DeliveryRun:
+    """Counts of one run of the delivery job."""
+
+    claimed: int = 0
+    recovered: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+async def _deliver_all(
+    runtime: Runtime,
+    keys_of: dict[uuid.UUID, TenantKeys],
+    work: list[tuple[uuid.UUID, Outgoing]],
+    *,
+    owner: str,
+    run: DeliveryRun,
+) -> None:
+    settings = runtime.settings
+    lifetime = timedelta(hours=settings.outbox_lifetime_hours)
+    queue: asyncio.Queue[tuple[uuid.UUID, Outgoing]] = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
+
+    async def lane() -> None:
+        # One transport per lane: an SMTP session carries one transaction at a time.
+        transport = ports.transport_from_settings(settings)
+        try:
+            while not queue.empty():
+                tenant_id, outgoing = queue.get_nowait()
+                report = await transport.deliver(outgoing.envelope)
+                keys = keys_of[tenant_id]
+                with runtime.bound_session(keys) as session:
+                    counts = record_outcomes(
+                        session, keys, outgoing, report, owner=owner, lifetime=lifetime
+                    )
+                for name, count in counts.items():
+                    run.outcomes[name] += count
+        finally:
+            await transport.aclose()
+
+    lanes = min(settings.outbox_concurrency, len(work))
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+
+
+def deliver_due_messages(
+    runtime: Runtime, *, budget_seconds: float | None = None, owner: str | None = None
+) -> DeliveryRun:
+    """Claim and deliver batches until nothing is due or the budget is spent."""
+    settings = runtime.settings
+    budget = (
+        budget_seconds if budget_seconds is not None else settings.outbox_deliver_budget_seconds
+    )
+    deadline = time.monotonic() + budget
+    owner = owner or worker_name()
+    lease = timedelta(seconds=settings.outbox_lease_seconds)
+    run = DeliveryRun()
+    keys_of: dict[uuid.UUID, TenantKeys] = {}
+    with runtime.database.session() as session:
+        run.recovered = recover_expired_leases(session, now=utcnow())
+    while time.monotonic() < deadline:
+        with runtime.database.session() as session:
+            claimed = claim_due_messages(
+                session, owner=owner, limit=settings.outbox_claim_batch, now=utcnow(), lease=lease
+            )
+            for tenant_id in {c.tenant_id for c in claimed} - set(keys_of):
+                keys_of[tenant_id] = runtime.keyring.load(session, tenant_id)
+        # Committed: the rows are ours (state sending, leased) before any SMTP traffic.
+        if not claimed:
+            break
+        run.claimed += len(claimed)
+        work: list[tuple[uuid.UUID, Outgoing]] = []
+        by_tenant: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+        for item in claimed:
+            by_tenant[item.tenant_id].append(item.id)
+        for tenant_id, ids in by_tenant.items():
+            keys = keys_of[tenant_id]
+            try:
+                with runtime.bound_session(keys) as session:
+                    prepared = prepare_envelopes(session, keys, ids, base_url=settings.base_url)
+            except CarepostError as exc:
+                log.error("messages.prepare_failed", count=len(ids), error=exc.detail)
+                continue
+            work += [(tenant_id, outgoing) for outgoing in prepared]
+        asyncio.run(_deliver_all(runtime, keys_of, work, owner=owner, run=run))
+    return run

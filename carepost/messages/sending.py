@@ -1,0 +1,563 @@
+"""Accepting messages into the outbox: one or a batch of up to 10,000, in one transaction.
+
+For each message the service finds the recipient (an address, or a contact by id or
+external id), checks the sender, content and attachments, renders the content
+with the contact and ``data`` (an unknown variable refuses the message before
+anything is queued), and decides with the consent rules
+(:func:`carepost.consent.decision.may_send`) whether it may go. A refused message
+is stored as ``suppressed`` with its reason codes, never dropped silently.
+
+Everything is set-based: idempotency keys, contacts, suppressions and consents
+are each read with one statement for the whole batch, and the messages, their
+first events and the contacts' timeline entries are written with one executemany
+each. A batch is *partial* by default (valid items queued, each invalid one
+reported by index) or *atomic* on request (nothing queued when any item is bad).
+
+Idempotency: a key (the ``Idempotency-Key`` header, or ``idempotency_key`` per
+batch item) is unique per tenant; a repeat returns the first message. Two
+concurrent requests with the same key race on the unique constraint: the loser's
+transaction fails and :func:`send_messages` is run again by the caller
+(:func:`send_with_retry`), which then finds the winner's message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from carepost.audit import service as audit
+from carepost.consent.decision import (
+    Channel,
+    ConsentState,
+    Decision,
+    SuppressionMatch,
+    may_send,
+)
+from carepost.consent.links import LinkKind, make_token
+from carepost.consent.models import ConsentCurrent, Suppression
+from carepost.contacts.fields import STANDARD_FIELDS, normalize_email
+from carepost.contacts.id_sets import dialect_of, id_in, text_in
+from carepost.contacts.models import Contact
+from carepost.contacts.sync import write_rows
+from carepost.core.database import new_id, utcnow
+from carepost.core.errors import CarepostError, FieldError, ValidationFailed
+from carepost.core.text import has_forbidden_characters
+from carepost.crypto.keyring import TenantKeys
+from carepost.messages import ports
+from carepost.messages.events import write_events
+from carepost.messages.models import PRIORITIES, Message, MessageState
+from carepost.messages.schemas import MessageIn
+
+MESSAGES_TABLE: Table = Message.__table__  # type: ignore[assignment]
+MESSAGE_COLUMNS = tuple(column.key for column in MESSAGES_TABLE.columns)
+EMAIL_INDEX_LABEL = STANDARD_FIELDS["email"].index_label
+EXTERNAL_ID_INDEX_LABEL = STANDARD_FIELDS["external_id"].index_label
+MAX_DATA_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 4 * 1024
+LATEST_SEND_AT = timedelta(days=90)
+IDEMPOTENCY_RETRIES = 3
+
+
+@dataclass
+class SendOutcome:
+    """What became of one message (the API's SendResult, without its validation cost)."""
+
+    index: int
+    state: str
+    id: uuid.UUID | None = None
+    reason: str = ""
+    duplicate: bool = False
+    errors: list[FieldError] = field(default_factory=list)  # field: a JSON pointer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "id": str(self.id) if self.id else None,
+            "state": self.state,
+            "reason": self.reason,
+            "duplicate": self.duplicate,
+            "errors": [{"pointer": e.field, "detail": e.message} for e in self.errors],
+        }
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    max_attachment_bytes: int
+    base_url: str
+
+
+@dataclass
+class _Item:
+    index: int
+    request: MessageIn
+    key: str | None
+    errors: list[FieldError] = field(default_factory=list)
+    address: str = ""
+    to_index: str = ""
+    contact_id: uuid.UUID | None = None
+    by: str = "to"  # to, contact_id or external_id
+    lookup: str = ""  # the contact id (text) or the external id's blind index
+    from_address: str = ""
+    reply_to: str | None = None
+    attachments: list[dict[str, str]] | None = None
+    duplicate_of: int | None = None
+
+
+def _fail(item: _Item, pointer: str, message: str) -> None:
+    item.errors.append(FieldError(pointer, message))
+
+
+def _email(value: str, item: _Item, pointer: str) -> str:
+    try:
+        return normalize_email(value)
+    except ValidationFailed:
+        _fail(item, pointer, "not a valid email address")
+        return ""
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_size(value: dict[str, Any]) -> int:
+    """The size of ``value`` as compact JSON; a flat object of short scalars (the usual
+    personalization data) is bounded without serializing it."""
+    if len(value) <= 64 and all(
+        type(v) in _SCALARS and (type(v) is not str or len(v) <= 256) for v in value.values()
+    ):
+        # Each scalar is at most its text (or 6x it, escaped) plus quotes and separators.
+        bound = sum(
+            len(k) * 6 + 8 + (len(v) * 6 if type(v) is str else 32) for k, v in value.items()
+        )
+        if bound <= MAX_DATA_BYTES:
+            return bound
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def _check_item(item: _Item, keys: TenantKeys, limits: SendLimits, now: datetime) -> None:
+    """Everything that needs no database: shapes, addresses, sizes."""
+    request = item.request
+    named = [
+        name
+        for name, value in (
+            ("to", request.to),
+            ("contact_id", request.contact_id),
+            ("external_id", request.external_id),
+        )
+        if value is not None
+    ]
+    if len(named) != 1:
+        _fail(item, "to", "name the recipient by exactly one of to, contact_id or external_id")
+    elif request.to is not None:
+        item.address = _email(request.to, item, "to")
+        if item.address:
+            item.to_index = keys.blind_index(EMAIL_INDEX_LABEL, item.address)
+    elif request.contact_id is not None:
+        item.by, item.lookup = "contact_id", str(request.contact_id)
+    elif request.external_id is not None:
+        item.by = "external_id"
+        item.lookup = keys.blind_index(EXTERNAL_ID_INDEX_LABEL, request.external_id.strip())
+    if request.to_name is not None and has_forbidden_characters(request.to_name):
+        _fail(item, "to_name", "must be one line without control characters")
+    if request.from_name is not None and has_forbidden_characters(request.from_name):
+        _fail(item, "from_name", "must be one line without control characters")
+    item.from_address = _email(request.from_address, item, "from")
+    if request.reply_to is not None:
+        item.reply_to = _email(request.reply_to, item, "reply_to") or None
+    if request.template_id is None:
+        if request.subject is None:
+            _fail(item, "subject", "a subject is required (or a template_id)")
+        if request.html is None and request.text is None:
+            _fail(item, "html", "give html or text content (or a template_id)")
+    elif request.subject is not None or request.html is not None or request.text is not None:
+        _fail(item, "template_id", "send either a template_id or raw subject/html/text, not both")
+    if request.data and _json_size(request.data) > MAX_DATA_BYTES:
+        _fail(item, "data", f"data holds at most {MAX_DATA_BYTES} bytes as JSON")
+    if request.metadata and _json_size(request.metadata) > MAX_METADATA_BYTES:
+        _fail(item, "metadata", f"metadata holds at most {MAX_METADATA_BYTES} bytes as JSON")
+    if request.send_at is not None and request.send_at > now + LATEST_SEND_AT:
+        _fail(item, "send_at", "a message can be scheduled at most 90 days ahead")
+    _check_attachments(item, limits)
+
+
+def _check_attachments(item: _Item, limits: SendLimits) -> None:
+    if not item.request.attachments:
+        return
+    total = 0
+    kept = []
+    for number, attachment in enumerate(item.request.attachments):
+        pointer = f"attachments/{number}"
+        if has_forbidden_characters(attachment.filename) or "/" in attachment.filename:
+            _fail(item, f"{pointer}/filename", "a file name is one line without '/'")
+        try:
+            content = base64.b64decode(attachment.content, validate=True)
+        except (binascii.Error, ValueError):
+            _fail(item, f"{pointer}/content", "not valid base64")
+            continue
+        total += len(content)
+        kept.append(
+            {
+                "filename": attachment.filename,
+                "content_type": attachment.content_type.lower(),
+                "content": attachment.content,
+            }
+        )
+    if total > limits.max_attachment_bytes:
+        _fail(
+            item,
+            "attachments",
+            f"the attachments of one message hold at most {limits.max_attachment_bytes} bytes "
+            f"(these hold {total})",
+        )
+    item.attachments = kept
+
+
+def _find_existing(
+    session: Session, tenant_id: uuid.UUID, keys_wanted: set[str]
+) -> dict[str, tuple[uuid.UUID, str, str]]:
+    if not keys_wanted:
+        return {}
+    query = select(Message.idempotency_key, Message.id, Message.state, Message.state_reason).where(
+        Message.tenant_id == tenant_id,
+        text_in(Message.idempotency_key, keys_wanted, dialect_of(session)),
+    )
+    return {str(key): (mid, state, reason) for key, mid, state, reason in session.execute(query)}
+
+
+def _needs_contact(request: MessageIn) -> bool:
+    return request.template_id is not None or any(
+        "contact" in (part or "") for part in (request.subject, request.html, request.text)
+    )
+
+
+def _resolve_contacts(
+    session: Session, tenant_id: uuid.UUID, items: list[_Item]
+) -> dict[uuid.UUID, Contact]:
+    """Fill each item's contact (and address, when named by contact): one SELECT per kind.
+    Returns the contacts personalization needs, by id."""
+    dialect = dialect_of(session)
+    by_id = {uuid.UUID(i.lookup) for i in items if i.by == "contact_id"}
+    by_external = {i.lookup for i in items if i.by == "external_id"}
+    by_address = {i.to_index for i in items if i.by == "to" and i.to_index}
+    full: dict[uuid.UUID, Contact] = {}
+    id_of_external: dict[str, uuid.UUID] = {}
+    if by_id:
+        query = select(Contact).where(
+            Contact.tenant_id == tenant_id, id_in(Contact.id, by_id, dialect)
+        )
+        full |= {c.id: c for c in session.scalars(query)}
+    if by_external:
+        query = select(Contact).where(
+            Contact.tenant_id == tenant_id,
+            text_in(Contact.external_id_index, by_external, dialect),
+        )
+        for contact in session.scalars(query):
+            full[contact.id] = contact
+            id_of_external[str(contact.external_id_index)] = contact.id
+    id_of_address: dict[str, uuid.UUID] = {}
+    if by_address:
+        query2 = select(Contact.email_index, Contact.id).where(
+            Contact.tenant_id == tenant_id, text_in(Contact.email_index, by_address, dialect)
+        )
+        id_of_address = {str(index): cid for index, cid in session.execute(query2)}
+    for item in items:
+        if item.by == "to":
+            item.contact_id = id_of_address.get(item.to_index)
+            continue
+        contact_id = (
+            uuid.UUID(item.lookup) if item.by == "contact_id" else id_of_external.get(item.lookup)
+        )
+        found = full.get(contact_id) if contact_id is not None else None
+        if found is None:
+            _fail(item, item.by, "no such contact")
+        elif not found.email or not found.email_index:
+            _fail(item, item.by, "this contact has no email address")
+        else:
+            item.contact_id, item.address, item.to_index = (
+                found.id,
+                found.email,
+                found.email_index,
+            )
+    # Personalization needs the whole contact; load those not loaded yet in one go.
+    wanted = {
+        i.contact_id
+        for i in items
+        if i.contact_id is not None and i.contact_id not in full and _needs_contact(i.request)
+    }
+    if wanted:
+        query = select(Contact).where(
+            Contact.tenant_id == tenant_id, id_in(Contact.id, wanted, dialect)
+        )
+        full |= {c.id: c for c in session.scalars(query)}
+    return full
+
+
+def _suppressions(
+    session: Session, tenant_id: uuid.UUID, indexes: set[str]
+) -> dict[str, SuppressionMatch]:
+    if not indexes:
+        return {}
+    query = select(Suppression.address_index, Suppression.reason, Suppression.scope).where(
+        Suppression.tenant_id == tenant_id,
+        text_in(Suppression.address_index, indexes, dialect_of(session)),
+    )
+    return {str(index): SuppressionMatch(r, s) for index, r, s in session.execute(query)}
+
+
+def _consents(
+    session: Session, tenant_id: uuid.UUID, contact_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, dict[tuple[str, str], ConsentState]]:
+    found: dict[uuid.UUID, dict[tuple[str, str], ConsentState]] = {}
+    if not contact_ids:
+        return found
+    query = select(
+        ConsentCurrent.contact_id,
+        ConsentCurrent.channel,
+        ConsentCurrent.purpose,
+        ConsentCurrent.status,
+        ConsentCurrent.expires_at,
+    ).where(
+        ConsentCurrent.tenant_id == tenant_id,
+        ConsentCurrent.channel == Channel.EMAIL,
+        id_in(ConsentCurrent.contact_id, contact_ids, dialect_of(session)),
+    )
+    for contact_id, channel, purpose, status, expires_at in session.execute(query):
+        found.setdefault(contact_id, {})[(channel, purpose)] = ConsentState(status, expires_at)
+    return found
+
+
+def recipient_links(
+    keys: TenantKeys, contact_id: uuid.UUID | None, base_url: str, now: datetime
+) -> dict[str, str]:
+    """The per-message links templates may use: signed, ids only, never an address."""
+    if contact_id is None:
+        return {}
+    unsubscribe = make_token(keys, LinkKind.UNSUBSCRIBE, contact_id, Channel.EMAIL, now=now)
+    preferences = make_token(keys, LinkKind.PREFERENCES, contact_id, Channel.EMAIL, now=now)
+    return {
+        "unsubscribe_url": f"{base_url}/u/{unsubscribe}",
+        "preferences_url": f"{base_url}/p/{preferences}",
+    }
+
+
+def _render(
+    session: Session,
+    keys: TenantKeys,
+    item: _Item,
+    contacts: Mapping[uuid.UUID, Contact],
+    limits: SendLimits,
+    now: datetime,
+) -> ports.RenderedMessage | None:
+    request = item.request
+    contact = contacts.get(item.contact_id) if item.contact_id else None
+    view = ports.contact_view(contact) if contact is not None else None
+    data: dict[str, Any] = dict(request.data)
+    if any("_url" in (part or "") for part in (request.subject, request.html, request.text)):
+        data |= recipient_links(keys, item.contact_id, limits.base_url, now)
+    try:
+        if request.template_id is not None:
+            return ports.render_template(
+                session, keys, request.template_id, contact=view, data=data, variant=request.variant
+            )
+        return ports.render_raw(
+            request.subject or "", request.html, request.text, contact=view, data=data
+        )
+    except CarepostError as failed:
+        part = failed.extensions.get("part") or (
+            "template_id" if request.template_id is not None else "subject"
+        )
+        _fail(item, part, failed.detail)
+        return None
+
+
+@dataclass
+class SendContext:
+    """Who sends, and the limits of this deployment."""
+
+    actor: audit.Actor
+    limits: SendLimits
+    atomic: bool = False
+    campaign_id: uuid.UUID | None = None
+
+
+def send_messages(
+    session: Session,
+    keys: TenantKeys,
+    requests: Sequence[tuple[MessageIn, str | None]],
+    context: SendContext,
+    *,
+    now: datetime | None = None,
+) -> list[SendOutcome]:
+    """Accept messages (each with its idempotency key); one result per request, in order."""
+    now = now or utcnow()
+    tenant_id = keys.tenant_id
+    items = [_Item(index, request, key) for index, (request, key) in enumerate(requests)]
+    results: list[SendOutcome | None] = [None] * len(items)
+    existing = _find_existing(session, tenant_id, {i.key for i in items if i.key})
+    first_with_key: dict[str, int] = {}
+    fresh: list[_Item] = []
+    for item in items:
+        if item.key is not None and item.key in existing:
+            message_id, state, reason = existing[item.key]
+            results[item.index] = SendOutcome(item.index, state, message_id, reason, duplicate=True)
+        elif item.key is not None and item.key in first_with_key:
+            item.duplicate_of = first_with_key[item.key]
+        else:
+            if item.key is not None:
+                first_with_key[item.key] = item.index
+            _check_item(item, keys, context.limits, now)
+            fresh.append(item)
+    checked = [i for i in fresh if not i.errors]
+    contacts = _resolve_contacts(session, tenant_id, checked)
+    for item in checked:
+        if not item.errors and ports.check_sender(session, tenant_id, item.from_address):
+            _fail(item, "from", "this organization may not send from this address")
+    rendered = {
+        item.index: _render(session, keys, item, contacts, context.limits, now)
+        for item in checked
+        if not item.errors
+    }
+    bad = [i for i in fresh if i.errors]
+    if bad and context.atomic:
+        raise ValidationFailed(
+            f"{len(bad)} of {len(items)} messages are invalid: nothing was queued",
+            errors=[
+                FieldError(f"#/body/items/{i.index}/{e.field}", e.message)
+                for i in bad
+                for e in i.errors
+            ],
+        )
+    good = [i for i in fresh if not i.errors]
+    suppressions = _suppressions(session, tenant_id, {i.to_index for i in good})
+    consents = _consents(session, tenant_id, {i.contact_id for i in good if i.contact_id})
+    rows, events = [], []
+    decided: dict[tuple[SuppressionMatch | None, str, bool], Decision] = {}
+    for item in good:
+        request = item.request
+        content = rendered[item.index]
+        assert content is not None
+        suppression = suppressions.get(item.to_index)
+        contact_consents = consents.get(item.contact_id) if item.contact_id else None
+        if contact_consents:
+            decision = may_send(
+                contact_consents, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now
+            )
+        else:
+            # Without consents recorded the decision depends on these alone: decide once.
+            shared = (suppression, request.purpose, content.uses_phi)
+            decision = decided.get(shared) or decided.setdefault(
+                shared,
+                may_send({}, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now),
+            )
+        state = MessageState.QUEUED if decision.allowed else MessageState.SUPPRESSED
+        reason = "" if decision.allowed else ",".join(decision.reasons)
+        message_id = new_id()
+        due = max(request.send_at or now, now)
+        rows.append(
+            {
+                "id": message_id,
+                "tenant_id": tenant_id,
+                "contact_id": item.contact_id,
+                "campaign_id": context.campaign_id,
+                "to_address": item.address,
+                "to_index": item.to_index,
+                "to_name": request.to_name,
+                "from_address": item.from_address,
+                "from_name": request.from_name,
+                "reply_to": item.reply_to,
+                "subject": content.subject,
+                "body": {"html": content.html, "text": content.text},
+                "data": request.data or None,
+                "attachments": item.attachments or None,
+                "metadata": request.metadata or None,
+                "tags": list(request.tags),
+                "template_id": content.template_id,
+                "variant": content.variant,
+                "uses_phi": content.uses_phi,
+                "purpose": request.purpose,
+                "priority": PRIORITIES[request.priority],
+                "state": state,
+                "state_reason": reason[:200],
+                "attempts": 0,
+                "next_attempt_at": due,
+                "lease_until": None,
+                "lease_owner": "",
+                "first_queued_at": due,
+                "last_event_at": now,
+                "sent_at": None,
+                "idempotency_key": item.key,
+                "created_at": now,
+                "created_by_type": context.actor.type,
+                "created_by_id": context.actor.id,
+            }
+        )
+        detail: dict[str, Any] = {"reasons": list(decision.reasons)} if reason else {}
+        if request.send_at is not None and request.send_at > now:
+            detail["send_at"] = due.isoformat()
+        events.append((message_id, item.contact_id, state, detail))
+        results[item.index] = SendOutcome(item.index, state, message_id, reason)
+    if rows:
+        # COPY / driver executemany with each column's own processing (encryption).
+        write_rows(
+            session,
+            MESSAGES_TABLE,
+            MESSAGE_COLUMNS,
+            [[r[c] for c in MESSAGE_COLUMNS] for r in rows],
+        )
+        write_events(session, tenant_id, events, now=now, campaign_id=context.campaign_id)
+    for item in bad:
+        results[item.index] = SendOutcome(
+            item.index,
+            "error",
+            errors=[
+                FieldError(f"#/body/items/{item.index}/{e.field}", e.message) for e in item.errors
+            ],
+        )
+    for item in items:
+        if item.duplicate_of is not None:
+            first = results[item.duplicate_of]
+            assert first is not None
+            results[item.index] = SendOutcome(
+                item.index, first.state, first.id, first.reason, True, first.errors
+            )
+    queued = sum(1 for r in rows if r["state"] == MessageState.QUEUED)
+    if rows and context.campaign_id is None:
+        # A campaign's batches are audited by the campaign (start, counts), not each.
+        audit.record(
+            session,
+            tenant_id=tenant_id,
+            actor=context.actor,
+            action="message.send",
+            object_type="message",
+            object_id=str(rows[0]["id"]) if len(rows) == 1 else "",
+            details={"queued": queued, "suppressed": len(rows) - queued, "failed": len(bad)},
+        )
+    return [r for r in results if r is not None]
+
+
+def send_with_retry(
+    unit_of_work: Callable[[], AbstractContextManager[Session]],
+    keys: TenantKeys,
+    requests: Sequence[tuple[MessageIn, str | None]],
+    context: SendContext,
+) -> list[SendOutcome]:
+    """:func:`send_messages` in its own transaction, run again when a concurrent request
+    with the same idempotency key committed first (the repeat then finds its message)."""
+    for attempt in range(IDEMPOTENCY_RETRIES):
+        try:
+            with unit_of_work() as session:
+                return send_messages(session, keys, requests, context)
+        except IntegrityError:
+            if attempt == IDEMPOTENCY_RETRIES - 1 or not any(key for _r, key in requests):
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,92 @@
+"""A real SMTP receiver on loopback (aiosmtpd) that keeps what it accepts.
+
+Recipients steer its answers, like a real server's mailboxes would: ``bounce-*``
+are unknown users (550 5.1.1), ``grey-*`` are greylisted (451 4.7.1), ``policy-*``
+are refused by policy (554 5.7.1); everything else is accepted (250).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from tests.environment import free_port
+
+
+@dataclass
+class Received:
+    mail_from: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    @property
+    def carepost_id(self) -> str:
+        return str(self.message["X-Carepost-Message"])
+
+
+@dataclass
+class SinkHandler:
+    received: list[Received] = field(default_factory=list)
+    delay_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Once this many messages arrived, hold every answer to DATA until released:
+    # the sender is then certainly mid-transaction (for crash tests).
+    hold_after: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+    holding: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options):
+        local = address.partition("@")[0]
+        if local.startswith("bounce-"):
+            return "550 5.1.1 <" + address + ">: user unknown"
+        if local.startswith("grey-"):
+            return "451 4.7.1 greylisted, try again later"
+        if local.startswith("policy-"):
+            return "554 5.7.1 message refused by policy"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)  # a slow disk: keeps a worker mid-batch
+        if self.hold_after is not None and len(self.received) >= self.hold_after:
+            self.holding.set()
+            self.release.wait(timeout=300)
+        with self.lock:
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+            )
+        return "250 2.0.0 queued"
+
+
+class SmtpSink:
+    def __init__(self, delay_seconds: float = 0.0, hold_after: int | None = None) -> None:
+        self.handler = SinkHandler(delay_seconds=delay_seconds, hold_after=hold_after)
+        self.port = free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.handler.release.set()
+        self.controller.stop()

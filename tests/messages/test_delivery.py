@@ -1,0 +1,352 @@
+"""The delivery loop against a real SMTP receiver on loopback (aiosmtpd)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from carepost.audit.service import SYSTEM
+from carepost.consent import suppression as suppressions
+from carepost.contacts import service as contacts
+from carepost.contacts.activity_models import ContactEvent, EventKind
+from carepost.core.database import utcnow
+from carepost.core.runtime import Runtime
+from carepost.messages import ports
+from carepost.messages.delivery import (
+    claim_due_messages,
+    deliver_due_messages,
+    is_hard_bounce,
+    prepare_envelopes,
+    recover_expired_leases,
+)
+from carepost.messages.events import record_message_event
+from carepost.messages.models import Message, MessageEvent
+from carepost.messages.schemas import MessageIn
+from carepost.messages.sending import SendContext, SendLimits, send_messages
+from tests.messages.smtp_sink import SmtpSink
+
+LIMITS = SendLimits(max_attachment_bytes=1024 * 1024, base_url="https://testserver")
+
+
+def _send(runtime: Runtime, tenant, *messages: dict, keys: list[str | None] | None = None):
+    _tenant, tenant_keys = tenant
+    requests = [
+        (
+            MessageIn.model_validate(
+                {"from": "care@clinic.example", "subject": "Hi", "text": "Body"} | m
+            ),
+            None,
+        )
+        for m in messages
+    ]
+    with runtime.bound_session(tenant_keys) as session:
+        results = send_messages(session, tenant_keys, requests, SendContext(SYSTEM, LIMITS))
+    assert all(r.state == "queued" for r in results), results
+    return [r.id for r in results]
+
+
+def _message(runtime, tenant, message_id) -> Message:
+    with runtime.bound_session(tenant[1]) as session:
+        message = session.get(Message, message_id)
+        assert message is not None
+        return message
+
+
+def _events(runtime, message_id) -> list[MessageEvent]:
+    with runtime.database.session() as session:
+        return list(
+            session.scalars(
+                select(MessageEvent)
+                .where(MessageEvent.message_id == message_id)
+                .order_by(MessageEvent.id)
+            )
+        )
+
+
+def _deliver(runtime: Runtime) -> None:
+    deliver_due_messages(runtime, budget_seconds=30)
+
+
+def test_a_message_reaches_the_receiver_byte_exact(delivering, smtp_sink: SmtpSink, tenant):
+    attachment = {"filename": "résumé.txt", "content_type": "text/plain", "content": "aGVsbG8="}
+    [message_id] = _send(
+        delivering,
+        tenant,
+        {
+            "to": "Pat@Example.org",
+            "to_name": "Pât Ünïcode",
+            "from_name": "Clinique Sainté",
+            "reply_to": "desk@clinic.example",
+            "subject": "Votre rendez-vous — demain",
+            "html": "<p>À demain</p>",
+            "text": "À demain",
+            "attachments": [attachment],
+        },
+    )
+    _deliver(delivering)
+    [received] = smtp_sink.received
+    assert received.mail_from == "care@clinic.example"
+    assert received.recipients == ["pat@example.org"]
+    assert b"\r\n" in received.data and b"\n" not in received.data.replace(b"\r\n", b"")
+    head = received.data.split(b"\r\n\r\n", 1)[0].decode("ascii")  # headers are 7-bit
+    lines = {line.split(":", 1)[0]: line for line in head.replace("\r\n ", " ").split("\r\n")}
+    assert "=?utf-8?" in lines["Subject"] and "=?utf-8?" in lines["From"]
+    assert lines["From"].endswith("<care@clinic.example>")
+    assert f"Message-ID: <{message_id}@clinic.example>" in head
+    assert f"X-Carepost-Message: {message_id}" in head
+    parsed = received.message
+    assert parsed["Subject"] == "Votre rendez-vous — demain"
+    assert parsed["From"].addresses[0].display_name == "Clinique Sainté"
+    assert parsed["To"].addresses[0].display_name == "Pât Ünïcode"
+    assert parsed["Reply-To"] == "desk@clinic.example"
+    assert parsed.get_content_type() == "multipart/mixed"
+    alternative, attached = parsed.iter_parts()
+    assert [p.get_content_type() for p in alternative.iter_parts()] == ["text/plain", "text/html"]
+    assert attached.get_filename() == "résumé.txt" and attached.get_content() == "hello"
+    assert "List-Unsubscribe" not in parsed  # transactional
+    stored = _message(delivering, tenant, message_id)
+    assert (stored.state, stored.attempts, stored.lease_until) == ("delivered", 1, None)
+    assert stored.sent_at is not None and stored.sent_at >= stored.created_at
+    assert [e.kind for e in _events(delivering, message_id)] == ["queued", "delivered"]
+    assert _events(delivering, message_id)[1].detail["code"] == 250
+
+
+def test_marketing_mail_carries_one_click_unsubscribe(delivering, smtp_sink, tenant, runtime):
+    from carepost.consent import service as consent
+    from carepost.consent.service import ConsentChange
+
+    with runtime.bound_session(tenant[1]) as session:
+        contact = contacts.create_contact(
+            session, tenant[1], values={"email": "fan@example.org"}, actor=SYSTEM
+        )
+        consent.record_consent(
+            session,
+            tenant[0].id,
+            contact_id=contact.id,
+            change=ConsentChange(
+                channel="email", purpose="marketing", status="granted", source="api"
+            ),
+            actor=SYSTEM,
+        )
+    _send(delivering, tenant, {"contact_id": str(contact.id), "purpose": "marketing"})
+    _deliver(delivering)
+    parsed = smtp_sink.received[0].message
+    assert parsed["List-Unsubscribe"].startswith("<https://testserver/u/")
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "fan" not in parsed["List-Unsubscribe"]
+
+
+def test_transactional_mail_is_claimed_before_bulk(runtime, tenant, empty_queue):
+    _send(runtime, tenant, *({"to": f"b{n}@example.org", "priority": "bulk"} for n in range(3)))
+    [urgent] = _send(runtime, tenant, {"to": "u@example.org", "priority": "high"})
+    with runtime.database.session() as session:
+        claimed = claim_due_messages(
+            session, owner="t", limit=1, now=utcnow(), lease=timedelta(minutes=5)
+        )
+        # Put it back so other tests' workers do not see a claim of ours.
+        session.execute(
+            update(Message).where(Message.tenant_id == tenant[0].id).values(state="cancelled")
+        )
+    assert [c.id for c in claimed] == [urgent]
+
+
+def test_a_scheduled_message_waits_for_its_time(runtime, tenant, empty_queue):
+    later = (utcnow() + timedelta(hours=1)).isoformat()
+    [message_id] = _send(runtime, tenant, {"to": "w@example.org", "send_at": later})
+    with runtime.database.session() as session:
+        claimed = claim_due_messages(
+            session, owner="t", limit=1000, now=utcnow(), lease=timedelta(minutes=5)
+        )
+    assert message_id not in {c.id for c in claimed}
+
+
+def test_a_greylisted_message_is_retried_with_backoff_then_bounced_after_its_lifetime(
+    delivering, smtp_sink, tenant
+):
+    [message_id] = _send(delivering, tenant, {"to": "grey-1@example.org"})
+    before = utcnow()
+    _deliver(delivering)
+    deferred = _message(delivering, tenant, message_id)
+    assert deferred.state == "deferred" and deferred.attempts == 1
+    assert deferred.state_reason.startswith("451 4.7.1")
+    assert (
+        before + timedelta(seconds=44) < deferred.next_attempt_at < before + timedelta(seconds=80)
+    )
+    # Five days later the greylisting has not ended: the message bounces.
+    with delivering.database.session() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(
+                first_queued_at=utcnow() - timedelta(days=5, minutes=1),
+                next_attempt_at=utcnow() - timedelta(seconds=1),
+            )
+        )
+    _deliver(delivering)
+    bounced = _message(delivering, tenant, message_id)
+    assert bounced.state == "bounced" and bounced.attempts == 2
+    assert bounced.state_reason.startswith("expired after 2 attempts")
+    kinds = [(e.kind, e.detail.get("expired")) for e in _events(delivering, message_id)]
+    assert kinds == [("queued", None), ("deferred", None), ("bounced", True)]
+    assert smtp_sink.received == []
+
+
+def test_hard_bounce_suppresses_the_address_and_a_policy_refusal_does_not(
+    delivering, smtp_sink, tenant
+):
+    hard, policy = _send(
+        delivering, tenant, {"to": "bounce-7@example.org"}, {"to": "policy-7@example.org"}
+    )
+    _deliver(delivering)
+    bounced = _message(delivering, tenant, hard)
+    assert bounced.state == "bounced"
+    # The receiver quoted the address: it is masked before it is stored.
+    assert bounced.state_reason == "550 5.1.1 <address> user unknown"
+    assert _message(delivering, tenant, policy).state == "bounced"
+    with delivering.bound_session(tenant[1]) as session:
+        assert suppressions.is_suppressed(
+            session, tenant[1], "bounce-7@example.org", "transactional"
+        )
+        assert not suppressions.is_suppressed(
+            session, tenant[1], "policy-7@example.org", "marketing"
+        )
+    assert _events(delivering, hard)[-1].detail["suppressed"] is True
+
+
+def test_a_receiver_that_is_down_defers_every_message(runtime, tenant, empty_queue):
+    dead = runtime.settings.model_copy(update={"outbox_smarthost_port": 9})  # discard: refused
+    offline = Runtime(dead, runtime.database, runtime.keyring)
+    ids = _send(offline, tenant, {"to": "x@example.org"}, {"to": "y@example.org"})
+    _deliver(offline)
+    for message_id in ids:
+        message = _message(offline, tenant, message_id)
+        assert message.state == "deferred"
+        assert message.state_reason.startswith("connection failed")
+
+
+def test_a_dead_workers_claims_are_recovered_after_the_lease(delivering, smtp_sink, tenant):
+    [message_id] = _send(delivering, tenant, {"to": "late@example.org"})
+    with delivering.database.session() as session:
+        claimed = claim_due_messages(
+            session, owner="dead-worker", limit=1000, now=utcnow(), lease=timedelta(seconds=-1)
+        )
+    assert message_id in {c.id for c in claimed}
+    with delivering.database.session() as session:
+        assert recover_expired_leases(session, now=utcnow()) >= 1
+    recovered = _message(delivering, tenant, message_id)
+    assert (recovered.state, recovered.state_reason) == ("deferred", "lease_expired")
+    _deliver(delivering)
+    assert _message(delivering, tenant, message_id).state == "delivered"
+    assert [r.carepost_id for r in smtp_sink.received].count(str(message_id)) == 1
+
+
+def test_recipients_of_one_domain_with_identical_bytes_share_an_envelope(runtime, tenant):
+    ids = _send(
+        runtime, tenant, {"to": "a@example.org"}, {"to": "b@example.org"}, {"to": "c@other.org"}
+    )
+    original = ports.build_message
+
+    def same_bytes(message):
+        # Strip what differs per message (ids): content identical to the byte.
+        built = original(message)
+        for name in ("Message-ID", "X-Carepost-Message", "To", "Date"):
+            del built[name]
+        return built
+
+    ports.build_message = same_bytes  # type: ignore[assignment]
+    try:
+        with runtime.bound_session(tenant[1]) as session:
+            outgoing = prepare_envelopes(session, tenant[1], ids, base_url="https://x")
+    finally:
+        ports.build_message = original  # type: ignore[assignment]
+    recipients = sorted(tuple(sorted(o.envelope.recipients)) for o in outgoing)
+    assert recipients == [("a@example.org", "b@example.org"), ("c@other.org",)]
+
+
+def test_hard_bounce_rules():
+    def outcome(code, enhanced):
+        return ports.RecipientOutcome("r", "bounced", code, enhanced, "")
+
+    assert is_hard_bounce(outcome(550, "5.1.1"))
+    assert is_hard_bounce(outcome(550, None))
+    assert not is_hard_bounce(outcome(550, "5.7.1"))
+    assert not is_hard_bounce(outcome(552, None))
+
+
+def test_record_message_event_moves_state_and_writes_the_contact_timeline(runtime, tenant):
+    with runtime.bound_session(tenant[1]) as session:
+        contact = contacts.create_contact(
+            session, tenant[1], values={"email": "t@example.org"}, actor=SYSTEM
+        )
+    [message_id] = _send(runtime, tenant, {"contact_id": str(contact.id)})
+    with runtime.bound_session(tenant[1]) as session:
+        record_message_event(session, tenant[1], message_id, "delivered", detail={"code": 250})
+        record_message_event(session, tenant[1], message_id, "deferred")  # late: ignored
+        record_message_event(session, tenant[1], message_id, "opened")
+    assert _message(runtime, tenant, message_id).state == "delivered"
+    with runtime.database.session() as session:
+        timeline = session.execute(
+            select(EventKind.key, ContactEvent.message_id)
+            .join(EventKind, EventKind.id == ContactEvent.kind_id)
+            .where(ContactEvent.contact_id == contact.id)
+            .order_by(ContactEvent.id)
+        ).all()
+    assert [k for k, _ in timeline] == [
+        "email.queued",
+        "email.delivered",
+        "email.deferred",
+        "email.opened",
+    ]
+    assert {m for _, m in timeline} == {message_id}
+    with (
+        runtime.bound_session(tenant[1]) as session,
+        pytest.raises(Exception, match="no such message"),
+    ):
+        record_message_event(session, tenant[1], uuid.uuid4(), "opened")
+
+
+@pytest.mark.postgres_only
+def test_concurrent_claimers_take_disjoint_batches(runtime, tenant, empty_queue):
+    if runtime.database.is_sqlite:
+        pytest.skip("SQLite has a single claimer")
+    _send(runtime, tenant, *({"to": f"c{n}@example.org"} for n in range(40)))
+    first = runtime.database.sessionmaker()
+    second = runtime.database.sessionmaker()
+    try:
+        a = claim_due_messages(first, owner="a", limit=25, now=utcnow(), lease=timedelta(minutes=5))
+        b = claim_due_messages(
+            second, owner="b", limit=25, now=utcnow(), lease=timedelta(minutes=5)
+        )
+        assert not {c.id for c in a} & {c.id for c in b}
+        assert len(a) == 25 and len(b) >= 15
+    finally:
+        first.rollback()
+        second.rollback()
+        first.close()
+        second.close()
+
+
+def test_a_message_that_cannot_be_built_fails_without_stalling_the_batch(
+    delivering, smtp_sink, tenant, monkeypatch
+):
+    broken, fine = _send(delivering, tenant, {"to": "broken@example.org"}, {"to": "ok@example.org"})
+    original = ports.build_message
+
+    def build(message):
+        if message.to_address == "broken@example.org":
+            raise ValueError("cannot carry this address")
+        return original(message)
+
+    monkeypatch.setattr(ports, "build_message", build)
+    _deliver(delivering)
+    failed = _message(delivering, tenant, broken)
+    assert (failed.state, failed.state_reason) == (
+        "failed",
+        "the message could not be built (ValueError)",
+    )
+    assert _events(delivering, broken)[-1].kind == "failed"
+    assert _message(delivering, tenant, fine).state == "delivered"
+    assert [r.carepost_id for r in smtp_sink.received] == [str(fine)]
