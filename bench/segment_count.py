@@ -2,8 +2,9 @@
 
 The segment is issue 4's: "diabetics (conditions contains E11) aged 50 to 75, on a
 list, who consented to marketing email and opened an email in the last 90 days"
-— two tokenized fields (one an age range of ~9,500 day tokens), a list, consent
-and a behavioural condition. Prints, on the engine of ``CAREPOST_DATABASE_URL``
+— two tokenized fields (one an age range: ~66 tokens of whole birth years and
+months plus the edge days, where a day list would be ~9,500), a list, consent and a
+behavioural condition. Prints, on the engine of ``CAREPOST_DATABASE_URL``
 (SQLite in a temporary directory when unset)::
 
     segment_count compiled_s=<t> target_s=<1 or 3> ratio_to_target=<t/target>
@@ -45,7 +46,7 @@ from carepost.contacts.activity_models import (
 )
 from carepost.contacts.id_sets import dialect_of
 from carepost.contacts.models import Contact, ContactToken
-from carepost.contacts.tokens import range_tokens
+from carepost.contacts.tokens import date_range_cover, range_tokens
 from carepost.core import migrations
 from carepost.core.config import load_settings
 from carepost.core.database import UTCDateTime, new_id, utcnow
@@ -285,8 +286,10 @@ def handwritten_count(session: Session, keys: TenantKeys, list_id: uuid.UUID, no
     dialect = dialect_of(session)
     e11 = range_tokens(keys.blind_index, "conditions", ["c:e11"])[0]
     ages = age_range(now.date(), 50, 75)
-    days = [ages.low + timedelta(days=n) for n in range((ages.high - ages.low).days + 1)]
-    age_tokens = range_tokens(keys.blind_index, "birth_date", [f"d:{d.isoformat()}" for d in days])
+    # Whole years and months where they fit, days at the edges: the fewest tokens a
+    # person writing this by hand would send too (dates are stored at all three).
+    cover = date_range_cover(ages.low, ages.high, "day")
+    age_tokens = range_tokens(keys.blind_index, "birth_date", [f"d:{b}" for b in cover])
     kind_id = session.scalar(
         select(EventKind.id).where(
             EventKind.tenant_id == keys.tenant_id, EventKind.key == "email_opened"
