@@ -268,7 +268,14 @@ def build_bulk(runtime: Runtime, keys: TenantKeys, scale: int) -> uuid.UUID:
                 (ConsentRecord, records),
                 (ConsentCurrent, current),
             ):
-                sync.insert_rows(session, model.__table__, rows)  # type: ignore[arg-type]
+                if rows:
+                    columns = tuple(rows[0])
+                    sync.write_rows(
+                        session,
+                        model.__table__,  # type: ignore[arg-type]
+                        columns,
+                        [tuple(row[name] for name in columns) for row in rows],
+                    )
     return list_id
 
 
