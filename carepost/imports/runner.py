@@ -62,6 +62,9 @@ class ImportPlan:
     match: str
     schema: Mapping[str, FieldSpec]
     stages: Collection[str]
+    # The physical lines up to the job's position (0: unknown), so that a resumed
+    # line-based source seeks there instead of counting the lines before it.
+    resume_line: int = 0
 
 
 @dataclass
@@ -75,14 +78,16 @@ Source = Callable[[BinaryIO, int, ImportPlan], OpenedSource]
 
 
 def open_csv(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
-    reader = CsvReader(stream, start=start)
+    reader = CsvReader(stream, start=start, start_line=plan.resume_line)
     mapper = plan_rows(reader.header, plan.mapping, plan.schema, match=plan.match)
     return OpenedSource(csv_rows(reader, mapper), mapper.column_for)
 
 
 def open_fhir(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
     options = FhirOptions.from_mapping(plan.mapping, fields=set(plan.schema))
-    return OpenedSource(iter_fhir(stream, start=start, options=options))
+    return OpenedSource(
+        iter_fhir(stream, start=start, options=options, start_line=plan.resume_line)
+    )
 
 
 # One line per format.
@@ -98,6 +103,7 @@ def load_plan(session: Session, job: ImportJob) -> ImportPlan:
         job.match,
         custom_fields.load_schema(session, job.tenant_id),
         stages.stage_keys(session, job.tenant_id),
+        job.position_line,
     )
 
 
@@ -359,6 +365,7 @@ class JobRunner:
                 ],
             )
         job.position = batch.rows[-1].position
+        job.position_line = batch.rows[-1].last_line
         job.rows_read += len(batch.rows)
         job.created += counts["created"]
         job.updated += counts["updated"]
