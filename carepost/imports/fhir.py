@@ -42,7 +42,7 @@ from fhir.resources.R4B import fhirtypes
 from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
-from carepost.imports.fhir_patient import FhirOptions, map_patient
+from carepost.imports.fhir_patient import FhirOptions, is_deceased, map_patient
 from carepost.imports.sources import RowError, SourceRow
 
 __all__ = ["BUNDLE_TYPES", "MAX_RECORD_BYTES", "FhirOptions", "iter_fhir", "validation_errors"]
@@ -359,7 +359,8 @@ def _resource_row(line: int, position: int, resource: Any, options: FhirOptions)
     except ValidationError as failed:
         return SourceRow(line, position, None, validation_errors(failed))
     item, errors = map_patient(patient, options)
-    return SourceRow(line, position, item, errors)
+    suppress = options.suppress_deceased and is_deceased(patient)
+    return SourceRow(line, position, item, errors, suppress_addresses=suppress)
 
 
 def _not_a_patient(kind: Any) -> str:

@@ -30,7 +30,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from carepost.audit.service import Actor
+from carepost.consent.suppression import Address, add_suppression
 from carepost.contacts import custom_fields, stages
+from carepost.contacts.models import Contact
 from carepost.contacts.prepare import IDENTIFIER_KINDS, prepare_contact
 from carepost.contacts.upserts import upsert_contacts
 from carepost.contacts.values import FieldSpec
@@ -138,6 +140,8 @@ class _Batch:
     rows: list[SourceRow]
     items: list[dict[str, Any]] = field(default_factory=list)
     item_lines: list[int] = field(default_factory=list)
+    # Indexes of items whose addresses are suppressed once imported (deceased patients).
+    suppressed_items: list[int] = field(default_factory=list)
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # line, column, reason
     errored_rows: int = 0
 
@@ -197,6 +201,8 @@ def _split(rows: list[SourceRow], plan: ImportPlan, column_for: Callable[[str], 
             seen[key] = row.line
         # Elements the source left out are reported; the rest of the record imports.
         batch.errors += [(row.line, error.column, error.reason) for error in row.errors]
+        if row.suppress_addresses:
+            batch.suppressed_items.append(len(batch.items))
         batch.items.append(row.item)
         batch.item_lines.append(row.line)
     return batch
@@ -211,6 +217,28 @@ def _batches(rows: Iterator[SourceRow], size: int) -> Iterator[list[SourceRow]]:
             batch = []
     if batch:
         yield batch
+
+
+def suppress_addresses(
+    session: Session, keys: TenantKeys, contact_id: uuid.UUID, actor: Actor
+) -> None:
+    """Suppress the email and phone an imported contact now has (the file's, or those
+    stored before) for every purpose: a deceased patient. Each new entry is audited
+    by the suppression service."""
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        return
+    for channel, value in (("email", contact.email), ("sms", contact.phone)):
+        if value:
+            add_suppression(
+                session,
+                keys,
+                address=Address(channel, value),
+                reason="deceased",
+                source="import",
+                actor=actor,
+                scope="all",
+            )
 
 
 def job_actor(job: ImportJob) -> Actor:
@@ -349,6 +377,8 @@ class JobRunner:
                     ]
                 else:
                     counts[result.status] += 1
+                    if result.index in batch.suppressed_items and result.id is not None:
+                        suppress_addresses(session, self.keys, result.id, actor)
         if errors and job.errored < MAX_STORED_ERRORS:
             errors.sort()
             session.execute(

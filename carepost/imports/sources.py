@@ -49,6 +49,9 @@ class SourceRow:
     # The last physical line of the record (a CSV record may span several lines);
     # 0 when it is ``line`` itself.
     end_line: int = 0
+    # The contact's email and phone are to be suppressed once it is imported (a
+    # deceased patient: no message of any kind may reach their addresses).
+    suppress_addresses: bool = False
 
     @property
     def last_line(self) -> int:
