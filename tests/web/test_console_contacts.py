@@ -203,7 +203,7 @@ def test_the_contact_page_masks_phi_until_an_audited_reveal(
     for value in (item["first_name"], item["email"], item["external_ids"]["mrn"], "asthma"):
         assert value not in masked.text
     assert "Reveal PHI" in masked.text and "Conditions" in masked.text
-    assert '<span class="badge badge--stage">active</span>' in masked.text
+    assert '<span class="badge badge--stage" id="current-stage">active</span>' in masked.text
     assert view_phi_events(audit_trail, tenant) == []
 
     revealed = b.post(f"/contacts/{contact_id}/reveal")
