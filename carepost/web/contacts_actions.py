@@ -61,6 +61,37 @@ def _section(
     )
 
 
+def _form_error(
+    console: Console,
+    template: str,
+    profile: ContactProfile,
+    status: int,
+    *,
+    consent_form: BoundForm | None = None,
+    list_form: BoundForm | None = None,
+    stage_form: BoundForm | None = None,
+) -> Response:
+    """A form that failed, shown with its errors: in its section for HTMX, else the page."""
+    if console.htmx:
+        return _section(
+            console,
+            template,
+            profile,
+            status=status,
+            consent_form=consent_form,
+            list_form=list_form,
+            stage_form=stage_form,
+        )
+    return render_profile(
+        console,
+        profile,
+        status=status,
+        consent_form=consent_form,
+        list_form=list_form,
+        stage_form=stage_form,
+    )
+
+
 @router.post("/contacts/{contact_id}/consents")
 def record_consent(
     contact_id: str,
@@ -90,11 +121,9 @@ def record_consent(
             )
     except CarepostError as exc:
         form.failed(exc)
-        if console.htmx:
-            return _section(
-                console, "contacts/_consent.html", profile, status=exc.status, consent_form=form
-            )
-        return render_profile(console, profile, status=exc.status, consent_form=form)
+        return _form_error(
+            console, "contacts/_consent.html", profile, exc.status, consent_form=form
+        )
     if not console.htmx:
         return redirect(console.request, f"/contacts/{profile.contact.id}?done=consent#consent")
     message = f"Recorded: {record.channel} {record.purpose} {record.status}."
@@ -150,9 +179,7 @@ def add_to_list(
 def _membership_error(
     console: Console, profile: ContactProfile, form: BoundForm, status: int
 ) -> Response:
-    if console.htmx:
-        return _section(console, "contacts/_lists.html", profile, status=status, list_form=form)
-    return render_profile(console, profile, status=status, list_form=form)
+    return _form_error(console, "contacts/_lists.html", profile, status, list_form=form)
 
 
 @router.post("/contacts/{contact_id}/lists/{list_id}/remove")
@@ -197,11 +224,7 @@ def change_stage(
             )
     except CarepostError as exc:
         form.failed(exc)
-        if console.htmx:
-            return _section(
-                console, "contacts/_stage.html", profile, status=exc.status, stage_form=form
-            )
-        return render_profile(console, profile, status=exc.status, stage_form=form)
+        return _form_error(console, "contacts/_stage.html", profile, exc.status, stage_form=form)
     if not console.htmx:
         return redirect(console.request, f"/contacts/{profile.contact.id}?done=stage#stage")
     stage = form.value("stage")
