@@ -131,12 +131,17 @@ def is_postgres_superuser(runtime: Runtime) -> bool:
 
 
 def analyze(runtime: Runtime) -> None:
-    """Fresh planner statistics: bulk loads leave them stale (and autovacuum may be off)."""
+    """Fresh planner statistics: bulk loads leave them stale (and autovacuum may be off).
+
+    PostgreSQL: ``VACUUM (ANALYZE)``, not only ANALYZE: the vacuum sets the pages'
+    all-visible bits, without which every index-only scan (the segment queries' token,
+    event and list lookups) still visits the heap for each row, several times slower;
+    autovacuum would set them on a live system, but only some time after a bulk load."""
     engine = runtime.database.engine
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.execute(text("ANALYZE"))
+            connection.execute(text("VACUUM (ANALYZE)"))
         else:
             connection.exec_driver_sql("ANALYZE")
             connection.commit()

@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import create_engine, text
 
 COLUMNS = (
     "email,phone,first_name,last_name,birth_date,mrn,zip,gender,insurance,conditions,"
@@ -74,39 +69,16 @@ def _cpu_seconds() -> float:
 
 def _child(rows: int) -> dict[str, Any]:
     """Set up a database and a tenant, import the file, return the figures."""
+    from bench.scratch import scratch_tenant
     from carepost.audit.service import SYSTEM
     from carepost.contacts import custom_fields
-    from carepost.core import migrations
-    from carepost.core.config import load_settings
-    from carepost.core.runtime import build_runtime
-    from carepost.crypto.keyprovider import init_key_file
     from carepost.imports import local, runner
     from carepost.imports.csv_source import CsvReader, csv_rows
     from carepost.imports.mapping import plan_rows
-    from carepost.tenancy import service as tenancy
 
-    workdir = Path(tempfile.mkdtemp(prefix="carepost-bench-"))
-    key_file = workdir / "master.key"
-    init_key_file(key_file)
-    url = os.environ.get("CAREPOST_DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
-    overrides: dict[str, object] = {}
-    admin = None
-    if not url.startswith("sqlite"):
-        schema = f"carepost_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        overrides["database_schema"] = schema
-    settings = load_settings(
-        database_url=url, master_key_file=key_file, data_dir=workdir, **overrides
-    )
-    runtime = build_runtime(settings)
-    try:
-        migrations.upgrade(runtime.database.engine)
-        with runtime.database.session() as session:
-            tenant, keys = tenancy.create_tenant(
-                session, runtime.keyring, slug=f"bench-{uuid.uuid4().hex[:8]}", name="Bench"
-            )
+    with scratch_tenant() as scratch:
+        runtime, keys, workdir = scratch.runtime, scratch.keys, scratch.workdir
+        tenant_id = keys.tenant_id
         with runtime.bound_session(keys) as session:
             for key, kind, extra in (
                 ("zip", "string", {}),
@@ -117,7 +89,7 @@ def _child(rows: int) -> dict[str, Any]:
                 ("last_visit", "date", {"granularity": "day"}),
             ):
                 custom_fields.create_field(
-                    session, tenant.id, key=key, label=key, type=kind, actor=SYSTEM, **extra
+                    session, tenant_id, key=key, label=key, type=kind, actor=SYSTEM, **extra
                 )
         path = workdir / "contacts.csv"
         write_file(path, rows)
@@ -135,7 +107,7 @@ def _child(rows: int) -> dict[str, Any]:
 
         # The source alone (reading, decoding, mapping, coercion), with no database work.
         with runtime.bound_session(keys) as session:
-            schema = custom_fields.load_schema(session, tenant.id)
+            schema = custom_fields.load_schema(session, tenant_id)
         source_cpu = _cpu_seconds()
         with path.open("rb") as stream:
             reader = CsvReader(stream)
@@ -168,12 +140,6 @@ def _child(rows: int) -> dict[str, Any]:
             "file_mb": path.stat().st_size / 1024 / 1024,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
-    finally:
-        runtime.close()
-        if admin is not None:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP SCHEMA "{overrides["database_schema"]}" CASCADE'))
-            admin.dispose()
 
 
 def run(argv: list[str] | None = None) -> float:

@@ -28,7 +28,7 @@ from carepost.contacts.values import FieldSpec, normalize_custom
 from carepost.crypto.keyring import TenantKeys
 
 # Bump when the generated data changes shape: an older data set is then rebuilt.
-VERSION = 1
+VERSION = 2
 LISTS = ("diabetes-program", "newsletter", "flu-shot-2025", "care-management")
 # Event kinds and their share of all events.
 EVENT_KINDS = (

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from carepost.cli.common import find_tenant, open_runtime, operator, out
+from carepost.contacts import retokenize
 from carepost.core.errors import ValidationFailed
 from carepost.imports import local, service
 from carepost.imports.mapping import parse_map_options
@@ -195,3 +196,20 @@ def parse_fhir_options(options: list[str]) -> dict[str, object]:
     if systems:
         mapping["identifier_systems"] = systems
     return mapping
+
+
+@contacts_app.command("rebuild-tokens")
+def rebuild_tokens(
+    tenant: Annotated[str, typer.Option(metavar="SLUG", help="The organization.")],
+) -> None:
+    """Rebuild the segmentation tokens of every contact from the encrypted values.
+
+    Needed once after an upgrade that changes how values are tokenized (see
+    docs/contacts-data.md); safe to stop and run again.
+    """
+    with open_runtime() as runtime:
+        organization = find_tenant(runtime, tenant)
+        with runtime.database.session() as session:
+            keys = runtime.keyring.load(session, organization.id)
+        done = retokenize.rebuild_tokens(runtime, keys, actor=operator())
+    out.print(f"Rebuilt the tokens of {done:,} contacts.")

@@ -31,7 +31,8 @@ from carepost.core.database import new_id, utcnow
 from carepost.core.errors import NotFound, PermissionDenied, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
 
-REASONS = ("unsubscribe", "hard_bounce", "complaint", "manual", "imported")
+# "deceased": set by a FHIR import for a Patient with deceased[x] (docs/fhir-import.md).
+REASONS = ("unsubscribe", "hard_bounce", "complaint", "manual", "imported", "deceased")
 # Entries a sender may not lift on its own: mailbox providers act on them.
 PROTECTED_REASONS = frozenset({"hard_bounce", "complaint"})
 OVERRIDE_PERMISSION = "suppressions:override"

@@ -33,7 +33,8 @@ from carepost.contacts.activity_models import ContactList, ListMembership
 from carepost.contacts.id_sets import dialect_of, id_in
 from carepost.contacts.models import Contact
 from carepost.core.database import UTCDateTime, new_id, utcnow
-from carepost.core.errors import Conflict, FieldError, NotFound, ValidationFailed
+from carepost.core.errors import Conflict, FieldError, ValidationFailed
+from carepost.tenancy.scoped import get_owned, page_owned
 
 MAX_MEMBER_CHANGES = 10_000
 
@@ -90,21 +91,13 @@ def create_list(
 
 
 def get_list(session: Session, tenant_id: uuid.UUID, list_id: uuid.UUID) -> ContactList:
-    row = session.scalar(
-        select(ContactList).where(ContactList.tenant_id == tenant_id, ContactList.id == list_id)
-    )
-    if row is None:
-        raise NotFound("no such list")
-    return row
+    return get_owned(session, ContactList, tenant_id, list_id, missing="no such list")
 
 
 def list_lists(
     session: Session, tenant_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
 ) -> list[ContactList]:
-    query = select(ContactList).where(ContactList.tenant_id == tenant_id).order_by(ContactList.id)
-    if after is not None:
-        query = query.where(ContactList.id > after)
-    return list(session.scalars(query.limit(limit)))
+    return page_owned(session, ContactList, tenant_id, after=after, limit=limit)
 
 
 def member_counts(

@@ -41,6 +41,10 @@ class Contact(IdMixin, TimestampMixin, TenantOwned, Base):
         UniqueConstraint("tenant_id", "external_id_index"),
         Index("ix_contacts_tenant_phone", "tenant_id", "phone_index"),
         Index("ix_contacts_tenant_stage", "tenant_id", "journey_stage"),
+        # "This id is one of the tenant's", index-only: the last check of every segment
+        # count when the planner joins the condition's contact ids to contacts
+        # (the primary key alone reads the wide, encrypted heap row). Migration 0013.
+        Index("ix_contacts_tenant_id_id", "tenant_id", "id"),
     )
 
     email: Mapped[str | None] = mapped_column(EncryptedString("contacts.email"))

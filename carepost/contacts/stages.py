@@ -11,8 +11,10 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from carepost.contacts.models import BUILT_IN_STAGES, ContactStageHistory, JourneyStage
-from carepost.core.database import new_id
+from carepost.audit import service as audit
+from carepost.contacts import service
+from carepost.contacts.models import BUILT_IN_STAGES, Contact, ContactStageHistory, JourneyStage
+from carepost.core.database import new_id, utcnow
 from carepost.core.errors import Conflict, ValidationFailed
 
 
@@ -31,6 +33,59 @@ def define_stage(session: Session, tenant_id: uuid.UUID, *, key: str, label: str
     session.add(stage)
     session.flush()
     return stage
+
+
+def change_stage(
+    session: Session,
+    tenant_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    stage: str,
+    *,
+    actor: audit.Actor,
+) -> tuple[Contact, str | None]:
+    """Move a contact to ``stage`` (one of the tenant's), appending to its history;
+    returns the contact and the stage it left (None when it was already there)."""
+    if stage not in stage_keys(session, tenant_id):
+        raise ValidationFailed("choose one of the organization's stages", field="stage")
+    # Without its PHI columns: a stage change needs none of them.
+    contact = service.get_contact(session, tenant_id, contact_id, with_phi=False)
+    previous = contact.journey_stage
+    if previous == stage:
+        return contact, None
+    now = utcnow()
+    contact.journey_stage, contact.updated_at = stage, now
+    session.add(
+        ContactStageHistory(
+            id=new_id(),
+            tenant_id=tenant_id,
+            contact_id=contact.id,
+            stage=stage,
+            previous_stage=previous,
+            changed_at=now,
+        )
+    )
+    session.flush()
+    # Field names only, as for every contact change (the history holds the stages).
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="contact.update",
+        object_type="contact",
+        object_id=contact.id,
+        details={"fields": ["journey_stage"]},
+    )
+    return contact, previous
+
+
+def stage_choices(session: Session, tenant_id: uuid.UUID) -> list[tuple[str, str]]:
+    """(key, label) of the tenant's stages: the built-in ones first, then its own."""
+    custom = session.execute(
+        select(JourneyStage.key, JourneyStage.label)
+        .where(JourneyStage.tenant_id == tenant_id)
+        .order_by(JourneyStage.label)
+    ).all()
+    return [(key, key) for key in BUILT_IN_STAGES] + [(row.key, row.label) for row in custom]
 
 
 def stage_history(

@@ -24,8 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from carepost.accounts.principal import Principal
@@ -34,6 +33,7 @@ from carepost.api.pagination import Page, decode_cursor, encode_cursor
 from carepost.core.errors import ValidationFailed
 from carepost.core.runtime import Runtime
 from carepost.imports import service
+from carepost.imports.multipart import MAX_FIELD_BYTES, read_multipart
 from carepost.imports.report import error_report_lines
 from carepost.imports.runner import check_file_start
 from carepost.imports.schemas import ImportErrorOut, ImportErrorPage, ImportJobOut
@@ -45,7 +45,6 @@ Reader = Annotated[Principal, Depends(require("contacts:read"))]
 Writer = Annotated[Principal, Depends(require("contacts:write"))]
 Cursor = Annotated[str | None, Query(max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-MAX_FIELD_BYTES = 64 * 1024
 
 
 def _mapping(raw: str | None) -> dict[str, Any]:
@@ -121,66 +120,15 @@ class _Upload:
 
 
 async def _receive_multipart(request: Request, upload: _Upload, boundary: bytes) -> None:
-    """Feed the body to a streaming multipart parser; field parts go to the options,
-    the ``file`` part to the chunks, without buffering more than a chunk."""
-    state: dict[str, Any] = {"name": None, "field": bytearray(), "header": b"", "headers": {}}
-    file_pieces: list[bytes] = []
+    """Field parts go to the options, the ``file`` part to the chunks (the job is
+    created at its first byte, so the options must come before it)."""
 
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header"] += data[start:end]
+    async def on_file(data: bytes) -> None:
+        if upload.job_id is None:
+            await upload.start()
+        await upload.write(data)
 
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["headers"][state["header"].lower()] = (
-            state["headers"].get(state["header"].lower(), b"") + data[start:end]
-        )
-
-    def on_header_end() -> None:
-        state["header"] = b""
-
-    def on_headers_finished() -> None:
-        _, params = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["name"] = params.get(b"name", b"").decode("latin-1")
-        state["field"] = bytearray()
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["name"] == "file":
-            file_pieces.append(data[start:end])
-        else:
-            state["field"] += data[start:end]
-            if len(state["field"]) > MAX_FIELD_BYTES:
-                raise ValidationFailed("a form field is too long", field=state["name"] or "form")
-
-    def on_part_end() -> None:
-        if state["name"] != "file":
-            upload.options[state["name"] or ""] = state["field"].decode("utf-8", "replace")
-        state["headers"] = {}
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    async for piece in request.stream():
-        try:
-            parser.write(piece)
-        except MultipartParseError:
-            raise ValidationFailed("the multipart body is malformed", field="body") from None
-        if file_pieces:
-            if upload.job_id is None:
-                await upload.start()
-            for data in file_pieces:
-                await upload.write(data)
-            file_pieces.clear()
-    try:
-        parser.finalize()
-    except MultipartParseError:
-        raise ValidationFailed("the multipart body is malformed", field="body") from None
+    await read_multipart(request.stream(), boundary, on_file=on_file, fields=upload.options)
     if upload.job_id is None:
         raise ValidationFailed(
             "send the file as the form's 'file' part, after match and mapping", field="file"

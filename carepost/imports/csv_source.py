@@ -8,7 +8,9 @@ reading ends, quoted fields spanning several lines included. That offset is the
 record's ``position``; reopening at it resumes right after the record.
 
 A header row is required (it names the columns the mapping refers to), so a
-resumed read parses the header again, then skips to the position counting
+resumed read parses the header again, then moves to the position: it seeks there
+when the stream can seek and the job knows the line count at that position
+(``start_line``, stored with it), and otherwise reads up to it, counting
 newlines for the line numbers of the errors. Nothing but the current record is
 held in memory; a line longer than :data:`MAX_LINE_BYTES` is refused.
 """
@@ -45,12 +47,14 @@ class CsvRecord:
     position: int  # byte offset just past the record
     cells: list[str]
     error: str = ""  # set when the record could not be read (encoding, length, quoting)
+    end_line: int = 0  # the record's last physical line
 
 
 class CsvReader:
-    """Reads records after the header from ``start`` (0, or a position it returned)."""
+    """Reads records after the header from ``start`` (0, or a position it returned);
+    ``start_line``: the physical lines up to ``start``, when known (0: unknown)."""
 
-    def __init__(self, stream: BinaryIO, *, start: int = 0) -> None:
+    def __init__(self, stream: BinaryIO, *, start: int = 0, start_line: int = 0) -> None:
         self._stream = stream
         self._offset = 0
         self._line = 0
@@ -58,7 +62,11 @@ class CsvReader:
         self._reader = csv.reader(self._lines())
         self.header = self._read_header()
         if start > self._offset:
-            self._skip_to(start)
+            if start_line and stream.seekable():
+                stream.seek(start)
+                self._offset, self._line = start, start_line
+            else:
+                self._skip_to(start)
 
     def _read_line(self) -> bytes:
         raw = self._stream.readline(MAX_LINE_BYTES + 1)
@@ -124,11 +132,13 @@ class CsvReader:
             except StopIteration:
                 return
             except csv.Error:
-                yield CsvRecord(first_line, self._offset, [], "the CSV quoting is broken here")
+                yield CsvRecord(
+                    first_line, self._offset, [], "the CSV quoting is broken here", self._line
+                )
                 continue
             if not cells and not self._line_error:
                 continue  # a blank line
-            yield CsvRecord(first_line, self._offset, cells, self._line_error)
+            yield CsvRecord(first_line, self._offset, cells, self._line_error, self._line)
 
     def __iter__(self) -> Iterator[CsvRecord]:
         return self._records()
@@ -138,14 +148,15 @@ def csv_rows(reader: CsvReader, mapper: RowMapper) -> Iterator[SourceRow]:
     """Each record as an upsert item, or with its errors (line, column, reason)."""
     width = len(reader.header)
     for record in reader:
+        line, position, end = record.line, record.position, record.end_line
         if record.error:
-            yield SourceRow(record.line, record.position, None, [RowError("", record.error)])
+            yield SourceRow(line, position, None, [RowError("", record.error)], end)
             continue
         if len(record.cells) != width:
             reason = f"this row has {len(record.cells)} columns; the header has {width}"
-            yield SourceRow(record.line, record.position, None, [RowError("", reason)])
+            yield SourceRow(line, position, None, [RowError("", reason)], end)
             continue
         # A row with errors is not imported; its item still goes along so that the
         # runner can report the other columns' problems at once.
         item, errors = mapper.item(record.cells)
-        yield SourceRow(record.line, record.position, item, errors)
+        yield SourceRow(line, position, item, errors, end)

@@ -12,8 +12,9 @@
 
 Memory stays flat whatever the file size: one record (at most
 :data:`MAX_RECORD_BYTES`) is held at a time. Resuming from ``start`` never
-decodes the records before it: NDJSON counts the newlines of the bytes before
-``start`` (so that line numbers in the error report stay right), a Bundle
+decodes the records before it: NDJSON seeks to ``start`` when the stream can and
+the line count there (``start_line``) is known, and otherwise counts the newlines
+of the bytes before it (so that line numbers in the error report stay right); a Bundle
 steps over the parser events of the entries already consumed.
 
 Each ``Patient`` is validated with fhir.resources, FHIR R4 through its R4B
@@ -41,7 +42,7 @@ from fhir.resources.R4B import fhirtypes
 from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
-from carepost.imports.fhir_patient import FhirOptions, map_patient
+from carepost.imports.fhir_patient import FhirOptions, is_deceased, map_patient
 from carepost.imports.sources import RowError, SourceRow
 
 __all__ = ["BUNDLE_TYPES", "MAX_RECORD_BYTES", "FhirOptions", "iter_fhir", "validation_errors"]
@@ -71,9 +72,14 @@ Events = Iterator[tuple[str, str, Any]]  # ijson's (prefix, event, value)
 
 
 def iter_fhir(
-    stream: BinaryIO, *, start: int = 0, options: FhirOptions | None = None
+    stream: BinaryIO,
+    *,
+    start: int = 0,
+    options: FhirOptions | None = None,
+    start_line: int = 0,
 ) -> Iterator[SourceRow]:
-    """One row per resource of a FHIR NDJSON file, Bundle or single resource, from ``start``."""
+    """One row per resource of a FHIR NDJSON file, Bundle or single resource, from
+    ``start`` (NDJSON: ``start_line`` lines precede it, when known)."""
     options = options or FhirOptions()
     prefix, stream = _rewound(stream)
     body = prefix[len(_BOM) :] if prefix.startswith(_BOM) else prefix
@@ -85,7 +91,7 @@ def iter_fhir(
         return
     kind = _detect(body, complete=len(prefix) < DETECT_BYTES)
     if kind == "ndjson":
-        yield from _ndjson_rows(stream, start, options)
+        yield from _ndjson_rows(stream, start, options, start_line)
     elif kind == "bundle":
         if prefix.startswith(_BOM):
             stream.read(len(_BOM))
@@ -186,8 +192,13 @@ def _file_error(line: int, position: int, reason: str, column: str = "") -> Sour
     return SourceRow(line=line, position=position, item=None, errors=[RowError(column, reason)])
 
 
-def _ndjson_rows(stream: BinaryIO, start: int, options: FhirOptions) -> Iterator[SourceRow]:
+def _ndjson_rows(
+    stream: BinaryIO, start: int, options: FhirOptions, start_line: int = 0
+) -> Iterator[SourceRow]:
     line_number = offset = 0
+    if start and start_line and stream.seekable():
+        stream.seek(start)
+        line_number, offset = start_line, start
     while offset < start:  # skip what a previous run consumed, counting its lines
         chunk = stream.read(min(CHUNK_BYTES, start - offset))
         if not chunk:
@@ -348,7 +359,8 @@ def _resource_row(line: int, position: int, resource: Any, options: FhirOptions)
     except ValidationError as failed:
         return SourceRow(line, position, None, validation_errors(failed))
     item, errors = map_patient(patient, options)
-    return SourceRow(line, position, item, errors)
+    suppress = options.suppress_deceased and is_deceased(patient)
+    return SourceRow(line, position, item, errors, suppress_addresses=suppress)
 
 
 def _not_a_patient(kind: Any) -> str:

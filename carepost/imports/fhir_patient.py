@@ -13,6 +13,11 @@ An element that is valid FHIR but cannot fill its contact field (a partial
 birth date, a phone number that is not a real number, a language without a
 BCP 47 code) is left out of the item and reported as a :class:`RowError` on its
 FHIR path; the rest of the patient is imported. Reasons never quote the value.
+
+``active`` and ``deceased[x]`` fill boolean (and date) custom fields when the
+tenant has them; a deceased patient is moreover flagged so that the runner
+suppresses the contact's email and phone (:func:`is_deceased`): no message of any
+kind reaches the address of someone who died.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import phonenumbers
@@ -55,6 +60,9 @@ FIELD_OPTIONS = {
     "postal_code_field": "postal_code",
     "state_field": "state",
     "city_field": "city",
+    "active_field": "active",
+    "deceased_field": "deceased",
+    "deceased_date_field": "deceased_date",
 }
 
 
@@ -74,6 +82,11 @@ class FhirOptions:
     postal_code_field: str | None = None
     state_field: str | None = None
     city_field: str | None = None
+    active_field: str | None = None  # boolean: Patient.active
+    deceased_field: str | None = None  # boolean: deceasedBoolean, or true for a deceasedDateTime
+    deceased_date_field: str | None = None  # date: the day of a full deceasedDateTime
+    # A deceased patient's email and phone are suppressed (reason "deceased", every purpose).
+    suppress_deceased: bool = True
 
     @classmethod
     def from_mapping(
@@ -107,6 +120,10 @@ class FhirOptions:
         if not isinstance(as_external_id, bool):
             errors.append(FieldError("patient_id_as_external_id", "must be true or false"))
         values["patient_id_as_external_id"] = as_external_id is True
+        suppress = mapping.get("suppress_deceased", True)
+        if not isinstance(suppress, bool):
+            errors.append(FieldError("suppress_deceased", "must be true or false"))
+        values["suppress_deceased"] = suppress is not False
         for name, default in FIELD_OPTIONS.items():
             if name not in mapping:
                 values[name] = default if fields is not None and default in fields else None
@@ -174,7 +191,34 @@ def map_patient(patient: Patient, options: FhirOptions) -> tuple[dict[str, Any],
     _map_address(patient.address or [], mapped, options)
     _map_identifiers(patient.identifier or [], mapped, options)
     _map_language(patient.communication or [], mapped)
+    _map_status(patient, mapped, options)
     return mapped.item, mapped.errors
+
+
+def is_deceased(patient: Patient) -> bool:
+    """``deceasedBoolean`` true, or any ``deceasedDateTime`` (a date of death)."""
+    return patient.deceasedBoolean is True or patient.deceasedDateTime is not None
+
+
+def _map_status(patient: Patient, mapped: _Mapped, options: FhirOptions) -> None:
+    if options.active_field and patient.active is not None:
+        mapped.custom(options.active_field, patient.active)
+    known = patient.deceasedBoolean is not None or patient.deceasedDateTime is not None
+    if options.deceased_field and known:
+        mapped.custom(options.deceased_field, is_deceased(patient))
+    moment = patient.deceasedDateTime
+    if not options.deceased_date_field or moment is None:
+        return
+    if isinstance(moment, datetime):
+        day = moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
+        mapped.custom(options.deceased_date_field, day.isoformat())
+    elif isinstance(moment, date):
+        mapped.custom(options.deceased_date_field, moment.isoformat())
+    else:  # a year or a month: the patient is still known to be deceased
+        mapped.fail(
+            "Patient.deceasedDateTime",
+            "a partial date (year, or year and month) cannot fill a date field",
+        )
 
 
 Rank = tuple[float, ...]

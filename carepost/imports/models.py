@@ -77,6 +77,10 @@ class ImportJob(IdMixin, TimestampMixin, TenantOwned, Base):
     status: Mapped[str] = mapped_column(String(12), default=JobStatus.UPLOADING)
     # The source's cursor just past the last committed record (a byte offset for CSV).
     position: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The physical lines of the file up to ``position`` (line-based formats; 0 when
+    # unknown), so that a resumed import seeks to the position instead of reading
+    # the file's beginning again to number its lines.
+    position_line: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     file_size: Mapped[int] = mapped_column(BigInteger, default=0)
     rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
     created: Mapped[int] = mapped_column(BigInteger, default=0)

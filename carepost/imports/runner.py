@@ -30,7 +30,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from carepost.audit.service import Actor
+from carepost.consent.suppression import Address, add_suppression
 from carepost.contacts import custom_fields, stages
+from carepost.contacts.models import Contact
 from carepost.contacts.prepare import IDENTIFIER_KINDS, prepare_contact
 from carepost.contacts.upserts import upsert_contacts
 from carepost.contacts.values import FieldSpec
@@ -62,6 +64,9 @@ class ImportPlan:
     match: str
     schema: Mapping[str, FieldSpec]
     stages: Collection[str]
+    # The physical lines up to the job's position (0: unknown), so that a resumed
+    # line-based source seeks there instead of counting the lines before it.
+    resume_line: int = 0
 
 
 @dataclass
@@ -75,14 +80,16 @@ Source = Callable[[BinaryIO, int, ImportPlan], OpenedSource]
 
 
 def open_csv(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
-    reader = CsvReader(stream, start=start)
+    reader = CsvReader(stream, start=start, start_line=plan.resume_line)
     mapper = plan_rows(reader.header, plan.mapping, plan.schema, match=plan.match)
     return OpenedSource(csv_rows(reader, mapper), mapper.column_for)
 
 
 def open_fhir(stream: BinaryIO, start: int, plan: ImportPlan) -> OpenedSource:
     options = FhirOptions.from_mapping(plan.mapping, fields=set(plan.schema))
-    return OpenedSource(iter_fhir(stream, start=start, options=options))
+    return OpenedSource(
+        iter_fhir(stream, start=start, options=options, start_line=plan.resume_line)
+    )
 
 
 # One line per format.
@@ -98,6 +105,7 @@ def load_plan(session: Session, job: ImportJob) -> ImportPlan:
         job.match,
         custom_fields.load_schema(session, job.tenant_id),
         stages.stage_keys(session, job.tenant_id),
+        job.position_line,
     )
 
 
@@ -132,6 +140,8 @@ class _Batch:
     rows: list[SourceRow]
     items: list[dict[str, Any]] = field(default_factory=list)
     item_lines: list[int] = field(default_factory=list)
+    # Indexes of items whose addresses are suppressed once imported (deceased patients).
+    suppressed_items: list[int] = field(default_factory=list)
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # line, column, reason
     errored_rows: int = 0
 
@@ -191,6 +201,8 @@ def _split(rows: list[SourceRow], plan: ImportPlan, column_for: Callable[[str], 
             seen[key] = row.line
         # Elements the source left out are reported; the rest of the record imports.
         batch.errors += [(row.line, error.column, error.reason) for error in row.errors]
+        if row.suppress_addresses:
+            batch.suppressed_items.append(len(batch.items))
         batch.items.append(row.item)
         batch.item_lines.append(row.line)
     return batch
@@ -205,6 +217,28 @@ def _batches(rows: Iterator[SourceRow], size: int) -> Iterator[list[SourceRow]]:
             batch = []
     if batch:
         yield batch
+
+
+def suppress_addresses(
+    session: Session, keys: TenantKeys, contact_id: uuid.UUID, actor: Actor
+) -> None:
+    """Suppress the email and phone an imported contact now has (the file's, or those
+    stored before) for every purpose: a deceased patient. Each new entry is audited
+    by the suppression service."""
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        return
+    for channel, value in (("email", contact.email), ("sms", contact.phone)):
+        if value:
+            add_suppression(
+                session,
+                keys,
+                address=Address(channel, value),
+                reason="deceased",
+                source="import",
+                actor=actor,
+                scope="all",
+            )
 
 
 def job_actor(job: ImportJob) -> Actor:
@@ -343,6 +377,8 @@ class JobRunner:
                     ]
                 else:
                     counts[result.status] += 1
+                    if result.index in batch.suppressed_items and result.id is not None:
+                        suppress_addresses(session, self.keys, result.id, actor)
         if errors and job.errored < MAX_STORED_ERRORS:
             errors.sort()
             session.execute(
@@ -359,6 +395,7 @@ class JobRunner:
                 ],
             )
         job.position = batch.rows[-1].position
+        job.position_line = batch.rows[-1].last_line
         job.rows_read += len(batch.rows)
         job.created += counts["created"]
         job.updated += counts["updated"]

@@ -6,6 +6,9 @@ memory. ``position`` is an opaque, increasing cursor just past the record (a
 byte offset for line-based formats, an entry index for a Bundle): a job stores
 the position of the last record it committed, and opening the source again at
 that position resumes right after it, so a crash neither skips nor repeats a row.
+The job also stores ``last_line``, the physical lines up to that position, so that
+a resumed line-based source can seek straight to the position instead of reading
+the file's beginning again to count its lines.
 
 A record with errors is not imported, unless every error is ``left_out`` (an
 element the source dropped from an otherwise good item): then the item is
@@ -43,3 +46,14 @@ class SourceRow:
     # or None when the record could not be read at all.
     item: dict[str, Any] | None
     errors: list[RowError] = field(default_factory=list)
+    # The last physical line of the record (a CSV record may span several lines);
+    # 0 when it is ``line`` itself.
+    end_line: int = 0
+    # The contact's email and phone are to be suppressed once it is imported (a
+    # deceased patient: no message of any kind may reach their addresses).
+    suppress_addresses: bool = False
+
+    @property
+    def last_line(self) -> int:
+        """The physical lines of the file up to ``position`` (what a resume starts after)."""
+        return self.end_line or self.line

@@ -6,7 +6,8 @@ upload never sits in memory and never holds SQLite's write lock for long.
 
 Reading: :func:`open_upload` gives a buffered binary stream over the chunks that
 fetches one chunk at a time (a read snapshot of its own on SQLite, so it never
-waits for the runner's write transaction), starting at any byte offset.
+waits for the runner's write transaction), starting at any byte offset; it can
+seek (a resumed import jumps to its position), fetching only the chunk it lands in.
 """
 
 from __future__ import annotations
@@ -76,16 +77,38 @@ class _ChunkRaw(io.RawIOBase):
 
     def __init__(self, fetch: Callable[[int], bytes | None], start: int) -> None:
         self._fetch = fetch
-        self._seq = start // CHUNK_BYTES
+        self._seq = 0
         self._current = b""
         self._at = 0
-        if start:
+        self._move(start)
+
+    def _move(self, offset: int) -> None:
+        # Chunks are all CHUNK_BYTES long but the last, so an offset names its chunk.
+        self._seq = offset // CHUNK_BYTES
+        self._current, self._at = b"", 0
+        if offset % CHUNK_BYTES:
             self._current = self._fetch(self._seq) or b""
             self._seq += 1
-            self._at = start % CHUNK_BYTES
+            self._at = offset % CHUNK_BYTES
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return (self._seq - (1 if self._current else 0)) * CHUNK_BYTES + self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.tell()
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("seek from the end of an upload")
+        if offset < 0:
+            raise ValueError("negative seek position")
+        self._move(offset)
+        return offset
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._at >= len(self._current):

@@ -8,6 +8,8 @@ against the table that answers it, through that table's index:
 * a field: ``contacts.id IN (SELECT contact_id FROM contact_tokens WHERE tenant_id
   = :t AND field_key = :k AND token IN <tokens>)`` (primary key (tenant, field,
   token, contact)); "contains all" adds ``GROUP BY contact_id HAVING count(*) = n``;
+  a date range is tiled by whole years and months where they fit, single days at
+  its edges (:func:`carepost.contacts.tokens.date_range_cover`);
   the tokens are computed here with the tenant's index key and sent as **one**
   array parameter (:mod:`carepost.contacts.id_sets`);
 * a list: current memberships (the partial unique index on (list_id, contact_id));
@@ -52,7 +54,7 @@ from carepost.contacts.tokens import (
     FieldType,
     bucket_texts,
     date_bucket_range,
-    date_range_buckets,
+    date_range_cover,
     number_bucket_text,
     number_range_buckets,
     range_tokens,
@@ -174,7 +176,7 @@ class _Compiler:
             return true() if negated else false()
         low, high = max(wanted.low, bounds.low), min(wanted.high, bounds.high)
         if direct <= complement:
-            texts = [f"d:{bucket}" for bucket in date_range_buckets(low, high, granularity)]
+            texts = [f"d:{bucket}" for bucket in date_range_cover(low, high, granularity)]
             return self.membership(self.tokens(key, key, texts), negated)
         # Shorter as "has a value, and not in one of the other buckets".
         before_end = date_bucket_range(low, granularity)[0] - timedelta(days=1)
@@ -182,8 +184,8 @@ class _Compiler:
         texts = [
             f"d:{bucket}"
             for bucket in (
-                *date_range_buckets(bounds.low, before_end, granularity),
-                *date_range_buckets(after_start, bounds.high, granularity),
+                *date_range_cover(bounds.low, before_end, granularity),
+                *date_range_cover(after_start, bounds.high, granularity),
             )
         ]
         present = self.membership(self.presence(key), negated)

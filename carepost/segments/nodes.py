@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from carepost.contacts.tokens import date_bucket_range, date_cover_size
 from carepost.contacts.values import FieldSpec
 
 
@@ -156,25 +157,21 @@ def age_range(today: date, youngest: int, oldest: int) -> DateRange:
     return DateRange(earliest, latest)
 
 
-def _bucket_count(low: date, high: date, granularity: str) -> int:
-    if high < low:
-        return 0
-    if granularity == "day":
-        return (high - low).days + 1
-    if granularity == "month":
-        return (high.year - low.year) * 12 + high.month - low.month + 1
-    return high.year - low.year + 1
-
-
 def range_sizes(wanted: DateRange, bounds: DateRange, granularity: str) -> tuple[int, int]:
-    """(buckets touching ``wanted``, buckets of ``bounds`` not touching it): a date rule
-    goes to SQL as whichever list is shorter."""
+    """(tokens sent for ``wanted``, tokens sent for the part of ``bounds`` outside it):
+    a date rule goes to SQL as whichever list is shorter. Both are counted as the
+    calendar cover of :func:`carepost.contacts.tokens.date_range_cover` (whole years
+    and months where they fit)."""
     low, high = max(wanted.low, bounds.low), min(wanted.high, bounds.high)
     if high < low:
         return 0, 0
-    direct = _bucket_count(low, high, granularity)
-    total = _bucket_count(bounds.low, bounds.high, granularity)
-    return direct, total - direct
+    direct = date_cover_size(low, high, granularity)
+    before_end = date_bucket_range(low, granularity)[0] - timedelta(days=1)
+    after_start = date_bucket_range(high, granularity)[1]
+    complement = date_cover_size(bounds.low, before_end, granularity) + date_cover_size(
+        after_start, bounds.high, granularity
+    )
+    return direct, complement
 
 
 def referenced_lists(node: Node) -> set[uuid.UUID]:

@@ -39,6 +39,7 @@ from carepost.segments.models import Segment, SegmentSnapshot, SegmentSnapshotMe
 from carepost.segments.nodes import Node
 from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary
+from carepost.tenancy.scoped import get_owned, page_owned
 
 MAX_SEGMENTS = 1000
 EXPORT_BATCH = 1000
@@ -135,21 +136,13 @@ def create_segment(
 
 
 def get_segment(session: Session, tenant_id: uuid.UUID, segment_id: uuid.UUID) -> Segment:
-    row = session.scalar(
-        select(Segment).where(Segment.tenant_id == tenant_id, Segment.id == segment_id)
-    )
-    if row is None:
-        raise NotFound("no such segment")
-    return row
+    return get_owned(session, Segment, tenant_id, segment_id, missing="no such segment")
 
 
 def list_segments(
     session: Session, tenant_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
 ) -> list[Segment]:
-    query = select(Segment).where(Segment.tenant_id == tenant_id).order_by(Segment.id)
-    if after is not None:
-        query = query.where(Segment.id > after)
-    return list(session.scalars(query.limit(limit)))
+    return page_owned(session, Segment, tenant_id, after=after, limit=limit)
 
 
 def update_segment(

@@ -1,4 +1,5 @@
-"""Changes made from a contact's page: record a consent, add to or remove from a list.
+"""Changes made from a contact's page: record a consent, add to or remove from a list,
+change the journey stage.
 
 Each is a form post (CSRF-checked) calling the same services as the API. With HTMX the
 answer is the page section that changed, re-read from the database, with a notice;
@@ -16,11 +17,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from carepost.consent import service as consent
-from carepost.contacts import lists, service
+from carepost.contacts import lists, service, stages
 from carepost.core.errors import CarepostError, NotFound, ValidationFailed
 from carepost.web.console import Console, form_data, page, parse_id, redirect
 from carepost.web.contacts_detail import ContactProfile, load_profile, render_profile
-from carepost.web.contacts_forms import consent_form_for, list_form_for
+from carepost.web.contacts_forms import consent_form_for, list_form_for, stage_form_for
 from carepost.web.forms import BoundForm, FormData
 from carepost.web.views import notice_header
 
@@ -47,6 +48,7 @@ def _section(
     message: str = "",
     consent_form: BoundForm | None = None,
     list_form: BoundForm | None = None,
+    stage_form: BoundForm | None = None,
 ) -> Response:
     return console.render(
         template,
@@ -55,6 +57,38 @@ def _section(
         p=profile,
         consent_form=consent_form or consent_form_for(profile),
         list_form=list_form or list_form_for(profile),
+        stage_form=stage_form or stage_form_for(profile),
+    )
+
+
+def _form_error(
+    console: Console,
+    template: str,
+    profile: ContactProfile,
+    status: int,
+    *,
+    consent_form: BoundForm | None = None,
+    list_form: BoundForm | None = None,
+    stage_form: BoundForm | None = None,
+) -> Response:
+    """A form that failed, shown with its errors: in its section for HTMX, else the page."""
+    if console.htmx:
+        return _section(
+            console,
+            template,
+            profile,
+            status=status,
+            consent_form=consent_form,
+            list_form=list_form,
+            stage_form=stage_form,
+        )
+    return render_profile(
+        console,
+        profile,
+        status=status,
+        consent_form=consent_form,
+        list_form=list_form,
+        stage_form=stage_form,
     )
 
 
@@ -87,11 +121,9 @@ def record_consent(
             )
     except CarepostError as exc:
         form.failed(exc)
-        if console.htmx:
-            return _section(
-                console, "contacts/_consent.html", profile, status=exc.status, consent_form=form
-            )
-        return render_profile(console, profile, status=exc.status, consent_form=form)
+        return _form_error(
+            console, "contacts/_consent.html", profile, exc.status, consent_form=form
+        )
     if not console.htmx:
         return redirect(console.request, f"/contacts/{profile.contact.id}?done=consent#consent")
     message = f"Recorded: {record.channel} {record.purpose} {record.status}."
@@ -147,9 +179,7 @@ def add_to_list(
 def _membership_error(
     console: Console, profile: ContactProfile, form: BoundForm, status: int
 ) -> Response:
-    if console.htmx:
-        return _section(console, "contacts/_lists.html", profile, status=status, list_form=form)
-    return render_profile(console, profile, status=status, list_form=form)
+    return _form_error(console, "contacts/_lists.html", profile, status, list_form=form)
 
 
 @router.post("/contacts/{contact_id}/lists/{list_id}/remove")
@@ -172,3 +202,33 @@ def remove_from_list(
         )
         name = contact_list.name
     return _membership_answer(console, contact.id, f"Removed from “{name}”.", "list-removed")
+
+
+@router.post("/contacts/{contact_id}/stage")
+def change_stage(
+    contact_id: str,
+    console: Annotated[Console, Depends(page("contacts:write"))],
+    data: Annotated[FormData, Depends(form_data)],
+) -> Response:
+    profile = load_profile(console, parse_id(contact_id))
+    form = stage_form_for(profile, data)
+    try:
+        form.validate()
+        with console.session() as session:
+            _contact, previous = stages.change_stage(
+                session,
+                console.principal.tenant_id,
+                profile.contact.id,
+                form.value("stage"),
+                actor=console.principal.actor,
+            )
+    except CarepostError as exc:
+        form.failed(exc)
+        return _form_error(console, "contacts/_stage.html", profile, exc.status, stage_form=form)
+    if not console.htmx:
+        return redirect(console.request, f"/contacts/{profile.contact.id}?done=stage#stage")
+    stage = form.value("stage")
+    message = f"Stage changed to {stage}." if previous else f"The stage is already {stage}."
+    return _section(
+        console, "contacts/_stage.html", load_profile(console, profile.contact.id), message=message
+    )

@@ -37,7 +37,12 @@ from carepost.contacts.models import Contact, ContactStageHistory, CustomField
 from carepost.core.database import utcnow
 from carepost.core.errors import ValidationFailed
 from carepost.web.console import Console, page, parse_id, templates
-from carepost.web.contacts_forms import consent_form_for, list_form_for, purpose_label
+from carepost.web.contacts_forms import (
+    consent_form_for,
+    list_form_for,
+    purpose_label,
+    stage_form_for,
+)
 from carepost.web.forms import BoundForm, Choice
 from carepost.web.tables import MASK
 
@@ -51,6 +56,7 @@ NOTICES = {
     "consent": "Consent recorded.",
     "list-added": "Added to the list.",
     "list-removed": "Removed from the list.",
+    "stage": "Journey stage changed.",
 }
 
 
@@ -77,6 +83,7 @@ class ContactProfile:
     purposes: tuple[str, ...] = ()
     suppressions: list[suppression.ContactSuppression] = field(default_factory=list)
     timeline: Timeline | None = None
+    stage_options: list[Choice] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -185,6 +192,9 @@ def load_profile(
                 if row.id not in current
             ],
         )
+        profile.stage_options = [
+            Choice(key, label) for key, label in stages.stage_choices(session, tenant_id)
+        ]
         if console.can("consent:read"):
             profile.consent_current = consent.current_rows(session, tenant_id, contact.id)
             profile.consent_history = consent.consent_history(
@@ -210,6 +220,7 @@ def render_profile(
     status: int = 200,
     consent_form: BoundForm | None = None,
     list_form: BoundForm | None = None,
+    stage_form: BoundForm | None = None,
     notice: str = "",
 ) -> Response:
     return console.render(
@@ -219,6 +230,7 @@ def render_profile(
         p=profile,
         consent_form=consent_form or consent_form_for(profile),
         list_form=list_form or list_form_for(profile),
+        stage_form=stage_form or stage_form_for(profile),
         notice=notice or NOTICES.get(console.request.query_params.get("done", ""), ""),
     )
 

@@ -1,4 +1,5 @@
-"""The forms of the contact page: record a consent, add the contact to a list.
+"""The forms of the contact page: record a consent, add the contact to a list, change
+its journey stage.
 
 Their choices depend on the organization (its topics are purposes too; the lists the
 contact is not in yet), so each spec is completed per page by the ``*_form_for``
@@ -76,6 +77,12 @@ CONSENT_FORM = FormSpec(
     ),
 )
 
+STAGE_FORM = FormSpec(
+    id="stage",
+    submit="Change stage",
+    fields=(Field("stage", "New stage", "select", required=True),),
+)
+
 LIST_FORM = FormSpec(
     id="membership",
     submit="Add to list",
@@ -91,6 +98,11 @@ def consent_form_for(profile: ContactProfile, data: FormData | None = None) -> B
     choices = [Choice(p, purpose_label(p)) for p in profile.purposes]
     spec = CONSENT_FORM.with_choices("purpose", choices)
     return spec.bind(data, channel="email", purpose="marketing", status="granted", source="paper")
+
+
+def stage_form_for(profile: ContactProfile, data: FormData | None = None) -> BoundForm:
+    spec = STAGE_FORM.with_choices("stage", profile.stage_options)
+    return spec.bind(data, stage=profile.contact.journey_stage)
 
 
 def list_form_for(profile: ContactProfile, data: FormData | None = None) -> BoundForm:

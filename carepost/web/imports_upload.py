@@ -13,15 +13,13 @@ mapping step queues it.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import Request
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from carepost.core.errors import ValidationFailed
 from carepost.imports import service
+from carepost.imports.multipart import multipart_boundary, read_multipart
 from carepost.imports.storage import CHUNK_BYTES, ChunkWriter
 from carepost.web.console import Console
 
@@ -109,60 +107,23 @@ class WizardUpload:
 
 async def receive_upload(request: Request, console: Console) -> uuid.UUID:
     """Stream the posted form's ``file`` part into a held job; returns its id."""
-    content_type, params = parse_options_header(request.headers.get("content-type", ""))
-    boundary = params.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
+    boundary = multipart_boundary(request.headers.get("content-type", ""))
+    if boundary is None:
         raise ValidationFailed("send the file with the upload form", field="file")
-    state: dict[str, Any] = {"headers": {}, "header": b"", "name": ""}
-    pieces: list[bytes] = []
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        key = state["header"].lower()
-        state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
-
-    def on_header_end() -> None:
-        state["header"] = b""
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["name"] = disposition.get(b"name", b"").decode("latin-1")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["name"] == "file":
-            pieces.append(data[start:end])  # other fields (the CSRF token) are not needed
-
-    def on_part_end() -> None:
-        state["headers"] = {}
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
     upload = WizardUpload(console, "csv")
+
+    async def on_file(data: bytes) -> None:
+        if data:  # a form sent without a file has an empty file part
+            await upload.write(data)
+
     try:
-        async for piece in request.stream():
-            try:
-                parser.write(piece)
-            except MultipartParseError:
-                raise ValidationFailed("the upload is malformed", field="file") from None
-            for data in pieces:
-                if data:
-                    await upload.write(data)
-            pieces.clear()
-        try:
-            parser.finalize()
-        except MultipartParseError:
-            raise ValidationFailed("the upload is malformed", field="file") from None
+        # The other fields (the CSRF token) are not needed: it travels in a header.
+        await read_multipart(
+            request.stream(),
+            boundary,
+            on_file=on_file,
+            malformed=("the upload is malformed", "file"),
+        )
         return await upload.finish()
     except BaseException:  # a refused file, a disconnect: nothing of it stays
         await upload.discard()

@@ -85,3 +85,41 @@ def test_string_tokens_ignore_case_and_sealed_fields_only_mark_presence():
         mac, "conditions", tokens.FieldType.MULTI_CHOICE, None, ["e11", "i10"], sealed=False
     )
     assert multi == [tokens.PRESENT, "field:conditions|c:e11", "field:conditions|c:i10"]
+
+
+@given(DATES, DATES, DATES, DATE_GRANULARITY)
+def test_a_date_range_cover_matches_exactly_the_days_of_the_buckets_it_touches(
+    a, b, day, granularity
+):
+    """A stored date matches the cover (one of its stored buckets is in it) exactly
+    when its own bucket touches the range, and then through one bucket only."""
+    low, high = min(a, b), max(a, b)
+    cover = set(tokens.date_range_cover(low, high, granularity))
+    stored = tokens.stored_bucket_texts(tokens.FieldType.DATE, granularity, day.isoformat())
+    hits = [text for text in stored if text.removeprefix("d:") in cover]
+    first, _ = tokens.date_bucket_range(low, granularity)
+    _, last = tokens.date_bucket_range(high, granularity)
+    assert len(hits) == (1 if first <= day < last else 0)
+
+
+def test_an_age_range_is_sent_as_whole_years_and_months_with_days_at_the_edges():
+    cover = tokens.date_range_cover(date(1950, 6, 16), date(1976, 6, 15), "day")
+    assert cover[:2] == ["1950-06-16", "1950-06-17"] and "1950-07" in cover
+    assert "1951" in cover and "1975" in cover and "1976-05" in cover
+    assert cover[-1] == "1976-06-15"
+    assert len(cover) < 70  # instead of 9,496 days
+    # A century of days fits too, where the day list was refused.
+    assert len(tokens.date_range_cover(date(1900, 1, 1), date(2000, 1, 1), "day")) == 101
+
+
+def test_a_date_is_stored_at_its_granularity_and_every_coarser_one():
+    def stored(granularity: str) -> list[str]:
+        return tokens.stored_bucket_texts(tokens.FieldType.DATE, granularity, "2024-03-05")
+
+    assert stored("day") == ["d:2024-03-05", "d:2024-03", "d:2024"]
+    assert stored("month") == ["d:2024-03", "d:2024"]
+    assert stored("year") == ["d:2024"]
+    moment = tokens.stored_bucket_texts(
+        tokens.FieldType.DATETIME, "day", "2024-12-31T23:30:00-05:00"
+    )
+    assert moment == ["d:2025-01-01", "d:2025-01", "d:2025"]

@@ -180,6 +180,15 @@ def test_a_marketer_works_with_contacts(page: Page, live_server, practice, scree
     page.get_by_role("button", name="Add to list").click()
     expect(page.locator("#messages")).to_contain_text("Added to “Blood pressure check-in”")
     expect(page.locator("#lists .membership")).to_contain_text("Blood pressure check-in")
+    # Move the patient on in their journey (HTMX): the history shows the change.
+    stage = page.locator("#stage")
+    expect(stage.get_by_label("New stage")).to_have_value("overdue")
+    stage.get_by_label("New stage").select_option("at-risk")
+    stage.get_by_role("button", name="Change stage").click()
+    expect(page.locator("#messages")).to_contain_text("Stage changed to at-risk.")
+    expect(page.locator("#current-stage")).to_have_text("at-risk")
+    expect(page.locator("#stage-history li").first).to_contain_text("overdue → at-risk")
+    shoot(page, screenshots, "detail-stage-changed")
     page.get_by_role("link", name="Load more").click()
     expect(page.locator("#timeline .timeline__item")).to_have_count(30)
     expect(page.get_by_role("link", name="Load more")).to_have_count(0)
@@ -198,20 +207,20 @@ def test_a_marketer_works_with_contacts(page: Page, live_server, practice, scree
     page.get_by_role("link", name="New segment").click()
     page.get_by_role("button", name="Advanced (JSON)").click()
     rule = page.get_by_label("Rule (JSON)")
-    rule.fill('{"all": [{"field": "journey_stage", "op": "equals", "value": "overdue"},')
+    rule.fill('{"all": [{"field": "journey_stage", "op": "equals", "value": "at-risk"},')
     rule.press("Tab")
     expect(page.locator("#builder-faults")).to_contain_text("Not valid JSON")
     rule = page.get_by_label("Rule (JSON)")
     rule.fill(
-        '{"all": [{"field": "journey_stage", "op": "equals", "value": "overdue"}, '
+        '{"all": [{"field": "journey_stage", "op": "equals", "value": "at-risk"}, '
         '{"field": "conditions", "op": "contains_any", "value": ["hypertension"]}]}'
     )
     rule.press("Tab")
     expect(page.locator("#live-count")).to_contain_text("1 contact match now")
-    page.get_by_label("Name", exact=True).fill("Overdue hypertension")
+    page.get_by_label("Name", exact=True).fill("At-risk hypertension")
     page.get_by_role("button", name="Save segment").click()
     expect(page.locator("#messages")).to_contain_text("Segment saved.")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Overdue hypertension")
+    expect(page.get_by_role("heading", level=1)).to_have_text("At-risk hypertension")
     shoot(page, screenshots, "segments")
 
     # On a phone: the list folds into cards, the contact page into one column.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,73 @@ def test_a_job_cancelled_or_paused_while_running_stops_before_its_next_batch(
     else:
         with pytest.raises(Conflict):
             local.resume_local_import(runtime, keys, job_id, path)
+
+
+class _ReadLog(io.FileIO):
+    """A file that notes the offset of every read the buffered reader makes of it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "rb")
+        self.read_starts: list[int] = []
+
+    def readinto(self, buffer):  # type: ignore[no-untyped-def]
+        self.read_starts.append(self.tell())
+        return super().readinto(buffer)
+
+
+def test_a_resumed_import_seeks_to_its_position_and_keeps_the_line_numbers(
+    runtime, clinic, write_csv
+):
+    # Two records span two lines each (quoted newlines), so lines and records differ.
+    rows = [f"r{n}@clinic.example,First{n},Last,,MRN{n},,,,,,\n" for n in range(400)]
+    rows[10] = 'r10@clinic.example,"Two\nLines",Last,,,,,,,,\n'
+    rows[350] = 'r350@clinic.example,"Two\nLines",Last,,,,,,,,\n'
+    rows[380] = "r380@clinic.example,First,Last,not-a-date,,,,,,,\n"
+    path = write_csv(HEADER + "".join(rows))
+    _row, keys = clinic
+    job_id = local.start_local_import(
+        runtime, keys, path, format="csv", mapping={}, match="email", actor=SYSTEM
+    )
+    local.run_local_import(runtime, keys, job_id, path, max_batches=1, batch_rows=300)
+    with runtime.bound_session(keys) as session:
+        job = session.get(ImportJob, job_id)
+        # The header, 300 records and the one extra line of record 10.
+        assert (job.rows_read, job.position_line) == (300, 302)
+        position = job.position
+    assert position > io.DEFAULT_BUFFER_SIZE
+
+    local.resume_local_import(runtime, keys, job_id, path)
+    stream = _ReadLog(path)
+    runner = local.JobRunner(runtime, keys, job_id, owner=local.LOCAL_OWNER)
+    assert runner.run(io.BufferedReader(stream)).outcome == JobStatus.COMPLETED
+    # The header's block, then straight from the position on: the prefix is not read.
+    assert stream.read_starts[0] == 0
+    assert all(start >= position for start in stream.read_starts[1:])
+    with runtime.bound_session(keys) as session:
+        job = session.get(ImportJob, job_id)
+        errors = [(e.line, e.column) for e in service.iter_errors(session, keys.tenant_id, job_id)]
+        assert (job.rows_read, job.errored, job.position_line) == (400, 3, 403)
+    # (A name may not hold a newline.) Record 380 starts on line 1 (the header) +
+    # 380 + 1 (record 10's second line) + 1 (record 350's) + 1.
+    assert errors == [(12, "first_name"), (353, "first_name"), (384, "birth_date")]
+
+
+def test_a_job_from_before_line_counts_were_kept_still_numbers_lines_right(
+    runtime, clinic, write_csv
+):
+    rows = [f"o{n}@clinic.example,First{n},Last,,,,,,,,\n" for n in range(30)]
+    rows[3] = 'o3@clinic.example,"Two\nLines",Last,,,,,,,,\n'
+    rows[20] = "o20@clinic.example,First,Last,not-a-date,,,,,,,\n"
+    path = write_csv(HEADER + "".join(rows))
+    _row, keys = clinic
+    job_id = local.start_local_import(
+        runtime, keys, path, format="csv", mapping={}, match="email", actor=SYSTEM
+    )
+    local.run_local_import(runtime, keys, job_id, path, max_batches=1, batch_rows=10)
+    with runtime.bound_session(keys) as session:
+        session.get(ImportJob, job_id).position_line = 0  # what the migration leaves
+    local.resume_local_import(runtime, keys, job_id, path)
+    assert local.run_local_import(runtime, keys, job_id, path).outcome == JobStatus.COMPLETED
+    with runtime.bound_session(keys) as session:
+        errors = [(e.line, e.column) for e in service.iter_errors(session, keys.tenant_id, job_id)]
+    assert errors == [(5, "first_name"), (23, "birth_date")]

@@ -775,3 +775,13 @@ def test_a_large_ndjson_export_streams_with_flat_memory(tmp_path, capsys):
             f"{LARGE_EXPORT / elapsed:,.0f} patients/s ({LARGE_EXPORT / cpu:,.0f} per CPU second), "
             f"peak memory growth {growth_mib:.1f} MiB"
         )
+
+
+def test_an_ndjson_resume_that_knows_its_line_seeks_past_the_lines_before_it():
+    data = RESUMABLE["ndjson"]
+    rows = read(data)
+    for index, row in enumerate(rows):
+        stream = io.BytesIO(data)
+        resumed = list(iter_fhir(stream, start=row.position, start_line=row.last_line))
+        # The same rows with the same line numbers as when the lines were counted.
+        assert resumed == rows[index + 1 :]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from carepost.audit.service import SYSTEM
+from carepost.consent import suppression
+from carepost.contacts import custom_fields
 from carepost.imports.tasks import run_imports
 from tests.canaries import phi_value
 from tests.imports.clinic import contacts_by_email
@@ -99,3 +102,64 @@ def test_a_bad_fhir_option_is_refused_with_its_pointer(client, clinic, make_api_
     assert response.status_code == 422
     pointers = {error["pointer"] for error in response.json()["errors"]}
     assert {"#/body/mapping/default_region", "#/body/mapping/colour"} <= pointers
+
+
+def test_active_and_deceased_fill_their_fields_and_a_deceased_patients_addresses_are_suppressed(
+    runtime, client, clinic, make_api_key
+):
+    _row, keys = clinic
+    with runtime.bound_session(keys) as session:
+        fields = (("active", "boolean"), ("deceased", "boolean"), ("deceased_date", "date"))
+        for key, kind in fields:
+            custom_fields.create_field(
+                session, keys.tenant_id, key=key, label=key, type=kind, actor=SYSTEM
+            )
+    headers = make_api_key(clinic)
+    gone_telecom = [
+        {"system": "email", "value": "gone@fhir.example"},
+        {"system": "phone", "value": "+16175550123", "use": "mobile"},
+    ]
+    lines = [
+        patient(1, "alive@fhir.example", active=True, deceasedBoolean=False),
+        patient(2, "gone@fhir.example", active=False, deceasedBoolean=True, telecom=gone_telecom),
+        patient(3, "dated@fhir.example", deceasedDateTime="2025-11-30T23:30:00-05:00"),
+        patient(4, "year@fhir.example", deceasedDateTime="2024"),
+        patient(5, "plain@fhir.example"),
+    ]
+    body = ("\n".join(json.dumps(line) for line in lines) + "\n").encode()
+    response = upload(client, headers, body, format="fhir", match="mrn")
+    assert response.status_code == 202, response.text
+    run_imports(runtime, budget_seconds=30)
+    job = client.get(f"{V1}/imports/{response.json()['id']}", headers=headers).json()
+    assert (job["status"], job["created"], job["errored"]) == ("completed", 5, 0), job
+    errors = client.get(f"{V1}/imports/{job['id']}/errors", headers=headers).json()["items"]
+    assert [(e["line"], e["column"]) for e in errors] == [(4, "Patient.deceasedDateTime")]
+
+    contacts = contacts_by_email(runtime, clinic)
+    custom = {email.split("@")[0]: contact.custom for email, contact in contacts.items()}
+    status = {
+        name: {key: values[key] for key in ("active", "deceased", "deceased_date") if key in values}
+        for name, values in custom.items()
+    }
+    assert status == {
+        "alive": {"active": True, "deceased": False},
+        "gone": {"active": False, "deceased": True},
+        # A dateTime of death is kept as its UTC day.
+        "dated": {"deceased": True, "deceased_date": "2025-12-01"},
+        "year": {"deceased": True},
+        "plain": {},
+    }
+
+    with runtime.bound_session(keys) as session:
+        for address, suppressed in (
+            ("gone@fhir.example", True),
+            ("+16175550123", True),
+            ("dated@fhir.example", True),
+            ("year@fhir.example", True),
+            ("alive@fhir.example", False),
+            ("plain@fhir.example", False),
+        ):
+            entry = suppression.find_suppression(session, keys, suppression.parse_address(address))
+            assert (entry is not None) == suppressed, address
+            if entry is not None:
+                assert (entry.reason, entry.scope) == ("deceased", "all")

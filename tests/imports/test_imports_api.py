@@ -9,6 +9,9 @@ import uuid
 
 from sqlalchemy import func, select
 
+from carepost.audit.service import SYSTEM
+from carepost.imports import service as import_service
+from carepost.imports import storage
 from carepost.imports.models import ImportChunk, ImportJob
 from carepost.imports.tasks import run_imports
 from tests.canaries import phi_value
@@ -160,3 +163,25 @@ def test_a_bad_error_cursor_is_a_clear_error(runtime, client, clinic, make_api_k
         )
         assert response.status_code == 422, cursor
         assert response.json()["errors"][0]["pointer"] == "#/query/cursor"
+
+
+def test_an_uploaded_file_reads_back_from_any_offset_and_seeks(runtime, tenant, monkeypatch):
+    """A resumed upload job seeks to its position: only the chunk it lands in is fetched."""
+    monkeypatch.setattr(storage, "CHUNK_BYTES", 16)
+    _row, keys = tenant
+    data = bytes(range(256)) * 3 + b"tail"
+    with runtime.bound_session(keys) as session:
+        job_id = import_service.create_job(
+            session, keys.tenant_id, format="csv", mapping={}, match="email", actor=SYSTEM
+        ).id
+    writer = storage.ChunkWriter(runtime, keys, job_id)
+    for start in range(0, len(data), 50):
+        writer.write(data[start : start + 50])
+    writer.close()
+    for offset in (0, 1, 15, 16, 17, 400, len(data) - 1, len(data), len(data) + 20):
+        assert storage.open_upload(runtime, keys, job_id, start=offset).read() == data[offset:]
+    stream = storage.open_upload(runtime, keys, job_id)
+    assert stream.seekable() and stream.read(5) == data[:5]
+    for offset in (700, 3, 32, len(data)):
+        assert stream.seek(offset) == offset and stream.tell() == offset
+        assert stream.read(20) == data[offset : offset + 20]

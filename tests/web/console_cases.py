@@ -114,6 +114,7 @@ ACTIONS = (
     ),
     ActionCase("/contacts/{contact_id}/lists", "contacts:write", {"list_id": ""}),
     ActionCase("/contacts/{contact_id}/lists/{list_id}/remove", "contacts:write"),
+    ActionCase("/contacts/{contact_id}/stage", "contacts:write", {"stage": "active"}),
     ActionCase("/lists", "contacts:write", {"name": "New list"}),
     ActionCase("/lists/{list_id}", "contacts:write", {"name": "Renamed list"}),
     ActionCase("/lists/{list_id}/delete", "contacts:write"),

@@ -14,7 +14,7 @@ import pytest
 
 from carepost.audit.service import SYSTEM
 from carepost.consent import suppression
-from carepost.contacts import custom_fields, events, lists, upserts
+from carepost.contacts import custom_fields, events, lists, stages, upserts
 from carepost.contacts.models import CustomField
 from tests.canaries import phi_value
 
@@ -203,7 +203,7 @@ def test_the_contact_page_masks_phi_until_an_audited_reveal(
     for value in (item["first_name"], item["email"], item["external_ids"]["mrn"], "asthma"):
         assert value not in masked.text
     assert "Reveal PHI" in masked.text and "Conditions" in masked.text
-    assert '<span class="badge badge--stage">active</span>' in masked.text
+    assert '<span class="badge badge--stage" id="current-stage">active</span>' in masked.text
     assert view_phi_events(audit_trail, tenant) == []
 
     revealed = b.post(f"/contacts/{contact_id}/reveal")
@@ -256,6 +256,40 @@ def test_stage_history_and_suppression_state(tenant, marketer, sign_in, runtime)
     page = b.get(f"/contacts/{contact_id}")
     assert "Text (SMS): manual, all messages" in page.text
     assert "+14155552671" not in page.text
+
+
+def test_change_the_journey_stage_with_htmx_and_see_its_history(
+    tenant, marketer, analyst, sign_in, runtime, audit_trail
+):
+    [contact_id] = add_contacts(runtime, tenant, [person_item()])
+    with runtime.bound_session(tenant[1]) as session:
+        stages.define_stage(session, tenant[0].id, key="post-op", label="After surgery")
+    b = sign_in(marketer)
+    page = b.get(f"/contacts/{contact_id}")
+    assert '<option value="post-op">After surgery</option>' in page.text
+    assert '<option value="new" selected>' in page.text
+    changed = b.post(f"/contacts/{contact_id}/stage", {"stage": "post-op"}, htmx=True)
+    assert changed.status_code == 200
+    notice = json.loads(changed.headers["HX-Trigger"])["carepost:notice"]
+    assert notice == "Stage changed to post-op."
+    assert 'id="current-stage">post-op<' in changed.text
+    assert "new → <strong>post-op</strong>" in changed.text
+    again = b.post(f"/contacts/{contact_id}/stage", {"stage": "overdue"})
+    assert again.headers["location"] == f"/contacts/{contact_id}?done=stage#stage"
+    page = b.get(f"/contacts/{contact_id}?done=stage")
+    assert "Journey stage changed." in page.text
+    history = page.text[page.text.index('id="stage-history"') :]
+    # Newest first.
+    assert history.index("post-op → <strong>overdue</strong>") < history.index(
+        "new → <strong>post-op</strong>"
+    )
+    unknown = b.post(f"/contacts/{contact_id}/stage", {"stage": "nonsense"}, htmx=True)
+    assert unknown.status_code == 422 and 'id="stage-stage-error"' in unknown.text
+    events = audit_trail(tenant, "contact.update")
+    assert [e.details for e in events] == [{"fields": ["journey_stage"]}] * 2
+    # Reading is not writing.
+    read_only = sign_in(analyst).get(f"/contacts/{contact_id}")
+    assert "Change stage" not in read_only.text and "post-op → " in read_only.text
 
 
 # --- consent ----------------------------------------------------------------------------
