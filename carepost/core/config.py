@@ -107,10 +107,10 @@ class Settings(BaseSettings):
     # ("host" or "host:port"; empty: the system's), what the SPF record must authorize
     # (carepost's sending servers), the DMARC report address recommended, and how long a
     # rotated DKIM key waits as "next" (published) before it signs.
-    domains_dns_nameservers: list[str] = Field(default_factory=list)
+    domains_dns_nameservers: tuple[str, ...] = ()
     domains_dns_timeout: float = Field(default=5.0, gt=0, le=60)
     domains_spf_include: str | None = None
-    domains_spf_addresses: list[str] = Field(default_factory=list)
+    domains_spf_addresses: tuple[str, ...] = ()
     domains_dmarc_report_address: str | None = None
     domains_key_promotion_hours: float = Field(default=72.0, gt=0)
 
