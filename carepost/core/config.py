@@ -55,6 +55,11 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # Contact imports (carepost.imports.runner): processes that check and normalize
+    # the next batch while the current one is written; 0 checks it in the importing
+    # process itself.
+    import_prepare_processes: int = Field(default=1, ge=0, le=16)
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
