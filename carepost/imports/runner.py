@@ -241,6 +241,7 @@ class JobRunner:
         owner: str,
         batch_rows: int = BATCH_ROWS,
         progress: Callable[[Progress], None] | None = None,
+        prepare_processes: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.keys = keys
@@ -248,6 +249,8 @@ class JobRunner:
         self.owner = owner
         self.batch_rows = batch_rows
         self.progress = progress
+        # Worker processes checking the next batch (None: the setting).
+        self.prepare_processes = prepare_processes
         self._preparer = BatchPreparer(0)
         self._context: PreparationContext | None = None
 
@@ -287,7 +290,10 @@ class JobRunner:
         job, plan = self._load()
         actor = job_actor(job)
         result = RunResult("yielded")
-        self._preparer = BatchPreparer(self.runtime.settings.import_prepare_processes)
+        processes = self.prepare_processes
+        if processes is None:
+            processes = self.runtime.settings.import_prepare_processes
+        self._preparer = BatchPreparer(processes)
         try:
             try:
                 opened = SOURCES[job.format](stream, job.position, plan)
