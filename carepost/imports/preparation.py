@@ -12,12 +12,15 @@ The workers receive the plaintext items of the file (PHI) over a local pipe and 
 the checked contacts back; they hold no keys and write nothing. The first batch is
 checked in the importing process itself, so a small file never starts a worker; a
 worker that dies (out of memory, killed) makes the preparer check in-process from
-then on.
+then on; and workers end when the importing process dies (a crash, ``kill -9``).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +31,21 @@ from carepost.contacts.prepare import PreparationContext, PreparedBatch, prepare
 from carepost.core.logging import get_logger
 
 log = get_logger(__name__)
+
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Run in each worker: end it once the importing process is gone (killed with
+    ``kill -9``, say), instead of leaving it waiting for batches forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class BatchPreparer:
@@ -72,7 +90,10 @@ class BatchPreparer:
             # spawn, not fork: a forked child would share the parent's database
             # connections and logging handlers; a fresh interpreter holds nothing.
             self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn")
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
             )
         return self._pool
 
