@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text, update
