@@ -24,6 +24,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,6 +206,7 @@ def _child(rows: int) -> dict[str, Any]:
         }
     finally:
         runtime.close()
+        shutil.rmtree(workdir, ignore_errors=True)  # the file: 127 MB at a million rows
         if admin is not None:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP SCHEMA "{overrides["database_schema"]}" CASCADE'))
