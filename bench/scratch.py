@@ -9,6 +9,7 @@ master key and one tenant. The benchmarks that build their own data use it
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ def scratch_tenant() -> Iterator[Scratch]:
         yield Scratch(runtime, keys, workdir)
     finally:
         runtime.close()
+        shutil.rmtree(workdir, ignore_errors=True)  # a CSV of a million rows is 127 MB
         if admin is not None:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP SCHEMA "{overrides["database_schema"]}" CASCADE'))

@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, exists, insert, literal, select
+from sqlalchemy.orm import Session, aliased
 
 from carepost.audit import service as audit
 from carepost.contacts.fields import STANDARD_FIELDS
@@ -73,13 +73,9 @@ def get_field(session: Session, tenant_id: uuid.UUID, field_id: uuid.UUID) -> Cu
 
 
 def field_has_data(session: Session, tenant_id: uuid.UUID, key: str) -> bool:
-    """Whether any contact holds a value (every value has a presence token, sealed too)."""
+    """Whether any contact holds a value (every value has a token, sealed too)."""
     query = select(
-        exists().where(
-            ContactToken.tenant_id == tenant_id,
-            ContactToken.field_key == key,
-            ContactToken.token == PRESENT,
-        )
+        exists().where(ContactToken.tenant_id == tenant_id, ContactToken.field_key == key)
     )
     return bool(session.scalar(query))
 
@@ -229,7 +225,9 @@ def update_field(
         return row
     row.updated_at = utcnow()
     if row.sealed:
-        # A sealed field is encrypted only: its bucket tokens go, its presence stays.
+        # A sealed field is encrypted only: its bucket tokens go, its presence stays
+        # (as the marker, which values with bucket tokens do not carry).
+        _mark_presence(session, tenant_id, row.key)
         session.execute(
             delete(ContactToken).where(
                 ContactToken.tenant_id == tenant_id,
@@ -248,6 +246,34 @@ def update_field(
         details={"key": row.key, "changed": changed},
     )
     return row
+
+
+def _mark_presence(session: Session, tenant_id: uuid.UUID, key: str) -> None:
+    """Give the presence marker to every contact holding a value of ``key`` without it."""
+    marked = aliased(ContactToken)
+    holders = (
+        select(
+            ContactToken.tenant_id,
+            ContactToken.contact_id,
+            ContactToken.field_key,
+            literal(PRESENT),
+        )
+        .where(
+            ContactToken.tenant_id == tenant_id,
+            ContactToken.field_key == key,
+            ContactToken.token != PRESENT,
+            ~exists().where(
+                marked.tenant_id == ContactToken.tenant_id,
+                marked.field_key == ContactToken.field_key,
+                marked.contact_id == ContactToken.contact_id,
+                marked.token == PRESENT,
+            ),
+        )
+        .distinct()
+    )
+    session.execute(
+        insert(ContactToken).from_select(["tenant_id", "contact_id", "field_key", "token"], holders)
+    )
 
 
 def delete_field(

@@ -79,6 +79,8 @@ class ContactIdentifier(IdMixin, TenantOwned, Base):
         UniqueConstraint("contact_id", "kind"),
     )
 
+    # No foreign key to tenants: the contact's cascades (migration 0008).
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid(), index=True)
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))
     value: Mapped[str] = mapped_column(EncryptedString("contact_identifiers.value"))
@@ -115,7 +117,9 @@ class ContactToken(Base):
         Index("ix_contact_tokens_contact", "contact_id", "field_key"),
     )
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # No foreign key to tenants: the contact's cascades, and a CSV import writes about
+    # ten of these rows per contact, each checking its foreign keys (migration 0008).
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid())
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     field_key: Mapped[str] = mapped_column(String(40))
     token: Mapped[str] = mapped_column(String(40))
@@ -137,6 +141,8 @@ class ContactStageHistory(IdMixin, TenantOwned, Base):
     __tablename__ = "contact_stage_history"
     __table_args__ = (Index("ix_contact_stage_history_contact", "contact_id", "changed_at"),)
 
+    # No foreign key to tenants: the contact's cascades (migration 0008).
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid(), index=True)
     contact_id: Mapped[uuid.UUID] = mapped_column(
         Uuid(), ForeignKey("contacts.id", ondelete="CASCADE")
     )

@@ -14,12 +14,18 @@ a keyed token ``HMAC(tenant index key, "field:<key>" || 0x00 || bucket)``:
   a range is sent as the fewest whole years, months and days that tile it
   (:func:`date_range_cover`): an age range of 25 years is ~100 tokens, not ~9,500.
 
-Every field with a value also gets the plain presence marker ``*`` (for "is set"
-and for knowing whether a field holds data), sealed fields included; sealed fields
-get nothing else. A range (``between``, ``within the last N days``, an age) is
-expanded by :func:`number_range_buckets` / :func:`date_range_cover` into the
-buckets it touches (dates: tiled by whole years and months where they fit),
-capped at :data:`MAX_RANGE_BUCKETS`.
+A field holds a value exactly when the contact has a token of that field: "is
+set" (and whether a field holds data at all) asks for *any* token of the field.
+Values that have no bucket token say so with the plain presence marker ``*``:
+sealed fields (which get nothing else) and an empty multi-choice. Other values
+need no marker: their bucket tokens already mark them, and a CSV import would
+otherwise write one more row per field and contact. (Tokens written before
+migration 0008 carry a marker on every value; it means the same thing.)
+
+A range (``between``, ``within the last N days``, an age) is expanded by
+:func:`number_range_buckets` / :func:`date_range_cover` into the buckets it
+touches (dates: tiled by whole years and months where they fit), capped at
+:data:`MAX_RANGE_BUCKETS`.
 """
 
 from __future__ import annotations
@@ -291,15 +297,16 @@ def field_tokens(
     *,
     sealed: bool,
 ) -> list[str]:
-    """All tokens of one field's value: the presence marker, then (unless sealed) the
-    keyed bucket tokens. ``hmac_token`` is ``TenantKeys.blind_index``."""
+    """All tokens of one field's value: the keyed bucket tokens, or the presence marker
+    alone for a sealed field or a value without buckets (an empty multi-choice).
+    ``hmac_token`` is ``TenantKeys.blind_index``."""
     if value is None:
         return []
     if sealed:
         return [PRESENT]
     label = token_label(field_key)
     texts = dict.fromkeys(stored_bucket_texts(field_type, granularity, value))
-    return [PRESENT, *(hmac_token(label, text) for text in texts)]
+    return [hmac_token(label, text) for text in texts] or [PRESENT]
 
 
 def range_tokens(

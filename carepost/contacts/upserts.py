@@ -42,7 +42,7 @@ from carepost.contacts.prepare import (
     prepare_batch,
 )
 from carepost.contacts.values import FieldSpec, merge_custom
-from carepost.core.database import new_id, utcnow
+from carepost.core.database import new_ids, utcnow
 from carepost.core.errors import Conflict, FieldError, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
 
@@ -149,9 +149,13 @@ def _load_rows(
 
 
 def _new_row(
-    keys: TenantKeys, prepared: PreparedContact, claims: Mapping[str, str], now: datetime
+    keys: TenantKeys,
+    prepared: PreparedContact,
+    claims: Mapping[str, str],
+    now: datetime,
+    contact_id: uuid.UUID,
 ) -> dict[str, Any]:
-    row: dict[str, Any] = {"id": new_id(), "tenant_id": keys.tenant_id, "created_at": now}
+    row: dict[str, Any] = {"id": contact_id, "tenant_id": keys.tenant_id, "created_at": now}
     row |= {name: prepared.standard.get(name) for name in STANDARD_NAMES}
     row["custom"] = merge_custom(None, prepared.custom) or None
     row["journey_stage"] = prepared.attributes.get("journey_stage") or "new"
@@ -382,10 +386,11 @@ def _write(
     stage_changes: list[tuple[uuid.UUID, str, str | None]] = []
     targets = [item.target_id for item in pending if item.target_id is not None]
     current_ids = sync.identifiers_of(session, keys.tenant_id, targets)
+    fresh_ids = iter(new_ids(len(pending) - len(targets)))
     for item in pending:
         result = results[item.index]
         if item.existing is None:
-            row = _new_row(keys, item.prepared, item.claims, now)
+            row = _new_row(keys, item.prepared, item.claims, now, next(fresh_ids))
             inserts.append(row)
             result.status, result.id = "created", row["id"]
             new_tokens.append((row["id"], row["custom"], row["birth_date"]))
@@ -396,13 +401,13 @@ def _write(
         else:
             assert item.target_id is not None
             result.id = item.target_id
-            new_ids = {
+            changed_ids = {
                 kind: value
                 for kind, value in item.prepared.identifiers.items()
                 if current_ids.get(item.target_id, {}).get(kind) != value
             }
             changed = _changed_row(keys, item.existing, item.prepared, item.claims)
-            if changed is None and not new_ids:
+            if changed is None and not changed_ids:
                 result.status = "unchanged"
                 continue
             result.status = "updated"
@@ -418,8 +423,8 @@ def _write(
                     stage_changes.append(
                         (item.target_id, changed["journey_stage"], item.existing["journey_stage"])
                     )
-            if new_ids:  # the prepared item stays as it was: a batch may be sent again
-                identifier_changes.append((item.target_id, new_ids))
+            if changed_ids:  # the prepared item stays as it was: a batch may be sent again
+                identifier_changes.append((item.target_id, changed_ids))
     sync.write_rows(
         session,
         CONTACT_TABLE,

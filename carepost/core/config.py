@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     outbox_max_attachment_bytes: int = Field(default=7 * 1024 * 1024, ge=1024)
     outbox_max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
+    # Contact imports (carepost.imports.runner): processes that check and normalize
+    # the next batch while the current one is written; 0 checks it in the importing
+    # process itself.
+    import_prepare_processes: int = Field(default=1, ge=0, le=16)
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

@@ -1,11 +1,13 @@
 """Running an import job: read records from a source, upsert them in batches, resumably.
 
 Each batch is one transaction that upserts its contacts (through
-:func:`carepost.contacts.upserts.upsert_contacts`, the same path as the REST
+:func:`carepost.contacts.upserts.upsert_prepared`, the same path as the REST
 batch API), writes the errors of its records and moves the job's position and
-counts past them. A crash (even ``kill -9``) therefore loses at most the batch in
-flight, which is read again from the last committed position when the job is
-resumed: no row is skipped, none counted twice, and the upserts are idempotent.
+counts past them. The contacts of the next batch are checked meanwhile, in worker
+processes (:mod:`carepost.imports.preparation`). A crash (even ``kill -9``)
+therefore loses at most the batch in flight, which is read again from the last
+committed position when the job is resumed: no row is skipped, none counted twice,
+and the upserts are idempotent.
 
 Before committing, the batch re-reads the job under a row lock and gives up if
 the job was cancelled or paused, if another worker took it over (an expired
@@ -22,6 +24,7 @@ import io
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -33,8 +36,18 @@ from carepost.audit.service import Actor
 from carepost.consent.suppression import Address, add_suppression
 from carepost.contacts import custom_fields, stages
 from carepost.contacts.models import Contact
-from carepost.contacts.prepare import IDENTIFIER_KINDS, prepare_contact
-from carepost.contacts.upserts import upsert_contacts
+from carepost.contacts.prepare import (
+    IDENTIFIER_KINDS,
+    PreparationContext,
+    PreparedBatch,
+    prepare_contact,
+)
+from carepost.contacts.upserts import (
+    ItemResult,
+    load_context,
+    upsert_contacts,
+    upsert_prepared,
+)
 from carepost.contacts.values import FieldSpec
 from carepost.core.database import utcnow
 from carepost.core.errors import CarepostError, Conflict, ValidationFailed
@@ -46,6 +59,7 @@ from carepost.imports.csv_source import CsvReader, csv_rows
 from carepost.imports.fhir import FhirOptions, iter_fhir
 from carepost.imports.mapping import plan_rows
 from carepost.imports.models import ImportJob, ImportRowError, JobStatus
+from carepost.imports.preparation import BatchPreparer
 from carepost.imports.sources import RowError, SourceRow
 
 BATCH_ROWS = 5000
@@ -144,6 +158,10 @@ class _Batch:
     suppressed_items: list[int] = field(default_factory=list)
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # line, column, reason
     errored_rows: int = 0
+    # The items being checked ahead of the write (BatchPreparer), against ``context``.
+    prepared: Future[PreparedBatch] | None = None
+    context: PreparationContext | None = None
+    now: datetime | None = None
 
 
 def _match_text(item: Mapping[str, Any], match: str) -> str:
@@ -257,6 +275,7 @@ class JobRunner:
         owner: str,
         batch_rows: int = BATCH_ROWS,
         progress: Callable[[Progress], None] | None = None,
+        prepare_processes: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.keys = keys
@@ -264,11 +283,31 @@ class JobRunner:
         self.owner = owner
         self.batch_rows = batch_rows
         self.progress = progress
+        # Worker processes checking the next batch (None: the setting).
+        self.prepare_processes = prepare_processes
+        self._preparer = BatchPreparer(0)
+        self._context: PreparationContext | None = None
 
     def _load(self) -> tuple[ImportJob, ImportPlan]:
         with self.runtime.bound_session(self.keys) as session:
             job = service.get_job(session, self.keys.tenant_id, self.job_id)
+            self._context = load_context(session, job.tenant_id)
             return job, load_plan(session, job)
+
+    def _checked_ahead(self, opened: OpenedSource, plan: ImportPlan) -> Iterator[_Batch]:
+        """The file's batches, each handed out once the next one is being checked."""
+        waiting: _Batch | None = None
+        for rows in _batches(opened.rows, self.batch_rows):
+            batch = _split(rows, plan, opened.column_for)
+            if batch.items:
+                assert self._context is not None
+                batch.context, batch.now = self._context, utcnow()
+                batch.prepared = self._preparer.submit(batch.items, batch.context, now=batch.now)
+            if waiting is not None:
+                yield waiting
+            waiting = batch
+        if waiting is not None:
+            yield waiting
 
     def run(
         self,
@@ -285,19 +324,23 @@ class JobRunner:
         job, plan = self._load()
         actor = job_actor(job)
         result = RunResult("yielded")
+        processes = self.prepare_processes
+        if processes is None:
+            processes = self.runtime.settings.import_prepare_processes
+        self._preparer = BatchPreparer(processes)
         try:
             try:
                 opened = SOURCES[job.format](stream, job.position, plan)
             except CarepostError as failed:
                 return self._fail(failed.detail, actor)
             position = job.position
-            for rows in _batches(opened.rows, self.batch_rows):
-                outcome = self._commit(rows, position, plan, opened, actor)
+            for batch in self._checked_ahead(opened, plan):
+                outcome = self._commit(batch, position, opened, actor)
                 if outcome is not None:
                     result.outcome = outcome
                     return result
-                position = rows[-1].position
-                result.rows += len(rows)
+                position = batch.rows[-1].position
+                result.rows += len(batch.rows)
                 result.batches += 1
                 if max_batches is not None and result.batches >= max_batches:
                     return result
@@ -310,6 +353,7 @@ class JobRunner:
             # A file problem found mid-way (a resumed file that is shorter, say).
             return self._fail(failed.detail, actor)
         finally:
+            self._preparer.close()
             stream.close()
         result.outcome = self._complete(position, actor)
         return result
@@ -325,14 +369,8 @@ class JobRunner:
         return job, None
 
     def _commit(
-        self,
-        rows: list[SourceRow],
-        position: int,
-        plan: ImportPlan,
-        opened: OpenedSource,
-        actor: Actor,
+        self, batch: _Batch, position: int, opened: OpenedSource, actor: Actor
     ) -> str | None:
-        batch = _split(rows, plan, opened.column_for)
         progress: Progress | None = None
         for attempt in range(CONFLICT_RETRIES):
             try:
@@ -364,9 +402,7 @@ class JobRunner:
         errors = list(batch.errors)
         errored = batch.errored_rows
         if batch.items:
-            results = upsert_contacts(
-                session, self.keys, batch.items, match=job.match, actor=actor, now=now
-            )
+            results = self._upsert(session, job, batch, actor, now)
             for result in results:
                 if result.status == "error":
                     errored += 1
@@ -403,6 +439,21 @@ class JobRunner:
         job.errored += errored
         job.updated_at = now
         job.lease_expires_at = now + service.LEASE
+
+    def _upsert(
+        self, session: Session, job: ImportJob, batch: _Batch, actor: Actor, now: datetime
+    ) -> list[ItemResult]:
+        assert batch.prepared is not None and batch.context is not None and batch.now
+        context = load_context(session, job.tenant_id)
+        if context != batch.context:
+            # The fields or stages changed since the batch was checked: check it (and
+            # the batches after it) against what they are now.
+            self._context = context
+            return upsert_contacts(
+                session, self.keys, batch.items, match=job.match, actor=actor, now=now
+            )
+        prepared = self._preparer.result(batch.prepared, batch.items, context, now=batch.now)
+        return upsert_prepared(session, self.keys, prepared, match=job.match, actor=actor)
 
     def _release(self) -> None:
         """Out of time: let any worker (this one included) pick the job up again."""

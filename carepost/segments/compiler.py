@@ -50,7 +50,6 @@ from carepost.contacts.activity_models import ContactEvent, ListMembership
 from carepost.contacts.id_sets import text_in
 from carepost.contacts.models import Contact, ContactToken
 from carepost.contacts.tokens import (
-    PRESENT,
     FieldType,
     bucket_texts,
     date_bucket_range,
@@ -132,10 +131,9 @@ class _Compiler:
         )
 
     def presence(self, key: str) -> Select[Any]:
+        # Any token of the field: only values without bucket tokens carry the marker.
         return select(ContactToken.contact_id).where(
-            ContactToken.tenant_id == self.tenant_id,
-            ContactToken.field_key == key,
-            ContactToken.token == PRESENT,
+            ContactToken.tenant_id == self.tenant_id, ContactToken.field_key == key
         )
 
     def field(self, node: FieldCondition, negated: bool) -> ColumnElement[bool]:

@@ -78,13 +78,29 @@ def test_string_tokens_ignore_case_and_sealed_fields_only_mark_presence():
 
     upper = tokens.field_tokens(mac, "city", tokens.FieldType.STRING, None, "ÅRHUS", sealed=False)
     lower = tokens.field_tokens(mac, "city", tokens.FieldType.STRING, None, "årHus", sealed=False)
-    assert upper == lower and upper[0] == tokens.PRESENT
+    assert upper == lower == ["field:city|s:århus"]
     sealed = tokens.field_tokens(mac, "note", tokens.FieldType.STRING, None, "x", sealed=True)
     assert sealed == [tokens.PRESENT]
     multi = tokens.field_tokens(
         mac, "conditions", tokens.FieldType.MULTI_CHOICE, None, ["e11", "i10"], sealed=False
     )
-    assert multi == [tokens.PRESENT, "field:conditions|c:e11", "field:conditions|c:i10"]
+    assert multi == ["field:conditions|c:e11", "field:conditions|c:i10"]
+
+
+def test_only_values_without_bucket_tokens_carry_the_presence_marker():
+    """Every value leaves at least one token of its field ("is set" asks for any)."""
+
+    def mac(label: str, text: str) -> str:
+        return f"{label}|{text}"
+
+    empty = tokens.field_tokens(
+        mac, "conditions", tokens.FieldType.MULTI_CHOICE, None, [], sealed=False
+    )
+    assert empty == [tokens.PRESENT]
+    assert tokens.field_tokens(mac, "a1c", tokens.FieldType.NUMBER, "0.1", 7.2, sealed=False) == [
+        "field:a1c|n0.1:72"
+    ]
+    assert tokens.field_tokens(mac, "a1c", tokens.FieldType.NUMBER, "0.1", None, sealed=False) == []
 
 
 @given(DATES, DATES, DATES, DATE_GRANULARITY)

@@ -1,4 +1,4 @@
-"""Settings are frozen and hashable: per-settings caches (the feedback secret, resolvers) rely on it."""
+"""Settings are frozen and hashable: per-settings caches (the feedback secret) rely on it."""
 
 from __future__ import annotations
 

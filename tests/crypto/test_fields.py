@@ -65,3 +65,44 @@ def test_failed_phi_write_does_not_echo_the_value(runtime, tenant):
         session.flush()  # no keys bound: the write must fail, without the value in the error
     assert name not in str(raised.value)
     assert name not in repr(raised.value)
+
+
+def test_nonces_never_repeat_across_threads_or_a_fork():
+    """Nonces are read from the random source a block at a time: no slice is handed
+    out twice, whether threads share the keys or a forked child inherits them."""
+    import os
+    import threading
+    import uuid
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from carepost.crypto.keyring import HEADER, NONCE_BLOCK, NONCE_BYTES, TenantKeys
+
+    keys = TenantKeys(uuid.uuid4(), {1: AESGCM.generate_key(bit_length=256)}, 1, os.urandom(32))
+
+    def nonce_of(blob: bytes) -> bytes:
+        return blob[HEADER.size : HEADER.size + NONCE_BYTES]
+
+    sealed: list[bytes] = []
+
+    def seal_many() -> None:
+        sealed.extend(keys.encrypt("t.x", b"v") for _ in range(NONCE_BLOCK + 7))
+
+    threads = [threading.Thread(target=seal_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    nonces = {nonce_of(blob) for blob in sealed}
+    assert len(nonces) == len(sealed) == 4 * (NONCE_BLOCK + 7)
+    assert all(keys.decrypt("t.x", blob) == b"v" for blob in sealed[:50])
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child seals once and reports its nonce
+        os.write(write, nonce_of(keys.encrypt("t.x", b"v")))
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(read, NONCE_BYTES)
+    assert from_child != nonce_of(keys.encrypt("t.x", b"v"))
+    assert from_child not in nonces

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text, update
@@ -92,6 +93,25 @@ def _job(runtime, keys, job_id) -> ImportJob:
         return service.get_job(session, keys.tenant_id, job_id)
 
 
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in map(int, children):
+        found |= {child, *_descendants(child)}
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_a_worker_killed_mid_job_is_taken_over_without_duplicates(
     crash_settings, runtime, clinic, tmp_path
 ):
@@ -113,9 +133,17 @@ def test_a_worker_killed_mid_job_is_taken_over_without_duplicates(
             assert worker.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the worker never committed a batch"
             time.sleep(0.05)
+        # It checks the next batch in worker processes (carepost.imports.preparation).
+        helpers = _descendants(worker.pid)
+        assert helpers
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
+    # They end with it rather than wait for batches forever.
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in helpers):
+        assert time.monotonic() < deadline, "a preparation worker outlived its import"
+        time.sleep(0.1)
 
     crashed = _job(runtime, keys, job.id)
     assert crashed.status == "running" and 0 < crashed.rows_read < ROWS
