@@ -13,29 +13,25 @@ Each follows the contract of the module that replaces it at merge, kept small:
 
 from __future__ import annotations
 
-import contextlib
-import random
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formatdate
 from functools import lru_cache
 from html import unescape
-from typing import Any, Literal, Protocol
+from typing import Any
 
-import aiosmtplib
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from carepost.contacts.models import Contact
-from carepost.core.config import Settings
 from carepost.core.errors import CarepostError, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
 
@@ -328,194 +324,6 @@ def message_bytes(message: EmailMessage) -> bytes:
 def sign_message(session: Session, keys: TenantKeys, data: bytes, from_domain: str) -> bytes:
     """DKIM-sign with the sending domain's active keys (none until domains lands)."""
     return data
-
-
-# --- smtp: the transport and the retry schedule --------------------------------------
-
-
-@dataclass(frozen=True)
-class Envelope:
-    mail_from: str
-    recipients: tuple[str, ...]
-    data: bytes
-
-
-@dataclass(frozen=True)
-class RecipientOutcome:
-    recipient: str
-    status: Literal["delivered", "deferred", "bounced"]
-    code: int | None
-    enhanced: str | None
-    text: str
-
-
-@dataclass(frozen=True)
-class DeliveryReport:
-    outcomes: tuple[RecipientOutcome, ...]
-    host: str | None
-    tls: bool
-
-
-class Transport(Protocol):
-    async def deliver(self, envelope: Envelope) -> DeliveryReport: ...
-    async def aclose(self) -> None: ...
-
-
-def _status(code: int) -> Literal["delivered", "deferred", "bounced"]:
-    if 200 <= code < 300:
-        return "delivered"
-    return "bounced" if 500 <= code < 600 else "deferred"
-
-
-def _enhanced(text: str) -> str | None:
-    match = _ENHANCED.match(text)
-    return match.group(1) if match else None
-
-
-class SmarthostTransport:
-    """Every envelope through one relay, over one reused connection."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        tls: str = "none",
-        username: str | None = None,
-        password: str | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        self.host, self.port, self.tls = host, port, tls
-        self.username, self.password, self.timeout = username, password, timeout
-        self._client: aiosmtplib.SMTP | None = None
-
-    async def _connected(self) -> aiosmtplib.SMTP:
-        if self._client is not None and self._client.is_connected:
-            return self._client
-        client = aiosmtplib.SMTP(
-            hostname=self.host,
-            port=self.port,
-            timeout=self.timeout,
-            use_tls=self.tls == "implicit",
-            start_tls=self.tls == "starttls",
-        )
-        await client.connect()
-        if self.username and self.password:
-            await client.login(self.username, self.password)
-        self._client = client
-        return client
-
-    async def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            # Closing a broken connection may fail too; it is gone either way.
-            with contextlib.suppress(Exception):
-                client.close()
-
-    def _all(self, envelope: Envelope, code: int | None, text: str) -> DeliveryReport:
-        status = _status(code) if code is not None else "deferred"
-        outcomes = tuple(
-            RecipientOutcome(rcpt, status, code, _enhanced(text), text)
-            for rcpt in envelope.recipients
-        )
-        return DeliveryReport(outcomes, self.host, self.tls != "none")
-
-    async def deliver(self, envelope: Envelope) -> DeliveryReport:
-        try:
-            client = await self._connected()
-            refused, reply_text = await client.sendmail(
-                envelope.mail_from, list(envelope.recipients), envelope.data
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            by_rcpt = {error.recipient: error for error in exc.recipients}
-            outcomes = []
-            for rcpt in envelope.recipients:
-                error = by_rcpt.get(rcpt)
-                code, text = (error.code, error.message) if error else (None, "not attempted")
-                status = _status(code) if code is not None else "deferred"
-                outcomes.append(RecipientOutcome(rcpt, status, code, _enhanced(text), text))
-            await self._reset()
-            return DeliveryReport(tuple(outcomes), self.host, self.tls != "none")
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset()
-            return self._all(envelope, exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            # Refused, timed out, TLS failure, dropped mid-DATA: try again later.
-            await self._drop()
-            return self._all(envelope, None, f"connection failed: {type(exc).__name__}")
-        outcomes = []
-        for rcpt in envelope.recipients:
-            if rcpt in refused:
-                response = refused[rcpt]
-                outcomes.append(
-                    RecipientOutcome(
-                        rcpt,
-                        _status(response.code),
-                        response.code,
-                        _enhanced(response.message),
-                        response.message,
-                    )
-                )
-            else:
-                # sendmail raises on any non-2xx answer to DATA: this one was 250.
-                outcomes.append(
-                    RecipientOutcome(rcpt, "delivered", 250, _enhanced(reply_text), reply_text)
-                )
-        return DeliveryReport(tuple(outcomes), self.host, self.tls != "none")
-
-    async def _reset(self) -> None:
-        # After a refusal the session may be mid-transaction: RSET, or start over.
-        if self._client is None:
-            return
-        try:
-            await self._client.rset()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            await self._drop()
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and client.is_connected:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                client.close()
-
-
-def transport_from_settings(settings: Settings) -> Transport:
-    password = settings.outbox_smarthost_password
-    return SmarthostTransport(
-        settings.outbox_smarthost_host,
-        settings.outbox_smarthost_port,
-        tls=settings.outbox_smarthost_tls,
-        username=settings.outbox_smarthost_username,
-        password=password.get_secret_value() if password is not None else None,
-        timeout=settings.outbox_smtp_timeout_seconds,
-    )
-
-
-FIRST_RETRY = timedelta(minutes=1)
-LONGEST_RETRY = timedelta(hours=4)
-
-
-def next_attempt(
-    attempts: int,
-    first_queued_at: datetime,
-    now: datetime,
-    *,
-    lifetime: timedelta,
-    rng: random.Random | None = None,
-) -> datetime | None:
-    """When to try again after ``attempts`` failed tries, or None: give up (bounce).
-
-    The delay doubles from a minute up to four hours, each spread by ±25% so that a
-    greylisting server's retries from many workers do not arrive together."""
-    deadline = first_queued_at + lifetime
-    if now >= deadline:
-        return None
-    delay = min(FIRST_RETRY * (2 ** max(attempts - 1, 0)), LONGEST_RETRY)
-    jitter: float = (rng or random).uniform(0.75, 1.25)
-    retry_at: datetime = now + delay * jitter
-    return min(retry_at, deadline)
 
 
 # --- feedback and domains ------------------------------------------------------------

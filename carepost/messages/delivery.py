@@ -314,30 +314,32 @@ async def _deliver_all(
     run: DeliveryRun,
 ) -> None:
     settings = runtime.settings
-    lifetime = timedelta(hours=settings.outbox_lifetime_hours)
+    lifetime = settings.delivery_lifetime
     queue: asyncio.Queue[tuple[uuid.UUID, Outgoing]] = asyncio.Queue()
     for item in work:
         queue.put_nowait(item)
 
+    # One transport for every lane: it pools its connections per destination and
+    # keeps the per-domain limits, which only hold when all lanes share them.
+    transport = ports.transport_from_settings(settings)
+
     async def lane() -> None:
-        # One transport per lane: an SMTP session carries one transaction at a time.
-        transport = ports.transport_from_settings(settings)
-        try:
-            while not queue.empty():
-                tenant_id, outgoing = queue.get_nowait()
-                report = await transport.deliver(outgoing.envelope)
-                keys = keys_of[tenant_id]
-                with runtime.bound_session(keys) as session:
-                    counts = record_outcomes(
-                        session, keys, outgoing, report, owner=owner, lifetime=lifetime
-                    )
-                for name, count in counts.items():
-                    run.outcomes[name] += count
-        finally:
-            await transport.aclose()
+        while not queue.empty():
+            tenant_id, outgoing = queue.get_nowait()
+            report = await transport.deliver(outgoing.envelope)
+            keys = keys_of[tenant_id]
+            with runtime.bound_session(keys) as session:
+                counts = record_outcomes(
+                    session, keys, outgoing, report, owner=owner, lifetime=lifetime
+                )
+            for name, count in counts.items():
+                run.outcomes[name] += count
 
     lanes = min(settings.outbox_concurrency, len(work))
-    await asyncio.gather(*(lane() for _ in range(lanes)))
+    try:
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+    finally:
+        await transport.aclose()
 
 
 def deliver_due_messages(

@@ -29,26 +29,28 @@ check_sender                 carepost.domains.service (verified sending domains)
 
 from __future__ import annotations
 
-from carepost.messages.defaults import (
-    Attachment,
+from carepost.delivery.retry import next_attempt
+from carepost.delivery.transport import (
     DeliveryReport,
     Envelope,
-    OutgoingMessage,
     RecipientOutcome,
+    Transport,
+    transport_from_settings,
+)
+from carepost.messages.defaults import (
+    Attachment,
+    OutgoingMessage,
     RenderedMessage,
     TemplateError,
-    Transport,
     build_message,
     check_sender,
     contact_view,
     emit_webhook,
     message_bytes,
-    next_attempt,
     render_raw,
     render_template,
     return_path,
     sign_message,
-    transport_from_settings,
 )
 
 __all__ = [
