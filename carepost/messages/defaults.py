@@ -16,12 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, formatdate
+from dataclasses import dataclass
 from functools import lru_cache
 from html import unescape
 from typing import Any
@@ -244,86 +239,6 @@ def render_template(
         "stored templates are not available yet: send subject and html or text",
         field="template_id",
     )
-
-
-# --- mime-dkim: building the message ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    content_type: str
-    content: bytes
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    from_address: str
-    from_name: str | None
-    to_address: str
-    to_name: str | None
-    reply_to: str | None
-    subject: str
-    html: str | None
-    text: str
-    attachments: tuple[Attachment, ...] = ()
-    message_id: str | None = None
-    list_unsubscribe_mailto: str | None = None
-    list_unsubscribe_url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    date: datetime | None = None
-
-
-def _address(address: str, name: str | None) -> Address:
-    local, _, domain = address.rpartition("@")
-    return Address(display_name=name or "", username=local, domain=domain)
-
-
-def build_message(message: OutgoingMessage) -> EmailMessage:
-    """An RFC 5322 message: text (and HTML) alternatives, attachments, our headers."""
-    built = EmailMessage(policy=SMTP)
-    built["From"] = _address(message.from_address, message.from_name)
-    built["To"] = _address(message.to_address, message.to_name)
-    if message.reply_to:
-        built["Reply-To"] = message.reply_to
-    built["Subject"] = message.subject
-    built["Date"] = (
-        format_datetime(message.date) if message.date else formatdate(localtime=False, usegmt=True)
-    )
-    domain = message.from_address.rpartition("@")[2]
-    built["Message-ID"] = f"<{message.message_id or uuid.uuid4().hex}@{domain}>"
-    unsubscribe = [
-        f"<{value}>"
-        for value in (
-            f"mailto:{message.list_unsubscribe_mailto}" if message.list_unsubscribe_mailto else "",
-            message.list_unsubscribe_url or "",
-        )
-        if value
-    ]
-    if unsubscribe:
-        built["List-Unsubscribe"] = ", ".join(unsubscribe)
-    if message.list_unsubscribe_url:
-        built["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for name, value in message.headers.items():
-        built[name] = value
-    built.set_content(message.text)
-    if message.html is not None:
-        built.add_alternative(message.html, subtype="html")
-    for attachment in message.attachments:
-        maintype, _, subtype = attachment.content_type.partition("/")
-        built.add_attachment(
-            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
-        )
-    return built
-
-
-def message_bytes(message: EmailMessage) -> bytes:
-    return message.as_bytes(policy=SMTP)
-
-
-def sign_message(session: Session, keys: TenantKeys, data: bytes, from_domain: str) -> bytes:
-    """DKIM-sign with the sending domain's active keys (none until domains lands)."""
-    return data
 
 
 # --- feedback and domains ------------------------------------------------------------

@@ -47,6 +47,7 @@ from carepost.core.errors import CarepostError
 from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
+from carepost.delivery.dkim import DkimSigner
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
@@ -136,7 +137,9 @@ def _attachments(message: Message) -> tuple[ports.Attachment, ...]:
     )
 
 
-def _outgoing_message(message: Message, keys: TenantKeys, base_url: str) -> ports.OutgoingMessage:
+def _outgoing_message(
+    message: Message, keys: TenantKeys, base_url: str, from_domain: str
+) -> ports.OutgoingMessage:
     unsubscribe_url = None
     if message.purpose != "transactional" and message.contact_id is not None:
         token = make_token(keys, LinkKind.UNSUBSCRIBE, message.contact_id, "email")
@@ -152,7 +155,9 @@ def _outgoing_message(message: Message, keys: TenantKeys, base_url: str) -> port
         html=body.get("html"),
         text=body.get("text") or "",
         attachments=_attachments(message),
-        message_id=str(message.id),
+        # Stable across retries: a receiver that got the message twice (the duplicate
+        # window) deduplicates by it.
+        message_id=f"{message.id}@{from_domain}",
         list_unsubscribe_url=unsubscribe_url,
         headers={"X-Carepost-Message": str(message.id)},
     )
@@ -168,11 +173,14 @@ def prepare_envelopes(
     )
     groups: dict[tuple[str, str, bytes], Outgoing] = {}
     failed: list[EventRow] = []
+    signers: dict[str, list[DkimSigner]] = {}  # per From domain: one lookup a batch
     for message in session.scalars(query):
-        domain = message.from_address.rpartition("@")[2]
         try:
-            built = ports.build_message(_outgoing_message(message, keys, base_url))
-            data = ports.sign_message(session, keys, ports.message_bytes(built), domain)
+            domain = ports.domain_of(message.from_address)
+            if domain not in signers:
+                signers[domain] = ports.signing_keys_for(session, keys, domain)
+            built = ports.build_message(_outgoing_message(message, keys, base_url, domain))
+            data = ports.sign_all(ports.message_bytes(built), signers[domain])
         except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))

@@ -29,6 +29,14 @@ check_sender                 carepost.domains.service (verified sending domains)
 
 from __future__ import annotations
 
+from carepost.delivery.dkim import sign_all
+from carepost.delivery.mime import (
+    Attachment,
+    OutgoingMessage,
+    build_message,
+    domain_of,
+    message_bytes,
+)
 from carepost.delivery.retry import next_attempt
 from carepost.delivery.transport import (
     DeliveryReport,
@@ -37,20 +45,16 @@ from carepost.delivery.transport import (
     Transport,
     transport_from_settings,
 )
+from carepost.domains.service import signing_keys_for
 from carepost.messages.defaults import (
-    Attachment,
-    OutgoingMessage,
     RenderedMessage,
     TemplateError,
-    build_message,
     check_sender,
     contact_view,
     emit_webhook,
-    message_bytes,
     render_raw,
     render_template,
     return_path,
-    sign_message,
 )
 
 __all__ = [
@@ -65,12 +69,14 @@ __all__ = [
     "build_message",
     "check_sender",
     "contact_view",
+    "domain_of",
     "emit_webhook",
     "message_bytes",
     "next_attempt",
     "render_raw",
     "render_template",
     "return_path",
-    "sign_message",
+    "sign_all",
+    "signing_keys_for",
     "transport_from_settings",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import timedelta
 
+import dkim
 import pytest
 from sqlalchemy import select, update
 
@@ -14,6 +16,8 @@ from carepost.contacts import service as contacts
 from carepost.contacts.activity_models import ContactEvent, EventKind
 from carepost.core.database import utcnow
 from carepost.core.runtime import Runtime
+from carepost.domains import service as domains
+from carepost.domains.records import DnsRecord
 from carepost.messages import ports
 from carepost.messages.delivery import (
     claim_due_messages,
@@ -257,9 +261,10 @@ def test_recipients_of_one_domain_with_identical_bytes_share_an_envelope(runtime
     original = ports.build_message
 
     def same_bytes(message):
-        # Strip what differs per message (ids): content identical to the byte.
-        built = original(message)
-        for name in ("Message-ID", "X-Carepost-Message", "To", "Date"):
+        # One Message-ID (it seeds the MIME boundaries), then strip what differs per
+        # message: content identical to the byte.
+        built = original(dataclasses.replace(message, message_id="same@clinic.example"))
+        for name in ("X-Carepost-Message", "To", "Date"):
             del built[name]
         return built
 
@@ -357,3 +362,43 @@ def test_a_message_that_cannot_be_built_fails_without_stalling_the_batch(
     assert _events(delivering, broken)[-1].kind == "failed"
     assert _message(delivering, tenant, fine).state == "delivered"
     assert [r.carepost_id for r in smtp_sink.received] == [str(fine)]
+
+
+def _dnsfunc(records: list[DnsRecord]):
+    """dkimpy's DNS hook answered from the records the domain page tells the admin to
+    publish (real DNS data, parsed and checked by dkimpy as a real answer would be)."""
+    published = {r.name.rstrip("."): "".join(r.strings) for r in records if r.kind == "dkim"}
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        value = published.get(name.decode().rstrip("."))
+        return value.encode() if value else None
+
+    return lookup
+
+
+def test_a_message_from_a_domain_with_keys_arrives_dkim_signed(
+    delivering, smtp_sink: SmtpSink, tenant
+):
+    name = f"signed-{uuid.uuid4().hex[:8]}.example"
+    with delivering.bound_session(tenant[1]) as session:
+        domain = domains.add_domain(session, tenant[0].id, name=name, actor=SYSTEM)
+        records = domains.records_for(session, domain, delivering.settings)
+    [signed_id, unsigned_id] = _send(
+        delivering,
+        tenant,
+        {"from": f"care@{name}", "to": "pat@example.org"},
+        {"to": "lee@example.org"},  # clinic.example: no keys, sent unsigned
+    )
+    _deliver(delivering)
+    by_id = {r.carepost_id: r for r in smtp_sink.received}
+    signed = by_id[str(signed_id)].data
+    assert signed.startswith(b"DKIM-Signature:")
+    verifier = dkim.DKIM(signed)
+    lookup = _dnsfunc(records)
+    # RSA first (every receiver knows it), then Ed25519 (RFC 8463): both verify.
+    assert verifier.verify(idx=0, dnsfunc=lookup)
+    assert verifier.verify(idx=1, dnsfunc=lookup)
+    algorithms = {b"a=rsa-sha256", b"a=ed25519-sha256"}
+    signatures = [v for k, v in verifier.headers if k.lower() == b"dkim-signature"]
+    assert {a for a in algorithms for v in signatures if a in v} == algorithms
+    assert b"DKIM-Signature" not in by_id[str(unsigned_id)].data
