@@ -47,34 +47,40 @@ from carepost.delivery.transport import (
 )
 from carepost.domains.service import signing_keys_for
 from carepost.messages.defaults import (
+    check_sender,
+    emit_webhook,
+    return_path,
+)
+from carepost.templates.context import ContactView
+from carepost.templates.rendering import (
+    PreparedTemplate,
     RenderedMessage,
     TemplateError,
-    check_sender,
-    contact_view,
-    emit_webhook,
+    compile_content,
+    prepare_template,
     render_raw,
-    render_template,
-    return_path,
 )
 
 __all__ = [
     "Attachment",
+    "ContactView",
     "DeliveryReport",
     "Envelope",
     "OutgoingMessage",
+    "PreparedTemplate",
     "RecipientOutcome",
     "RenderedMessage",
     "TemplateError",
     "Transport",
     "build_message",
     "check_sender",
-    "contact_view",
+    "compile_content",
     "domain_of",
     "emit_webhook",
     "message_bytes",
     "next_attempt",
+    "prepare_template",
     "render_raw",
-    "render_template",
     "return_path",
     "sign_all",
     "signing_keys_for",
