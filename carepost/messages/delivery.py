@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import os
 import re
 import socket
@@ -42,6 +41,7 @@ from carepost.audit import service as audit
 from carepost.consent.links import LinkKind, make_token
 from carepost.consent.suppression import add_suppression
 from carepost.contacts.id_sets import dialect_of, id_in
+from carepost.core.config import Settings
 from carepost.core.database import utcnow
 from carepost.core.errors import CarepostError
 from carepost.core.logging import get_logger
@@ -51,6 +51,7 @@ from carepost.delivery.dkim import DkimSigner
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
+from carepost.tracking.service import TrackingChoice, tracking_choice
 
 log = get_logger(__name__)
 
@@ -91,7 +92,9 @@ def recover_expired_leases(session: Session, *, now: datetime) -> int:
     for message_id, tenant_id, contact_id in recovered:
         by_tenant[tenant_id].append((message_id, contact_id, "deferred", {"lease_expired": True}))
     for tenant_id, events in by_tenant.items():
-        write_events(session, tenant_id, events, now=now)
+        # No keys are bound here (webhooks need them): a lease running out is the
+        # worker's affair, not a delivery outcome to report.
+        write_events(session, tenant_id, events, now=now, webhooks=False)
     return len(recovered)
 
 
@@ -124,7 +127,7 @@ def claim_due_messages(
 
 @dataclass
 class Outgoing:
-    """One envelope ready to go, and the messages (one per recipient) it carries."""
+    """One envelope ready to go, and the message (by recipient) it carries."""
 
     envelope: ports.Envelope
     messages: dict[str, Message] = field(default_factory=dict)  # recipient -> message
@@ -138,13 +141,29 @@ def _attachments(message: Message) -> tuple[ports.Attachment, ...]:
 
 
 def _outgoing_message(
-    message: Message, keys: TenantKeys, base_url: str, from_domain: str
+    message: Message,
+    keys: TenantKeys,
+    settings: Settings,
+    from_domain: str,
+    tracking: TrackingChoice,
+    secret: bytes,
 ) -> ports.OutgoingMessage:
+    base_url = settings.base_url
     unsubscribe_url = None
     if message.purpose != "transactional" and message.contact_id is not None:
         token = make_token(keys, LinkKind.UNSUBSCRIBE, message.contact_id, "email")
         unsubscribe_url = f"{base_url}/u/{token}"
     body = message.body
+    html = body.get("html")
+    if html is not None and (tracking.track_opens or tracking.track_clicks):
+        html = ports.tracked_html(
+            html,
+            message_id=message.id,
+            base_url=base_url,
+            secret=secret,
+            opens=tracking.track_opens,
+            clicks=tracking.track_clicks,
+        )
     return ports.OutgoingMessage(
         from_address=message.from_address,
         from_name=message.from_name,
@@ -152,26 +171,30 @@ def _outgoing_message(
         to_name=message.to_name,
         reply_to=message.reply_to,
         subject=message.subject,
-        html=body.get("html"),
+        html=html,
         text=body.get("text") or "",
         attachments=_attachments(message),
         # Stable across retries: a receiver that got the message twice (the duplicate
         # window) deduplicates by it.
         message_id=f"{message.id}@{from_domain}",
         list_unsubscribe_url=unsubscribe_url,
-        headers={"X-Carepost-Message": str(message.id)},
+        # The signed token (no PHI) finds the message again from a report that
+        # quotes only the headers (inbound.py).
+        headers={"X-Carepost-Message": ports.return_token(message.id, secret=secret)},
     )
 
 
 def prepare_envelopes(
-    session: Session, keys: TenantKeys, ids: Sequence[uuid.UUID], *, base_url: str
+    session: Session, keys: TenantKeys, ids: Sequence[uuid.UUID], *, settings: Settings
 ) -> list[Outgoing]:
-    """Build and sign each claimed message, grouping recipients of one domain whose
-    message bytes and envelope sender are identical into one envelope."""
+    """Build, track and sign each claimed message: one envelope each, since each has
+    its own VERP return path (the bounce names the message)."""
     query = select(Message).where(
         Message.tenant_id == keys.tenant_id, id_in(Message.id, set(ids), dialect_of(session))
     )
-    groups: dict[tuple[str, str, bytes], Outgoing] = {}
+    secret = ports.cached_feedback_secret(settings)
+    tracking = tracking_choice(session, keys.tenant_id)
+    prepared: list[Outgoing] = []
     failed: list[EventRow] = []
     signers: dict[str, list[DkimSigner]] = {}  # per From domain: one lookup a batch
     for message in session.scalars(query):
@@ -179,21 +202,18 @@ def prepare_envelopes(
             domain = ports.domain_of(message.from_address)
             if domain not in signers:
                 signers[domain] = ports.signing_keys_for(session, keys, domain)
-            built = ports.build_message(_outgoing_message(message, keys, base_url, domain))
+            outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
+            built = ports.build_message(outgoing)
             data = ports.sign_all(ports.message_bytes(built), signers[domain])
         except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))
             continue
-        mail_from = ports.return_path(message.id, from_address=message.from_address)
-        rcpt_domain = message.to_address.rpartition("@")[2].lower()
-        key = (mail_from, rcpt_domain, hashlib.sha256(data).digest())
-        group = groups.get(key)
-        if group is None or message.to_address in group.messages:
-            group = Outgoing(ports.Envelope(mail_from, (), data))
-            groups[key if key not in groups else (*key[:2], message.id.bytes)] = group
-        group.messages[message.to_address] = message
-        group.envelope = ports.Envelope(mail_from, tuple(group.messages), data)
+        mail_from = ports.return_path(
+            message.id, bounce_domain=settings.bounce_domain, secret=secret
+        )
+        envelope = ports.Envelope(mail_from, (message.to_address,), data)
+        prepared.append(Outgoing(envelope, {message.to_address: message}))
     for message_id, _contact, _kind, detail in failed:
         session.execute(
             update(Message)
@@ -206,7 +226,7 @@ def prepare_envelopes(
             )
         )
     write_events(session, keys.tenant_id, failed)
-    return list(groups.values())
+    return prepared
 
 
 def server_reply(outcome: ports.RecipientOutcome) -> str:
@@ -384,7 +404,7 @@ def deliver_due_messages(
             keys = keys_of[tenant_id]
             try:
                 with runtime.bound_session(keys) as session:
-                    prepared = prepare_envelopes(session, keys, ids, base_url=settings.base_url)
+                    prepared = prepare_envelopes(session, keys, ids, settings=settings)
             except CarepostError as exc:
                 log.error("messages.prepare_failed", count=len(ids), error=exc.detail)
                 continue

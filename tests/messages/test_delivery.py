@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -16,6 +15,8 @@ from carepost.contacts import service as contacts
 from carepost.contacts.activity_models import ContactEvent, EventKind
 from carepost.core.database import utcnow
 from carepost.core.runtime import Runtime
+from carepost.delivery import verp
+from carepost.delivery.feedback_keys import cached_feedback_secret
 from carepost.domains import service as domains
 from carepost.domains.records import DnsRecord
 from carepost.messages import ports
@@ -92,7 +93,8 @@ def test_a_message_reaches_the_receiver_byte_exact(delivering, smtp_sink: SmtpSi
     )
     _deliver(delivering)
     [received] = smtp_sink.received
-    assert received.mail_from == "care@clinic.example"
+    secret = cached_feedback_secret(delivering.settings)
+    assert verp.message_of_return_path(received.mail_from, secret=secret) == message_id
     assert received.recipients == ["pat@example.org"]
     assert b"\r\n" in received.data and b"\n" not in received.data.replace(b"\r\n", b"")
     head = received.data.split(b"\r\n\r\n", 1)[0].decode("ascii")  # headers are 7-bit
@@ -100,7 +102,8 @@ def test_a_message_reaches_the_receiver_byte_exact(delivering, smtp_sink: SmtpSi
     assert "=?utf-8?" in lines["Subject"] and "=?utf-8?" in lines["From"]
     assert lines["From"].endswith("<care@clinic.example>")
     assert f"Message-ID: <{message_id}@clinic.example>" in head
-    assert f"X-Carepost-Message: {message_id}" in head
+    token = verp.return_token(message_id, secret=secret)
+    assert f"X-Carepost-Message: {token}" in head
     parsed = received.message
     assert parsed["Subject"] == "Votre rendez-vous — demain"
     assert parsed["From"].addresses[0].display_name == "Clinique Sainté"
@@ -254,28 +257,19 @@ def test_a_dead_workers_claims_are_recovered_after_the_lease(delivering, smtp_si
     assert [r.carepost_id for r in smtp_sink.received].count(str(message_id)) == 1
 
 
-def test_recipients_of_one_domain_with_identical_bytes_share_an_envelope(runtime, tenant):
-    ids = _send(
-        runtime, tenant, {"to": "a@example.org"}, {"to": "b@example.org"}, {"to": "c@other.org"}
-    )
-    original = ports.build_message
-
-    def same_bytes(message):
-        # One Message-ID (it seeds the MIME boundaries), then strip what differs per
-        # message: content identical to the byte.
-        built = original(dataclasses.replace(message, message_id="same@clinic.example"))
-        for name in ("X-Carepost-Message", "To", "Date"):
-            del built[name]
-        return built
-
-    ports.build_message = same_bytes  # type: ignore[assignment]
-    try:
-        with runtime.bound_session(tenant[1]) as session:
-            outgoing = prepare_envelopes(session, tenant[1], ids, base_url="https://x")
-    finally:
-        ports.build_message = original  # type: ignore[assignment]
-    recipients = sorted(tuple(sorted(o.envelope.recipients)) for o in outgoing)
-    assert recipients == [("a@example.org", "b@example.org"), ("c@other.org",)]
+def test_each_message_goes_in_its_own_envelope_from_its_own_verp_return_path(runtime, tenant):
+    ids = _send(runtime, tenant, {"to": "a@example.org"}, {"to": "b@example.org"})
+    with runtime.bound_session(tenant[1]) as session:
+        outgoing = prepare_envelopes(session, tenant[1], ids, settings=runtime.settings)
+    secret = cached_feedback_secret(runtime.settings)
+    by_message = {
+        verp.message_of_return_path(o.envelope.mail_from, secret=secret): o for o in outgoing
+    }
+    assert set(by_message) == set(ids)
+    for message_id, item in by_message.items():
+        assert item.envelope.mail_from.endswith("@" + runtime.settings.bounce_domain)
+        assert len(item.envelope.recipients) == 1
+        assert item.messages[item.envelope.recipients[0]].id == message_id
 
 
 def test_hard_bounce_rules():
