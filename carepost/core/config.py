@@ -20,9 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carepost.core.errors import ConfigError
 
-SECRET_SETTINGS = frozenset(
-    {"master_key", "smarthost_password", "feedback_secret", "outbox_smarthost_password"}
-)
+SECRET_SETTINGS = frozenset({"master_key", "smarthost_password", "feedback_secret"})
 
 
 class Settings(BaseSettings):
@@ -114,17 +112,11 @@ class Settings(BaseSettings):
     domains_dmarc_report_address: str | None = None
     domains_key_promotion_hours: float = Field(default=72.0, gt=0)
 
-    # --- messages: the email outbox and its delivery loop (docs/email-delivery.md)
-    outbox_smarthost_host: str = "127.0.0.1"
-    outbox_smarthost_port: int = Field(default=25, ge=1, le=65535)
-    outbox_smarthost_tls: Literal["none", "starttls", "implicit"] = "none"
-    outbox_smarthost_username: str | None = None
-    outbox_smarthost_password: SecretStr | None = None
-    outbox_smtp_timeout_seconds: float = Field(default=60.0, gt=0)
+    # --- messages: the email outbox and its delivery loop (docs/email-delivery.md); it
+    # sends through the delivery transport above (smtp_mode, smarthost_*, delivery_lifetime)
     outbox_claim_batch: int = Field(default=200, ge=1, le=5000)
     outbox_lease_seconds: float = Field(default=300.0, gt=0)
     outbox_concurrency: int = Field(default=10, ge=1, le=500)
-    outbox_lifetime_hours: float = Field(default=120.0, gt=0)
     outbox_deliver_budget_seconds: float = Field(default=30.0, gt=0)
     outbox_max_attachment_bytes: int = Field(default=7 * 1024 * 1024, ge=1024)
     outbox_max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -45,9 +45,14 @@ def _decode(value: str, where: str) -> bytes:
 
 def feedback_secret(settings: Settings) -> bytes:
     """The deployment secret: the setting, else the key file (created when missing)."""
-    if settings.feedback_secret is not None:
-        return _decode(settings.feedback_secret.get_secret_value(), "CAREPOST_FEEDBACK_SECRET")
-    path = Path(settings.data_dir) / KEY_FILE
+    value = settings.feedback_secret
+    return _secret(value.get_secret_value() if value is not None else None, Path(settings.data_dir))
+
+
+def _secret(value: str | None, data_dir: Path) -> bytes:
+    if value is not None:
+        return _decode(value, "CAREPOST_FEEDBACK_SECRET")
+    path = data_dir / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -60,7 +65,14 @@ def feedback_secret(settings: Settings) -> bytes:
     return _decode(path.read_text(), str(path))
 
 
-@lru_cache(maxsize=4)
+# Keyed by what the secret comes from, not by Settings: Settings holds lists
+# (domains_dns_nameservers), so it cannot be a cache key.
+_cached_secret = lru_cache(maxsize=4)(_secret)
+
+
 def cached_feedback_secret(settings: Settings) -> bytes:
     """:func:`feedback_secret`, read once per process (the web routes ask per request)."""
-    return feedback_secret(settings)
+    value = settings.feedback_secret
+    return _cached_secret(
+        value.get_secret_value() if value is not None else None, Path(settings.data_dir)
+    )

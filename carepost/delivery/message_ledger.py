@@ -6,17 +6,13 @@ belongs to, its recipient (to suppress), when it was sent (to spot scanners), an
 ``record_message_event`` -- goes through :class:`MessageLedger`, and the one place
 that binds it to the outbox is :func:`message_ledger`.
 
-**Wiring (lead):** :class:`OutboxLedger` is written against the contract in
-``email-interfaces.md`` (``carepost.messages.models.Message`` with ``tenant_id``,
-``to_address``, ``contact_id``; ``carepost.messages.events.record_message_event``).
-It imports them when first used, so it works as soon as the outbox is merged; to
-make the dependency explicit, replace the two ``import_module`` calls below with
-plain imports. Tests install their own ledger with :func:`use_message_ledger`.
+:class:`OutboxLedger` reads ``carepost.messages.models.Message`` and records with
+``carepost.messages.events.record_message_event``. Tests install their own ledger
+with :func:`use_message_ledger`.
 """
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from carepost.crypto.keyring import TenantKeys
+from carepost.messages.events import record_message_event
+from carepost.messages.models import Message
 
 
 @dataclass(frozen=True)
@@ -67,20 +65,15 @@ class MessageLedger(Protocol):
 class OutboxLedger:
     """The ledger over the outbox's ``messages`` table (see the module docstring)."""
 
-    def _model(self) -> Any:
-        return importlib.import_module("carepost.messages.models").Message
-
     def tenant_of(self, session: Session, message_id: uuid.UUID) -> uuid.UUID | None:
-        model = self._model()
         found: uuid.UUID | None = session.scalar(
-            select(model.tenant_id).where(model.id == message_id)
+            select(Message.tenant_id).where(Message.id == message_id)
         )
         return found
 
     def find(self, session: Session, keys: TenantKeys, message_id: uuid.UUID) -> MessageRef | None:
-        model = self._model()
         row = session.scalar(
-            select(model).where(model.tenant_id == keys.tenant_id, model.id == message_id)
+            select(Message).where(Message.tenant_id == keys.tenant_id, Message.id == message_id)
         )
         if row is None:
             return None
@@ -89,7 +82,7 @@ class OutboxLedger:
             tenant_id=row.tenant_id,
             to_address=row.to_address,
             contact_id=row.contact_id,
-            sent_at=getattr(row, "sent_at", None),
+            sent_at=row.sent_at,
         )
 
     def record_event(
@@ -102,8 +95,7 @@ class OutboxLedger:
         occurred_at: datetime | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> None:
-        events = importlib.import_module("carepost.messages.events")
-        events.record_message_event(
+        record_message_event(
             session, keys, message_id, kind, occurred_at=occurred_at, detail=dict(detail or {})
         )
 

@@ -92,20 +92,10 @@ def _check_content(
     if html is None and text is None:
         raise ValidationFailed("give html or text content", field="#/body/html")
     # Syntax errors now, not at send time (unknown names are each contact's affair).
-    for part, source in (("subject", subject), ("html", html), ("text", text)):
-        if source is None:
-            continue
-        try:
-            ports.render_raw(
-                source if part == "subject" else "",
-                source if part == "html" else None,
-                source if part == "text" else "",
-                contact={},
-                data={},
-            )
-        except ports.TemplateError as failed:
-            if "variable" not in failed.extensions:
-                raise ValidationFailed(failed.detail, field=f"#/body/{part}") from None
+    try:
+        ports.compile_content(subject, html, text)
+    except ports.TemplateError as failed:
+        raise ValidationFailed(failed.detail, field=f"#/body/{failed.part or 'subject'}") from None
 
 
 def _email(value: str, pointer: str) -> str:

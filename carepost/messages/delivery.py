@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import os
 import re
 import socket
@@ -42,14 +41,17 @@ from carepost.audit import service as audit
 from carepost.consent.links import LinkKind, make_token
 from carepost.consent.suppression import add_suppression
 from carepost.contacts.id_sets import dialect_of, id_in
+from carepost.core.config import Settings
 from carepost.core.database import utcnow
 from carepost.core.errors import CarepostError
 from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
+from carepost.delivery.dkim import DkimSigner
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
+from carepost.tracking.service import TrackingChoice, tracking_choice
 
 log = get_logger(__name__)
 
@@ -90,7 +92,9 @@ def recover_expired_leases(session: Session, *, now: datetime) -> int:
     for message_id, tenant_id, contact_id in recovered:
         by_tenant[tenant_id].append((message_id, contact_id, "deferred", {"lease_expired": True}))
     for tenant_id, events in by_tenant.items():
-        write_events(session, tenant_id, events, now=now)
+        # No keys are bound here (webhooks need them): a lease running out is the
+        # worker's affair, not a delivery outcome to report.
+        write_events(session, tenant_id, events, now=now, webhooks=False)
     return len(recovered)
 
 
@@ -123,7 +127,7 @@ def claim_due_messages(
 
 @dataclass
 class Outgoing:
-    """One envelope ready to go, and the messages (one per recipient) it carries."""
+    """One envelope ready to go, and the message (by recipient) it carries."""
 
     envelope: ports.Envelope
     messages: dict[str, Message] = field(default_factory=dict)  # recipient -> message
@@ -136,12 +140,30 @@ def _attachments(message: Message) -> tuple[ports.Attachment, ...]:
     )
 
 
-def _outgoing_message(message: Message, keys: TenantKeys, base_url: str) -> ports.OutgoingMessage:
+def _outgoing_message(
+    message: Message,
+    keys: TenantKeys,
+    settings: Settings,
+    from_domain: str,
+    tracking: TrackingChoice,
+    secret: bytes,
+) -> ports.OutgoingMessage:
+    base_url = settings.base_url
     unsubscribe_url = None
     if message.purpose != "transactional" and message.contact_id is not None:
         token = make_token(keys, LinkKind.UNSUBSCRIBE, message.contact_id, "email")
         unsubscribe_url = f"{base_url}/u/{token}"
     body = message.body
+    html = body.get("html")
+    if html is not None and (tracking.track_opens or tracking.track_clicks):
+        html = ports.tracked_html(
+            html,
+            message_id=message.id,
+            base_url=base_url,
+            secret=secret,
+            opens=tracking.track_opens,
+            clicks=tracking.track_clicks,
+        )
     return ports.OutgoingMessage(
         from_address=message.from_address,
         from_name=message.from_name,
@@ -149,43 +171,49 @@ def _outgoing_message(message: Message, keys: TenantKeys, base_url: str) -> port
         to_name=message.to_name,
         reply_to=message.reply_to,
         subject=message.subject,
-        html=body.get("html"),
+        html=html,
         text=body.get("text") or "",
         attachments=_attachments(message),
-        message_id=str(message.id),
+        # Stable across retries: a receiver that got the message twice (the duplicate
+        # window) deduplicates by it.
+        message_id=f"{message.id}@{from_domain}",
         list_unsubscribe_url=unsubscribe_url,
-        headers={"X-Carepost-Message": str(message.id)},
+        # The signed token (no PHI) finds the message again from a report that
+        # quotes only the headers (inbound.py).
+        headers={"X-Carepost-Message": ports.return_token(message.id, secret=secret)},
     )
 
 
 def prepare_envelopes(
-    session: Session, keys: TenantKeys, ids: Sequence[uuid.UUID], *, base_url: str
+    session: Session, keys: TenantKeys, ids: Sequence[uuid.UUID], *, settings: Settings
 ) -> list[Outgoing]:
-    """Build and sign each claimed message, grouping recipients of one domain whose
-    message bytes and envelope sender are identical into one envelope."""
+    """Build, track and sign each claimed message: one envelope each, since each has
+    its own VERP return path (the bounce names the message)."""
     query = select(Message).where(
         Message.tenant_id == keys.tenant_id, id_in(Message.id, set(ids), dialect_of(session))
     )
-    groups: dict[tuple[str, str, bytes], Outgoing] = {}
+    secret = ports.cached_feedback_secret(settings)
+    tracking = tracking_choice(session, keys.tenant_id)
+    prepared: list[Outgoing] = []
     failed: list[EventRow] = []
+    signers: dict[str, list[DkimSigner]] = {}  # per From domain: one lookup a batch
     for message in session.scalars(query):
-        domain = message.from_address.rpartition("@")[2]
         try:
-            built = ports.build_message(_outgoing_message(message, keys, base_url))
-            data = ports.sign_message(session, keys, ports.message_bytes(built), domain)
+            domain = ports.domain_of(message.from_address)
+            if domain not in signers:
+                signers[domain] = ports.signing_keys_for(session, keys, domain)
+            outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
+            built = ports.build_message(outgoing)
+            data = ports.sign_all(ports.message_bytes(built), signers[domain])
         except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))
             continue
-        mail_from = ports.return_path(message.id, from_address=message.from_address)
-        rcpt_domain = message.to_address.rpartition("@")[2].lower()
-        key = (mail_from, rcpt_domain, hashlib.sha256(data).digest())
-        group = groups.get(key)
-        if group is None or message.to_address in group.messages:
-            group = Outgoing(ports.Envelope(mail_from, (), data))
-            groups[key if key not in groups else (*key[:2], message.id.bytes)] = group
-        group.messages[message.to_address] = message
-        group.envelope = ports.Envelope(mail_from, tuple(group.messages), data)
+        mail_from = ports.return_path(
+            message.id, bounce_domain=settings.bounce_domain, secret=secret
+        )
+        envelope = ports.Envelope(mail_from, (message.to_address,), data)
+        prepared.append(Outgoing(envelope, {message.to_address: message}))
     for message_id, _contact, _kind, detail in failed:
         session.execute(
             update(Message)
@@ -198,7 +226,7 @@ def prepare_envelopes(
             )
         )
     write_events(session, keys.tenant_id, failed)
-    return list(groups.values())
+    return prepared
 
 
 def server_reply(outcome: ports.RecipientOutcome) -> str:
@@ -314,30 +342,32 @@ async def _deliver_all(
     run: DeliveryRun,
 ) -> None:
     settings = runtime.settings
-    lifetime = timedelta(hours=settings.outbox_lifetime_hours)
+    lifetime = settings.delivery_lifetime
     queue: asyncio.Queue[tuple[uuid.UUID, Outgoing]] = asyncio.Queue()
     for item in work:
         queue.put_nowait(item)
 
+    # One transport for every lane: it pools its connections per destination and
+    # keeps the per-domain limits, which only hold when all lanes share them.
+    transport = ports.transport_from_settings(settings)
+
     async def lane() -> None:
-        # One transport per lane: an SMTP session carries one transaction at a time.
-        transport = ports.transport_from_settings(settings)
-        try:
-            while not queue.empty():
-                tenant_id, outgoing = queue.get_nowait()
-                report = await transport.deliver(outgoing.envelope)
-                keys = keys_of[tenant_id]
-                with runtime.bound_session(keys) as session:
-                    counts = record_outcomes(
-                        session, keys, outgoing, report, owner=owner, lifetime=lifetime
-                    )
-                for name, count in counts.items():
-                    run.outcomes[name] += count
-        finally:
-            await transport.aclose()
+        while not queue.empty():
+            tenant_id, outgoing = queue.get_nowait()
+            report = await transport.deliver(outgoing.envelope)
+            keys = keys_of[tenant_id]
+            with runtime.bound_session(keys) as session:
+                counts = record_outcomes(
+                    session, keys, outgoing, report, owner=owner, lifetime=lifetime
+                )
+            for name, count in counts.items():
+                run.outcomes[name] += count
 
     lanes = min(settings.outbox_concurrency, len(work))
-    await asyncio.gather(*(lane() for _ in range(lanes)))
+    try:
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+    finally:
+        await transport.aclose()
 
 
 def deliver_due_messages(
@@ -374,7 +404,7 @@ def deliver_due_messages(
             keys = keys_of[tenant_id]
             try:
                 with runtime.bound_session(keys) as session:
-                    prepared = prepare_envelopes(session, keys, ids, base_url=settings.base_url)
+                    prepared = prepare_envelopes(session, keys, ids, settings=settings)
             except CarepostError as exc:
                 log.error("messages.prepare_failed", count=len(ids), error=exc.detail)
                 continue

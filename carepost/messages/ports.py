@@ -2,73 +2,96 @@
 
 The outbox calls templates (rendering), mime-dkim (building and signing the
 message), smtp (the transport and the retry schedule) and feedback (VERP return
-paths, webhooks) through the names below, and only through them. Until those
-modules are merged, each name points at the small working implementation in
-:mod:`carepost.messages.defaults` (same signatures as docs/email-interfaces in
-the issue), so the engine runs end to end today. Swapping one in is changing
-its import line here, nothing else:
+paths, tracking, webhooks) through the names below, and only through them, so that
+a test can put its own in one place (``monkeypatch.setattr(ports, ...)``).
 
-===========================  ==================================================
-name here                    the real module (after merge)
-===========================  ==================================================
-RenderedMessage, render_raw  carepost.templates.rendering
-contact_view                 carepost.templates.context.ContactView.of
-render_template              carepost.templates.rendering
-TemplateError                carepost.templates.rendering
-Attachment, OutgoingMessage  carepost.delivery.mime
-build_message, message_bytes carepost.delivery.mime
-sign_message                 carepost.delivery.dkim + domains.signing_keys_for
-Envelope, DeliveryReport ... carepost.delivery.transport
-transport_from_settings      carepost.delivery.transport
-next_attempt                 carepost.delivery.retry
-return_path                  carepost.delivery.verp
-emit_webhook                 carepost.webhooks.service.emit
-check_sender                 carepost.domains.service (verified sending domains)
-===========================  ==================================================
+=================================  ==============================================
+name here                          module
+=================================  ==============================================
+RenderedMessage, render_raw        carepost.templates.rendering
+prepare_template, PreparedTemplate carepost.templates.rendering
+compile_content, TemplateError     carepost.templates.rendering
+ContactView                        carepost.templates.context
+Attachment, OutgoingMessage        carepost.delivery.mime
+build_message, message_bytes       carepost.delivery.mime
+domain_of                          carepost.delivery.mime
+sign_all                           carepost.delivery.dkim
+signing_keys_for                   carepost.domains.service
+Envelope, DeliveryReport ...       carepost.delivery.transport
+transport_from_settings            carepost.delivery.transport
+next_attempt                       carepost.delivery.retry
+return_path, return_token          carepost.delivery.verp
+cached_feedback_secret             carepost.delivery.feedback_keys
+tracked_html                       carepost.tracking.links
+emit                               carepost.webhooks.service
+check_sender                       carepost.messages.defaults (stand-in: verified
+                                   sending domains will restrict the sender)
+=================================  ==============================================
+
+``carepost.tracking.service.tracking_choice`` is imported by the delivery loop
+itself: tracking.service reaches the outbox through delivery.message_ledger, which
+imports the outbox's events, which import this module.
 """
 
 from __future__ import annotations
 
-from carepost.messages.defaults import (
+from carepost.delivery.dkim import sign_all
+from carepost.delivery.feedback_keys import cached_feedback_secret
+from carepost.delivery.mime import (
     Attachment,
+    OutgoingMessage,
+    build_message,
+    domain_of,
+    message_bytes,
+)
+from carepost.delivery.retry import next_attempt
+from carepost.delivery.transport import (
     DeliveryReport,
     Envelope,
-    OutgoingMessage,
     RecipientOutcome,
-    RenderedMessage,
-    TemplateError,
     Transport,
-    build_message,
-    check_sender,
-    contact_view,
-    emit_webhook,
-    message_bytes,
-    next_attempt,
-    render_raw,
-    render_template,
-    return_path,
-    sign_message,
     transport_from_settings,
 )
+from carepost.delivery.verp import return_path, return_token
+from carepost.domains.service import signing_keys_for
+from carepost.messages.defaults import check_sender
+from carepost.templates.context import ContactView
+from carepost.templates.rendering import (
+    PreparedTemplate,
+    RenderedMessage,
+    TemplateError,
+    compile_content,
+    prepare_template,
+    render_raw,
+)
+from carepost.tracking.links import tracked_html
+from carepost.webhooks.service import emit
 
 __all__ = [
     "Attachment",
+    "ContactView",
     "DeliveryReport",
     "Envelope",
     "OutgoingMessage",
+    "PreparedTemplate",
     "RecipientOutcome",
     "RenderedMessage",
     "TemplateError",
     "Transport",
     "build_message",
+    "cached_feedback_secret",
     "check_sender",
-    "contact_view",
-    "emit_webhook",
+    "compile_content",
+    "domain_of",
+    "emit",
     "message_bytes",
     "next_attempt",
+    "prepare_template",
     "render_raw",
-    "render_template",
     "return_path",
-    "sign_message",
+    "return_token",
+    "sign_all",
+    "signing_keys_for",
+    "tracked_html",
     "transport_from_settings",
 ]

@@ -46,6 +46,7 @@ from carepost.consent.decision import (
 )
 from carepost.consent.links import LinkKind, make_token
 from carepost.consent.models import ConsentCurrent, Suppression
+from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.fields import STANDARD_FIELDS, normalize_email
 from carepost.contacts.id_sets import dialect_of, id_in, text_in
 from carepost.contacts.models import Contact
@@ -350,6 +351,36 @@ def recipient_links(
     }
 
 
+@dataclass
+class _Rendering:
+    """What rendering a batch shares: each saved template (and variant) compiled once,
+    or the error that refused it, and the tenant's custom field keys."""
+
+    templates: dict[tuple[uuid.UUID, str | None], ports.PreparedTemplate | CarepostError] = field(
+        default_factory=dict
+    )
+    custom_fields: list[str] | None = None
+
+    def prepared(
+        self, session: Session, keys: TenantKeys, template_id: uuid.UUID, variant: str | None
+    ) -> ports.PreparedTemplate:
+        found = self.templates.get((template_id, variant))
+        if found is None:
+            try:
+                found = ports.prepare_template(session, keys, template_id, variant=variant)
+            except CarepostError as failed:
+                found = failed
+            self.templates[(template_id, variant)] = found
+        if isinstance(found, CarepostError):
+            raise found
+        return found
+
+    def contact_view(self, session: Session, contact: Contact) -> ports.ContactView:
+        if self.custom_fields is None:
+            self.custom_fields = list(load_schema(session, contact.tenant_id))
+        return ports.ContactView.of(contact, self.custom_fields)
+
+
 def _render(
     session: Session,
     keys: TenantKeys,
@@ -357,18 +388,20 @@ def _render(
     contacts: Mapping[uuid.UUID, Contact],
     limits: SendLimits,
     now: datetime,
+    shared: _Rendering,
 ) -> ports.RenderedMessage | None:
     request = item.request
     contact = contacts.get(item.contact_id) if item.contact_id else None
-    view = ports.contact_view(contact) if contact is not None else None
+    view = shared.contact_view(session, contact) if contact is not None else None
     data: dict[str, Any] = dict(request.data)
-    if any("_url" in (part or "") for part in (request.subject, request.html, request.text)):
+    if request.template_id is not None or any(
+        "_url" in (part or "") for part in (request.subject, request.html, request.text)
+    ):
         data |= recipient_links(keys, item.contact_id, limits.base_url, now)
     try:
         if request.template_id is not None:
-            return ports.render_template(
-                session, keys, request.template_id, contact=view, data=data, variant=request.variant
-            )
+            prepared = shared.prepared(session, keys, request.template_id, request.variant)
+            return prepared.render(contact=view, data=data)
         return ports.render_raw(
             request.subject or "", request.html, request.text, contact=view, data=data
         )
@@ -422,8 +455,9 @@ def send_messages(
     for item in checked:
         if not item.errors and ports.check_sender(session, tenant_id, item.from_address):
             _fail(item, "from", "this organization may not send from this address")
+    rendering = _Rendering()
     rendered = {
-        item.index: _render(session, keys, item, contacts, context.limits, now)
+        item.index: _render(session, keys, item, contacts, context.limits, now, rendering)
         for item in checked
         if not item.errors
     }

@@ -35,6 +35,11 @@ def empty_queue(runtime: Runtime) -> None:
 def delivering(runtime: Runtime, smtp_sink: SmtpSink, empty_queue: None) -> Runtime:
     """The suite's runtime with its smarthost pointed at the sink."""
     settings = runtime.settings.model_copy(
-        update={"outbox_smarthost_port": smtp_sink.port, "outbox_smarthost_host": "127.0.0.1"}
+        update={
+            "smtp_mode": "smarthost",
+            "smarthost_host": "127.0.0.1",
+            "smarthost_port": smtp_sink.port,
+            "smarthost_tls": "none",
+        }
     )
     return Runtime(settings, runtime.database, runtime.keyring)

@@ -34,7 +34,8 @@ class Received:
 
     @property
     def carepost_id(self) -> str:
-        return str(self.message["X-Carepost-Message"])
+        """The message's id, from its Message-ID (``<id@from-domain>``)."""
+        return str(self.message["Message-ID"]).strip("<>").partition("@")[0]
 
 
 @dataclass

@@ -64,7 +64,10 @@ def _states(runtime: Runtime) -> dict[str, set[str]]:
 def _worker(settings: Settings, port: int, log_path) -> subprocess.Popen:
     env = child_environment(
         settings,
-        CAREPOST_OUTBOX_SMARTHOST_PORT=str(port),
+        CAREPOST_SMTP_MODE="smarthost",
+        CAREPOST_SMARTHOST_HOST="127.0.0.1",
+        CAREPOST_SMARTHOST_PORT=str(port),
+        CAREPOST_SMARTHOST_TLS="none",
         CAREPOST_OUTBOX_LEASE_SECONDS=str(LEASE_SECONDS),
         CAREPOST_OUTBOX_CLAIM_BATCH="50",
         CAREPOST_OUTBOX_CONCURRENCY=str(CONCURRENCY),
