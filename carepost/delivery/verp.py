@@ -67,6 +67,10 @@ def message_of_token(token: str, *, secret: bytes) -> uuid.UUID | None:
         raw = base64.b32decode(text + "=" * (-len(text) % 8))
     except (binascii.Error, ValueError):
         return None
+    # The last character carries unused bits: only the one canonical spelling of
+    # these bytes is a token, so no other character string names the same message.
+    if base64.b32encode(raw).decode().rstrip("=") != text:
+        return None
     block, tag = raw[:16], raw[16:]
     if len(block) != 16 or not hmac.compare_digest(tag, _tag(secret, block)):
         return None
