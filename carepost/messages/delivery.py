@@ -29,7 +29,8 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -409,5 +410,21 @@ def deliver_due_messages(
                 log.error("messages.prepare_failed", count=len(ids), error=exc.detail)
                 continue
             work += [(tenant_id, outgoing) for outgoing in prepared]
-        asyncio.run(_deliver_all(runtime, keys_of, work, owner=owner, run=run))
+        _run_to_completion(_deliver_all(runtime, keys_of, work, owner=owner, run=run))
     return run
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run the delivery coroutine on an event loop of its own.
+
+    ``carepost worker`` calls this from plain threads; a caller that already runs an
+    event loop in this thread (an async host, a test driving a browser) cannot nest
+    ``asyncio.run``, so the delivery then gets a thread of its own and is waited for.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery") as pool:
+        pool.submit(asyncio.run, coroutine).result()
