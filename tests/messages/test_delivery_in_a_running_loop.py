@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from carepost.messages import delivery
 
@@ -17,6 +18,9 @@ def test_delivery_runs_beside_a_running_event_loop() -> None:
     async def host() -> None:
         delivery._run_to_completion(work())
 
-    asyncio.run(host())
+    # A thread of its own runs the host loop (the browser tests may keep one here).
+    thread = threading.Thread(target=lambda: asyncio.run(host()))
+    thread.start()
+    thread.join()
     delivery._run_to_completion(work())
     assert done == ["delivered", "delivered"]
