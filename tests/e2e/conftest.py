@@ -133,6 +133,19 @@ def open_page(chromium, base_url: str):
     return context, opened
 
 
+# HTMX marks a request in flight, then the swap, then the new content until it settles
+# (20 ms after the swap); only then are the new elements wired up, so a change made
+# earlier would never reach the server.
+HTMX_BUSY = ".htmx-request, .htmx-swapping, .htmx-settling, .htmx-added"
+
+
+def settle(page) -> None:
+    """Wait until the page's HTMX requests are answered and their content is live."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(HTMX_BUSY)).to_have_count(0)
+
+
 @pytest.fixture
 def page(chromium, live_server):
     context, opened = open_page(chromium, live_server)

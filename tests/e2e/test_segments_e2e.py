@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 
 from carepost.accounts import service as accounts
 from tests.canaries import new_password
-from tests.e2e.conftest import open_page
+from tests.e2e.conftest import open_page, settle
 from tests.web.test_console_segments import make_patients
 
 pytestmark = pytest.mark.e2e
@@ -37,11 +37,6 @@ def practice(runtime, make_tenant):
             password=password,
         )
     return tenant, email, password, make_patients(runtime, tenant)
-
-
-def settle(page: Page) -> None:
-    """Wait for the builder's HTMX request (started by the last change) to be swapped in."""
-    expect(page.locator(".htmx-request")).to_have_count(0)
 
 
 def count(page: Page) -> str:

@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 
 from carepost.accounts import service as accounts
 from tests.canaries import new_password
+from tests.e2e.conftest import settle
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +32,6 @@ def marketer(runtime, make_tenant):
             password=password,
         )
     return tenant, email, password
-
-
-def settle(page: Page) -> None:
-    expect(page.locator(".htmx-request")).to_have_count(0)
 
 
 def test_create_a_template_with_live_preview(page: Page, marketer, screenshots):
