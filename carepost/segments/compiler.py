@@ -81,6 +81,9 @@ ATTRIBUTE_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
     "phone": Contact.phone_index,
 }
 SUPPRESSION_COLUMNS = {"email": Contact.email_index, "sms": Contact.phone_index}
+# A probe of a token list longer than this reads the contact's tokens of the field
+# instead of seeking each token in the primary key.
+PROBE_SEEKS = 8
 
 
 class _Compiler:
@@ -88,6 +91,35 @@ class _Compiler:
         self.keys = keys
         self.tenant_id: uuid.UUID = keys.tenant_id
         self.dialect = dialect
+        # While set, memberships compile to correlated (NOT) EXISTS probes instead
+        # of IN lists (SQLite, the conditions after the driving one: see ``top``).
+        self.probing = False
+
+    def top(self, node: Node) -> ColumnElement[bool]:
+        """The whole rule's condition.
+
+        A top-level conjunction is ordered by estimated selectivity (most selective
+        first). On SQLite, when its most selective condition is a positive membership,
+        that one stays ``contacts.id IN (subquery)`` — the planner drives the query
+        from it, looking candidates up by primary key — and every other condition
+        becomes a correlated probe through its per-contact index, run only for the
+        candidates still standing. Otherwise SQLite builds each ``IN`` list in full
+        (hundreds of thousands of rows for a broad condition) before the first
+        contact is looked at. PostgreSQL plans the semi-joins itself: only the order
+        changes there.
+        """
+        if not isinstance(node, AllOf):
+            return self.predicate(node)
+        children = sorted(node.children, key=selectivity)
+        if self.dialect != "sqlite" or not drives(children[0]):
+            return and_(*(self.predicate(child) for child in children))
+        parts = [self.predicate(children[0])]
+        self.probing = True
+        try:
+            parts += [self.predicate(child) for child in children[1:]]
+        finally:
+            self.probing = False
+        return and_(*parts)
 
     def predicate(self, node: Node, negated: bool = False) -> ColumnElement[bool]:
         if isinstance(node, Not):
@@ -111,6 +143,10 @@ class _Compiler:
 
     def membership(self, source: Select[Any], negated: bool) -> ColumnElement[bool]:
         """``contacts.id`` is (not) one of the ids ``source`` selects (its only column)."""
+        if self.probing:
+            [column] = source.selected_columns
+            probe = source.where(column == Contact.id).exists()
+            return ~probe if negated else probe
         if not negated:
             return Contact.id.in_(source)
         if self.dialect == "postgresql":
@@ -122,12 +158,16 @@ class _Compiler:
 
     def tokens(self, key: str, field_key: str, texts: list[str]) -> Select[Any]:
         tokens = range_tokens(self.keys.blind_index, key, texts)
+        token: ColumnElement[str] | InstrumentedAttribute[str] = ContactToken.token
+        if self.probing and self.dialect == "sqlite" and len(tokens) > PROBE_SEEKS:
+            # A probe for one contact: through (contact_id, field_key), a few rows,
+            # each checked against the token list. ``token || ''`` keeps SQLite off
+            # the primary key, where it would seek once per token (66 for an age).
+            token = ContactToken.token.concat("")
         return select(ContactToken.contact_id).where(
             ContactToken.tenant_id == self.tenant_id,
             ContactToken.field_key == field_key,
-            text_in(ContactToken.token, tokens, self.dialect)
-            if len(tokens) > 1
-            else ContactToken.token == tokens[0],
+            text_in(token, tokens, self.dialect) if len(tokens) > 1 else token == tokens[0],
         )
 
     def presence(self, key: str) -> Select[Any]:
@@ -275,9 +315,80 @@ def _at_least(source: Select[Any], times: int) -> Select[Any]:
     return source.group_by(ContactEvent.contact_id).having(func.count() >= times)
 
 
+# --- selectivity -------------------------------------------------------------------
+
+# Guessed shares of a tenant's contacts a condition holds for, to order a conjunction
+# (most selective first) and pick the condition SQLite drives from. Guesses from
+# the rule alone (no statistics are read: a count must not cost extra queries); only
+# their order matters.
+_GUESS_LIST = 0.25
+_GUESS_CONSENT = 0.5
+_GUESS_EVENT = 0.3
+_GUESS_RANGE = 0.4
+_GUESS_PRESENT = 0.8
+
+
+def selectivity(node: Node, negated: bool = False) -> float:
+    """The guessed share of contacts ``node`` (negated: its opposite) holds for."""
+    if isinstance(node, Not):
+        return selectivity(node.child, not negated)
+    if isinstance(node, AllOf | AnyOf):
+        shares = [selectivity(child, negated) for child in node.children]
+        if isinstance(node, AllOf) != negated:
+            product = 1.0
+            for share in shares:
+                product *= share
+            return product
+        return min(1.0, sum(shares))
+    share = _condition_share(node)
+    return 1.0 - share if negated else share
+
+
+def _condition_share(node: Node) -> float:
+    if isinstance(node, FieldCondition):
+        spec = node.spec
+        if node.op == "present":
+            return _GUESS_PRESENT
+        if node.op == "absent":
+            return 1.0 - _GUESS_PRESENT
+        if node.op in ("any_of", "all_of"):
+            if spec.type is FieldType.BOOLEAN:
+                return 0.5
+            if spec.choices:
+                one = 1.0 / len(spec.choices)
+                count = len(node.values)
+                return one**count if node.op == "all_of" else min(1.0, one * count)
+            return min(1.0, 0.01 * len(node.values))  # free text: zip codes, names
+        return _GUESS_RANGE
+    if isinstance(node, ListCondition):
+        return _GUESS_LIST
+    if isinstance(node, ConsentCondition):
+        return 1.0 - _GUESS_CONSENT if node.status == "none" else _GUESS_CONSENT
+    if isinstance(node, EventCondition):
+        return 1.0 - _GUESS_EVENT if node.at_least == 0 else _GUESS_EVENT
+    if isinstance(node, SuppressedCondition):
+        return 0.05
+    assert isinstance(node, AttributeCondition)
+    return 0.8 if node.op == "present" else 0.2
+
+
+def drives(node: Node) -> bool:
+    """Whether ``node`` compiles to one positive ``contacts.id IN (subquery)`` that
+    SQLite can drive a query from (look candidates up by primary key)."""
+    if isinstance(node, FieldCondition):
+        return node.op in ("present", "any_of", "all_of", "numbers")
+    if isinstance(node, ListCondition):
+        return True
+    if isinstance(node, ConsentCondition):
+        return node.status != "none"
+    if isinstance(node, EventCondition):
+        return node.at_most is None and node.at_least > 0
+    return False
+
+
 def compile_predicate(node: Node, keys: TenantKeys, dialect: str) -> ColumnElement[bool]:
     """The WHERE condition on ``contacts`` (beyond the tenant) that a rule stands for."""
-    return _Compiler(keys, dialect).predicate(node)
+    return _Compiler(keys, dialect).top(node)
 
 
 def compile_segment(node: Node, keys: TenantKeys, dialect: str) -> Select[uuid.UUID]:
