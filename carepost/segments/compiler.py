@@ -84,6 +84,9 @@ SUPPRESSION_COLUMNS = {"email": Contact.email_index, "sms": Contact.phone_index}
 # A probe of a token list longer than this reads the contact's tokens of the field
 # instead of seeking each token in the primary key.
 PROBE_SEEKS = 8
+# A date or number range is probed per candidate only when the conditions before it
+# are guessed to leave at most this share of the contacts.
+PROBE_RANGES_BELOW = 0.1
 
 
 class _Compiler:
@@ -114,11 +117,16 @@ class _Compiler:
         if self.dialect != "sqlite" or not drives(children[0]):
             return and_(*(self.predicate(child) for child in children))
         parts = [self.predicate(children[0])]
-        self.probing = True
-        try:
-            parts += [self.predicate(child) for child in children[1:]]
-        finally:
-            self.probing = False
+        standing = selectivity(children[0])  # the guessed share of candidates left
+        for child in children[1:]:
+            # A range probe reads several rows per candidate: for many candidates one
+            # list of the range's contacts, built once, is cheaper.
+            self.probing = standing <= PROBE_RANGES_BELOW or not _is_range(child)
+            try:
+                parts.append(self.predicate(child))
+            finally:
+                self.probing = False
+            standing *= selectivity(child)
         return and_(*parts)
 
     def predicate(self, node: Node, negated: bool = False) -> ColumnElement[bool]:
@@ -370,6 +378,10 @@ def _condition_share(node: Node) -> float:
         return 0.05
     assert isinstance(node, AttributeCondition)
     return 0.8 if node.op == "present" else 0.2
+
+
+def _is_range(node: Node) -> bool:
+    return isinstance(node, FieldCondition) and node.op in ("dates", "numbers")
 
 
 def drives(node: Node) -> bool:

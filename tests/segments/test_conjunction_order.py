@@ -64,3 +64,26 @@ def test_no_probes_without_a_driving_condition(runtime, world):
         node = parse_rule(rule, load_vocabulary(session, world.tenant.id), now=now)
     lite = str(compile_count(node, world.keys, "sqlite").compile(dialect=sqlite.dialect()))
     assert "EXISTS" not in lite
+
+
+def test_a_range_after_a_broad_driver_stays_one_list(runtime, world):
+    """On the list (a guessed 25% left) and aged 50-75: probing each candidate's
+    birth-date tokens costs more than one list of the range's contacts."""
+    now = datetime.now(UTC)
+    rule = {
+        "all": [
+            {"list": str(world.list_ids[0])},
+            {"field": "birth_date", "op": "age_between", "value": [50, 75]},
+        ]
+    }
+    with runtime.bound_session(world.keys) as session:
+        node = parse_rule(rule, load_vocabulary(session, world.tenant.id), now=now)
+        population = load_population(session, world.keys)
+        dialect = session.get_bind().dialect.name
+        assert session.scalar(compile_count(node, world.keys, dialect)) == len(
+            evaluate(node, population)
+        )
+    lite = str(compile_count(node, world.keys, "sqlite").compile(dialect=sqlite.dialect()))
+    # The list drives; the age stays an IN list.
+    assert "EXISTS" not in lite
+    assert lite.count("contacts.id IN") == 2 and "||" not in lite
