@@ -392,9 +392,11 @@ def measure(
     assert compiled == hand, f"the compiled count {compiled} differs from {hand}"
     target = TARGET_SECONDS[dialect]
     ratio = compiled_s / hand_s
+    # The load average beside the figures: on a shared machine it explains them.
+    load = os.getloadavg()[0]
     print(
         f"segment_count engine={dialect} compiled_s={compiled_s:.3f} target_s={target:.0f} "
-        f"ratio_to_target={compiled_s / target:.2f} members={compiled}"
+        f"ratio_to_target={compiled_s / target:.2f} members={compiled} load={load:.2f}"
     )
     print(f"segment_count engine={dialect} handwritten_s={hand_s:.3f}")
     print(
