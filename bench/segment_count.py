@@ -355,7 +355,8 @@ def explain(session: Session, keys: TenantKeys, list_id: uuid.UUID, now: datetim
     vocabulary = load_vocabulary(session, keys.tenant_id)
     node = parse_rule(segment_rule(list_id), vocabulary, now=now)
     statement = compile_count(node, keys, dialect_of(session))
-    prefix = "EXPLAIN ANALYZE " if dialect_of(session) == "postgresql" else "EXPLAIN QUERY PLAN "
+    postgres = dialect_of(session) == "postgresql"
+    prefix = "EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN "
     engine = session.get_bind()
 
     rows: list[Any] = []
