@@ -70,7 +70,7 @@ FORM = FormSpec(
     id="campaign",
     submit="Save draft",
     fields=(
-        Field("name", "Name", required=True, attrs={"maxlength": "200"}),
+        Field("name", "Campaign name", required=True, attrs={"maxlength": "200"}),
         Field(
             "audience",
             "Audience",

@@ -196,3 +196,32 @@ def test_an_analyst_reads_but_cannot_send(make_person, owner, sign_in, runtime, 
     assert _campaign(runtime, tenant).state == "draft"
     auditor = sign_in(make_person(tenant, "auditor"))
     assert auditor.get("/campaigns").status_code == 200
+
+
+def test_the_ab_outcome_is_shown(owner, sign_in, runtime, tenant):
+    list_id, template_id = _setup(
+        runtime,
+        tenant,
+        variants=[
+            {"key": "a", "subject": "A", "percent": 20},
+            {"key": "b", "subject": "B", "percent": 20},
+        ],
+    )
+    b = sign_in(owner)
+    b.post("/campaigns", _form(list_id, template_id, ab_test="yes", ab_metric="clicks"))
+    campaign = _campaign(runtime, tenant)
+    assert (campaign.ab_metric, campaign.ab_window_hours) == ("clicks", 24)
+    page = b.get(f"/campaigns/{campaign.id}")
+    assert 'id="ab-test"' in page.text and "Starts with the campaign" in page.text
+    from carepost.core.database import utcnow
+
+    with runtime.bound_session(tenant[1]) as session:
+        row = session.get(Campaign, campaign.id)
+        assert row is not None
+        row.ab_phase, row.ab_winner, row.ab_decided_at = "decided", "b", utcnow()
+        row.ab_results = [
+            {"key": "a", "percent": 20, "delivered": 10, "opens": 4, "clicks": 1},
+            {"key": "b", "percent": 20, "delivered": 10, "opens": 3, "clicks": 3},
+        ]
+    page = b.get(f"/campaigns/{campaign.id}")
+    assert 'id="ab-winner">b<' in page.text and 'id="ab-results"' in page.text
