@@ -326,3 +326,38 @@ def test_ab_test_off_sends_the_template_to_everyone(client, runtime, clinic, mak
     advance_campaigns(runtime)
     found = _messages(runtime, clinic, campaign_id)
     assert len(found) == 6 and {m.variant for m in found} == {None}
+
+
+def test_a_draft_can_switch_to_a_template_and_back(client, runtime, clinic, make_api_key):
+    headers = make_api_key(clinic)
+    list_id, _ = _audience(runtime, clinic, 1)
+    marketing = _template(
+        runtime, clinic, variants=[{"key": "a", "subject": "Subject A", "percent": 50}]
+    )
+    transactional = _template(runtime, clinic, kind="transactional", html="<p>Your visit</p>")
+    raw = {
+        "name": "Raw",
+        "list_id": str(list_id),
+        "from": "news@clinic.example",
+        "subject": "Hello",
+        "text": "Hi",
+    }
+    campaign_id = client.post(f"{V1}/campaigns", json=raw, headers=headers).json()["id"]
+    switched = client.patch(
+        f"{V1}/campaigns/{campaign_id}", json={"template_id": marketing}, headers=headers
+    )
+    assert switched.status_code == 200, switched.text
+    assert switched.json()["template_id"] == marketing
+    assert switched.json()["ab_test"]["metric"] == "opens"  # the template's default
+    refused = client.patch(
+        f"{V1}/campaigns/{campaign_id}", json={"template_id": transactional}, headers=headers
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["pointer"] == "#/body/template_id"
+    back = client.patch(
+        f"{V1}/campaigns/{campaign_id}",
+        json={"template_id": None, "subject": "Hello again", "text": "Hi"},
+        headers=headers,
+    )
+    assert back.status_code == 200, back.text
+    assert back.json()["template_id"] is None and back.json()["ab_test"] is None
