@@ -491,13 +491,15 @@ def _splits(campaign: Campaign) -> list[VariantSplit]:
     return [VariantSplit(str(s["key"]), int(s["percent"])) for s in campaign.ab_results or []]
 
 
-def _variant_of(campaign: Campaign, contact_id: uuid.UUID) -> str | bool | None:
+def _variant_of(
+    campaign: Campaign, splits: list[VariantSplit], contact_id: uuid.UUID
+) -> str | bool | None:
     """The variant a contact gets in this phase: a key, None (the template without
     variants) or False (not in this phase: the holdout while testing, the test
     portion once decided)."""
     if campaign.ab_phase is None:
         return None
-    arm = assign_variant(f"{campaign.id}:{contact_id}", _splits(campaign))
+    arm = assign_variant(f"{campaign.id}:{contact_id}", splits)
     if campaign.ab_phase == AbPhase.TESTING:
         return arm.key if arm is not None else False
     if campaign.ab_phase == AbPhase.DECIDED:
@@ -541,9 +543,10 @@ def enqueue_batch(
                 )
             )
         }
+    splits = _splits(campaign)
     requests: list[tuple[MessageIn, str | None]] = []
     for contact_id in contact_ids:
-        variant = _variant_of(campaign, contact_id)
+        variant = _variant_of(campaign, splits, contact_id)
         if variant is False:
             continue
         assert variant is None or isinstance(variant, str)
