@@ -18,10 +18,31 @@ Throttle: with ``throttle_per_hour`` the messages are spaced 3600/T seconds apar
 (their ``next_attempt_at``) and only the next :data:`LOOKAHEAD` of them is
 queued at a time, so pausing stops the campaign within that window; paused
 campaigns hold their already queued messages (state ``held``) until resumed.
+
+Content is raw (subject/html/text) or a stored template of :mod:`carepost.templates`,
+checked when the campaign is saved and again when it starts: it must be the
+tenant's, a marketing template for a marketing campaign (its CAN-SPAM checks run
+again, since the organization's address may have changed since it was saved) and
+never a marketing template for a transactional one (that would skip consent). A
+template that reads PHI goes, for marketing, only to contacts with a marketing
+authorization: :func:`carepost.consent.decision.may_send` decides per contact.
+
+A/B test (a template with variants and ``ab_metric`` set): phase ``testing`` queues
+only the contacts :func:`carepost.templates.variants.assign_variant` gives a variant
+(by ``<campaign>:<contact>``, so the same on any worker and after a crash), each with
+its variant; the rest is the holdout. Then ``waiting`` until ``ab_test_until`` (the
+window after the test portion was queued); then the job reads the test messages'
+deliveries and human opens/clicks (machine-flagged ones do not count), picks the
+winner with :func:`~carepost.templates.variants.choose_winner`, records it (campaign
+fields, ``campaign.ab_winner`` audit event, the template's ``ab_winner``) and, in
+phase ``decided``, walks the snapshot again queueing the winner to the holdout only.
+The splits are frozen at the start (``ab_results``), so editing the template's
+variants mid-test cannot move a contact from one arm to another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -32,24 +53,50 @@ from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.contacts.activity_models import ListMembership
+from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.lists import get_list
 from carepost.core.database import new_id, utcnow
-from carepost.core.errors import Conflict, NotFound, ValidationFailed
+from carepost.core.errors import CarepostError, Conflict, NotFound, ValidationFailed
 from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
-from carepost.messages.models import Campaign, CampaignState, Message, MessageState
+from carepost.messages.models import (
+    Campaign,
+    CampaignState,
+    Message,
+    MessageEvent,
+    MessageState,
+)
 from carepost.messages.schemas import CampaignIn, CampaignUpdate, MessageIn, SendPurpose
 from carepost.messages.sending import SendContext, SendLimits, send_messages
 from carepost.segments.models import SegmentSnapshot, SegmentSnapshotMember
 from carepost.segments.service import get_segment, snapshot_segment
+from carepost.templates import service as templates
+from carepost.templates.models import Template, TemplateVariant
+from carepost.templates.rendering import load_layout, organization_of
+from carepost.templates.validation import check_content
+from carepost.templates.variants import (
+    Metric,
+    VariantSplit,
+    VariantStats,
+    assign_variant,
+    choose_winner,
+)
 
 BATCH = 2000
 LOOKAHEAD = timedelta(minutes=1)
 CAMPAIGNS_PER_RUN = 20
 log = get_logger(__name__)
 CAMPAIGN_ACTOR = audit.Actor("system", "", "carepost campaigns")
+
+
+class AbPhase:
+    """Where a campaign's A/B test is (``Campaign.ab_phase``; None without a test)."""
+
+    TESTING = "testing"  # queueing the test portion, each contact with its variant
+    WAITING = "waiting"  # the test window: opens and clicks come in
+    DECIDED = "decided"  # the winner goes to the holdout
 
 
 def get_campaign(session: Session, tenant_id: uuid.UUID, campaign_id: uuid.UUID) -> Campaign:
@@ -83,19 +130,88 @@ def _check_content(
     subject: str | None, html: str | None, text: str | None, template_id: uuid.UUID | None
 ) -> None:
     if template_id is not None:
-        raise ValidationFailed(
-            "stored templates are not available yet: give subject and html or text",
-            field="#/body/template_id",
-        )
+        if subject or html or text:
+            raise ValidationFailed(
+                "send either a template_id or raw subject/html/text, not both",
+                field="#/body/template_id",
+            )
+        return
     if not subject:
-        raise ValidationFailed("a subject is required", field="#/body/subject")
+        raise ValidationFailed("a subject is required (or a template_id)", field="#/body/subject")
     if html is None and text is None:
-        raise ValidationFailed("give html or text content", field="#/body/html")
+        raise ValidationFailed("give html or text content (or a template_id)", field="#/body/html")
     # Syntax errors now, not at send time (unknown names are each contact's affair).
     try:
         ports.compile_content(subject, html, text)
     except ports.TemplateError as failed:
         raise ValidationFailed(failed.detail, field=f"#/body/{failed.part or 'subject'}") from None
+
+
+def check_template(
+    session: Session, tenant_id: uuid.UUID, template_id: uuid.UUID, purpose: str
+) -> Template:
+    """The stored template a campaign may send for ``purpose``, or a 422 naming
+    ``template_id`` (or ``purpose``).
+
+    The template's save-time checks run again with the organization's address as it
+    is now, for the template and each variant: a marketing template saved before the
+    address changed must still carry the current one (CAN-SPAM)."""
+    pointer = "#/body/template_id"
+    try:
+        row = templates.get_template(session, tenant_id, template_id)
+    except NotFound:
+        raise ValidationFailed("no such template", field=pointer) from None
+    if purpose == "marketing" and row.kind != "marketing":
+        raise ValidationFailed(
+            "a marketing campaign sends a marketing template (one with the unsubscribe "
+            "link and postal address CAN-SPAM requires)",
+            field=pointer,
+        )
+    if purpose != "marketing" and row.kind == "marketing":
+        raise ValidationFailed(
+            "a marketing template is sent for the marketing purpose (consent applies)",
+            field="#/body/purpose",
+        )
+    layout = load_layout(session, tenant_id, row.layout_id) if row.layout_id else None
+    address = organization_of(session, tenant_id)["physical_address"]
+    schema = load_schema(session, tenant_id)
+    bodies: list[tuple[str, str | None, str | None]] = [(row.subject, row.html, row.text)]
+    for arm in templates.variants_of(session, tenant_id, row.id):
+        html, text = (arm.html, arm.text) if (arm.html or arm.text) else (row.html, row.text)
+        bodies.append((arm.subject or row.subject, html, text))
+    for subject, html, text in bodies:
+        try:
+            check_content(
+                kind=row.kind,
+                subject=subject,
+                html=html,
+                text=text,
+                layout=layout,
+                schema=schema,
+                physical_address=address,
+            )
+        except CarepostError as failed:
+            raise ValidationFailed(
+                f"the template does not pass its checks: {failed.detail}", field=pointer
+            ) from None
+    return row
+
+
+def _check_ab(session: Session, campaign: Campaign, ab_test: bool) -> None:
+    """Turn the A/B test on (metric and window from the template unless given) when
+    the template has variants and the campaign wants a test; off otherwise."""
+    variants = (
+        templates.variants_of(session, campaign.tenant_id, campaign.template_id)
+        if campaign.template_id is not None and ab_test
+        else []
+    )
+    if not variants:
+        campaign.ab_metric = campaign.ab_window_hours = None
+        return
+    template = session.get(Template, campaign.template_id)
+    assert template is not None
+    campaign.ab_metric = campaign.ab_metric or template.ab_metric
+    campaign.ab_window_hours = campaign.ab_window_hours or template.ab_window_hours
 
 
 def _email(value: str, pointer: str) -> str:
@@ -107,16 +223,24 @@ def _email(value: str, pointer: str) -> str:
         raise ValidationFailed("not a valid email address", field=pointer) from None
 
 
+def _check_audience(
+    session: Session, tenant_id: uuid.UUID, list_id: uuid.UUID | None, segment_id: uuid.UUID | None
+) -> None:
+    if (list_id is None) == (segment_id is None):
+        raise ValidationFailed("name exactly one of list_id or segment_id", field="#/body/list_id")
+    if list_id is not None:
+        get_list(session, tenant_id, list_id)
+    if segment_id is not None:
+        get_segment(session, tenant_id, segment_id)
+
+
 def create_campaign(
     session: Session, keys: TenantKeys, body: CampaignIn, *, actor: audit.Actor
 ) -> Campaign:
-    if (body.list_id is None) == (body.segment_id is None):
-        raise ValidationFailed("name exactly one of list_id or segment_id", field="#/body/list_id")
-    if body.list_id is not None:
-        get_list(session, keys.tenant_id, body.list_id)
-    if body.segment_id is not None:
-        get_segment(session, keys.tenant_id, body.segment_id)
+    _check_audience(session, keys.tenant_id, body.list_id, body.segment_id)
     _check_content(body.subject, body.html, body.text, body.template_id)
+    if body.template_id is not None:
+        check_template(session, keys.tenant_id, body.template_id, body.purpose)
     campaign = Campaign(
         id=new_id(),
         tenant_id=keys.tenant_id,
@@ -133,10 +257,13 @@ def create_campaign(
         purpose=body.purpose,
         tags=list(body.tags),
         throttle_per_hour=body.throttle_per_hour,
+        ab_metric=body.ab_metric,
+        ab_window_hours=body.ab_window_hours,
         state=CampaignState.DRAFT,
         created_by_type=actor.type,
         created_by_id=actor.id,
     )
+    _check_ab(session, campaign, body.ab_test)
     session.add(campaign)
     session.flush()
     _audit(session, keys, actor, "campaign.create", campaign)
@@ -185,7 +312,26 @@ def update_campaign(
         campaign.reply_to = (
             _email(changes.reply_to, "#/body/reply_to") if changes.reply_to else None
         )
+    if "purpose" in given and changes.purpose is not None:
+        campaign.purpose = changes.purpose
+    if given & {"list_id", "segment_id"}:
+        campaign.list_id, campaign.segment_id = changes.list_id, changes.segment_id
+        _check_audience(session, keys.tenant_id, campaign.list_id, campaign.segment_id)
+    if "template_id" in given:
+        campaign.template_id = changes.template_id
+        if changes.template_id is not None:
+            # Content is the template's now, or else the raw content given with it.
+            campaign.subject = campaign.html = campaign.text_body = None
+    for name in ("ab_metric", "ab_window_hours"):
+        if name in given:
+            setattr(campaign, name, getattr(changes, name))
     _check_content(campaign.subject, campaign.html, campaign.text_body, campaign.template_id)
+    if campaign.template_id is not None:
+        check_template(session, keys.tenant_id, campaign.template_id, campaign.purpose)
+    ab_test = changes.ab_test if changes.ab_test is not None else campaign.ab_metric is not None
+    if "template_id" in given and changes.ab_test is None:
+        ab_test = True
+    _check_ab(session, campaign, ab_test)
     campaign.updated_at = utcnow()
     session.flush()
     _audit(session, keys, actor, "campaign.update", campaign, fields=sorted(given))
@@ -316,6 +462,9 @@ def _freeze_audience(session: Session, keys: TenantKeys, campaign: Campaign) -> 
 
 
 def start_campaign(session: Session, keys: TenantKeys, campaign: Campaign, now: datetime) -> None:
+    if campaign.template_id is not None:
+        # Checked again: the template or the organization's address may have changed.
+        check_template(session, keys.tenant_id, campaign.template_id, campaign.purpose)
     snapshot_id = _freeze_audience(session, keys, campaign)
     snapshot = session.get(SegmentSnapshot, snapshot_id)
     assert snapshot is not None
@@ -323,15 +472,47 @@ def start_campaign(session: Session, keys: TenantKeys, campaign: Campaign, now: 
     campaign.audience = snapshot.member_count
     campaign.state = CampaignState.SENDING
     campaign.started_at = campaign.pace_next_at = now
+    splits: list[dict[str, Any]] = []
+    if campaign.ab_metric is not None and campaign.template_id is not None:
+        splits = [
+            {"key": arm.key, "percent": arm.percent}
+            for arm in templates.variants_of(session, keys.tenant_id, campaign.template_id)
+        ]
+    if splits:
+        campaign.ab_phase = AbPhase.TESTING
+        campaign.ab_results = splits
+    else:
+        campaign.ab_metric = campaign.ab_window_hours = None
     session.flush()
     _audit(session, keys, CAMPAIGN_ACTOR, "campaign.start", campaign, audience=campaign.audience)
+
+
+def _splits(campaign: Campaign) -> list[VariantSplit]:
+    return [VariantSplit(str(s["key"]), int(s["percent"])) for s in campaign.ab_results or []]
+
+
+def _variant_of(
+    campaign: Campaign, splits: list[VariantSplit], contact_id: uuid.UUID
+) -> str | bool | None:
+    """The variant a contact gets in this phase: a key, None (the template without
+    variants) or False (not in this phase: the holdout while testing, the test
+    portion once decided)."""
+    if campaign.ab_phase is None:
+        return None
+    arm = assign_variant(f"{campaign.id}:{contact_id}", splits)
+    if campaign.ab_phase == AbPhase.TESTING:
+        return arm.key if arm is not None else False
+    if campaign.ab_phase == AbPhase.DECIDED:
+        return campaign.ab_winner if arm is None else False
+    return False
 
 
 def enqueue_batch(
     session: Session, keys: TenantKeys, campaign: Campaign, limits: SendLimits, now: datetime
 ) -> int:
     """Queue the next batch of the audience (within the throttle); returns how many
-    contacts it took (0: nothing more to queue now)."""
+    contacts it took (0: nothing more to queue now), those of another A/B phase
+    included (passed over, not queued)."""
     size = BATCH
     spacing: timedelta | None = None
     if campaign.throttle_per_hour:
@@ -351,24 +532,41 @@ def enqueue_batch(
     )
     if not contact_ids:
         return 0
-    requests = []
-    for number, contact_id in enumerate(contact_ids):
+    sender_names: dict[str, str | None] = {}
+    if campaign.ab_phase is not None and campaign.template_id is not None:
+        sender_names = {
+            arm.key: arm.from_name
+            for arm in session.scalars(
+                select(TemplateVariant).where(
+                    TemplateVariant.tenant_id == keys.tenant_id,
+                    TemplateVariant.template_id == campaign.template_id,
+                )
+            )
+        }
+    splits = _splits(campaign)
+    requests: list[tuple[MessageIn, str | None]] = []
+    for contact_id in contact_ids:
+        variant = _variant_of(campaign, splits, contact_id)
+        if variant is False:
+            continue
+        assert variant is None or isinstance(variant, str)
         send_at = None
         if spacing is not None:
-            send_at = max(campaign.pace_next_at or now, now) + spacing * number
+            send_at = max(campaign.pace_next_at or now, now) + spacing * len(requests)
         request = MessageIn.model_construct(
             to=None,
             to_name=None,
             contact_id=contact_id,
             external_id=None,
             from_address=campaign.from_address,
-            from_name=campaign.from_name,
+            # A variant may set the sender name (one of the things an A/B test tries).
+            from_name=(sender_names.get(variant) if variant else None) or campaign.from_name,
             reply_to=campaign.reply_to,
             subject=campaign.subject,
             html=campaign.html,
             text=campaign.text_body,
             template_id=campaign.template_id,
-            variant=None,
+            variant=variant,
             data={},
             attachments=[],
             tags=list(campaign.tags),
@@ -378,23 +576,118 @@ def enqueue_batch(
             purpose=cast(SendPurpose, campaign.purpose),
         )
         requests.append((request, f"campaign:{campaign.id}:{contact_id}"))
-    context = SendContext(actor=CAMPAIGN_ACTOR, limits=limits, campaign_id=campaign.id)
-    results = send_messages(session, keys, requests, context, now=now)
-    for result in results:
-        if result.duplicate:
-            continue
-        if result.state == MessageState.QUEUED:
-            campaign.queued += 1
-        elif result.state == MessageState.SUPPRESSED:
-            campaign.suppressed += 1
-        else:
-            campaign.skipped += 1  # no email address, or content that cannot render
+    if requests:
+        context = SendContext(actor=CAMPAIGN_ACTOR, limits=limits, campaign_id=campaign.id)
+        results = send_messages(session, keys, requests, context, now=now)
+        for result in results:
+            if result.duplicate:
+                continue
+            if result.state == MessageState.QUEUED:
+                campaign.queued += 1
+            elif result.state == MessageState.SUPPRESSED:
+                campaign.suppressed += 1
+            else:
+                campaign.skipped += 1  # no email address, or content that cannot render
     campaign.enqueued_through = contact_ids[-1]
     if spacing is not None:
-        campaign.pace_next_at = max(campaign.pace_next_at or now, now) + spacing * len(contact_ids)
+        campaign.pace_next_at = max(campaign.pace_next_at or now, now) + spacing * len(requests)
     campaign.updated_at = now
     session.flush()
     return len(contact_ids)
+
+
+def variant_results(
+    session: Session, tenant_id: uuid.UUID, campaign_id: uuid.UUID
+) -> list[VariantStats]:
+    """Per variant of a campaign's test messages: how many were delivered, and how
+    many of them a person opened or clicked (each message once; opens and clicks
+    flagged as a machine's — privacy proxies, link scanners — do not count)."""
+    delivered = dict(
+        session.execute(
+            select(Message.variant, func.count())
+            .where(
+                Message.tenant_id == tenant_id,
+                Message.campaign_id == campaign_id,
+                Message.variant.is_not(None),
+                Message.state == MessageState.DELIVERED,
+            )
+            .group_by(Message.variant)
+        ).all()
+    )
+    events = session.execute(
+        select(Message.variant, MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail)
+        .join(Message, Message.id == MessageEvent.message_id)
+        .where(
+            Message.tenant_id == tenant_id,
+            Message.campaign_id == campaign_id,
+            Message.variant.is_not(None),
+            MessageEvent.kind.in_(("opened", "clicked")),
+        )
+    )
+    seen: dict[tuple[str, str], set[uuid.UUID]] = {}
+    for variant, message_id, kind, detail in events:
+        if (detail or {}).get("machine"):
+            continue
+        seen.setdefault((str(variant), str(kind)), set()).add(message_id)
+        if kind == "clicked":
+            # A click is an open too (images blocked, the pixel never loaded).
+            seen.setdefault((str(variant), "opened"), set()).add(message_id)
+    keys = sorted({str(v) for v in delivered} | {v for v, _ in seen})
+    return [
+        VariantStats(
+            key=key,
+            delivered=int(delivered.get(key, 0)),
+            opens=len(seen.get((key, "opened"), ())),
+            clicks=len(seen.get((key, "clicked"), ())),
+        )
+        for key in keys
+    ]
+
+
+def decide_winner(session: Session, keys: TenantKeys, campaign: Campaign, now: datetime) -> str:
+    """End the test window: pick the winner, record it, and start sending it to the
+    holdout. With nothing delivered at all the first variant (by key) is taken, so a
+    campaign never waits forever; the audit event says so."""
+    assert campaign.template_id is not None
+    metric = cast(Metric, campaign.ab_metric or "opens")
+    stats = {s.key: s for s in variant_results(session, keys.tenant_id, campaign.id)}
+    splits = _splits(campaign)
+    rows = [stats.get(split.key) or VariantStats(split.key, 0) for split in splits]
+    best = choose_winner(rows, metric)
+    winner = best.key if best is not None else sorted(s.key for s in splits)[0]
+    campaign.ab_winner = winner
+    campaign.ab_decided_at = now
+    campaign.ab_phase = AbPhase.DECIDED
+    campaign.ab_results = [
+        {
+            "key": row.key,
+            "percent": split.percent,
+            "delivered": row.delivered,
+            "opens": row.opens,
+            "clicks": row.clicks,
+        }
+        for row, split in zip(rows, splits, strict=True)
+    ]
+    campaign.enqueued_through = None  # walk the snapshot again, for the holdout
+    campaign.updated_at = now
+    # When the variant was deleted from the template since, the campaign keeps it.
+    with contextlib.suppress(NotFound):
+        templates.record_winner(
+            session, keys.tenant_id, campaign.template_id, winner, actor=CAMPAIGN_ACTOR
+        )
+    session.flush()
+    _audit(
+        session,
+        keys,
+        CAMPAIGN_ACTOR,
+        "campaign.ab_winner",
+        campaign,
+        variant=winner,
+        metric=metric,
+        chosen_by="rate" if best is not None else "nothing_delivered",
+        results=campaign.ab_results,
+    )
+    return winner
 
 
 def _finish_if_done(session: Session, keys: TenantKeys, campaign: Campaign, now: datetime) -> None:
@@ -444,13 +737,39 @@ def advance_campaign(
                 start_campaign(session, keys, campaign, now)
             if campaign.state != CampaignState.SENDING:
                 return taken
+            if campaign.ab_phase == AbPhase.WAITING:
+                if campaign.ab_test_until is not None and campaign.ab_test_until > now:
+                    return taken
+                decide_winner(session, keys, campaign, now)
             count = enqueue_batch(session, keys, campaign, limits, now)
             taken += count
             if count == 0:
                 if campaign.enqueued_through is None or not _more_to_queue(session, campaign):
-                    _finish_if_done(session, keys, campaign, now)
+                    if campaign.ab_phase == AbPhase.TESTING:
+                        _end_test_portion(session, keys, campaign, now)
+                    else:
+                        _finish_if_done(session, keys, campaign, now)
                 return taken
     return taken
+
+
+def _end_test_portion(
+    session: Session, keys: TenantKeys, campaign: Campaign, now: datetime
+) -> None:
+    """The test portion is queued: the window starts now."""
+    campaign.ab_phase = AbPhase.WAITING
+    campaign.ab_test_until = now + timedelta(hours=campaign.ab_window_hours or 24)
+    campaign.updated_at = now
+    session.flush()
+    _audit(
+        session,
+        keys,
+        CAMPAIGN_ACTOR,
+        "campaign.ab_test_sent",
+        campaign,
+        queued=campaign.queued,
+        test_until=campaign.ab_test_until.isoformat(),
+    )
 
 
 def _more_to_queue(session: Session, campaign: Campaign) -> bool:

@@ -1,7 +1,10 @@
 """REST routes for campaigns: create, change, schedule, pause, resume, cancel, read.
 
-Changing needs ``messages:send``; reading ``reports:read``. Content (subject, HTML,
-text) is stored encrypted and never listed; the counts are per message state.
+Changing needs ``messages:send``; reading ``reports:read``. Content is raw or a
+stored template (``template_id``); a template with variants runs an A/B test
+(``ab_test``), whose phase, winner and per-variant figures the campaign shows.
+Raw content (subject, HTML, text) is stored encrypted and never listed; the counts
+are per message state.
 """
 
 from __future__ import annotations
@@ -19,12 +22,43 @@ from carepost.api.pagination import Page, decode_cursor, encode_cursor
 from carepost.core.runtime import Runtime
 from carepost.messages import campaigns
 from carepost.messages.models import Campaign
-from carepost.messages.schemas import CampaignIn, CampaignOut, CampaignSchedule, CampaignUpdate
+from carepost.messages.schemas import (
+    AbTestOut,
+    CampaignIn,
+    CampaignOut,
+    CampaignSchedule,
+    CampaignUpdate,
+    VariantResult,
+)
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Sender = Annotated[Principal, Depends(require("messages:send"))]
 Reader = Annotated[Principal, Depends(require("reports:read"))]
+
+
+def _ab_out(campaign: Campaign) -> AbTestOut | None:
+    if campaign.ab_metric is None:
+        return None
+    decided = campaign.ab_decided_at is not None
+    return AbTestOut(
+        metric=campaign.ab_metric,
+        window_hours=campaign.ab_window_hours or 24,
+        phase=campaign.ab_phase,
+        test_until=campaign.ab_test_until,
+        winner=campaign.ab_winner,
+        decided_at=campaign.ab_decided_at,
+        results=[
+            VariantResult(
+                key=str(row["key"]),
+                delivered=int(row.get("delivered", 0)),
+                opens=int(row.get("opens", 0)),
+                clicks=int(row.get("clicks", 0)),
+            )
+            for row in (campaign.ab_results or [])
+            if decided
+        ],
+    )
 
 
 def _out(session: Session, campaign: Campaign) -> CampaignOut:
@@ -48,6 +82,7 @@ def _out(session: Session, campaign: Campaign) -> CampaignOut:
         suppressed=campaign.suppressed,
         skipped=campaign.skipped,
         counts=campaigns.state_counts(session, campaign.id),
+        ab_test=_ab_out(campaign),
         created_at=campaign.created_at,
         started_at=campaign.started_at,
         finished_at=campaign.finished_at,

@@ -181,7 +181,7 @@ class Campaign(IdMixin, TimestampMixin, TenantOwned, Base):
     snapshot_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("segment_snapshots.id", ondelete="SET NULL"), default=None
     )
-    # A template of carepost/templates once it lands; until then the raw content below.
+    # A stored template (carepost/templates), or else the raw content below.
     template_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), default=None)
     subject: Mapped[str | None] = mapped_column(EncryptedString("campaigns.subject"), default=None)
     html: Mapped[str | None] = mapped_column(EncryptedString("campaigns.html"), default=None)
@@ -206,6 +206,16 @@ class Campaign(IdMixin, TimestampMixin, TenantOwned, Base):
     suppressed: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     failure: Mapped[str] = mapped_column(Text, default="")
+    # A/B test of the template's variants (migration 0014): the metric (None = no
+    # test), the window, the phase (testing -> waiting -> decided), the winner and
+    # the figures it was chosen on (per variant: delivered, opens, clicks).
+    ab_metric: Mapped[str | None] = mapped_column(String(10), default=None)
+    ab_window_hours: Mapped[int | None] = mapped_column(Integer, default=None)
+    ab_phase: Mapped[str | None] = mapped_column(String(10), default=None)
+    ab_test_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    ab_winner: Mapped[str | None] = mapped_column(String(40), default=None)
+    ab_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    ab_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     created_by_type: Mapped[str] = mapped_column(String(20), default="")
     created_by_id: Mapped[str] = mapped_column(String(64), default="")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

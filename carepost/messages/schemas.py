@@ -151,8 +151,15 @@ class MessageSearch(BaseModel):
 
 # --- campaigns ---------------------------------------------------------------------
 
+AbMetric = Literal["opens", "clicks"]
+
 
 class CampaignIn(BaseModel):
+    """A campaign: an audience (a list or a saved segment), content (a stored template
+    or raw subject/html/text), the sender, and options. With a template that has
+    variants the campaign tests them (``ab_test``) on their split, then sends the
+    winner to the rest; metric and window default to the template's."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=200)
@@ -168,25 +175,52 @@ class CampaignIn(BaseModel):
     purpose: SendPurpose = "marketing"
     tags: list[Tag] = Field(default_factory=list, max_length=10)
     throttle_per_hour: int | None = Field(default=None, ge=1, le=10_000_000)
+    ab_test: bool = Field(default=True, description="Test the template's variants, if any")
+    ab_metric: AbMetric | None = Field(default=None, description="The template's when left out")
+    ab_window_hours: int | None = Field(default=None, ge=1, le=720)
 
 
 class CampaignUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    list_id: uuid.UUID | None = None
+    segment_id: uuid.UUID | None = None
+    template_id: uuid.UUID | None = None
     subject: Line | None = None
     html: str | None = Field(default=None, max_length=2_000_000)
     text: str | None = Field(default=None, max_length=2_000_000)
     from_address: str | None = Field(default=None, alias="from", max_length=320)
     from_name: str | None = Field(default=None, max_length=200)
     reply_to: str | None = Field(default=None, max_length=320)
+    purpose: SendPurpose | None = None
     throttle_per_hour: int | None = Field(default=None, ge=1, le=10_000_000)
+    ab_test: bool | None = None
+    ab_metric: AbMetric | None = None
+    ab_window_hours: int | None = Field(default=None, ge=1, le=720)
 
 
 class CampaignSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     send_at: IsoDateTime | None = Field(default=None, description="Now when left out")
+
+
+class VariantResult(BaseModel):
+    key: str
+    delivered: int
+    opens: int
+    clicks: int
+
+
+class AbTestOut(BaseModel):
+    metric: str
+    window_hours: int
+    phase: str | None = Field(description="testing, waiting (the window), decided")
+    test_until: datetime | None
+    winner: str | None
+    decided_at: datetime | None
+    results: list[VariantResult] = Field(description="Per variant, when decided")
 
 
 class CampaignOut(BaseModel):
@@ -209,6 +243,7 @@ class CampaignOut(BaseModel):
     suppressed: int
     skipped: int
     counts: dict[str, int] = Field(description="Messages per state")
+    ab_test: AbTestOut | None = Field(description="The A/B test, when the campaign runs one")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

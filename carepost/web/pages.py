@@ -11,7 +11,8 @@ Each section lives in its own module of thin views calling services:
 :mod:`~carepost.web.apikeys`, :mod:`~carepost.web.organization`,
 :mod:`~carepost.web.account`, :mod:`~carepost.web.audit`, the contacts pages
 (:mod:`~carepost.web.contacts`, ``contacts_detail``, ``contacts_actions``,
-``contacts_lists``, ``contacts_fields``) and :mod:`~carepost.web.imports`.
+``contacts_lists``, ``contacts_fields``), :mod:`~carepost.web.imports` and
+:mod:`~carepost.web.campaigns`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from carepost.web import (
     account,
     apikeys,
     audit,
+    campaigns,
     contacts,
     contacts_actions,
     contacts_detail,
@@ -65,6 +67,7 @@ ROUTERS = (
     segments.router,
     imports.router,
     templates_pages.router,
+    campaigns.router,
     webhooks.router,
     domains.router,
 )

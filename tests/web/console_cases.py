@@ -19,6 +19,7 @@ class PageCase:
     # / {job_id} / {segment_id} / {template_id}, filled from the organization
     # / {job_id} / {segment_id} / {endpoint_id} / {delivery_id}, filled from the organization
     # / {job_id} / {segment_id} / {domain_id}, filled from the organization
+    # / {campaign_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -69,6 +70,10 @@ PAGES = (
     PageCase("/templates", "templates:read"),
     PageCase("/templates/new", "templates:write"),
     PageCase("/templates/{template_id}", "templates:read"),
+    PageCase("/campaigns", "reports:read"),
+    PageCase("/campaigns/new", "messages:send"),
+    PageCase("/campaigns/{campaign_id}", "reports:read"),
+    PageCase("/campaigns/{campaign_id}/edit", "messages:send"),
     PageCase("/webhooks", "webhooks:read"),
     PageCase("/webhooks/{endpoint_id}", "webhooks:read"),
     PageCase("/domains", "tenant:read"),
@@ -150,6 +155,21 @@ ACTIONS = (
         "templates:write",
         {"name": "Renamed", "subject": "Hi", "text": "Hello again"},
     ),
+    ActionCase("/campaigns/summary", "messages:send", {"audience": ""}),
+    ActionCase(
+        "/campaigns",
+        "messages:send",
+        {"name": "New", "audience": "", "from": "news@clinic.example", "subject": "Hi"},
+    ),
+    ActionCase(
+        "/campaigns/{campaign_id}",
+        "messages:send",
+        {"name": "Renamed", "audience": "", "from": "news@clinic.example", "subject": "Hi"},
+    ),
+    ActionCase("/campaigns/{campaign_id}/schedule", "messages:send"),
+    ActionCase("/campaigns/{campaign_id}/pause", "messages:send"),
+    ActionCase("/campaigns/{campaign_id}/resume", "messages:send"),
+    ActionCase("/campaigns/{campaign_id}/cancel", "messages:send"),
     ActionCase(
         "/webhooks",
         "webhooks:write",

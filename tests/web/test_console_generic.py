@@ -17,6 +17,8 @@ from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
 from carepost.domains import service as domains
+from carepost.messages import campaigns
+from carepost.messages.schemas import CampaignIn
 from carepost.segments import service as segments
 from carepost.templates import service as templates
 from carepost.tenancy import service as tenancy
@@ -63,6 +65,7 @@ class Organization:
     endpoint_id: uuid.UUID
     delivery_id: uuid.UUID
     domain_id: uuid.UUID
+    campaign_id: uuid.UUID
 
     def fill(self, path: str) -> str:
         return (
@@ -78,6 +81,7 @@ class Organization:
             .replace("{endpoint_id}", str(self.endpoint_id))
             .replace("{delivery_id}", str(self.delivery_id))
             .replace("{domain_id}", str(self.domain_id))
+            .replace("{campaign_id}", str(self.campaign_id))
         )
 
 
@@ -135,6 +139,20 @@ def _make_org(runtime) -> Organization:
         webhooks.emit(session, tenant[0].id, "message.opened", {"message_id": "m"})
         delivery = webhooks.list_deliveries(session, tenant[0].id, endpoint.id)[0]
         domain = domains.add_domain(session, tenant[0].id, name="clinic.example", actor=SYSTEM)
+        campaign = campaigns.create_campaign(
+            session,
+            tenant[1],
+            CampaignIn.model_validate(
+                {
+                    "name": "Flu shots",
+                    "list_id": str(contact_list.id),
+                    "from": "news@clinic.example",
+                    "subject": "Flu shots",
+                    "text": "Book now",
+                }
+            ),
+            actor=SYSTEM,
+        )
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
@@ -151,6 +169,7 @@ def _make_org(runtime) -> Organization:
         endpoint.id,
         delivery.id,
         domain.id,
+        campaign.id,
     )
 
 

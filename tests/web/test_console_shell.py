@@ -161,6 +161,23 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
             name = f"d-{uuid.uuid4().hex[:8]}.example"
             domain = domains.add_domain(session, owner.tenant.id, name=name, actor=SYSTEM)
         path = path.replace("{domain_id}", str(domain.id))
+    if "{campaign_id}" in path:
+        from carepost.messages import campaigns
+        from carepost.messages.schemas import CampaignIn
+
+        body = {"name": "Flu", "list_id": str(contact_list.id), "from": "news@clinic.example"}
+        with runtime.bound_session(owner.keys) as session:
+            campaign = campaigns.create_campaign(
+                session,
+                owner.keys,
+                CampaignIn.model_validate(body | {"subject": "Flu shots", "text": "Book now"}),
+                actor=SYSTEM,
+            )
+            # The A/B outcome's panel too.
+            campaign.ab_metric, campaign.ab_window_hours, campaign.ab_winner = "opens", 4, "a"
+            campaign.ab_phase, campaign.ab_decided_at = "decided", campaign.created_at
+            campaign.ab_results = [{"key": "a", "percent": 50, "delivered": 1, "opens": 1}]
+        path = path.replace("{campaign_id}", str(campaign.id))
     page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)
