@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
     )
     dns_port: int = Field(default=53, ge=1, le=65535)
+    mx_allow_non_global: bool = Field(
+        default=False,
+        description="Deliver to MX hosts at loopback/private/link-local addresses "
+        "(tests and labs only: otherwise refused, see carepost/delivery/mx.py).",
+    )
     # --- feedback (bounces, complaints, webhooks, tracking): docs/bounces-and-complaints.md
     feedback_secret: SecretStr | None = Field(
         default=None,
