@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
     )
     dns_port: int = Field(default=53, ge=1, le=65535)
+    sender_unverified_tenants: tuple[str, ...] = Field(
+        default=("demo",),
+        description="Slugs of tenants that may send from unverified domains "
+        "(development, the `carepost demo` organization); see docs/sending-domains.md.",
+    )
     mx_allow_non_global: bool = Field(
         default=False,
         description="Deliver to MX hosts at loopback/private/link-local addresses "

@@ -24,8 +24,7 @@ return_path, return_token          carepost.delivery.verp
 cached_feedback_secret             carepost.delivery.feedback_keys
 tracked_html                       carepost.tracking.links
 emit                               carepost.webhooks.service
-check_sender                       carepost.messages.defaults (stand-in: verified
-                                   sending domains will restrict the sender)
+check_sender                       carepost.domains.senders
 =================================  ==============================================
 
 ``carepost.tracking.service.tracking_choice`` is imported by the delivery loop
@@ -53,8 +52,8 @@ from carepost.delivery.transport import (
     transport_from_settings,
 )
 from carepost.delivery.verp import return_path, return_token
+from carepost.domains.senders import check_sender
 from carepost.domains.service import signing_keys_for
-from carepost.messages.defaults import check_sender
 from carepost.templates.context import ContactView
 from carepost.templates.rendering import (
     PreparedTemplate,

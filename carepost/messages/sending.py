@@ -453,8 +453,9 @@ def send_messages(
     checked = [i for i in fresh if not i.errors]
     contacts = _resolve_contacts(session, tenant_id, checked)
     for item in checked:
-        if not item.errors and ports.check_sender(session, tenant_id, item.from_address):
-            _fail(item, "from", "this organization may not send from this address")
+        refused = None if item.errors else ports.check_sender(session, tenant_id, item.from_address)
+        if refused:
+            _fail(item, "from", refused)
     rendering = _Rendering()
     rendered = {
         item.index: _render(session, keys, item, contacts, context.limits, now, rendering)

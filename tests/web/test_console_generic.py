@@ -134,7 +134,7 @@ def _make_org(runtime) -> Organization:
         ).endpoint
         webhooks.emit(session, tenant[0].id, "message.opened", {"message_id": "m"})
         delivery = webhooks.list_deliveries(session, tenant[0].id, endpoint.id)[0]
-        domain = domains.add_domain(session, tenant[0].id, name="clinic.example", actor=SYSTEM)
+        domain = domains.add_domain(session, tenant[0].id, name="lab.clinic.example", actor=SYSTEM)
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     return Organization(
         tenant,
