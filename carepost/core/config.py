@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
     )
     dns_port: int = Field(default=53, ge=1, le=65535)
+    public_rate_per_minute: int = Field(
+        default=120,
+        ge=0,
+        description="Requests per minute per client address on the public tracking and "
+        "view-in-browser routes (/t/...); 0 turns the limit off.",
+    )
     sender_unverified_tenants: tuple[str, ...] = Field(
         default=("demo",),
         description="Slugs of tenants that may send from unverified domains "

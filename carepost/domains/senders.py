@@ -44,9 +44,7 @@ def _tenant_facts(
 ) -> tuple[bool, dict[str, str]]:
     """Whether the tenant is exempt, and its domains' states: read once per session (a
     batch of 10,000 messages asks once, not 10,000 times)."""
-    cache: dict[uuid.UUID, tuple[bool, dict[str, str]]] = session.info.setdefault(
-        _CACHE_KEY, {}
-    )
+    cache: dict[uuid.UUID, tuple[bool, dict[str, str]]] = session.info.setdefault(_CACHE_KEY, {})
     if tenant_id not in cache:
         slugs = tuple(get_settings().sender_unverified_tenants if exempt is None else exempt)
         slug = session.scalar(select(Tenant.slug).where(Tenant.id == tenant_id)) if slugs else None

@@ -23,6 +23,7 @@ next_attempt                       carepost.delivery.retry
 return_path, return_token          carepost.delivery.verp
 cached_feedback_secret             carepost.delivery.feedback_keys
 tracked_html                       carepost.tracking.links
+view_url                           carepost.tracking.view
 emit                               carepost.webhooks.service
 check_sender                       carepost.domains.senders
 =================================  ==============================================
@@ -64,6 +65,7 @@ from carepost.templates.rendering import (
     render_raw,
 )
 from carepost.tracking.links import tracked_html
+from carepost.tracking.view import view_url
 from carepost.webhooks.service import emit
 
 __all__ = [
@@ -93,4 +95,5 @@ __all__ = [
     "signing_keys_for",
     "tracked_html",
     "transport_from_settings",
+    "view_url",
 ]

@@ -55,9 +55,7 @@ def test_an_unknown_domain_is_refused_on_the_from_field(client, tenant, make_api
     assert "elsewhere.example is not a sending domain" in error["detail"]
 
 
-def test_a_pending_domain_is_refused_until_its_check_passes(
-    client, runtime, tenant, make_api_key
-):
+def test_a_pending_domain_is_refused_until_its_check_passes(client, runtime, tenant, make_api_key):
     with runtime.bound_session(tenant[1]) as session:
         domains.add_domain(session, tenant[0].id, name="new.example", actor=SYSTEM)
     headers = make_api_key(tenant)
