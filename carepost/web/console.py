@@ -55,6 +55,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/segments", "Segments", "contacts:read"),
     ("/imports", "Imports", "contacts:read"),
     ("/templates", "Email templates", "templates:read"),
+    ("/messages", "Message log", "reports:read"),
     ("/domains", "Domains & DKIM", "tenant:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),

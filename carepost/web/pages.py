@@ -35,6 +35,7 @@ from carepost.web import (
     dashboard,
     domains,
     imports,
+    messages,
     organization,
     passkeys,
     segments,
@@ -65,6 +66,7 @@ ROUTERS = (
     segments.router,
     imports.router,
     templates_pages.router,
+    messages.router,
     webhooks.router,
     domains.router,
 )

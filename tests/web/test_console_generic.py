@@ -32,6 +32,7 @@ from tests.web.console_cases import (
 )
 from tests.web.import_files import held_upload
 from tests.web.people import create_person, make_contact_objects
+from tests.web.sent_messages import make_message
 
 OPERATIONS = {"/healthz", "/readyz", "/metrics", "/docs/oauth2-redirect"}
 
@@ -63,6 +64,7 @@ class Organization:
     endpoint_id: uuid.UUID
     delivery_id: uuid.UUID
     domain_id: uuid.UUID
+    message_id: uuid.UUID | None = None
 
     def fill(self, path: str) -> str:
         return (
@@ -78,6 +80,7 @@ class Organization:
             .replace("{endpoint_id}", str(self.endpoint_id))
             .replace("{delivery_id}", str(self.delivery_id))
             .replace("{domain_id}", str(self.domain_id))
+            .replace("{message_id}", str(self.message_id))
         )
 
 
@@ -136,6 +139,7 @@ def _make_org(runtime) -> Organization:
         delivery = webhooks.list_deliveries(session, tenant[0].id, endpoint.id)[0]
         domain = domains.add_domain(session, tenant[0].id, name="lab.clinic.example", actor=SYSTEM)
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
+    message_id = make_message(runtime, tenant)
     return Organization(
         tenant,
         people,
@@ -151,6 +155,7 @@ def _make_org(runtime) -> Organization:
         endpoint.id,
         delivery.id,
         domain.id,
+        message_id,
     )
 
 

@@ -161,6 +161,11 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
             name = f"d-{uuid.uuid4().hex[:8]}.example"
             domain = domains.add_domain(session, owner.tenant.id, name=name, actor=SYSTEM)
         path = path.replace("{domain_id}", str(domain.id))
+    if "{message_id}" in path:
+        from tests.web.sent_messages import make_message
+
+        message_id = make_message(runtime, (owner.tenant, owner.keys))
+        path = path.replace("{message_id}", str(message_id))
     page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)
