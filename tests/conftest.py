@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 from carepost.core import migrations
 from carepost.core.config import Settings, load_settings
@@ -23,6 +24,7 @@ from carepost.core.logging import configure_logging
 from carepost.core.runtime import Runtime, build_runtime
 from carepost.crypto.keyprovider import init_key_file
 from carepost.crypto.keyring import TenantKeys
+from carepost.domains.models import SendingDomain
 from carepost.tenancy import service as tenancy
 from carepost.tenancy.models import Tenant
 
@@ -111,12 +113,38 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     built.close()
 
 
+# The domains the tests send from: a From address must be on a verified sending domain
+# of the tenant (carepost/domains/senders.py). Verified here without keys, so mail from
+# them goes unsigned; tests of the domains themselves pass ``verified_senders=()``.
+TEST_SENDING_DOMAINS = ("clinic.example", "a.example")
+
+
+def add_verified_domains(session: Session, tenant_id: uuid.UUID, names: Iterable[str]) -> None:
+    """Sending domains already verified, as if their DNS check had passed."""
+    for name in names:
+        session.add(
+            SendingDomain(
+                id=uuid.uuid4(),
+                tenant_id=tenant_id,
+                name=name,
+                state="verified",
+                created_by_type="system",
+                created_by_id="tests",
+            )
+        )
+    session.flush()
+
+
 @pytest.fixture
 def make_tenant(runtime: Runtime) -> Callable[..., tuple[Tenant, TenantKeys]]:
-    def make(name: str = "Test Clinic") -> tuple[Tenant, TenantKeys]:
+    def make(
+        name: str = "Test Clinic", *, verified_senders: tuple[str, ...] = TEST_SENDING_DOMAINS
+    ) -> tuple[Tenant, TenantKeys]:
         slug = f"t-{uuid.uuid4().hex[:12]}"
         with runtime.database.session() as session:
-            return tenancy.create_tenant(session, runtime.keyring, slug=slug, name=name)
+            made = tenancy.create_tenant(session, runtime.keyring, slug=slug, name=name)
+            add_verified_domains(session, made[0].id, verified_senders)
+            return made
 
     return make
 

@@ -86,6 +86,22 @@ class Settings(BaseSettings):
         default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
     )
     dns_port: int = Field(default=53, ge=1, le=65535)
+    public_rate_per_minute: int = Field(
+        default=120,
+        ge=0,
+        description="Requests per minute per client address on the public tracking and "
+        "view-in-browser routes (/t/...); 0 turns the limit off.",
+    )
+    sender_unverified_tenants: tuple[str, ...] = Field(
+        default=("demo",),
+        description="Slugs of tenants that may send from unverified domains "
+        "(development, the `carepost demo` organization); see docs/sending-domains.md.",
+    )
+    mx_allow_non_global: bool = Field(
+        default=False,
+        description="Deliver to MX hosts at loopback/private/link-local addresses "
+        "(tests and labs only: otherwise refused, see carepost/delivery/mx.py).",
+    )
     # --- feedback (bounces, complaints, webhooks, tracking): docs/bounces-and-complaints.md
     feedback_secret: SecretStr | None = Field(
         default=None,

@@ -8,6 +8,13 @@ records (the "implicit MX"). A null MX (RFC 7505: one MX of preference 0 and exc
 not exist bounces too; a lookup that fails for any other reason (timeout, SERVFAIL)
 defers, because DNS trouble is usually temporary.
 
+Only hosts with globally routable addresses are delivered to: an MX that resolves to a
+loopback, private (RFC 1918, ULA), link-local, CGNAT, multicast, reserved or otherwise
+non-global address is skipped, and a domain left with no such host bounces. Otherwise
+anyone who controls a recipient domain's DNS could make the worker open SMTP sessions
+to the machines around it (an SSRF through DNS). Test rigs and labs that receive on
+loopback set ``mx_allow_non_global``.
+
 The resolver is injectable (settings ``dns_nameserver`` and ``dns_port``) so tests point
 it at a real DNS server on loopback; answers are cached for their TTL.
 """
@@ -15,6 +22,7 @@ it at a real DNS server on loopback; answers are cached for their TTL.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 from dataclasses import dataclass
 
@@ -99,12 +107,46 @@ async def _records(resolver: dns.asyncresolver.Resolver, name: str, kind: str) -
     return [record.to_text() for record in answer]
 
 
+def is_global_address(address: str) -> bool:
+    """Whether mail may be sent to this address: globally routable and unicast.
+
+    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is judged as the IPv4 address it
+    carries, since that is where a connection to it goes."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _refused(domain: str) -> MxLookupError:
+    return MxLookupError(
+        f"domain {domain} has mail exchangers only at non-global addresses"
+        " (loopback, private, link-local or reserved); refused",
+        outcome="bounced",
+        enhanced="5.4.4",
+    )
+
+
 async def resolve_mx(
-    domain: str, resolver: dns.asyncresolver.Resolver, *, rng: random.Random | None = None
+    domain: str,
+    resolver: dns.asyncresolver.Resolver,
+    *,
+    rng: random.Random | None = None,
+    allow_non_global: bool = False,
 ) -> list[MxHost]:
     """The hosts to try for ``domain``, best first; raises :class:`MxLookupError` with
-    the outcome (bounced or deferred) when there are none."""
+    the outcome (bounced or deferred) when there are none. Addresses that are not
+    globally routable are dropped unless ``allow_non_global`` (tests, labs)."""
     chooser = rng or random.Random()
+
+    def usable(addresses: tuple[str, ...]) -> tuple[str, ...]:
+        if allow_non_global:
+            return addresses
+        return tuple(address for address in addresses if is_global_address(address))
+
     try:
         answer = await resolver.resolve(domain, "MX", search=False)
     except dns.resolver.NXDOMAIN:
@@ -128,7 +170,9 @@ async def resolve_mx(
                 outcome="bounced",
                 enhanced="5.1.2",
             )
-        return [MxHost(name=domain, preference=0, addresses=addresses)]
+        if not usable(addresses):
+            raise _refused(domain)
+        return [MxHost(name=domain, preference=0, addresses=usable(addresses))]
 
     records = [record for record in answer if isinstance(record, MX)]
     if any(record.exchange == dns.name.root for record in records):
@@ -140,14 +184,21 @@ async def resolve_mx(
     # Sort by preference, shuffling equal ones (a random tie-breaker key).
     records.sort(key=lambda record: (record.preference, chooser.random()))
     hosts: list[MxHost] = []
+    refused = False
     for record in records:
         name = record.exchange.to_text(omit_final_dot=True)
         try:
             addresses = await _addresses(resolver, name)
         except dns.exception.DNSException:
             continue
-        if addresses:
-            hosts.append(MxHost(name=name, preference=record.preference, addresses=addresses))
+        if addresses and not usable(addresses):
+            refused = True
+        elif addresses:
+            hosts.append(
+                MxHost(name=name, preference=record.preference, addresses=usable(addresses))
+            )
+    if not hosts and refused:
+        raise _refused(domain)
     if not hosts:
         raise _deferred(domain, "no MX host has an address")
     return hosts

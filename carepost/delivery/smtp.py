@@ -96,13 +96,16 @@ class Routing:
     smarthost: Destination | None = None
     resolver: dns.asyncresolver.Resolver | None = None
     mx_port: int = 25
+    allow_non_global: bool = False
 
     async def destinations(self, domain: str) -> list[Destination]:
         """Raises :class:`MxLookupError` when the domain has nowhere to deliver to."""
         if self.smarthost is not None:
             return [self.smarthost]
         assert self.resolver is not None
-        hosts = await resolve_mx(domain, self.resolver)
+        hosts = await resolve_mx(
+            domain, self.resolver, allow_non_global=self.allow_non_global
+        )
         found = [
             Destination(name=host.name, address=address, port=self.mx_port)
             for host in hosts
@@ -140,7 +143,11 @@ class SmtpTransport:
             resolver = make_resolver(
                 settings.dns_nameserver, settings.dns_port, timeout=settings.smtp_connect_timeout
             )
-            routing = Routing(resolver=resolver, mx_port=settings.mx_port)
+            routing = Routing(
+                resolver=resolver,
+                mx_port=settings.mx_port,
+                allow_non_global=settings.mx_allow_non_global,
+            )
             username = None
         options = SessionOptions(
             helo_name=helo_name,

@@ -42,6 +42,8 @@ MAX_DOMAINS = 100
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 SELECTOR_PREFIX = {"rsa-sha256": "rsa", "ed25519-sha256": "ed"}
 STATES = ("next", "active", "retired")
+# What carepost.domains.senders keeps per session; dropped whenever a domain changes.
+SENDERS_CACHE = "carepost.domains.senders"
 
 
 def normalize_domain(name: str) -> str:
@@ -206,6 +208,7 @@ def add_domain(
     )
     for algorithm in ALGORITHMS:
         _add_key(session, domain, algorithm, "active", actor)
+    session.info.pop(SENDERS_CACHE, None)
     return domain
 
 
@@ -218,6 +221,7 @@ def delete_domain(
     session.execute(delete(DkimKey).where(DkimKey.domain_id == domain.id))
     session.delete(domain)
     session.flush()
+    session.info.pop(SENDERS_CACHE, None)
     audit.record(
         session,
         tenant_id=tenant_id,
@@ -345,6 +349,7 @@ def check_dns(
     elif domain.state == "verified":
         domain.state = "failing"
     session.flush()
+    session.info.pop(SENDERS_CACHE, None)  # senders.check_sender reads the states
     return result
 
 

@@ -23,9 +23,9 @@ next_attempt                       carepost.delivery.retry
 return_path, return_token          carepost.delivery.verp
 cached_feedback_secret             carepost.delivery.feedback_keys
 tracked_html                       carepost.tracking.links
+view_url                           carepost.tracking.view
 emit                               carepost.webhooks.service
-check_sender                       carepost.messages.defaults (stand-in: verified
-                                   sending domains will restrict the sender)
+check_sender                       carepost.domains.senders
 =================================  ==============================================
 
 ``carepost.tracking.service.tracking_choice`` is imported by the delivery loop
@@ -53,8 +53,8 @@ from carepost.delivery.transport import (
     transport_from_settings,
 )
 from carepost.delivery.verp import return_path, return_token
+from carepost.domains.senders import check_sender
 from carepost.domains.service import signing_keys_for
-from carepost.messages.defaults import check_sender
 from carepost.templates.context import ContactView
 from carepost.templates.rendering import (
     PreparedTemplate,
@@ -65,6 +65,7 @@ from carepost.templates.rendering import (
     render_raw,
 )
 from carepost.tracking.links import tracked_html
+from carepost.tracking.view import view_url
 from carepost.webhooks.service import emit
 
 __all__ = [
@@ -94,4 +95,5 @@ __all__ = [
     "signing_keys_for",
     "tracked_html",
     "transport_from_settings",
+    "view_url",
 ]

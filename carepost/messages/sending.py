@@ -113,6 +113,8 @@ class _Item:
     reply_to: str | None = None
     attachments: list[dict[str, str]] | None = None
     duplicate_of: int | None = None
+    # Chosen before rendering: the view-in-browser link in the content names it.
+    message_id: uuid.UUID = field(default_factory=new_id)
 
 
 def _fail(item: _Item, pointer: str, message: str) -> None:
@@ -398,6 +400,8 @@ def _render(
         "_url" in (part or "") for part in (request.subject, request.html, request.text)
     ):
         data |= recipient_links(keys, item.contact_id, limits.base_url, now)
+        web_copy = ports.view_url(keys, item.message_id, limits.base_url, now=now)
+        data["view_in_browser_url"] = web_copy
     try:
         if request.template_id is not None:
             prepared = shared.prepared(session, keys, request.template_id, request.variant)
@@ -453,8 +457,9 @@ def send_messages(
     checked = [i for i in fresh if not i.errors]
     contacts = _resolve_contacts(session, tenant_id, checked)
     for item in checked:
-        if not item.errors and ports.check_sender(session, tenant_id, item.from_address):
-            _fail(item, "from", "this organization may not send from this address")
+        refused = None if item.errors else ports.check_sender(session, tenant_id, item.from_address)
+        if refused:
+            _fail(item, "from", refused)
     rendering = _Rendering()
     rendered = {
         item.index: _render(session, keys, item, contacts, context.limits, now, rendering)
@@ -495,7 +500,7 @@ def send_messages(
             )
         state = MessageState.QUEUED if decision.allowed else MessageState.SUPPRESSED
         reason = "" if decision.allowed else ",".join(decision.reasons)
-        message_id = new_id()
+        message_id = item.message_id
         due = max(request.send_at or now, now)
         rows.append(
             {

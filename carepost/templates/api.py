@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
@@ -55,6 +57,62 @@ def _page(rows: list[Any], limit: int, out: Callable[[Any], T]) -> Page[T]:
         items=[out(row) for row in rows],
         next_cursor=encode_cursor(rows[-1].id) if more else None,
     )
+
+
+def _item_routes(
+    path: str,
+    *,
+    noun: str,
+    fetch: Callable[[Session, uuid.UUID, uuid.UUID], Any],
+    change: Callable[..., Any],
+    remove: Callable[..., None],
+    out_model: type[TemplateOut] | type[LayoutOut],
+    update_model: type[BaseModel],
+    change_summary: str,
+    delete_summary: str | None = None,
+) -> None:
+    """Register GET, PATCH and DELETE on one record (a template or a layout).
+
+    Both kinds read, change and delete alike: one tenant-bound session, the service
+    call, the record's schema out. The handlers take the path's id through ``Path``
+    with the path's own name as alias, so the OpenAPI document keeps ``template_id``
+    and ``layout_id``; the update body's model is set on the handler's annotations,
+    because a name local to this function cannot be resolved from a string."""
+    id_name = path.rsplit("{", 1)[1].rstrip("}")
+    ItemId = Annotated[uuid.UUID, Path(alias=id_name)]
+    out = out_model.of
+
+    def get_item(item_id: ItemId, runtime: RuntimeDep, principal: Reader) -> Any:
+        with runtime.bound_session(principal.keys) as session:
+            return out(fetch(session, principal.tenant_id, item_id))
+
+    def update_item(item_id: ItemId, body: Any, runtime: RuntimeDep, principal: Writer) -> Any:
+        with runtime.bound_session(principal.keys) as session:
+            row = change(
+                session, principal.tenant_id, item_id, changes=body.changes(), actor=principal.actor
+            )
+            return out(row)
+
+    def delete_item(item_id: ItemId, runtime: RuntimeDep, principal: Writer) -> Response:
+        with runtime.bound_session(principal.keys) as session:
+            remove(session, principal.tenant_id, item_id, actor=principal.actor)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    hints = {"item_id": ItemId, "runtime": RuntimeDep, "principal": Reader, "return": Any}
+    get_item.__annotations__ = hints
+    update_item.__annotations__ = {**hints, "principal": Writer, "body": update_model}
+    delete_item.__annotations__ = {**hints, "principal": Writer, "return": Response}
+    name = noun.split()[-1]
+    for handler, verb in ((get_item, "get"), (update_item, "update"), (delete_item, "delete")):
+        handler.__name__ = f"{verb}_{name}"
+    router.get(path, summary=f"Get {noun}", response_model=out_model)(get_item)
+    router.patch(path, summary=change_summary, response_model=out_model)(update_item)
+    router.delete(
+        path,
+        summary=delete_summary or f"Delete {noun}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+    )(delete_item)
 
 
 # --- templates ---------------------------------------------------------------------------
@@ -109,33 +167,16 @@ def preview_draft(body: DraftPreviewIn, runtime: RuntimeDep, principal: Reader) 
     return PreviewOut.of(result.message, phi_shown=result.contact_phi_shown, masked=result.masked)
 
 
-@router.get("/templates/{template_id}", summary="Get a template")
-def get_template(template_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> TemplateOut:
-    with runtime.bound_session(principal.keys) as session:
-        return TemplateOut.of(service.get_template(session, principal.tenant_id, template_id))
-
-
-@router.patch("/templates/{template_id}", summary="Change a template (a new version)")
-def update_template(
-    template_id: uuid.UUID, body: TemplateUpdate, runtime: RuntimeDep, principal: Writer
-) -> TemplateOut:
-    with runtime.bound_session(principal.keys) as session:
-        row = service.update_template(
-            session, principal.tenant_id, template_id, changes=body.changes(), actor=principal.actor
-        )
-        return TemplateOut.of(row)
-
-
-@router.delete(
+_item_routes(
     "/templates/{template_id}",
-    summary="Delete a template",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
+    noun="a template",
+    fetch=service.get_template,
+    change=service.update_template,
+    remove=service.delete_template,
+    out_model=TemplateOut,
+    update_model=TemplateUpdate,
+    change_summary="Change a template (a new version)",
 )
-def delete_template(template_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) -> Response:
-    with runtime.bound_session(principal.keys) as session:
-        service.delete_template(session, principal.tenant_id, template_id, actor=principal.actor)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/templates/{template_id}/versions", summary="The template's saved versions")
@@ -268,30 +309,14 @@ def create_layout(body: LayoutCreate, runtime: RuntimeDep, principal: Writer) ->
         return LayoutOut.of(row)
 
 
-@router.get("/template-layouts/{layout_id}", summary="Get a layout")
-def get_layout(layout_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> LayoutOut:
-    with runtime.bound_session(principal.keys) as session:
-        return LayoutOut.of(service.get_layout(session, principal.tenant_id, layout_id))
-
-
-@router.patch("/template-layouts/{layout_id}", summary="Change a layout")
-def update_layout(
-    layout_id: uuid.UUID, body: LayoutUpdate, runtime: RuntimeDep, principal: Writer
-) -> LayoutOut:
-    with runtime.bound_session(principal.keys) as session:
-        row = service.update_layout(
-            session, principal.tenant_id, layout_id, changes=body.changes(), actor=principal.actor
-        )
-        return LayoutOut.of(row)
-
-
-@router.delete(
+_item_routes(
     "/template-layouts/{layout_id}",
-    summary="Delete an unused layout",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
+    noun="a layout",
+    fetch=service.get_layout,
+    change=service.update_layout,
+    remove=service.delete_layout,
+    out_model=LayoutOut,
+    update_model=LayoutUpdate,
+    change_summary="Change a layout",
+    delete_summary="Delete an unused layout",
 )
-def delete_layout(layout_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) -> Response:
-    with runtime.bound_session(principal.keys) as session:
-        service.delete_layout(session, principal.tenant_id, layout_id, actor=principal.actor)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -17,7 +17,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 class TrackingSettingsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON true/false only (1 or 0 is a client's mistake, refused with a 422).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     track_opens: bool
     track_clicks: bool

@@ -37,6 +37,7 @@ from carepost.web import (
     dashboard,
     domains,
     imports,
+    messages,
     organization,
     passkeys,
     segments,
@@ -68,6 +69,7 @@ ROUTERS = (
     imports.router,
     templates_pages.router,
     campaigns.router,
+    messages.router,
     webhooks.router,
     domains.router,
 )

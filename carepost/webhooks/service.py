@@ -22,6 +22,7 @@ from carepost.core.database import new_id, utcnow
 from carepost.core.errors import CarepostError, NotFound, ValidationFailed
 from carepost.crypto.keyring import current_tenant_keys
 from carepost.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from carepost.webhooks.phi import message_phi
 from carepost.webhooks.rules import (
     ALL_EVENTS,
     check_event_types,
@@ -220,6 +221,9 @@ def emit(
     if not endpoints:
         return 0
     safe, phi = split_phi(payload)
+    if "message_id" in payload and any(endpoint.include_phi for endpoint in endpoints):
+        # Only endpoints that include PHI see this (below); the event itself has none.
+        phi = {**message_phi(session, tenant_id, payload["message_id"]), **phi}
     now = utcnow()
     event_id = new_id()
     for endpoint in endpoints:

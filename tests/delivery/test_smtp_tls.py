@@ -133,7 +133,12 @@ def mx_zone(port_host: str = "127.0.0.1") -> dict[str, dict[str, list[str]]]:
 
 def mx_transport(make_transport, dns: LoopbackDns, port: int, **overrides):
     return make_transport(
-        smtp_mode="mx", dns_nameserver="127.0.0.1", dns_port=dns.port, mx_port=port, **overrides
+        smtp_mode="mx",
+        dns_nameserver="127.0.0.1",
+        dns_port=dns.port,
+        mx_port=port,
+        mx_allow_non_global=True,
+        **overrides,
     )
 
 

@@ -29,6 +29,7 @@ from carepost.messages.models import Message
 from carepost.messages.schemas import MessageIn
 from carepost.messages.sending import SendContext, SendLimits, send_messages
 from carepost.tenancy import service as tenancy
+from tests.conftest import TEST_SENDING_DOMAINS, add_verified_domains
 from tests.environment import carepost_command, child_environment, own_database
 from tests.messages.smtp_sink import SmtpSink
 
@@ -89,6 +90,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_only_the_window(
         _tenant, keys = tenancy.create_tenant(
             session, crash_runtime.keyring, slug=f"crash-{uuid.uuid4().hex[:8]}", name="Crash"
         )
+        add_verified_domains(session, _tenant.id, TEST_SENDING_DOMAINS)
     requests = [
         (
             MessageIn.model_validate(

@@ -92,11 +92,14 @@ CHECKS = [
 def fuzz_tenant(runtime):
     """A tenant of its own (module-wide: fuzzing is noisy)."""
     from carepost.tenancy import service as tenancy
+    from tests.conftest import TEST_SENDING_DOMAINS, add_verified_domains
 
     with runtime.database.session() as session:
-        return tenancy.create_tenant(
+        made = tenancy.create_tenant(
             session, runtime.keyring, slug=f"fuzz-{os.getpid()}", name="Fuzz Clinic"
         )
+        add_verified_domains(session, made[0].id, TEST_SENDING_DOMAINS)
+        return made
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ class PageCase:
     # / {job_id} / {segment_id} / {template_id}, filled from the organization
     # / {job_id} / {segment_id} / {endpoint_id} / {delivery_id}, filled from the organization
     # / {job_id} / {segment_id} / {domain_id}, filled from the organization
-    # / {campaign_id}, filled from the organization
+    # / {campaign_id} / {message_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -78,6 +78,8 @@ PAGES = (
     PageCase("/webhooks/{endpoint_id}", "webhooks:read"),
     PageCase("/domains", "tenant:read"),
     PageCase("/domains/{domain_id}", "tenant:read"),
+    PageCase("/messages", "reports:read"),
+    PageCase("/messages/{message_id}", "reports:read"),
 )
 
 ACTIONS = (
@@ -184,6 +186,8 @@ ACTIONS = (
     ActionCase("/domains/{domain_id}/rotate", "domains:write"),
     ActionCase("/domains/{domain_id}/promote", "domains:write"),
     ActionCase("/domains/{domain_id}/delete", "domains:write"),
+    ActionCase("/messages/search", "phi:read", {"to": "who@clinic.example"}),
+    ActionCase("/messages/{message_id}/reveal", "phi:read"),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
@@ -217,6 +221,8 @@ RECIPIENT_ROUTES = frozenset(
         # Tracking pixel and click redirect (tests/tracking/test_tracking_routes.py).
         ("GET", "/t/o/{token}"),
         ("GET", "/t/c/{token}"),
+        # View in browser (tests/tracking/test_view_in_browser.py).
+        ("GET", "/t/v/{token}"),
     }
 )
 

@@ -34,6 +34,7 @@ from tests.web.console_cases import (
 )
 from tests.web.import_files import held_upload
 from tests.web.people import create_person, make_contact_objects
+from tests.web.sent_messages import make_message
 
 OPERATIONS = {"/healthz", "/readyz", "/metrics", "/docs/oauth2-redirect"}
 
@@ -66,6 +67,7 @@ class Organization:
     delivery_id: uuid.UUID
     domain_id: uuid.UUID
     campaign_id: uuid.UUID
+    message_id: uuid.UUID | None = None
 
     def fill(self, path: str) -> str:
         return (
@@ -82,6 +84,7 @@ class Organization:
             .replace("{delivery_id}", str(self.delivery_id))
             .replace("{domain_id}", str(self.domain_id))
             .replace("{campaign_id}", str(self.campaign_id))
+            .replace("{message_id}", str(self.message_id))
         )
 
 
@@ -138,7 +141,7 @@ def _make_org(runtime) -> Organization:
         ).endpoint
         webhooks.emit(session, tenant[0].id, "message.opened", {"message_id": "m"})
         delivery = webhooks.list_deliveries(session, tenant[0].id, endpoint.id)[0]
-        domain = domains.add_domain(session, tenant[0].id, name="clinic.example", actor=SYSTEM)
+        domain = domains.add_domain(session, tenant[0].id, name="lab.clinic.example", actor=SYSTEM)
         campaign = campaigns.create_campaign(
             session,
             tenant[1],
@@ -154,6 +157,7 @@ def _make_org(runtime) -> Organization:
             actor=SYSTEM,
         )
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
+    message_id = make_message(runtime, tenant)
     return Organization(
         tenant,
         people,
@@ -170,6 +174,7 @@ def _make_org(runtime) -> Organization:
         delivery.id,
         domain.id,
         campaign.id,
+        message_id,
     )
 
 

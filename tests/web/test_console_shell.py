@@ -178,6 +178,11 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
             campaign.ab_phase, campaign.ab_decided_at = "decided", campaign.created_at
             campaign.ab_results = [{"key": "a", "percent": 50, "delivered": 1, "opens": 1}]
         path = path.replace("{campaign_id}", str(campaign.id))
+    if "{message_id}" in path:
+        from tests.web.sent_messages import make_message
+
+        message_id = make_message(runtime, (owner.tenant, owner.keys))
+        path = path.replace("{message_id}", str(message_id))
     page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)
