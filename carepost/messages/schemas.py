@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from carepost.core.types import IsoDateTime
 
@@ -198,6 +198,14 @@ class CampaignUpdate(BaseModel):
     ab_test: bool | None = None
     ab_metric: AbMetric | None = None
     ab_window_hours: int | None = Field(default=None, ge=1, le=720)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_cleared(cls, value: str | None) -> str:
+        """A campaign always has a name: leave it out to keep it, never send null."""
+        if value is None:
+            raise ValueError("a campaign's name cannot be removed")
+        return value
 
 
 class CampaignSchedule(BaseModel):

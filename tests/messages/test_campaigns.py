@@ -228,3 +228,20 @@ def test_campaign_input_errors_name_the_field(client, runtime, tenant, make_api_
         f"{V1}/campaigns", json=_campaign_body(list_id=str(uuid.uuid4())), headers=headers
     )
     assert unknown_list.status_code == 404
+
+
+def test_a_campaign_name_cannot_be_cleared(client, runtime, tenant, make_api_key):
+    """The API fuzzer sent ``{"name": null}`` and reached a database error: a 422 on the
+    field instead, and the campaign keeps its name."""
+    headers = make_api_key(tenant)
+    list_id = str(_list_of(runtime, tenant, []))
+    created = client.post(f"{V1}/campaigns", json=_campaign_body(list_id=list_id), headers=headers)
+    assert created.status_code == 201, created.text
+    campaign = created.json()
+    response = client.patch(
+        f"{V1}/campaigns/{campaign['id']}", json={"name": None}, headers=headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "#/body/name"
+    again = client.get(f"{V1}/campaigns/{campaign['id']}", headers=headers).json()
+    assert again["name"] == campaign["name"]
