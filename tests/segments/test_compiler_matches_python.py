@@ -175,14 +175,18 @@ def checked_world(runtime, tenant):
     return world, population, vocabulary
 
 
-def test_compiled_sql_agrees_with_python_evaluation(runtime, checked_world):
+def _check_agreement(
+    runtime, checked_world, rules: st.SearchStrategy[Any], max_examples: int
+) -> list[int]:
+    """Draw rules, and check that the compiled SQL (members and count) agrees with the
+    Python evaluation on each; returns the sizes found."""
     world, population, vocabulary = checked_world
     now = utcnow()
     seen: list[int] = []
 
-    @given(rule=_rules(world))
+    @given(rule=rules)
     @settings(
-        max_examples=150,
+        max_examples=max_examples,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -202,46 +206,27 @@ def test_compiled_sql_agrees_with_python_evaluation(runtime, checked_world):
         seen.append(len(expected))
 
     check()
+    return seen
+
+
+def test_compiled_sql_agrees_with_python_evaluation(runtime, checked_world):
+    seen = _check_agreement(runtime, checked_world, _rules(checked_world[0]), 150)
     # The rules were not all trivially empty or full.
-    assert len({n for n in seen}) > 10
+    assert len(set(seen)) > 10
 
 
 def test_top_level_conjunctions_agree_with_python_evaluation(runtime, checked_world):
     """Every rule a top-level ``all``: on SQLite its most selective membership drives
     and the other conditions become correlated probes (compiler ``top``), so this
     draws that form on every example, nested groups and negations included."""
-    world, population, vocabulary = checked_world
-    now = utcnow()
-    seen: list[int] = []
     members = st.recursive(
-        _leaves(world),
+        _leaves(checked_world[0]),
         lambda inner: st.one_of(
             st.lists(inner, min_size=1, max_size=2).map(lambda rules: {"any": rules}),
             inner.map(lambda rule: {"not": rule}),
         ),
         max_leaves=3,
     )
-
-    @given(rule=st.lists(members, min_size=2, max_size=5).map(lambda rules: {"all": rules}))
-    @settings(
-        max_examples=120,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    def check(rule: Any) -> None:
-        try:
-            node = parse_rule(rule, vocabulary, now=now)
-        except ValidationFailed:
-            return
-        expected = evaluate(node, population)
-        with runtime.bound_session(world.keys) as session:
-            dialect = dialect_of(session)
-            found = set(session.scalars(compile_segment(node, world.keys, dialect)))
-            count = session.scalar(compile_count(node, world.keys, dialect))
-        assert found == expected, rule
-        assert count == len(expected)
-        seen.append(len(expected))
-
-    check()
+    conjunctions = st.lists(members, min_size=2, max_size=5).map(lambda rules: {"all": rules})
+    seen = _check_agreement(runtime, checked_world, conjunctions, 120)
     assert len(set(seen)) > 5
