@@ -70,7 +70,7 @@ def delivering(runtime: Runtime, sink: SmtpSink) -> Runtime:
 def clinic(runtime, make_tenant):
     """A marketer, a list of three consenting patients, and a marketing template with
     one variant."""
-    tenant = make_tenant("Harbor Family Clinic")
+    tenant = make_tenant("Harbor Family Clinic", verified_senders=("harbor.example",))
     password = new_password()
     email = f"mara-{uuid.uuid4().hex[:6]}@harbor.example"
     with runtime.bound_session(tenant[1]) as session:
