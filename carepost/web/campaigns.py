@@ -459,6 +459,11 @@ def _progress(campaign: Campaign, counts: dict[str, int]) -> tuple[int, int]:
     return finished + campaign.skipped, max(campaign.audience, finished + campaign.skipped)
 
 
+# While a campaign is scheduled or sending, its progress panel reloads itself this often.
+PROGRESS_POLL_SECONDS = 5
+LIVE_STATES = (CampaignState.SCHEDULED, CampaignState.SENDING)
+
+
 def _detail(console: Console, campaign_id: str, **extra: Any) -> dict[str, Any]:
     with console.session() as session:
         tenant_id = console.principal.tenant_id
@@ -484,6 +489,8 @@ def _detail(console: Console, campaign_id: str, **extra: Any) -> dict[str, Any]:
         "can_pause": campaign.state in (CampaignState.SCHEDULED, CampaignState.SENDING),
         "can_resume": campaign.state == CampaignState.PAUSED,
         "can_cancel": campaign.state not in (CampaignState.CANCELLED, CampaignState.DONE),
+        "poll": f"every {PROGRESS_POLL_SECONDS}s" if campaign.state in LIVE_STATES else "",
+        "poll_seconds": PROGRESS_POLL_SECONDS,
         **extra,
     }
 
@@ -495,6 +502,23 @@ def campaign_page(campaign_id: str, console: Annotated[Console, Depends(page(REA
         notice=notice_for(console.request, NOTICES),
         **_detail(console, campaign_id),
     )
+
+
+@router.get("/campaigns/{campaign_id}/progress")
+def campaign_progress(
+    campaign_id: str,
+    console: Annotated[Console, Depends(page(READ))],
+    shown: str | None = None,
+) -> Response:
+    """The progress panel alone, polled by the campaign's page while the campaign runs.
+    ``shown`` is the state the page was drawn in: once the campaign has moved on (done,
+    paused, cancelled), the page is reloaded whole (``HX-Refresh``) so its status and
+    buttons follow, and the reloaded page no longer polls."""
+    detail = _detail(console, campaign_id)
+    response = console.render("campaigns/_progress.html", **detail)
+    if shown is not None and shown != detail["campaign"].state:
+        response.headers["HX-Refresh"] = "true"
+    return response
 
 
 @router.post("/campaigns/{campaign_id}/schedule")

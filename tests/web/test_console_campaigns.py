@@ -147,6 +147,49 @@ def test_send_now_starts_and_the_page_shows_the_counts(owner, sign_in, runtime, 
     assert "2 of 2 contacts done" in page.text
 
 
+def test_the_progress_panel_polls_while_the_campaign_runs_and_stops_after(
+    owner, sign_in, runtime, tenant
+):
+    list_id, template_id = _setup(runtime, tenant, members=2)
+    b = sign_in(owner)
+    draft = b.post("/campaigns", _form(list_id, template_id))
+    assert draft.status_code == 303
+    campaign = _campaign(runtime, tenant)
+    # A draft does not poll.
+    assert 'hx-trigger="every' not in b.get(f"/campaigns/{campaign.id}").text
+
+    assert b.post(f"/campaigns/{campaign.id}/schedule", {}).status_code == 303
+    scheduled = b.get(f"/campaigns/{campaign.id}").text
+    assert (
+        f'hx-get="/campaigns/{campaign.id}/progress?shown=scheduled" hx-trigger="every 5s"'
+        in scheduled
+    )
+    same = b.get(f"/campaigns/{campaign.id}/progress?shown=scheduled")
+    assert same.status_code == 200 and "HX-Refresh" not in same.headers
+    assert 'id="campaign-live"' in scheduled
+
+    advance_campaigns(runtime)
+    fragment = b.get(f"/campaigns/{campaign.id}/progress?shown=scheduled")
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.text
+    # Everyone was suppressed (no consent): the campaign is done, the panel stops polling
+    # and the page is told to reload whole, so its status and buttons follow.
+    assert "2 of 2 contacts done" in fragment.text
+    assert 'hx-trigger="every' not in fragment.text
+    assert fragment.headers["HX-Refresh"] == "true"
+
+
+def test_progress_of_another_organizations_campaign_is_not_found(
+    owner, sign_in, runtime, tenant, other_tenant, make_person
+):
+    list_id, template_id = _setup(runtime, tenant, members=1)
+    assert sign_in(owner).post("/campaigns", _form(list_id, template_id)).status_code == 303
+    campaign = _campaign(runtime, tenant)
+    stranger = sign_in(make_person(other_tenant, "owner"))
+    assert stranger.get(f"/campaigns/{campaign.id}/progress").status_code == 404
+    assert stranger.get(f"/campaigns/{uuid.uuid4()}/progress").status_code == 404
+
+
 def test_errors_are_shown_at_their_fields(owner, sign_in, runtime, tenant):
     list_id, template_id = _setup(runtime, tenant)
     b = sign_in(owner)
