@@ -29,6 +29,8 @@ from carepost.cli import app
 from carepost.core.config import load_settings, reset_settings_cache
 from carepost.core.errors import AuthenticationFailed
 from carepost.core.runtime import build_runtime
+from carepost.domains.models import SendingDomain
+from carepost.domains.senders import check_sender
 from carepost.tenancy import service as tenancy
 from tests.environment import carepost_command, carepost_environment, child_environment, free_port
 
@@ -170,6 +172,35 @@ def test_demo_sets_up_an_admin_once_and_prints_how_to_sign_in(scratch):
     assert new_password != password and new_uri != uri
     _password_fails(scratch, password)
     _sign_in_with(scratch, new_password, new_uri)
+
+
+def test_the_demo_sends_as_its_verified_demo_domain_and_nothing_else(scratch):
+    """No exemption by slug: the demo command verifies demo.example for the demo
+    organization (once, audited), and the demo may send from it and from nowhere else."""
+    assert invoke("demo").exit_code == 0
+    assert invoke("demo").exit_code == 0  # again: nothing added twice
+    runtime = build_runtime(scratch)
+    try:
+        with runtime.database.session() as session:
+            tenant = tenancy.get_tenant_by_slug(session, "demo")
+        with runtime.tenant_session(tenant.id) as session:
+            rows = session.execute(
+                select(SendingDomain.name, SendingDomain.state).where(
+                    SendingDomain.tenant_id == tenant.id
+                )
+            ).all()
+            assert [tuple(row) for row in rows] == [("demo.example", "verified")]
+            assert check_sender(session, tenant.id, "care@demo.example") is None
+            assert check_sender(session, tenant.id, "care@news.demo.example") is None
+            assert check_sender(session, tenant.id, "billing@bank.example") is not None
+            verified = session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.tenant_id == tenant.id, AuditEvent.action == "domain.verify"
+                )
+            ).all()
+            assert len(verified) == 1
+    finally:
+        runtime.close()
 
 
 def test_migrate_creates_the_key_file_once_and_goes_down_and_up(scratch):

@@ -93,9 +93,10 @@ class Settings(BaseSettings):
         "view-in-browser routes (/t/...); 0 turns the limit off.",
     )
     sender_unverified_tenants: tuple[str, ...] = Field(
-        default=("demo",),
-        description="Slugs of tenants that may send from unverified domains "
-        "(development, the `carepost demo` organization); see docs/sending-domains.md.",
+        default=(),
+        description="Slugs of tenants that may send from unverified domains (a "
+        "development machine's own organizations; none by default: the `carepost demo` "
+        "organization sends as its own demo.example); see docs/sending-domains.md.",
     )
     mx_allow_non_global: bool = Field(
         default=False,

@@ -10,10 +10,11 @@ still been proven the tenant's; the domains page and the check say what to fix, 
 DNS hiccup does not stop patients' mail. A ``pending`` domain (never passed) or an
 unknown one is refused, so nobody sends as a domain they have not shown to be theirs.
 
-Development and the ``carepost demo`` organization have no DNS to publish in: the
-setting ``sender_unverified_tenants`` (tenant slugs, ``("demo",)`` by default) lets
-those tenants send from any address. It is an operator's choice in the configuration,
-never a tenant's own.
+A development machine has no DNS to publish in: the setting
+``sender_unverified_tenants`` (tenant slugs, empty by default) lets the tenants it
+names send from any address. It is an operator's choice in the configuration, never a
+tenant's own. The ``carepost demo`` organization needs no exemption: the command gives
+it the sending domain ``demo.example`` (reserved, RFC 2606), marked verified.
 """
 
 from __future__ import annotations

@@ -111,5 +111,7 @@ def test_exempt_tenants_send_from_any_address(runtime, make_tenant):
         assert check_sender(session, demo[0].id, "a@anything.example", exempt=()) is not None
 
 
-def test_the_demo_tenant_is_exempt_by_default():
-    assert "demo" in get_settings().sender_unverified_tenants
+def test_no_organization_is_exempt_by_default():
+    """Not even one whose slug is "demo": the demo command verifies demo.example instead
+    (tests/test_cli.py)."""
+    assert get_settings().sender_unverified_tenants == ()
