@@ -146,6 +146,16 @@ def settle(page) -> None:
     expect(page.locator(HTMX_BUSY)).to_have_count(0)
 
 
+def sign_in(page, organization: str, email: str, password: str) -> None:
+    """Fill the sign-in form as a person does and submit it (the caller checks where
+    it lands: the dashboard, the password change, two-factor)."""
+    page.goto("/login")
+    page.get_by_label("Organization").fill(organization)
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
 @pytest.fixture
 def page(chromium, live_server):
     context, opened = open_page(chromium, live_server)

@@ -27,7 +27,7 @@ from carepost.messages.models import Message
 from carepost.templates import service as templates
 from carepost.tenancy import service as tenancy
 from tests.canaries import new_password
-from tests.e2e.conftest import open_page, settle
+from tests.e2e.conftest import open_page, settle, sign_in
 from tests.messages.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -132,11 +132,7 @@ def test_a_marketer_sends_a_campaign_and_sees_it_delivered(
     page: Page, live_server, clinic, delivering, sink: SmtpSink, screenshots, chromium
 ):
     tenant, email, password = clinic
-    page.goto("/login")
-    page.get_by_label("Organization").fill(tenant[0].slug)
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, tenant[0].slug, email, password)
     expect(page.get_by_role("heading", level=1)).to_have_text("Harbor Family Clinic")
 
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Campaigns").click()

@@ -17,6 +17,7 @@ from playwright.sync_api import Page, expect
 
 from carepost.accounts import service as accounts
 from tests.canaries import secret_value
+from tests.e2e.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -49,14 +50,6 @@ def shoot(page: Page, screenshots, name: str) -> None:
     page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
 
 
-def sign_in_with_password(page: Page, organization: str, email: str, password: str) -> None:
-    page.goto("/login")
-    page.get_by_label("Organization").fill(organization)
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-
-
 def open_disclosure(page: Page, summary: str) -> None:
     """Open a <details> panel (create and invite forms) unless it is open already."""
     panel = page.locator("details", has=page.locator("summary", has_text=summary))
@@ -73,11 +66,11 @@ def test_owner_first_sign_in_and_tour(page: Page, live_server, clinic, screensho
     shoot(page, screenshots, "login")
 
     # A wrong password: a generic message, the form keeps the email, focus on the summary.
-    sign_in_with_password(page, tenant.slug, email, "not-the-password-at-all")
+    sign_in(page, tenant.slug, email, "not-the-password-at-all")
     expect(page.get_by_role("alert")).to_contain_text("organization, email or password")
     shoot(page, screenshots, "login-error")
 
-    sign_in_with_password(page, tenant.slug, email, one_time)
+    sign_in(page, tenant.slug, email, one_time)
     expect(page).to_have_url(re.compile(r"/password$"))
     cookie = next(c for c in page.context.cookies() if c["name"] == "carepost_session")
     # Secure cookies are kept over http://127.0.0.1: Chromium counts loopback as secure.
@@ -195,7 +188,7 @@ def test_owner_first_sign_in_and_tour(page: Page, live_server, clinic, screensho
     expect(page).to_have_url(re.compile(r"/login\?signed_out=1$"))
     expect(page.get_by_role("status")).to_contain_text("You are signed out")
     shoot(page, screenshots, "signed-out")
-    sign_in_with_password(page, tenant.slug, email, new_password)
+    sign_in(page, tenant.slug, email, new_password)
     expect(page).to_have_url(re.compile(r"/login/mfa$"))
     shoot(page, screenshots, "login-mfa")
     page.get_by_label("Code").fill(codes[0])
@@ -204,7 +197,7 @@ def test_owner_first_sign_in_and_tour(page: Page, live_server, clinic, screensho
 
     # The invited analyst-turned-marketer signs in and meets a page they may not see.
     page.get_by_role("button", name="Sign out").click()
-    sign_in_with_password(page, tenant.slug, invitee, invitee_password)
+    sign_in(page, tenant.slug, invitee, invitee_password)
     expect(page).to_have_url(re.compile(r"/password$"))
     invitee_new = secret_value(f"Meadow-{uuid.uuid4().hex[:10]}-copper")
     page.get_by_label("Current password").fill(invitee_password)

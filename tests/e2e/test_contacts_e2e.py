@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from carepost.accounts import service as accounts
 from tests.canaries import new_password, phi_value
-from tests.e2e.conftest import open_page
+from tests.e2e.conftest import open_page, sign_in
 
 pytestmark = pytest.mark.e2e
 PHONE = {"width": 390, "height": 844}
@@ -51,15 +51,6 @@ def open_disclosure(page: Page, summary: str) -> None:
     panel = page.locator("details", has=page.locator("summary", has_text=summary))
     if not panel.evaluate("element => element.open"):
         panel.locator("summary").click()
-
-
-def sign_in(page: Page, slug: str, email: str, password: str) -> None:
-    page.goto("/login")
-    page.get_by_label("Organization").fill(slug)
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Lakeside Cardiology")
 
 
 def ehr_sends_a_patient(live_server: str, headers: dict[str, str]) -> tuple[str, dict]:
@@ -99,6 +90,7 @@ def ehr_sends_a_patient(live_server: str, headers: dict[str, str]) -> tuple[str,
 def test_a_marketer_works_with_contacts(page: Page, live_server, practice, screenshots, chromium):
     tenant, email, password, headers = practice
     sign_in(page, tenant[0].slug, email, password)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Lakeside Cardiology")
 
     # Define a custom field; first a mistake, shown next to its field.
     page.get_by_role("navigation", name="Console").get_by_role(

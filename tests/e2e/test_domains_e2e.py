@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.dns_server import app_resolving_with
-from tests.e2e.test_console_e2e import shoot, sign_in_with_password
+from tests.e2e.conftest import sign_in
+from tests.e2e.test_console_e2e import shoot
 from tests.web.people import create_person
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,7 @@ def test_admin_adds_a_domain_publishes_checks_and_rotates(
 ):
     tenant = make_tenant("Lakeside Cardiology", verified_senders=())
     admin = create_person(runtime, tenant, "admin", name="Ian Admin")
-    sign_in_with_password(page, tenant[0].slug, admin.email, admin.password)
+    sign_in(page, tenant[0].slug, admin.email, admin.password)
     expect(page).to_have_url(re.compile(r"/login/mfa$"))
     page.get_by_label("Code").fill(admin.totp())
     page.get_by_role("button", name="Verify").click()

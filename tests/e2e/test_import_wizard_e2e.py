@@ -21,6 +21,7 @@ from playwright.sync_api import Page, expect
 from carepost.accounts import service as accounts
 from carepost.imports.tasks import run_imports
 from tests.canaries import phi_value, secret_value
+from tests.e2e.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -77,11 +78,7 @@ def test_import_wizard_from_upload_to_error_report(
         "not-an-email,Eli,Stone,1972-02-02\n"
     )
 
-    page.goto("/login")
-    page.get_by_label("Organization").fill(tenant.slug)
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, tenant.slug, email, password)
     expect(page).to_have_url(f"{live_server}/")
 
     # The list, then step 1: upload.

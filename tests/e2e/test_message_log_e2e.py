@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.canaries import phi_value
-from tests.e2e.conftest import open_page, settle
-from tests.e2e.test_console_e2e import shoot, sign_in_with_password
+from tests.e2e.conftest import open_page, settle, sign_in
+from tests.e2e.test_console_e2e import shoot
 from tests.web.people import create_person
 from tests.web.sent_messages import make_message
 
@@ -61,7 +61,7 @@ def test_marketer_traces_a_patients_email(
     page.on("request", lambda request: requested.append(request.url))
 
     marketer = create_person(runtime, tenant, "marketer", name="Mia Marketer")
-    sign_in_with_password(page, tenant[0].slug, marketer.email, marketer.password)
+    sign_in(page, tenant[0].slug, marketer.email, marketer.password)
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Message log").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Message log")
     expect(page.locator("#message-rows tr")).to_have_count(4)

@@ -18,8 +18,8 @@ from playwright.sync_api import Page, expect
 
 from carepost.api.app import create_app
 from carepost.core.runtime import build_runtime
-from tests.e2e.conftest import free_port, open_page, serve
-from tests.e2e.test_console_e2e import shoot, sign_in_with_password
+from tests.e2e.conftest import free_port, open_page, serve, sign_in
+from tests.e2e.test_console_e2e import shoot
 from tests.web.people import create_person
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +75,7 @@ def test_owner_adds_a_passkey_and_signs_in_with_it(
     cdp, authenticator_id = add_virtual_authenticator(page)
 
     # First sign-in with the authenticator app.
-    sign_in_with_password(page, tenant[0].slug, owner.email, owner.password)
+    sign_in(page, tenant[0].slug, owner.email, owner.password)
     expect(page).to_have_url(re.compile(r"/login/mfa$"))
     expect(page.get_by_role("button", name="Use a passkey")).to_have_count(0)
     page.get_by_label("Code").fill(owner.totp())
@@ -98,7 +98,7 @@ def test_owner_adds_a_passkey_and_signs_in_with_it(
     # Sign out, then in again: password, then the passkey, from the keyboard.
     page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page).to_have_url(re.compile(r"/login\?signed_out=1$"))
-    sign_in_with_password(page, tenant[0].slug, owner.email, owner.password)
+    sign_in(page, tenant[0].slug, owner.email, owner.password)
     expect(page).to_have_url(re.compile(r"/login/mfa$"))
     use = page.get_by_role("button", name="Use a passkey")
     expect(use).to_be_visible()
@@ -126,7 +126,7 @@ def test_a_browser_without_webauthn_is_told_so(
     tenant = make_tenant("Hillview Pediatrics")
     person = create_person(own_runtime, tenant, "marketer")
     page.add_init_script("delete window.PublicKeyCredential;")
-    sign_in_with_password(page, tenant[0].slug, person.email, person.password)
+    sign_in(page, tenant[0].slug, person.email, person.password)
     page.goto("/account")
     button = page.get_by_role("button", name="Add a passkey")
     expect(button).to_be_disabled()

@@ -30,6 +30,7 @@ from playwright.sync_api import expect
 from sqlalchemy import create_engine, text
 
 from tests.canaries import secret_value
+from tests.e2e.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,11 +161,7 @@ def test_make_run_serves_and_the_demo_admin_signs_in_with_totp(make_run, chromiu
     page = context.new_page()
     page.set_default_timeout(15_000)
     try:
-        page.goto("/login")
-        page.get_by_label("Organization").fill("demo")
-        page.get_by_label("Email address").fill("admin@demo.example")
-        page.get_by_label("Password").fill(password)
-        page.get_by_role("button", name="Sign in").click()
+        sign_in(page, "demo", "admin@demo.example", password)
 
         expect(page).to_have_url(re.compile(r"/password$"))
         chosen = secret_value(f"Quickstart-{uuid.uuid4().hex[:10]}-harbor")

@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 
 from carepost.accounts import service as accounts
 from tests.canaries import new_password
-from tests.e2e.conftest import open_page, settle
+from tests.e2e.conftest import open_page, settle, sign_in
 from tests.web.test_console_segments import make_patients
 
 pytestmark = pytest.mark.e2e
@@ -54,11 +54,7 @@ def add_row(page: Page, row: int, kind: str) -> None:
 
 def test_build_save_and_use_a_segment(page: Page, live_server, practice, screenshots, chromium):
     tenant, email, password, data = practice
-    page.goto("/login")
-    page.get_by_label("Organization").fill(tenant[0].slug)
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, tenant[0].slug, email, password)
     expect(page.get_by_role("heading", level=1)).to_have_text("Lakeside Cardiology")
 
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Segments").click()

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from carepost.accounts import service as accounts
 from tests.canaries import new_password
-from tests.e2e.conftest import settle
+from tests.e2e.conftest import settle, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -36,11 +36,7 @@ def marketer(runtime, make_tenant):
 
 def test_create_a_template_with_live_preview(page: Page, marketer, screenshots):
     tenant, email, password = marketer
-    page.goto("/login")
-    page.get_by_label("Organization").fill(tenant[0].slug)
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, tenant[0].slug, email, password)
     expect(page.get_by_role("heading", level=1)).to_have_text("Lakeside Family Practice")
 
     nav = page.get_by_role("navigation", name="Console")
