@@ -11,6 +11,8 @@ import secrets
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -18,6 +20,7 @@ import httpx
 import pyotp
 import pytest
 from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from carepost.accounts import service as accounts
@@ -32,6 +35,7 @@ from carepost.core.runtime import build_runtime
 from carepost.domains.models import SendingDomain
 from carepost.domains.senders import check_sender
 from carepost.tenancy import service as tenancy
+from carepost.tenancy.models import Tenant
 from tests.environment import carepost_command, carepost_environment, child_environment, free_port
 
 runner = CliRunner()
@@ -108,38 +112,39 @@ def _otpauth_uri(output: str) -> str:
     return match.group(1)
 
 
-def _sign_in_with(settings, password: str, uri: str) -> None:
-    """The printed password and enrolment link work: password, then a TOTP code."""
+@contextmanager
+def _demo_session(settings) -> Iterator[tuple[Tenant, Session]]:
+    """The demo organization and a session bound to it, on the scratch database."""
     runtime = build_runtime(settings)
     try:
         with runtime.database.session() as session:
             tenant = tenancy.get_tenant_by_slug(session, "demo")
         with runtime.tenant_session(tenant.id) as session:
-            user = accounts.authenticate_password(
-                session, tenant=tenant, email="admin@demo.example", password=password
-            )
-            assert user.role == "owner" and user.password_must_change
-            secret = parse_qs(urlparse(uri).query)["secret"][0]
-            assert user.totp_secret == secret
-            codes = totp.confirm_totp_enrolment(
-                session, user=user, code=pyotp.TOTP(secret).now(), actor=SYSTEM
-            )
-            assert codes
+            yield tenant, session
     finally:
         runtime.close()
+
+
+def _sign_in_with(settings, password: str, uri: str) -> None:
+    """The printed password and enrolment link work: password, then a TOTP code."""
+    with _demo_session(settings) as (tenant, session):
+        user = accounts.authenticate_password(
+            session, tenant=tenant, email="admin@demo.example", password=password
+        )
+        assert user.role == "owner" and user.password_must_change
+        secret = parse_qs(urlparse(uri).query)["secret"][0]
+        assert user.totp_secret == secret
+        codes = totp.confirm_totp_enrolment(
+            session, user=user, code=pyotp.TOTP(secret).now(), actor=SYSTEM
+        )
+        assert codes
 
 
 def _password_fails(settings, password: str) -> None:
-    runtime = build_runtime(settings)
-    try:
-        with runtime.database.session() as session:
-            tenant = tenancy.get_tenant_by_slug(session, "demo")
-        with runtime.tenant_session(tenant.id) as session, pytest.raises(AuthenticationFailed):
-            accounts.authenticate_password(
-                session, tenant=tenant, email="admin@demo.example", password=password
-            )
-    finally:
-        runtime.close()
+    with _demo_session(settings) as (tenant, session), pytest.raises(AuthenticationFailed):
+        accounts.authenticate_password(
+            session, tenant=tenant, email="admin@demo.example", password=password
+        )
 
 
 # --- demo and migrate ------------------------------------------------------------------
@@ -179,28 +184,22 @@ def test_the_demo_sends_as_its_verified_demo_domain_and_nothing_else(scratch):
     organization (once, audited), and the demo may send from it and from nowhere else."""
     assert invoke("demo").exit_code == 0
     assert invoke("demo").exit_code == 0  # again: nothing added twice
-    runtime = build_runtime(scratch)
-    try:
-        with runtime.database.session() as session:
-            tenant = tenancy.get_tenant_by_slug(session, "demo")
-        with runtime.tenant_session(tenant.id) as session:
-            rows = session.execute(
-                select(SendingDomain.name, SendingDomain.state).where(
-                    SendingDomain.tenant_id == tenant.id
-                )
-            ).all()
-            assert [tuple(row) for row in rows] == [("demo.example", "verified")]
-            assert check_sender(session, tenant.id, "care@demo.example") is None
-            assert check_sender(session, tenant.id, "care@news.demo.example") is None
-            assert check_sender(session, tenant.id, "billing@bank.example") is not None
-            verified = session.scalars(
-                select(AuditEvent).where(
-                    AuditEvent.tenant_id == tenant.id, AuditEvent.action == "domain.verify"
-                )
-            ).all()
-            assert len(verified) == 1
-    finally:
-        runtime.close()
+    with _demo_session(scratch) as (tenant, session):
+        rows = session.execute(
+            select(SendingDomain.name, SendingDomain.state).where(
+                SendingDomain.tenant_id == tenant.id
+            )
+        ).all()
+        assert [tuple(row) for row in rows] == [("demo.example", "verified")]
+        assert check_sender(session, tenant.id, "care@demo.example") is None
+        assert check_sender(session, tenant.id, "care@news.demo.example") is None
+        assert check_sender(session, tenant.id, "billing@bank.example") is not None
+        verified = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.tenant_id == tenant.id, AuditEvent.action == "domain.verify"
+            )
+        ).all()
+        assert len(verified) == 1
 
 
 def test_migrate_creates_the_key_file_once_and_goes_down_and_up(scratch):
