@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class PageCase:
     # may hold {user_id} / {key_id} / {passkey_id} / {contact_id} / {list_id} / {field_id}
-    # / {job_id} / {segment_id} / {template_id}, filled from the organization
-    # / {job_id} / {segment_id} / {endpoint_id} / {delivery_id}, filled from the organization
-    # / {job_id} / {segment_id} / {domain_id}, filled from the organization
-    # / {campaign_id} / {message_id}, filled from the organization
+    # / {job_id} / {segment_id} / {template_id} / {endpoint_id} / {delivery_id}
+    # / {domain_id} / {campaign_id} / {message_id}, filled from the organization
     path: str
     permission: str | None
     # A piece of a page that HTMX fetches (not a whole page with landmarks).
@@ -74,6 +72,7 @@ PAGES = (
     PageCase("/campaigns/new", "messages:send"),
     PageCase("/campaigns/{campaign_id}", "reports:read"),
     PageCase("/campaigns/{campaign_id}/edit", "messages:send"),
+    PageCase("/campaigns/{campaign_id}/progress", "reports:read", fragment=True),
     PageCase("/webhooks", "webhooks:read"),
     PageCase("/webhooks/{endpoint_id}", "webhooks:read"),
     PageCase("/domains", "tenant:read"),
