@@ -1,7 +1,11 @@
-"""The import wizard: upload a CSV file, map its columns, watch the job run.
+"""The import wizard: upload a CSV or FHIR file, map it, watch the job run.
 
 1. ``/imports/new`` → ``POST /imports/upload``: the file streams into a held job
-   (:mod:`carepost.web.imports_upload`), never read whole here.
+   (:mod:`carepost.web.imports_upload`), never read whole here. The form's source
+   (``format``: ``csv`` or ``fhir``) decides the job's format; a FHIR file that is not
+   FHIR at all is refused there, nothing kept. Step 2 of a FHIR file is its preview
+   and options (:mod:`carepost.web.imports_fhir`, with ``POST /imports/{id}/reveal``
+   for its values); a CSV file's is described next.
 2. ``/imports/{id}/mapping``: the header's columns, each with a field to feed
    (prefilled by the same default as the API: a header that names a field), the
    match key and the date format. A few sample rows help choose; they are PHI,

@@ -41,7 +41,7 @@ FHIR = "fhir"
 PHI_PERMISSION = "phi:read"
 FIELD_OPTION_LABELS = {
     "gender_field": "Gender",
-    "birth_year_field": "Birth year (a birth date of a year or a month only)",
+    "birth_year_field": "Birth year (partial birth dates)",
     "postal_code_field": "Postal code (home address)",
     "state_field": "State (home address)",
     "city_field": "City (home address)",

@@ -7,7 +7,9 @@ piece of the ``file`` part to :class:`~carepost.imports.storage.ChunkWriter` and
 counts it against ``max_import_bytes``. Nothing is held in memory beyond a chunk,
 nothing is spooled to disk, and a refused or broken upload leaves no job behind.
 The job is then *held* (``uploading``, never claimed by a worker) until the
-mapping step queues it.
+mapping step queues it. The form's ``format`` field (before the file part) says
+whether the file is CSV or FHIR; a check given by the caller can refuse the stored
+file before the job is kept (a FHIR file that is not FHIR).
 """
 
 from __future__ import annotations

@@ -158,6 +158,7 @@ def test_an_ndjson_export_is_previewed_revealed_imported_and_reported(runtime, t
     assert secret not in text and "p1@clinic.example" not in text
     assert '<span class="sample">given</span>' in text
     assert "Patient.birthDate: Does not have the format FHIR requires" in text
+    assert "<strong>Line 3</strong> (not imported)" in text
     assert text.count(">not imported<") == 1 and text.count(">imported<") == 3
     assert '<span class="sample">MRN</span>' in text  # the kind of identifier, not its value
     assert 'id="reveal-preview"' in text
