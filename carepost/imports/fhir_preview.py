@@ -11,7 +11,11 @@ reason (never a value of the file):
   document that is not valid JSON),
 * it holds no Patient resource at all (a Bundle of Observations only; reading such a
   file stays cheap: entries that are not Patients are stepped over, not built),
-* it stops being valid JSON within the records read (a Bundle cut short).
+* it is a Bundle that is not valid JSON to its end (cut short, or text after it):
+  :func:`bundle_problem` steps through the whole document once with ijson's C
+  parser, building nothing (tens of MiB/s), since the import would otherwise keep
+  the Patients before the break. An NDJSON file is not checked so: each line is a
+  record of its own, and a broken line is reported while the others import.
 
 A file that passes imports as the runner reads it: valid Patients imported, each
 invalid resource reported with its line (NDJSON) or entry index (Bundle), element
@@ -22,9 +26,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import ijson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,6 +46,7 @@ PREVIEW_RECORDS = 5
 NOT_A_PATIENT = re.compile(r"^not a Patient resource(?:: ([A-Za-z]+))?$")
 # The reason iter_fhir gives when a Bundle stops being valid JSON part-way.
 CUT_SHORT = "the file is not valid JSON from here on"
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,28 @@ def inspect_fhir(
     if not patient:
         found.problem = _no_patient(found, read)
     return found
+
+
+def is_bundle(found: FhirInspection) -> bool:
+    """A JSON document (a Bundle, or one resource), not NDJSON."""
+    return bool(found.records) and found.records[0].unit == "entry"
+
+
+def bundle_problem(open_stream: Callable[[], BinaryIO]) -> str:
+    """Why the JSON document of ``open_stream()`` is not valid to its end ("" if it is).
+    The reason never quotes the file (ijson's messages do: they are not used)."""
+    stream = open_stream()
+    try:
+        if stream.read(len(BOM)) != BOM:
+            stream.seek(0)
+        # A prefix no document has: the C backend then discards every event itself.
+        for _ in ijson.items(stream, "\x00", buf_size=1 << 20):
+            pass
+    except ijson.JSONError:
+        return "the file is not valid JSON to its end (cut short, or more text follows)"
+    finally:
+        stream.close()
+    return ""
 
 
 def _no_patient(found: FhirInspection, read: int) -> str:

@@ -164,6 +164,10 @@ def check_upload(console: Console, job_id: uuid.UUID, file_format: str) -> None:
     if file_format != FHIR:
         return
     found = inspect_upload(console, job_id, _options(console, {}))
+    if not found.problem and fhir_preview.is_bundle(found):
+        found.problem = fhir_preview.bundle_problem(
+            lambda: storage.open_upload(console.runtime, console.principal.keys, job_id)
+        )
     if found.problem:
         raise ValidationFailed(NOT_FHIR + found.problem, field="file")
 

@@ -257,6 +257,15 @@ OBSERVATION = {"resourceType": "Observation", "status": "final", "code": {"text"
             "the file is not valid JSON from here on",
         ),
         (b"\n\n", "the file is empty"),
+        (
+            bundle(*(patient(f"k{n}", "Cut") for n in range(12)))[:-60],
+            "the file is not valid JSON to its end (cut short, or more text follows)",
+        ),
+        (
+            bundle(*(patient(f"t{n}", "Tail") for n in range(12)))
+            + b' {"resourceType": "Patient"}',
+            "the file is not valid JSON to its end",
+        ),
     ],
     ids=[
         "csv",
@@ -267,6 +276,8 @@ OBSERVATION = {"resourceType": "Observation", "status": "final", "code": {"text"
         "history",
         "cut",
         "blank",
+        "cut-late",
+        "text-after",
     ],
 )
 def test_a_file_that_is_not_fhir_is_refused_on_the_upload_page(
@@ -280,6 +291,28 @@ def test_a_file_that_is_not_fhir_is_refused_on_the_upload_page(
     assert 'aria-invalid="true"' in answer.text
     assert nothing_stored(runtime, tenant)
     assert contacts(runtime, tenant) == {}
+
+
+def test_a_bundle_with_a_byte_order_mark_over_several_chunks_is_taken(runtime, tenant, marketer):
+    """A Bundle of 2.5 MiB (three stored chunks) read to its end, after a UTF-8 BOM."""
+    filler = {"resourceType": "Observation", "status": "final", "code": {"text": "x" * 2000}}
+    body = b"\xef\xbb\xbf" + bundle(
+        patient("m1", "Lind"), *([filler] * 1300), patient("m2", "Berg")
+    )
+    assert len(body) > 2.5 * 2**20
+    answer = upload(marketer, body, name="everything.json")
+    assert answer.status_code == 200, answer.text
+    job_id = job_id_of(answer)
+    assert load_job(runtime, tenant, job_id).file_size == len(body)
+    preview = marketer.get(f"/imports/{job_id}/mapping")
+    assert "Entry 2</strong> (not imported): resourceType: Not a Patient resource: Observation" in (
+        preview.text
+    )
+    marketer.post(f"/imports/{job_id}/mapping", start_options())
+    run_worker(runtime)
+    job = load_job(runtime, tenant, job_id)
+    assert (job.status, job.created, job.errored) == ("completed", 2, 1300)
+    assert set(contacts(runtime, tenant)) == {"m1", "m2"}
 
 
 def test_an_unknown_source_is_refused(runtime, tenant, marketer):
