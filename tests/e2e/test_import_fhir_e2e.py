@@ -1,11 +1,12 @@
-"""The import wizard with a FHIR file in Chromium: an IT admin signs in, chooses "FHIR (JSON
-Bundle or NDJSON)", first uploads a CSV file by mistake (refused on the page, nothing
-kept), then a Bulk Data NDJSON export of 3 valid Patients and 1 invalid one; checks the
-preview (masked, then revealed), starts the import, watches the progress (HTMX polling,
-a worker thread running beside the server as ``carepost worker`` would) reach
-"completed" with 3 created and 1 error, finds the contacts, and downloads the error
-report (line 3, ``Patient.birthDate``, no value). Screenshots go to
-``$CAREPOST_TEST_ARTIFACTS/screenshots/``."""
+"""The import wizard with a FHIR file in Chromium. A person allowed to import (a marketer:
+``contacts:write`` and ``phi:read`` as an admin has, without the admin's MFA step to
+script) signs in, chooses "FHIR (JSON Bundle or NDJSON)", first uploads a CSV file by
+mistake (refused on the page, nothing kept), then a Bulk Data NDJSON export of 3 valid
+Patients and 1 invalid one; checks the preview (masked, then revealed), starts the
+import, watches the progress (HTMX polling, a worker thread running beside the server
+as ``carepost worker`` would) reach "completed" with 3 created and 1 error, finds the
+contacts, and downloads the error report (line 3, ``Patient.birthDate``, no value).
+Screenshots go to ``$CAREPOST_TEST_ARTIFACTS/screenshots/``."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def it_admin(runtime, make_tenant):
+def importer(runtime, make_tenant):
     tenant, keys = make_tenant("Harbor Family Medicine")
     password = secret_value(f"Pw-{uuid.uuid4().hex}")
     with runtime.bound_session(keys) as session:
@@ -42,7 +43,7 @@ def it_admin(runtime, make_tenant):
             session,
             tenant_id=tenant.id,
             email=f"it-{uuid.uuid4().hex[:6]}@harbor.example",
-            role="marketer",  # contacts:write and phi:read, without the admin's MFA step
+            role="marketer",
             name="Ravi Sato",
             password=password,
         )
@@ -82,9 +83,9 @@ def shoot(page: Page, screenshots: Path, name: str) -> None:
 
 
 def test_fhir_import_from_upload_to_error_report(
-    page: Page, live_server, runtime, it_admin, fhir_worker, screenshots, tmp_path
+    page: Page, live_server, runtime, importer, fhir_worker, screenshots, tmp_path
 ):
-    tenant, keys, email, password = it_admin
+    tenant, keys, email, password = importer
     surname = phi_value("name")
     export = tmp_path / "Patient.ndjson"
     resources = [
