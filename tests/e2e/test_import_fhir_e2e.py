@@ -29,7 +29,7 @@ from carepost.contacts.models import Contact
 from carepost.imports.models import ImportJob
 from carepost.imports.tasks import run_imports
 from tests.canaries import phi_value, secret_value
-from tests.e2e.conftest import settle
+from tests.e2e.conftest import settle, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -98,11 +98,7 @@ def test_fhir_import_from_upload_to_error_report(
     wrong = tmp_path / "patients.csv"
     wrong.write_text("email,first_name\nann@harbor.example,Ann\n")
 
-    page.goto("/login")
-    page.get_by_label("Organization").fill(tenant.slug)
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, tenant.slug, email, password)
     expect(page).to_have_url(f"{live_server}/")
 
     page.get_by_role("link", name="Imports").click()
