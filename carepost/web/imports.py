@@ -1,7 +1,11 @@
-"""The import wizard: upload a CSV file, map its columns, watch the job run.
+"""The import wizard: upload a CSV or FHIR file, map it, watch the job run.
 
 1. ``/imports/new`` → ``POST /imports/upload``: the file streams into a held job
-   (:mod:`carepost.web.imports_upload`), never read whole here.
+   (:mod:`carepost.web.imports_upload`), never read whole here. The form's source
+   (``format``: ``csv`` or ``fhir``) decides the job's format; a FHIR file that is not
+   FHIR at all is refused there, nothing kept. Step 2 of a FHIR file is its preview
+   and options (:mod:`carepost.web.imports_fhir`, with ``POST /imports/{id}/reveal``
+   for its values); a CSV file's is described next.
 2. ``/imports/{id}/mapping``: the header's columns, each with a field to feed
    (prefilled by the same default as the API: a header that names a field), the
    match key and the date format. A few sample rows help choose; they are PHI,
@@ -33,11 +37,12 @@ from carepost.contacts import custom_fields
 from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.contacts.prepare import ATTRIBUTES, IDENTIFIER_KINDS, MATCH_KEYS
 from carepost.core.errors import Conflict, FieldError, ValidationFailed
-from carepost.imports import service, storage
+from carepost.imports import fhir_preview, service, storage
 from carepost.imports.csv_source import CsvReader
 from carepost.imports.mapping import DATE_FORMATS, header_key
 from carepost.imports.models import ImportJob, ImportRowError, JobStatus
 from carepost.imports.runner import check_file_start
+from carepost.web import imports_fhir
 from carepost.web.console import (
     Console,
     form_data,
@@ -47,7 +52,7 @@ from carepost.web.console import (
     redirect,
     sentence,
 )
-from carepost.web.imports_upload import receive_upload, size_text, too_large
+from carepost.web.imports_upload import WIZARD_FORMATS, receive_upload, size_text, too_large
 from carepost.web.tables import Column, Table
 from carepost.web.views import alert_response
 
@@ -224,12 +229,15 @@ def new_import_page(console: Writer) -> Response:
     return _upload_page(console)
 
 
-def _upload_page(console: Console, error: str = "", status: int = 200) -> Response:
+def _upload_page(
+    console: Console, error: str = "", status: int = 200, source: str = "csv"
+) -> Response:
     limit = console.runtime.settings.max_import_bytes
     return console.render(
         "imports/upload.html",
         status=status,
         error=error,
+        source=source if source in WIZARD_FORMATS else "csv",
         limit=size_text(limit),
         max_bytes=limit,
         too_large=sentence(too_large(limit)),
@@ -239,10 +247,12 @@ def _upload_page(console: Console, error: str = "", status: int = 200) -> Respon
 
 @router.post("/imports/upload")
 async def upload(request: Request, console: Writer) -> Response:
+    fields: dict[str, str] = {}
     try:
-        job_id = await receive_upload(request, console)
+        job_id = await receive_upload(request, console, fields, imports_fhir.check_upload)
     except ValidationFailed as failed:
-        return _upload_page(console, sentence(failed.detail), status=422)
+        source = fields.get("format", "csv")
+        return _upload_page(console, sentence(failed.detail), status=422, source=source)
     return redirect(request, f"/imports/{job_id}/mapping")
 
 
@@ -251,6 +261,8 @@ def mapping_page(request: Request, job_id: str, console: Writer) -> Response:
     job, schema_keys = _held_job(console, job_id)
     if job.status != JobStatus.UPLOADING:
         return redirect(request, f"/imports/{job.id}")
+    if job.format == imports_fhir.FHIR:
+        return _fhir_page(console, job, revealed=False)
     try:
         form = _mapping_form(console, job, schema_keys, None, samples_wanted=True)
     except ValidationFailed as failed:
@@ -263,7 +275,44 @@ def _unreadable(console: Console, job: ImportJob, failed: ValidationFailed) -> R
     """A file whose header cannot be read: drop it and ask for another."""
     with console.runtime.database.session() as session:
         service.discard_upload(session, job.id)
-    return _upload_page(console, sentence(failed.detail), status=422)
+    return _upload_page(console, sentence(failed.detail), status=422, source=job.format)
+
+
+def _fhir_page(
+    console: Console,
+    job: ImportJob,
+    *,
+    revealed: bool,
+    form: imports_fhir.FhirForm | None = None,
+    status: int = 200,
+) -> Response:
+    """Step 2 of a FHIR import (:mod:`carepost.web.imports_fhir`)."""
+    if form is None:
+        with console.session() as session:
+            options = fhir_preview.options_of(session, console.principal.tenant_id, {})
+        form = imports_fhir.default_form(options)
+    try:
+        return imports_fhir.render_page(console, job, form, revealed=revealed, status=status)
+    except ValidationFailed as failed:
+        return _unreadable(console, job, failed)
+
+
+@router.post("/imports/{job_id}/reveal")
+def reveal_preview(
+    request: Request,
+    job_id: str,
+    console: Writer,
+    data: Annotated[dict[str, str | list[str]], Depends(form_data)],
+) -> Response:
+    """A FHIR preview with its values (``phi:read``; audited as ``import.samples_viewed``).
+    The options chosen on the page so far are kept."""
+    console.principal.require(imports_fhir.PHI_PERMISSION)
+    job, _schema_keys = _held_job(console, job_id)
+    if job.status != JobStatus.UPLOADING or job.format != imports_fhir.FHIR:
+        return redirect(request, f"/imports/{job.id}")
+    chosen = {k: v for k, v in data.items() if isinstance(v, str)}
+    form = imports_fhir.posted_form(chosen) if "match" in chosen else None
+    return _fhir_page(console, job, revealed=True, form=form)
 
 
 def _render_mapping(
@@ -312,6 +361,8 @@ def save_mapping(
     if job.status != JobStatus.UPLOADING:
         return redirect(request, f"/imports/{job.id}")
     chosen = {k: v for k, v in data.items() if isinstance(v, str)}
+    if job.format == imports_fhir.FHIR:
+        return _start_fhir(request, console, job, chosen)
     # A failed post shows the columns again, not the values (nor audits a second view).
     form = _mapping_form(console, job, schema_keys, chosen, samples_wanted=False)
     first = _first_chunk(console, job.id)  # read before the transaction takes its locks
@@ -333,6 +384,22 @@ def save_mapping(
         return _render_mapping(console, job, form, status=422)
     except Conflict:
         return redirect(request, f"/imports/{job.id}")
+    return redirect(request, f"/imports/{job.id}")
+
+
+def _start_fhir(
+    request: Request, console: Console, job: ImportJob, chosen: dict[str, str]
+) -> Response:
+    form = imports_fhir.posted_form(chosen)
+    first = _first_chunk(console, job.id)  # read before the transaction takes its locks
+    try:
+        imports_fhir.start(console, job, form, first)
+    except ValidationFailed as failed:
+        # The options again with their errors; the values are not shown (nor audited) again.
+        imports_fhir.place_errors(form, failed)
+        return _fhir_page(console, job, revealed=False, form=form, status=422)
+    except Conflict:
+        pass
     return redirect(request, f"/imports/{job.id}")
 
 
@@ -365,6 +432,7 @@ def _job_context(job: ImportJob, errors: list[ImportRowError]) -> dict[str, Any]
         "status_text": status_label(job),
         "poll": None if ended or job.status == JobStatus.UPLOADING else POLL,
         "report_url": f"/api/v1/imports/{job.id}/errors.csv",
+        "fhir": job.format == imports_fhir.FHIR,
     }
 
 

@@ -7,12 +7,15 @@ piece of the ``file`` part to :class:`~carepost.imports.storage.ChunkWriter` and
 counts it against ``max_import_bytes``. Nothing is held in memory beyond a chunk,
 nothing is spooled to disk, and a refused or broken upload leaves no job behind.
 The job is then *held* (``uploading``, never claimed by a worker) until the
-mapping step queues it.
+mapping step queues it. The form's ``format`` field (before the file part) says
+whether the file is CSV or FHIR; a check given by the caller can refuse the stored
+file before the job is kept (a FHIR file that is not FHIR).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -105,26 +108,53 @@ class WizardUpload:
         await run_in_threadpool(self._discard)
 
 
-async def receive_upload(request: Request, console: Console) -> uuid.UUID:
-    """Stream the posted form's ``file`` part into a held job; returns its id."""
+WIZARD_FORMATS = ("csv", "fhir")
+
+
+def wizard_format(fields: dict[str, str]) -> str:
+    """The source chosen in the form (its ``format`` field comes before the file)."""
+    chosen = fields.get("format") or "csv"
+    if chosen not in WIZARD_FORMATS:
+        raise ValidationFailed("choose the kind of file: CSV or FHIR", field="format")
+    return chosen
+
+
+async def receive_upload(
+    request: Request,
+    console: Console,
+    fields: dict[str, str] | None = None,
+    check: Callable[[Console, uuid.UUID, str], None] | None = None,
+) -> uuid.UUID:
+    """Stream the posted form's ``file`` part into a held job; returns its id.
+
+    ``fields`` receives the form's other fields (``format``: ``csv`` or ``fhir``, read
+    before the file's first byte). ``check(console, job_id, format)`` runs on the stored
+    file before the job is kept; a ValidationFailed there drops the job and its chunks."""
     boundary = multipart_boundary(request.headers.get("content-type", ""))
     if boundary is None:
         raise ValidationFailed("send the file with the upload form", field="file")
+    fields = {} if fields is None else fields
     upload = WizardUpload(console, "csv")
 
     async def on_file(data: bytes) -> None:
         if data:  # a form sent without a file has an empty file part
+            if upload.job_id is None:
+                upload.format = wizard_format(fields)
             await upload.write(data)
 
     try:
-        # The other fields (the CSRF token) are not needed: it travels in a header.
+        # The CSRF token is not needed: it travels in a header.
         await read_multipart(
             request.stream(),
             boundary,
             on_file=on_file,
+            fields=fields,
             malformed=("the upload is malformed", "file"),
         )
-        return await upload.finish()
+        job_id = await upload.finish()
+        if check is not None:
+            await run_in_threadpool(check, console, job_id, upload.format)
+        return job_id
     except BaseException:  # a refused file, a disconnect: nothing of it stays
         await upload.discard()
         raise

@@ -96,6 +96,7 @@ ACTIONS = (
     ActionCase("/imports/upload", "contacts:write"),
     ActionCase("/imports/{job_id}/mapping", "contacts:write", {"match": "email", "col_0": "email"}),
     ActionCase("/imports/{job_id}/cancel", "contacts:write"),
+    ActionCase("/imports/{job_id}/reveal", "phi:read"),
     ActionCase("/account/recovery-codes", None),
     ActionCase("/account/passkeys/options", None),
     ActionCase("/account/passkeys", None, {"name": "new passkey"}),
