@@ -83,8 +83,10 @@ def compile_mrn_pattern(pattern: str, *, field: str = "pattern", probe: bool = T
     try:
         compiled = regex.compile(pattern)
     except (regex.error, OverflowError, RecursionError) as exc:
-        # The library's message names the construct and position, never input text.
-        raise ValidationFailed(f"not a valid regular expression: {exc}", field=field) from None
+        # Only the position: the library's message may quote part of the pattern.
+        position = getattr(exc, "pos", None)
+        where = f" (at position {position})" if isinstance(position, int) else ""
+        raise ValidationFailed(f"not a valid regular expression{where}", field=field) from None
     if compiled.fullmatch("") is not None:
         raise ValidationFailed("the pattern must not match an empty string", field=field)
     for text in _PROBES if probe else ():

@@ -39,7 +39,7 @@ def _row(session: Session, tenant_id: uuid.UUID) -> StoredPolicy | None:
 def _changed_sections(before: PolicyDocument, after: PolicyDocument) -> list[str]:
     changed: list[str] = []
     old, new = before.model_dump(), after.model_dump()
-    for name, value in new["defaults"].items():
+    for name, value in sorted(new["defaults"].items()):
         if old["defaults"].get(name) != value:
             changed.append(f"defaults.{name}")
     for section in ("domains", "templates"):
