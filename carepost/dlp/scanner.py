@@ -9,7 +9,7 @@ the summary the policy decision reads (:func:`carepost.policy.decision.decide_pr
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import partial
@@ -123,33 +123,28 @@ def _scan_part(
     return findings
 
 
-def scan_parts(
-    parts: Sequence[PartText] | None,
-    *,
-    message: MessageContent | None = None,
+def _with_today(detectors: Sequence[Detector], today: date | None) -> Sequence[Detector]:
+    """The detectors with a fixed "today" for dates of birth (tests, re-scans)."""
+    if today is None:
+        return detectors
+    return [
+        replace(detector, find=partial(find_date_of_birth, today=today))
+        if detector.name == "date_of_birth"
+        else detector
+        for detector in detectors
+    ]
+
+
+def _scan(
+    parts: Iterable[PartText],
     keys: Fingerprinter,
-    rules: TenantRules = NO_RULES,
-    detectors: Sequence[Detector] = BUILTIN,
-    limits: ScanLimits | None = None,
-    today: date | None = None,
+    rules: TenantRules,
+    detectors: Sequence[Detector],
+    deadline: Deadline,
+    skipped: list[SkippedPart],
 ) -> ScanResult:
-    limits = limits or ScanLimits()
-    if today is not None:  # a fixed "today" for dates of birth (tests, re-scans)
-        detectors = [
-            replace(detector, find=partial(find_date_of_birth, today=today))
-            if detector.name == "date_of_birth"
-            else detector
-            for detector in detectors
-        ]
-    deadline = Deadline(limits.max_seconds)
-    skipped: list[SkippedPart] = []
     findings: list[Finding] = []
-    source = (
-        parts
-        if parts is not None
-        else message_parts(message or MessageContent(), limits, deadline, skipped)
-    )
-    for part in source:
+    for part in parts:
         findings.extend(_scan_part(part, keys, rules, detectors, deadline, skipped))
     return ScanResult(tuple(findings), tuple(skipped), ScanSummary.of(findings, skipped))
 
@@ -164,10 +159,11 @@ def scan_message(
     today: date | None = None,
 ) -> ScanResult:
     """Every finding in the message's subject, bodies and attachments."""
-    return scan_parts(
-        None, message=message, keys=keys, rules=rules, detectors=detectors, limits=limits,
-        today=today,
-    )  # fmt: skip
+    limits = limits or ScanLimits()
+    deadline = Deadline(limits.max_seconds)
+    skipped: list[SkippedPart] = []
+    parts = message_parts(message, limits, deadline, skipped)
+    return _scan(parts, keys, rules, _with_today(detectors, today), deadline, skipped)
 
 
 def scan_text(
@@ -177,9 +173,15 @@ def scan_text(
     part: Part = "text",
     rules: TenantRules = NO_RULES,
     detectors: Sequence[Detector] = BUILTIN,
+    limits: ScanLimits | None = None,
     today: date | None = None,
 ) -> ScanResult:
     """Every finding in one text (a template, a subject line)."""
-    return scan_parts(
-        [PartText(part, text)], keys=keys, rules=rules, detectors=detectors, today=today
-    )
+    limits = limits or ScanLimits()
+    skipped: list[SkippedPart] = []
+    if len(text) > limits.max_part_chars:
+        skipped.append(SkippedPart(part, "too_large"))
+        text = ""
+    deadline = Deadline(limits.max_seconds)
+    detectors = _with_today(detectors, today)
+    return _scan([PartText(part, text)], keys, rules, detectors, deadline, skipped)
