@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Part = Literal["subject", "text", "html", "attachment", "attachment_name"]
 SkipReason = Literal["too_large", "time_limit", "unreadable", "unsupported_type", "pattern_timeout"]
@@ -116,6 +116,26 @@ class ScanSummary:
             highest_severity=severity,
             phi=phi,
             complete=not list(skipped),
+        )
+
+    def as_record(self) -> dict[str, object]:
+        """The summary as JSON, to store with a message (no PHI: names and numbers)."""
+        return {
+            "counts": self.counts,
+            "max_confidence": self.max_confidence,
+            "highest_severity": self.highest_severity.label,
+            "phi": self.phi,
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ScanSummary:
+        return cls(
+            counts={str(k): int(v) for k, v in record.get("counts", {}).items()},
+            max_confidence={str(k): float(v) for k, v in record.get("max_confidence", {}).items()},
+            highest_severity=Severity[str(record.get("highest_severity", "none")).upper()],
+            phi=bool(record.get("phi", False)),
+            complete=bool(record.get("complete", False)),
         )
 
     def detectors_at(self, min_confidence: float) -> frozenset[str]:

@@ -186,3 +186,101 @@ def test_thousands_of_terms_match_in_one_pass():
     text = " ".join(f"term{index}" for index in range(0, 5000, 7))
     result = scan_message(MessageContent(text=text), keys=tenant_keys(), rules=rules)
     assert result.summary.counts == {"keyword:big": len(range(0, 5000, 7))}
+
+
+def _pdf_with_stream(stream: bytes) -> bytes:
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 6\n0000000000 65535 f \n")
+    out.write(b"".join(b"%010d 00000 n \n" % offset for offset in offsets))
+    out.write(b"trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref)
+    return out.getvalue()
+
+
+def test_a_pdf_whose_stream_inflates_enormously_is_refused():
+    import zlib
+
+    compressor = zlib.compressobj(9)
+    chunks = [compressor.compress(b"BT /F1 12 Tf 72 720 Td ")]
+    for _ in range(120):  # about 110 MB of content once inflated, 150 KB compressed
+        chunks.append(compressor.compress(b"(a) Tj " * (1 << 17)))
+    chunks.append(compressor.compress(b" ET") + compressor.flush())
+    bomb = _pdf_with_stream(b"".join(chunks))
+    message = MessageContent(attachments=[Attachment("b.pdf", "application/pdf", bomb)])
+    result = scan_message(message, keys=tenant_keys())
+    assert [(s.attachment_index, s.reason) for s in result.skipped] in (
+        [(0, "unreadable")],  # pypdf's own inflation limit
+        [(0, "too_large")],  # or ours, on the extracted text
+    )
+
+
+def test_a_docx_with_an_entity_bomb_is_not_expanded():
+    laughs = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + b"".join(
+            b'<!ENTITY lol%d "%s">' % (n, (b"&lol%d;" % (n - 1) if n > 1 else b"&lol;") * 10)
+            for n in range(1, 10)
+        )
+        + b"]>"
+    )
+    original = io.BytesIO(docx_with_text("hello"))
+    patched = io.BytesIO()
+    with (
+        zipfile.ZipFile(original) as source,
+        zipfile.ZipFile(patched, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "word/document.xml":
+                data = laughs + data[data.index(b"<w:document") :].replace(b"hello", b"&lol9;")
+            target.writestr(item, data)
+    message = MessageContent(attachments=[Attachment("l.docx", DOCX_TYPE, patched.getvalue())])
+    started = time.monotonic()
+    result = scan_message(message, keys=tenant_keys())
+    assert time.monotonic() - started < 30
+    # Either refused or read without expanding the entities; never a billion laughs.
+    assert result.summary.counts == {}
+
+
+def test_the_summary_round_trips_as_a_record():
+    ssn = fresh_ssn()
+    result = scan_message(MessageContent(text=f"SSN {ssn}"), keys=tenant_keys())
+    record = result.summary.as_record()
+    assert ssn not in str(record) and ssn.replace("-", "") not in str(record)
+    from carepost.dlp.findings import ScanSummary
+
+    assert ScanSummary.from_record(record) == result.summary
+
+
+def test_offsets_hold_when_lower_case_changes_length():
+    rules = TenantRules(dictionaries=[Dictionary("d", ["istanbul"])])
+    text = "İzmir then Istanbul"
+    result = scan_message(MessageContent(text=text), keys=tenant_keys(), rules=rules)
+    [finding] = result.findings
+    assert text[finding.location.start : finding.location.end] == "Istanbul"
+
+
+def test_scans_write_nothing_matched_to_the_logs(client, tenant, make_api_key, log_file):
+    ssn = fresh_ssn()
+    before = log_file.stat().st_size if log_file.exists() else 0
+    response = client.post(
+        "/api/v1/dlp/scan", json={"text": f"SSN {ssn}"}, headers=make_api_key(tenant)
+    )
+    assert response.status_code == 200
+    with log_file.open("rb") as handle:
+        handle.seek(before)
+        written = handle.read().decode("utf-8", "replace")
+    assert ssn not in written and ssn.replace("-", "") not in written
