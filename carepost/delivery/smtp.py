@@ -103,7 +103,9 @@ class Routing:
         if self.smarthost is not None:
             return [self.smarthost]
         assert self.resolver is not None
-        hosts = await resolve_mx(domain, self.resolver, allow_non_global=self.allow_non_global)
+        hosts = await resolve_mx(
+            domain, self.resolver, allow_non_global=self.allow_non_global
+        )
         found = [
             Destination(name=host.name, address=address, port=self.mx_port)
             for host in hosts
