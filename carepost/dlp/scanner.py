@@ -157,11 +157,13 @@ def scan_message(
     detectors: Sequence[Detector] = BUILTIN,
     limits: ScanLimits | None = None,
     today: date | None = None,
+    skipped_before: Sequence[SkippedPart] = (),
 ) -> ScanResult:
-    """Every finding in the message's subject, bodies and attachments."""
+    """Every finding in the message's subject, bodies and attachments.
+    ``skipped_before``: parts the caller could not even hand over (MIME past its bounds)."""
     limits = limits or ScanLimits()
     deadline = Deadline(limits.max_seconds)
-    skipped: list[SkippedPart] = []
+    skipped: list[SkippedPart] = list(skipped_before)
     parts = message_parts(message, limits, deadline, skipped)
     return _scan(parts, keys, rules, _with_today(detectors, today), deadline, skipped)
 
