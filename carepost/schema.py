@@ -9,9 +9,11 @@ from carepost.contacts import activity_models as contacts_activity_models
 from carepost.contacts import models as contacts_models
 from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
+from carepost.dlp import models as dlp_models
 from carepost.domains import models as domains_models
 from carepost.imports import models as imports_models
 from carepost.messages import models as messages_models
+from carepost.policy import models as policy_models
 from carepost.segments import models as segments_models
 from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
@@ -25,9 +27,11 @@ DOMAIN_MODELS = (
     contacts_models,
     contacts_activity_models,
     crypto_models,
+    dlp_models,
     domains_models,
     imports_models,
     messages_models,
+    policy_models,
     segments_models,
     templates_models,
     tenancy_models,

@@ -45,6 +45,15 @@ PERMISSIONS: dict[str, str] = {
     "webhooks:read": "See webhook endpoints and their delivery logs (never secrets)",
     "webhooks:write": "Add, change, rotate, test and replay webhooks",
     "domains:write": "Add and delete sending domains, check their DNS, rotate DKIM keys",
+    # Protection policy and DLP (issue 6).
+    "policy:read": "See the organization's encryption and delivery protection policy",
+    "policy:write": "Change the protection policy (every change is audited)",
+    "dlp:read": "See DLP keyword dictionaries and MRN patterns (terms included)",
+    "dlp:write": "Add, change and delete DLP keyword dictionaries and MRN patterns",
+    "dlp:scan": (
+        "Dry-run a DLP scan of a message (findings never show the matched text) "
+        "or the protection decision for a recipient"
+    ),
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
@@ -64,6 +73,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "suppressions:write",
             "templates:read",
             "templates:write",
+            "dlp:scan",
         }
     ),
     Role.ANALYST: frozenset(
@@ -79,6 +89,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "reports:read",
             "consent:read",
             "webhooks:read",
+            "policy:read",
         }
     ),
 }

@@ -22,10 +22,12 @@ from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
 from carepost.core.runtime import Runtime, build_runtime
+from carepost.dlp.api import router as dlp_router
 from carepost.domains.api import router as domains_router
 from carepost.imports.api import router as imports_router
 from carepost.messages.api import router as messages_router
 from carepost.messages.campaigns_api import router as campaigns_router
+from carepost.policy.api import router as policy_router
 from carepost.segments.api import router as segments_router
 from carepost.templates.api import router as templates_router
 from carepost.tenancy.api import router as tenancy_router
@@ -71,6 +73,8 @@ def api_router() -> APIRouter:
     router.include_router(domains_router)
     router.include_router(messages_router)
     router.include_router(campaigns_router)
+    router.include_router(policy_router)
+    router.include_router(dlp_router)
     return router
 
 

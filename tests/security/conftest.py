@@ -558,6 +558,30 @@ class Objects:
 
         return Target({"domain_id": str(domain_id)}, snapshot, {"name": name})
 
+    def dlp_rule(self, tenant: TenantPair) -> Target:
+        """A keyword dictionary whose terms are PHI canaries; the snapshot covers its
+        name, terms and settings."""
+        from carepost.core.errors import NotFound
+        from carepost.dlp import service as dlp
+
+        tenant_row, keys = tenant
+        name = f"dict-{uuid.uuid4().hex[:8]}"
+        term = phi_value("term")
+        with self.runtime.bound_session(keys) as session:
+            rule_id = dlp.create_rule(
+                session, tenant_row.id, name=name, kind="dictionary", terms=[term], actor=SYSTEM
+            ).id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                try:
+                    rule = dlp.get_rule(session, tenant_row.id, rule_id)
+                except NotFound:
+                    return None
+                return (rule.name, rule.terms, rule.severity, rule.phi)
+
+        return Target({"rule_id": str(rule_id)}, snapshot, {"name": name, "term": term})
+
     def rotated_domain(self, tenant: TenantPair) -> Target:
         """A sending domain whose rotation waits for promotion."""
         return self.sending_domain(tenant, rotated=True)

@@ -124,6 +124,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.template_layout(fuzz_tenant),
         objects.webhook_endpoint(fuzz_tenant),
         objects.sending_domain(fuzz_tenant),
+        objects.dlp_rule(fuzz_tenant),
         objects.message(fuzz_tenant),
         objects.campaign(fuzz_tenant),
     ):

@@ -48,6 +48,8 @@ TEMPLATE_WRITERS = frozenset({OWNER, ADMIN, MARKETER})
 WEBHOOK_READERS = frozenset({OWNER, ADMIN, AUDITOR})
 SENDERS = frozenset({OWNER, ADMIN, MARKETER})
 REPORT_READERS = ALL
+POLICY_READERS = frozenset({OWNER, ADMIN, AUDITOR})
+DLP_SCANNERS = frozenset({OWNER, ADMIN, MARKETER})
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,30 @@ MATRIX |= {
     ),
     RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/resume"): (SENDERS, Call("paused_campaign")),
     RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/cancel"): (SENDERS, Call("campaign")),
+}
+
+
+def _new_dlp_rule_body() -> dict[str, Any]:
+    return {"name": f"d-{uuid.uuid4().hex[:8]}", "kind": "dictionary", "terms": ["oxycodone"]}
+
+
+MATRIX |= {
+    RouteKey("GET", f"{V1}/policy"): (POLICY_READERS, Call()),
+    RouteKey("PUT", f"{V1}/policy"): (MANAGERS, Call(body=lambda: {"document": {}})),
+    RouteKey("DELETE", f"{V1}/policy"): (MANAGERS, Call()),
+    RouteKey("POST", f"{V1}/policy/decide"): (
+        DLP_SCANNERS,
+        Call(body=lambda: {"recipient_domain": "example.org", "template_phi": True}),
+    ),
+    RouteKey("GET", f"{V1}/dlp/dictionaries"): (MANAGERS, Call()),
+    RouteKey("POST", f"{V1}/dlp/dictionaries"): (MANAGERS, Call(body=_new_dlp_rule_body)),
+    RouteKey("GET", f"{V1}/dlp/dictionaries/{{rule_id}}"): (MANAGERS, Call("dlp_rule")),
+    RouteKey("PATCH", f"{V1}/dlp/dictionaries/{{rule_id}}"): (
+        MANAGERS,
+        Call("dlp_rule", lambda: {"severity": "high"}),
+    ),
+    RouteKey("DELETE", f"{V1}/dlp/dictionaries/{{rule_id}}"): (MANAGERS, Call("dlp_rule")),
+    RouteKey("POST", f"{V1}/dlp/scan"): (DLP_SCANNERS, Call(body=lambda: {"text": "hello"})),
 }
 
 

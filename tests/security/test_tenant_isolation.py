@@ -125,6 +125,11 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/check"): RouteCase("sending_domain"),
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/rotate"): RouteCase("sending_domain"),
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/promote"): RouteCase("rotated_domain"),
+    RouteKey("GET", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase("dlp_rule"),
+    RouteKey("PATCH", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase(
+        "dlp_rule", {"terms": ["mallory"], "severity": "low"}
+    ),
+    RouteKey("DELETE", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase("dlp_rule"),
     # B's survivor with B's own duplicate: only tenancy can refuse (A's own ids: test_merge).
     RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): RouteCase(
         "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
@@ -739,6 +744,64 @@ def _check_campaign_create(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_dlp_rule_list(world: World) -> None:
+    target = world.target("dlp_rule")
+    listed = world.client.get(f"{V1}/dlp/dictionaries", headers=world.a_headers).json()["items"]
+    assert target.params["rule_id"] not in {item["id"] for item in listed}
+    assert target.facts["name"] not in {item["name"] for item in listed}
+
+
+def _check_dlp_rule_create(world: World) -> None:
+    # B's rule name is free in A; B's rule is untouched.
+    target = world.target("dlp_rule")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"name": target.facts["name"], "kind": "dictionary", "terms": ["other"]}
+    response = world.client.post(f"{V1}/dlp/dictionaries", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_dlp_scan(world: World) -> None:
+    # B's dictionary terms do not match in A's scan.
+    target = world.target("dlp_rule")
+    body = {"text": f"about {target.facts['term']} today"}
+    response = world.client.post(f"{V1}/dlp/scan", json=body, headers=world.a_headers)
+    assert response.status_code == 200
+    assert not [f for f in response.json()["findings"] if f["detector"].startswith("keyword:")]
+
+
+def _policy_of_b(world: World) -> Any:
+    from carepost.policy import service as policy
+
+    with world.objects.runtime.bound_session(world.b[1]) as session:
+        found = policy.get_policy(session, world.b[0].id)
+        return found.revision, found.document
+
+
+def _check_policy_read(world: World) -> None:
+    response = world.client.get(f"{V1}/policy", headers=world.a_headers)
+    assert response.status_code == 200
+    assert response.json()["document"]["domains"] == {}
+
+
+def _check_policy_write(world: World) -> None:
+    before, b_trail = _policy_of_b(world), world.objects.audit_count(world.b)
+    body = {"document": {"defaults": {"phi_without_tls": "block"}}}
+    assert world.client.put(f"{V1}/policy", json=body, headers=world.a_headers).status_code == 200
+    assert world.client.delete(f"{V1}/policy", headers=world.a_headers).status_code == 200
+    assert _policy_of_b(world) == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_policy_decide(world: World) -> None:
+    body = {"recipient_domain": "example.org", "template_phi": True}
+    response = world.client.post(f"{V1}/policy/decide", json=body, headers=world.a_headers)
+    assert response.status_code == 200
+    assert response.json()["method"] == "portal"
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/templates"): _check_template_list,
     RouteKey("POST", f"{V1}/templates"): _check_template_create,
@@ -788,6 +851,13 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("POST", f"{V1}/contact-fields"): _check_field_create,
     RouteKey("PUT", f"{V1}/contacts/upsert"): _check_contact_upsert,
     RouteKey("POST", f"{V1}/contacts/batch"): _check_contact_batch,
+    RouteKey("GET", f"{V1}/dlp/dictionaries"): _check_dlp_rule_list,
+    RouteKey("POST", f"{V1}/dlp/dictionaries"): _check_dlp_rule_create,
+    RouteKey("POST", f"{V1}/dlp/scan"): _check_dlp_scan,
+    RouteKey("GET", f"{V1}/policy"): _check_policy_read,
+    RouteKey("PUT", f"{V1}/policy"): _check_policy_write,
+    RouteKey("DELETE", f"{V1}/policy"): _check_policy_write,
+    RouteKey("POST", f"{V1}/policy/decide"): _check_policy_decide,
 }
 
 
