@@ -302,36 +302,49 @@ def _find_existing(
     return {str(key): (mid, state, reason) for key, mid, state, reason in session.execute(query)}
 
 
-def _needs_contact(request: MessageIn) -> bool:
-    return request.template_id is not None or any(
-        "contact" in (part or "") for part in (request.subject, request.html, request.text)
-    )
+def _raw_reads_contact(request: MessageIn) -> bool:
+    return any("contact" in (part or "") for part in (request.subject, request.html, request.text))
+
+
+@dataclass(frozen=True)
+class _Reachable:
+    """What a contact named by id or external id needs to be sent to."""
+
+    id: uuid.UUID
+    email: str | None
+    email_index: str | None
 
 
 def _resolve_contacts(
-    session: Session, tenant_id: uuid.UUID, items: list[_Item]
+    session: Session,
+    tenant_id: uuid.UUID,
+    items: list[_Item],
+    needs_contact: Callable[[_Item], bool],
 ) -> dict[uuid.UUID, Contact]:
-    """Fill each item's contact (and address, when named by contact): one SELECT per kind.
-    Returns the contacts personalization needs, by id."""
+    """Fill each item's contact (and address, when named by contact): one SELECT per kind,
+    of the id and address only. Returns, by id, the whole contacts (PHI decrypted) that
+    personalization needs: only those of items whose content reads the contact."""
     dialect = dialect_of(session)
     by_id = {uuid.UUID(i.lookup) for i in items if i.by == "contact_id"}
     by_external = {i.lookup for i in items if i.by == "external_id"}
     by_address = {i.to_index for i in items if i.by == "to" and i.to_index}
-    full: dict[uuid.UUID, Contact] = {}
+    reachable: dict[uuid.UUID, _Reachable] = {}
     id_of_external: dict[str, uuid.UUID] = {}
     if by_id:
-        query = select(Contact).where(
+        query = select(Contact.id, Contact.email, Contact.email_index).where(
             Contact.tenant_id == tenant_id, id_in(Contact.id, by_id, dialect)
         )
-        full |= {c.id: c for c in session.scalars(query)}
+        reachable |= {row[0]: _Reachable(*row) for row in session.execute(query)}
     if by_external:
-        query = select(Contact).where(
+        by_index = select(
+            Contact.id, Contact.email, Contact.email_index, Contact.external_id_index
+        ).where(
             Contact.tenant_id == tenant_id,
             text_in(Contact.external_id_index, by_external, dialect),
         )
-        for contact in session.scalars(query):
-            full[contact.id] = contact
-            id_of_external[str(contact.external_id_index)] = contact.id
+        for found_id, email, email_index, external_index in session.execute(by_index):
+            reachable[found_id] = _Reachable(found_id, email, email_index)
+            id_of_external[str(external_index)] = found_id
     id_of_address: dict[str, uuid.UUID] = {}
     if by_address:
         query2 = select(Contact.email_index, Contact.id).where(
@@ -345,7 +358,7 @@ def _resolve_contacts(
         contact_id = (
             uuid.UUID(item.lookup) if item.by == "contact_id" else id_of_external.get(item.lookup)
         )
-        found = full.get(contact_id) if contact_id is not None else None
+        found = reachable.get(contact_id) if contact_id is not None else None
         if found is None:
             _fail(item, item.by, "no such contact")
         elif not found.email or not found.email_index:
@@ -356,17 +369,18 @@ def _resolve_contacts(
                 found.email,
                 found.email_index,
             )
-    # Personalization needs the whole contact; load those not loaded yet in one go.
+    full: dict[uuid.UUID, Contact] = {}
+    # Personalization needs the whole contact: those it needs, in one go.
     wanted = {
         i.contact_id
         for i in items
-        if i.contact_id is not None and i.contact_id not in full and _needs_contact(i.request)
+        if i.contact_id is not None and not i.errors and needs_contact(i)
     }
     if wanted:
-        query = select(Contact).where(
+        whole = select(Contact).where(
             Contact.tenant_id == tenant_id, id_in(Contact.id, wanted, dialect)
         )
-        full |= {c.id: c for c in session.scalars(query)}
+        full |= {c.id: c for c in session.scalars(whole)}
     return full
 
 
@@ -432,6 +446,8 @@ class _Rendering:
         default_factory=dict
     )
     custom_fields: list[str] | None = None
+    # Whether a saved template (and variant) names ``contact`` anywhere.
+    reading: dict[tuple[uuid.UUID, str | None], bool] = field(default_factory=dict)
 
     def raw_content(
         self, subject: str, html: str | None, text: str | None
@@ -468,6 +484,24 @@ class _Rendering:
             self.templates[(template_id, variant)] = found
         if isinstance(found, CarepostError):
             raise found
+        return found
+
+    def reads_contact(self, session: Session, keys: TenantKeys, request: MessageIn) -> bool:
+        """Whether the content names ``contact`` at all (else rendering never needs the
+        contact's fields, and they are not read and decrypted)."""
+        if request.template_id is None:
+            return _raw_reads_contact(request)
+        key = (request.template_id, request.variant)
+        found = self.reading.get(key)
+        if found is None:
+            try:
+                prepared = self.prepared(session, keys, request.template_id, request.variant)
+            except CarepostError:
+                found = False  # the template cannot render: the item fails without it
+            else:
+                references = ports.contact_references(part.tree for part in prepared.parts())
+                found = bool(references.every_field or references.fields or references.custom)
+            self.reading[key] = found
         return found
 
     def contact_view(self, session: Session, contact: Contact) -> ports.ContactView:
@@ -552,14 +586,19 @@ def send_messages(
             _check_item(item, keys, context.limits, now, facts)
             fresh.append(item)
     checked = [i for i in fresh if not i.errors]
-    contacts = _resolve_contacts(session, tenant_id, checked)
+    rendering = _Rendering()
+    contacts = _resolve_contacts(
+        session,
+        tenant_id,
+        checked,
+        lambda item: rendering.reads_contact(session, keys, item.request),
+    )
     for item in checked:
         refused = (
             None if item.errors else facts.sender_refused(session, tenant_id, item.from_address)
         )
         if refused:
             _fail(item, "from", refused)
-    rendering = _Rendering()
     rendered = {
         item.index: _render(session, keys, item, contacts, context.limits, now, rendering)
         for item in checked
