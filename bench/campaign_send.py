@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,13 @@ class Result:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-def send_campaign(runtime: Runtime, tenant_id: uuid.UUID, *, keep: bool = False) -> Result:
+def send_campaign(
+    runtime: Runtime,
+    tenant_id: uuid.UUID,
+    *,
+    keep: bool = False,
+    progress: Callable[[str], None] = print,
+) -> Result:
     """One run: create, press send, queue everything; the figures."""
     with runtime.database.session() as session:
         keys = runtime.keyring.load(session, tenant_id)
@@ -238,11 +245,19 @@ def send_campaign(runtime: Runtime, tenant_id: uuid.UUID, *, keep: bool = False)
         with runtime.bound_session(keys) as session:
             campaigns.schedule_campaign(session, keys, campaign_id, None, actor=SYSTEM)
         rss_at_10: int | None = None
+        next_tenth = 1
         while True:
             taken_now = campaigns.advance_campaign(runtime, keys, campaign_id, max_batches=1)
             taken, audience, state = _progress(runtime, keys, campaign_id)
             if rss_at_10 is None and audience and taken >= audience / 10:
                 rss_at_10 = resident_bytes()
+            while audience and taken >= audience * next_tenth / 10 and next_tenth <= 10:
+                elapsed, rss_mb = time.perf_counter() - started, resident_bytes() / 2**20
+                progress(
+                    f"campaign_send: {taken:,}/{audience:,} contacts taken, {elapsed:.1f} s, "
+                    f"rss {rss_mb:.0f} MB, load {_load()}"
+                )
+                next_tenth += 1
             if taken_now == 0 and state != CampaignState.SCHEDULED:
                 break
         seconds = time.perf_counter() - started
