@@ -4,8 +4,8 @@ Each benchmark prints ``<name> <metric>=<value>`` lines, with the ratio to the
 target named in its issue. Run one by name (``python -m bench contacts_batch``)
 or all without arguments; options after the names go to the benchmarks named
 (``python -m bench csv_import --rows 1000000``, ``python -m bench segment_count
---scale 100000``). They use the engine in ``CAREPOST_DATABASE_URL`` (SQLite in a
-temporary directory when unset).
+--scale 100000``, ``python -m bench campaign_send --scale 1000000``). They use the
+engine in ``CAREPOST_DATABASE_URL`` (SQLite in a temporary directory when unset).
 
 Commands with options of their own run alone: ``python -m bench datagen
 --contacts 1000000 --events 10000000 --seed 1 [--database URL]`` builds (or
@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 
 from bench import (
+    campaign_send,
     contacts_batch,
     csv_import,
     datagen,
@@ -27,6 +28,7 @@ from bench import (
 )
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
+    "campaign_send": campaign_send.run,
     "contacts_batch": lambda _options: contacts_batch.run(),
     "csv_import": csv_import.run,
     "email_batch": lambda _options: email_batch.run(),

@@ -9,10 +9,13 @@ shows them is audited (``message.view_phi``). A recipient is searched with
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
@@ -28,7 +31,12 @@ from carepost.messages.schemas import (
     MessageSearch,
     SendResult,
 )
-from carepost.messages.sending import SendContext, SendLimits, send_with_retry
+from carepost.messages.sending import (
+    SendContext,
+    SendLimits,
+    collector_paused,
+    send_with_retry,
+)
 from carepost.messages.service import MessageFilter
 
 router = APIRouter(prefix="/messages", tags=["messages"])
@@ -87,18 +95,66 @@ def send_message(
     )
 
 
-@router.post(
-    "/batch",
-    summary="Send up to 10,000 messages in one transaction; each item gets its own result",
-    response_model=BatchOut,
-)
-def send_batch(body: BatchIn, runtime: RuntimeDep, principal: Sender) -> Response:
-    results = send_with_retry(
-        lambda: runtime.bound_session(principal.keys),
-        principal.keys,
-        [(item, item.idempotency_key) for item in body.items],
-        _context(runtime, principal, atomic=body.atomic),
+# The batch body is parsed and validated from its bytes by one TypeAdapter (pydantic-core
+# reads the JSON itself): for 10,000 items several times faster than FastAPI's
+# ``json.loads`` followed by validating the Python objects. The OpenAPI document
+# still shows the model, inlined (no component of its own is registered).
+BATCH_BODY: TypeAdapter[BatchIn] = TypeAdapter(BatchIn)
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema with its local ``$defs`` references replaced by the definitions."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
+
+
+BATCH_BODY_SCHEMA = _inlined(BATCH_BODY.json_schema(mode="validation"))
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
     )
+
+
+def _batch_body(raw: bytes, content_type: str | None) -> BatchIn:
+    if not _is_json(content_type):
+        message = "send the batch as JSON (Content-Type: application/json)"
+        raise ValidationFailed(message, errors=[FieldError("#/body", message)])
+    try:
+        return BATCH_BODY.validate_json(raw)
+    except ValidationError as invalid:
+        # Located like FastAPI's own body errors; the input (PHI) is left out.
+        errors = invalid.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError(
+            [dict(error) | {"loc": ("body", *error["loc"])} for error in errors]
+        ) from None
+
+
+def _send_batch(
+    raw: bytes, content_type: str | None, runtime: Runtime, principal: Principal
+) -> Response:
+    with collector_paused():
+        body = _batch_body(raw, content_type)
+        results = send_with_retry(
+            lambda: runtime.bound_session(principal.keys),
+            principal.keys,
+            [(item, item.idempotency_key) for item in body.items],
+            _context(runtime, principal, atomic=body.atomic),
+        )
     counts = {"queued": 0, "suppressed": 0, "duplicates": 0, "failed": 0}
     for result in results:
         if result.duplicate:
@@ -110,7 +166,27 @@ def send_batch(body: BatchIn, runtime: RuntimeDep, principal: Sender) -> Respons
         else:
             counts["queued"] += 1
     # Built directly: validating 10,000 result models again would cost more than queuing.
-    return JSONResponse(counts | {"items": [result.as_dict() for result in results]})
+    payload = counts | {"items": [result.as_dict() for result in results]}
+    return Response(to_json(payload), media_type="application/json")
+
+
+@router.post(
+    "/batch",
+    summary="Send up to 10,000 messages in one transaction; each item gets its own result",
+    response_model=BatchOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BATCH_BODY_SCHEMA}},
+        }
+    },
+)
+async def send_batch(request: Request, runtime: RuntimeDep, principal: Sender) -> Response:
+    raw = await request.body()
+    # Parsing, validating and queuing 10,000 messages is CPU work: off the event loop.
+    return await run_in_threadpool(
+        _send_batch, raw, request.headers.get("content-type"), runtime, principal
+    )
 
 
 def _reject_phi_in_query(request: Request) -> None:

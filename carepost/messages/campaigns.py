@@ -69,7 +69,7 @@ from carepost.messages.models import (
     MessageState,
 )
 from carepost.messages.schemas import CampaignIn, CampaignUpdate, MessageIn, SendPurpose
-from carepost.messages.sending import SendContext, SendLimits, send_messages
+from carepost.messages.sending import SendContext, SendLimits, collector_paused, send_messages
 from carepost.segments.models import SegmentSnapshot, SegmentSnapshotMember
 from carepost.segments.service import get_segment, snapshot_segment
 from carepost.templates import service as templates
@@ -578,7 +578,8 @@ def enqueue_batch(
         requests.append((request, f"campaign:{campaign.id}:{contact_id}"))
     if requests:
         context = SendContext(actor=CAMPAIGN_ACTOR, limits=limits, campaign_id=campaign.id)
-        results = send_messages(session, keys, requests, context, now=now)
+        with collector_paused():
+            results = send_messages(session, keys, requests, context, now=now)
         for result in results:
             if result.duplicate:
                 continue

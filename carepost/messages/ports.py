@@ -12,6 +12,7 @@ RenderedMessage, render_raw        carepost.templates.rendering
 prepare_template, PreparedTemplate carepost.templates.rendering
 compile_content, TemplateError     carepost.templates.rendering
 ContactView                        carepost.templates.context
+contact_references, uses_phi       carepost.templates.analysis
 Attachment, OutgoingMessage        carepost.delivery.mime
 build_message, message_bytes       carepost.delivery.mime
 domain_of                          carepost.delivery.mime
@@ -55,6 +56,7 @@ from carepost.delivery.transport import (
 from carepost.delivery.verp import return_path, return_token
 from carepost.domains.senders import check_sender
 from carepost.domains.service import signing_keys_for
+from carepost.templates.analysis import contact_references, uses_phi
 from carepost.templates.context import ContactView
 from carepost.templates.rendering import (
     PreparedTemplate,
@@ -83,6 +85,7 @@ __all__ = [
     "cached_feedback_secret",
     "check_sender",
     "compile_content",
+    "contact_references",
     "domain_of",
     "emit",
     "message_bytes",
@@ -95,5 +98,6 @@ __all__ = [
     "signing_keys_for",
     "tracked_html",
     "transport_from_settings",
+    "uses_phi",
     "view_url",
 ]

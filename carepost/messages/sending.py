@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import json
+import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, select
@@ -51,7 +54,7 @@ from carepost.contacts.fields import STANDARD_FIELDS, normalize_email
 from carepost.contacts.id_sets import dialect_of, id_in, text_in
 from carepost.contacts.models import Contact
 from carepost.contacts.sync import write_rows
-from carepost.core.database import new_id, utcnow
+from carepost.core.database import new_id, new_ids, utcnow
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
 from carepost.core.text import has_forbidden_characters
 from carepost.crypto.keyring import TenantKeys
@@ -62,12 +65,45 @@ from carepost.messages.schemas import MessageIn
 
 MESSAGES_TABLE: Table = Message.__table__  # type: ignore[assignment]
 MESSAGE_COLUMNS = tuple(column.key for column in MESSAGES_TABLE.columns)
+# A row's values in the order of MESSAGE_COLUMNS (one C call per row, not a loop).
+ROW_VALUES = itemgetter(*MESSAGE_COLUMNS)
 EMAIL_INDEX_LABEL = STANDARD_FIELDS["email"].index_label
 EXTERNAL_ID_INDEX_LABEL = STANDARD_FIELDS["external_id"].index_label
 MAX_DATA_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 4 * 1024
 LATEST_SEND_AT = timedelta(days=90)
 IDEMPOTENCY_RETRIES = 3
+
+
+_PAUSES_LOCK = threading.Lock()
+_pauses = 0
+_collector_was_enabled = False
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while a batch is built.
+
+    A batch of 10,000 messages makes hundreds of thousands of objects that all live
+    until it is written; each of them triggers collections that walk every surviving
+    object again, which cost about a third of the CPU time of a batch. What the batch
+    makes is freed by reference counting; a cycle, if any, is collected by the next
+    collection after the pause. Nested and concurrent pauses (threads of the API)
+    are counted: the collector is re-enabled when the last one ends, and only if it
+    was enabled when the first began."""
+    global _pauses, _collector_was_enabled
+    with _PAUSES_LOCK:
+        if _pauses == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _PAUSES_LOCK:
+            _pauses -= 1
+            if _pauses == 0 and _collector_was_enabled:
+                gc.enable()
 
 
 @dataclass
@@ -129,6 +165,32 @@ def _email(value: str, item: _Item, pointer: str) -> str:
         return ""
 
 
+@dataclass
+class _BatchFacts:
+    """What the items of one batch share, worked out once: the sender addresses
+    (normalized, or refused) and whether the organization may send from them."""
+
+    addresses: dict[str, str] = field(default_factory=dict)  # "" when not valid
+    senders: dict[str, str | None] = field(default_factory=dict)
+
+    def address(self, value: str, item: _Item, pointer: str) -> str:
+        found = self.addresses.get(value)
+        if found is None:
+            try:
+                found = normalize_email(value)
+            except ValidationFailed:
+                found = ""
+            self.addresses[value] = found
+        if not found:
+            _fail(item, pointer, "not a valid email address")
+        return found
+
+    def sender_refused(self, session: Session, tenant_id: uuid.UUID, address: str) -> str | None:
+        if address not in self.senders:
+            self.senders[address] = ports.check_sender(session, tenant_id, address)
+        return self.senders[address]
+
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -147,7 +209,9 @@ def _json_size(value: dict[str, Any]) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
-def _check_item(item: _Item, keys: TenantKeys, limits: SendLimits, now: datetime) -> None:
+def _check_item(
+    item: _Item, keys: TenantKeys, limits: SendLimits, now: datetime, facts: _BatchFacts
+) -> None:
     """Everything that needs no database: shapes, addresses, sizes."""
     request = item.request
     named = [
@@ -174,9 +238,10 @@ def _check_item(item: _Item, keys: TenantKeys, limits: SendLimits, now: datetime
         _fail(item, "to_name", "must be one line without control characters")
     if request.from_name is not None and has_forbidden_characters(request.from_name):
         _fail(item, "from_name", "must be one line without control characters")
-    item.from_address = _email(request.from_address, item, "from")
+    # A batch comes from one or a few senders: each is checked once.
+    item.from_address = facts.address(request.from_address, item, "from")
     if request.reply_to is not None:
-        item.reply_to = _email(request.reply_to, item, "reply_to") or None
+        item.reply_to = facts.address(request.reply_to, item, "reply_to") or None
     if request.template_id is None:
         if request.subject is None:
             _fail(item, "subject", "a subject is required (or a template_id)")
@@ -237,36 +302,49 @@ def _find_existing(
     return {str(key): (mid, state, reason) for key, mid, state, reason in session.execute(query)}
 
 
-def _needs_contact(request: MessageIn) -> bool:
-    return request.template_id is not None or any(
-        "contact" in (part or "") for part in (request.subject, request.html, request.text)
-    )
+def _raw_reads_contact(request: MessageIn) -> bool:
+    return any("contact" in (part or "") for part in (request.subject, request.html, request.text))
+
+
+@dataclass(frozen=True)
+class _Reachable:
+    """What a contact named by id or external id needs to be sent to."""
+
+    id: uuid.UUID
+    email: str | None
+    email_index: str | None
 
 
 def _resolve_contacts(
-    session: Session, tenant_id: uuid.UUID, items: list[_Item]
+    session: Session,
+    tenant_id: uuid.UUID,
+    items: list[_Item],
+    needs_contact: Callable[[_Item], bool],
 ) -> dict[uuid.UUID, Contact]:
-    """Fill each item's contact (and address, when named by contact): one SELECT per kind.
-    Returns the contacts personalization needs, by id."""
+    """Fill each item's contact (and address, when named by contact): one SELECT per kind,
+    of the id and address only. Returns, by id, the whole contacts (PHI decrypted) that
+    personalization needs: only those of items whose content reads the contact."""
     dialect = dialect_of(session)
     by_id = {uuid.UUID(i.lookup) for i in items if i.by == "contact_id"}
     by_external = {i.lookup for i in items if i.by == "external_id"}
     by_address = {i.to_index for i in items if i.by == "to" and i.to_index}
-    full: dict[uuid.UUID, Contact] = {}
+    reachable: dict[uuid.UUID, _Reachable] = {}
     id_of_external: dict[str, uuid.UUID] = {}
     if by_id:
-        query = select(Contact).where(
+        query = select(Contact.id, Contact.email, Contact.email_index).where(
             Contact.tenant_id == tenant_id, id_in(Contact.id, by_id, dialect)
         )
-        full |= {c.id: c for c in session.scalars(query)}
+        reachable |= {row[0]: _Reachable(*row) for row in session.execute(query)}
     if by_external:
-        query = select(Contact).where(
+        by_index = select(
+            Contact.id, Contact.email, Contact.email_index, Contact.external_id_index
+        ).where(
             Contact.tenant_id == tenant_id,
             text_in(Contact.external_id_index, by_external, dialect),
         )
-        for contact in session.scalars(query):
-            full[contact.id] = contact
-            id_of_external[str(contact.external_id_index)] = contact.id
+        for found_id, email, email_index, external_index in session.execute(by_index):
+            reachable[found_id] = _Reachable(found_id, email, email_index)
+            id_of_external[str(external_index)] = found_id
     id_of_address: dict[str, uuid.UUID] = {}
     if by_address:
         query2 = select(Contact.email_index, Contact.id).where(
@@ -280,7 +358,7 @@ def _resolve_contacts(
         contact_id = (
             uuid.UUID(item.lookup) if item.by == "contact_id" else id_of_external.get(item.lookup)
         )
-        found = full.get(contact_id) if contact_id is not None else None
+        found = reachable.get(contact_id) if contact_id is not None else None
         if found is None:
             _fail(item, item.by, "no such contact")
         elif not found.email or not found.email_index:
@@ -291,17 +369,18 @@ def _resolve_contacts(
                 found.email,
                 found.email_index,
             )
-    # Personalization needs the whole contact; load those not loaded yet in one go.
+    full: dict[uuid.UUID, Contact] = {}
+    # Personalization needs the whole contact: those it needs, in one go.
     wanted = {
         i.contact_id
         for i in items
-        if i.contact_id is not None and i.contact_id not in full and _needs_contact(i.request)
+        if i.contact_id is not None and not i.errors and needs_contact(i)
     }
     if wanted:
-        query = select(Contact).where(
+        whole = select(Contact).where(
             Contact.tenant_id == tenant_id, id_in(Contact.id, wanted, dialect)
         )
-        full |= {c.id: c for c in session.scalars(query)}
+        full |= {c.id: c for c in session.scalars(whole)}
     return full
 
 
@@ -361,7 +440,37 @@ class _Rendering:
     templates: dict[tuple[uuid.UUID, str | None], ports.PreparedTemplate | CarepostError] = field(
         default_factory=dict
     )
+    # Raw content by (subject, html, text): a batch usually repeats one content with
+    # different data, so it is compiled and analysed once, not per message.
+    raw: dict[tuple[str, str | None, str | None], ports.PreparedTemplate | CarepostError] = field(
+        default_factory=dict
+    )
     custom_fields: list[str] | None = None
+    # Whether a saved template (and variant) names ``contact`` anywhere.
+    reading: dict[tuple[uuid.UUID, str | None], bool] = field(default_factory=dict)
+
+    def raw_content(
+        self, subject: str, html: str | None, text: str | None
+    ) -> ports.PreparedTemplate:
+        """Raw content compiled as :func:`carepost.templates.rendering.render_raw` does
+        (PHI judged without the tenant's field definitions: any custom field is PHI)."""
+        found = self.raw.get((subject, html, text))
+        if found is None:
+            try:
+                parts = ports.compile_content(subject, html, text)
+                trees = [part.tree for part in parts if part is not None]
+                found = ports.PreparedTemplate(
+                    subject=parts[0],
+                    html=parts[1],
+                    text=parts[2],
+                    uses_phi=ports.uses_phi(ports.contact_references(trees), {}),
+                )
+            except CarepostError as failed:
+                found = failed
+            self.raw[(subject, html, text)] = found
+        if isinstance(found, CarepostError):
+            raise found
+        return found
 
     def prepared(
         self, session: Session, keys: TenantKeys, template_id: uuid.UUID, variant: str | None
@@ -375,6 +484,24 @@ class _Rendering:
             self.templates[(template_id, variant)] = found
         if isinstance(found, CarepostError):
             raise found
+        return found
+
+    def reads_contact(self, session: Session, keys: TenantKeys, request: MessageIn) -> bool:
+        """Whether the content names ``contact`` at all (else rendering never needs the
+        contact's fields, and they are not read and decrypted)."""
+        if request.template_id is None:
+            return _raw_reads_contact(request)
+        key = (request.template_id, request.variant)
+        found = self.reading.get(key)
+        if found is None:
+            try:
+                prepared = self.prepared(session, keys, request.template_id, request.variant)
+            except CarepostError:
+                found = False  # the template cannot render: the item fails without it
+            else:
+                references = ports.contact_references(part.tree for part in prepared.parts())
+                found = bool(references.every_field or references.fields or references.custom)
+            self.reading[key] = found
         return found
 
     def contact_view(self, session: Session, contact: Contact) -> ports.ContactView:
@@ -406,9 +533,8 @@ def _render(
         if request.template_id is not None:
             prepared = shared.prepared(session, keys, request.template_id, request.variant)
             return prepared.render(contact=view, data=data)
-        return ports.render_raw(
-            request.subject or "", request.html, request.text, contact=view, data=data
-        )
+        prepared = shared.raw_content(request.subject or "", request.html, request.text)
+        return prepared.render(contact=view, data=data)
     except CarepostError as failed:
         part = failed.extensions.get("part") or (
             "template_id" if request.template_id is not None else "subject"
@@ -438,7 +564,12 @@ def send_messages(
     """Accept messages (each with its idempotency key); one result per request, in order."""
     now = now or utcnow()
     tenant_id = keys.tenant_id
-    items = [_Item(index, request, key) for index, (request, key) in enumerate(requests)]
+    ids = new_ids(len(requests))
+    items = [
+        _Item(index, request, key, message_id=ids[index])
+        for index, (request, key) in enumerate(requests)
+    ]
+    facts = _BatchFacts()
     results: list[SendOutcome | None] = [None] * len(items)
     existing = _find_existing(session, tenant_id, {i.key for i in items if i.key})
     first_with_key: dict[str, int] = {}
@@ -452,15 +583,22 @@ def send_messages(
         else:
             if item.key is not None:
                 first_with_key[item.key] = item.index
-            _check_item(item, keys, context.limits, now)
+            _check_item(item, keys, context.limits, now, facts)
             fresh.append(item)
     checked = [i for i in fresh if not i.errors]
-    contacts = _resolve_contacts(session, tenant_id, checked)
+    rendering = _Rendering()
+    contacts = _resolve_contacts(
+        session,
+        tenant_id,
+        checked,
+        lambda item: rendering.reads_contact(session, keys, item.request),
+    )
     for item in checked:
-        refused = None if item.errors else ports.check_sender(session, tenant_id, item.from_address)
+        refused = (
+            None if item.errors else facts.sender_refused(session, tenant_id, item.from_address)
+        )
         if refused:
             _fail(item, "from", refused)
-    rendering = _Rendering()
     rendered = {
         item.index: _render(session, keys, item, contacts, context.limits, now, rendering)
         for item in checked
@@ -551,7 +689,7 @@ def send_messages(
             session,
             MESSAGES_TABLE,
             MESSAGE_COLUMNS,
-            [[r[c] for c in MESSAGE_COLUMNS] for r in rows],
+            [ROW_VALUES(row) for row in rows],
         )
         write_events(session, tenant_id, events, now=now, campaign_id=context.campaign_id)
     for item in bad:

@@ -325,3 +325,37 @@ def test_the_log_hides_recipients_and_subjects_without_phi_read(
         ).status_code
         == 403
     )
+
+
+def test_a_batch_body_error_names_the_item_and_field_and_queues_nothing(
+    client, runtime, tenant, make_api_key
+):
+    headers = make_api_key(tenant)
+    items = [_raw() for _ in range(3)]
+    items[2]["priority"] = "urgent"
+    del items[1]["from"]
+    response = client.post(f"{V1}/messages/batch", json={"items": items}, headers=headers)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    pointers = {e["pointer"] for e in response.json()["errors"]}
+    assert pointers == {"#/body/items/1/from", "#/body/items/2/priority"}
+    assert "urgent" not in response.text
+    broken = client.post(
+        f"{V1}/messages/batch",
+        content=b'{"items": [',
+        headers=headers | {"Content-Type": "application/json"},
+    )
+    assert broken.status_code == 422
+    assert broken.json()["errors"][0]["pointer"].startswith("#/body")
+    form = client.post(f"{V1}/messages/batch", content=b"items=1", headers=headers)
+    assert form.status_code == 422 and form.json()["errors"][0]["pointer"] == "#/body"
+    assert _message_count(runtime, tenant) == 0
+
+
+def test_the_garbage_collector_runs_again_after_a_batch(client, tenant, make_api_key):
+    import gc
+
+    response = client.post(
+        f"{V1}/messages/batch", json={"items": [_raw()]}, headers=make_api_key(tenant)
+    )
+    assert response.status_code == 200 and gc.isenabled()
