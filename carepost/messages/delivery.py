@@ -421,6 +421,7 @@ class OutcomeWriter:
         self._written: set[int] = set()
         self._lock = asyncio.Lock()
         self._failed: BaseException | None = None
+        self.commits = 0  # group commits so far (one per tenant in them)
 
     async def record(
         self, tenant_id: uuid.UUID, outgoing: Outgoing, report: ports.DeliveryReport
@@ -458,6 +459,7 @@ class OutcomeWriter:
             keys = self.keys_of[tenant_id]
             with self.runtime.bound_session(keys) as session:
                 counts = record_results(session, keys, results, owner=self.owner, lifetime=lifetime)
+            self.commits += 1
             for name, count in counts.items():
                 total[name] += count
         return dict(total)
