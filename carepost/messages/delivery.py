@@ -5,7 +5,8 @@ by due time, locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so any number
 of workers take disjoint batches; SQLite's single write lock (``BEGIN
 IMMEDIATE``) makes its one claimer atomic. A claim moves the rows to ``sending``
 with a lease and is **committed before** the SMTP transaction starts; the outcome
-of each envelope is committed right after the server's answer. A worker that
+of each envelope is committed (in a group commit shared by the lanes,
+:class:`OutcomeWriter`) before its lane starts another transaction. A worker that
 dies leaves its rows in ``sending``; once the lease passes any worker puts them
 back in the queue (``deferred``, with a ``lease_expired`` event) and they go out
 again. The one window in which a message can reach the receiver twice is between
