@@ -1,6 +1,7 @@
 """Benchmark: end-to-end email delivery, batch API to SMTP sink (issue 5, Performance).
 
-``python -m bench email_e2e --messages 100000 --workers 2 [--dkim | --no-dkim]``, on
+``python -m bench email_e2e --messages 100000 --workers 2 [--dkim | --no-dkim]
+[--concurrency 40]``, on
 the engine in ``CAREPOST_DATABASE_URL`` (PostgreSQL is the target; SQLite in a
 temporary directory when unset, where one worker is the supported shape):
 
