@@ -23,6 +23,7 @@ from bench import (
     csv_import,
     datagen,
     email_batch,
+    email_e2e,
     segment_count,
     smtp_baseline,
 )
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "contacts_batch": lambda _options: contacts_batch.run(),
     "csv_import": csv_import.run,
     "email_batch": lambda _options: email_batch.run(),
+    "email_e2e": email_e2e.run,
     "segment_count": segment_count.run,
     "smtp_baseline": smtp_baseline.run,
 }

@@ -5,7 +5,8 @@ by due time, locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so any number
 of workers take disjoint batches; SQLite's single write lock (``BEGIN
 IMMEDIATE``) makes its one claimer atomic. A claim moves the rows to ``sending``
 with a lease and is **committed before** the SMTP transaction starts; the outcome
-of each envelope is committed right after the server's answer. A worker that
+of each envelope is committed (in a group commit shared by the lanes,
+:class:`OutcomeWriter`) before its lane starts another transaction. A worker that
 dies leaves its rows in ``sending``; once the lease passes any worker puts them
 back in the queue (``deferred``, with a ``lease_expired`` event) and they go out
 again. The one window in which a message can reach the receiver twice is between
@@ -258,71 +259,211 @@ def record_outcomes(
     now: datetime | None = None,
 ) -> dict[str, int]:
     """Write what the server said for each recipient; returns counts per outcome."""
+    return record_results(
+        session, keys, [(outgoing, report)], owner=owner, lifetime=lifetime, now=now
+    )
+
+
+def record_results(
+    session: Session,
+    keys: TenantKeys,
+    results: Sequence[tuple[Outgoing, ports.DeliveryReport]],
+    *,
+    owner: str,
+    lifetime: timedelta,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Write the outcomes of several envelopes in one go; returns counts per outcome.
+
+    Deliveries (nearly all of them) are one UPDATE per distinct server reply, a
+    deferral or bounce one UPDATE each. Only rows still ``sending`` under this
+    worker's lease change: a row another worker took over (our lease ran out)
+    keeps that worker's outcome and counts as ``lost`` here."""
     now = now or utcnow()
     counts: dict[str, int] = defaultdict(int)
     events: list[EventRow] = []
-    answered = {outcome.recipient: outcome for outcome in report.outcomes}
-    for recipient, message in outgoing.messages.items():
-        outcome = answered.get(recipient) or ports.RecipientOutcome(
-            recipient, "deferred", None, None, "no answer for this recipient"
+    delivered: dict[str, list[tuple[Message, dict[str, Any]]]] = defaultdict(list)
+    for outgoing, report in results:
+        answered = {outcome.recipient: outcome for outcome in report.outcomes}
+        for recipient, message in outgoing.messages.items():
+            outcome = answered.get(recipient) or ports.RecipientOutcome(
+                recipient, "deferred", None, None, "no answer for this recipient"
+            )
+            reply = server_reply(outcome)
+            detail: dict[str, Any] = {
+                "attempt": message.attempts,
+                "code": outcome.code,
+                "enhanced": outcome.enhanced,
+                "reply": reply,
+                "host": report.host,
+                "tls": report.tls,
+            }
+            if outcome.status == "delivered":
+                delivered[reply].append((message, detail))
+                continue
+            kind = _record_failure(
+                session, keys, message, outcome, detail, owner=owner, lifetime=lifetime, now=now
+            )
+            counts[kind] += 1
+            if kind != "lost":
+                events.append((message.id, message.contact_id, kind, detail))
+    dialect = dialect_of(session)
+    for reply, group in delivered.items():
+        changed = set(
+            session.scalars(
+                update(Message)
+                .where(
+                    id_in(Message.id, {message.id for message, _detail in group}, dialect),
+                    Message.state == MessageState.SENDING,
+                    Message.lease_owner == owner,
+                )
+                .values(
+                    state=MessageState.DELIVERED,
+                    state_reason=reply,
+                    sent_at=now,
+                    last_event_at=now,
+                    lease_until=None,
+                    lease_owner="",
+                )
+                .returning(Message.id)
+                .execution_options(synchronize_session=False)
+            )
         )
-        reply = server_reply(outcome)
-        detail: dict[str, Any] = {
-            "attempt": message.attempts,
-            "code": outcome.code,
-            "enhanced": outcome.enhanced,
-            "reply": reply,
-            "host": report.host,
-            "tls": report.tls,
-        }
-        values: dict[str, Any] = {"lease_until": None, "lease_owner": "", "last_event_at": now}
-        kind: str = outcome.status
-        if outcome.status == "deferred":
-            retry_at = ports.next_attempt(
-                message.attempts, message.first_queued_at, now, lifetime=lifetime
-            )
-            if retry_at is None:
-                kind = "bounced"
-                detail["expired"] = True
-                reply = f"expired after {message.attempts} attempts: {reply}"[:200]
+        for message, detail in group:
+            if message.id in changed:
+                counts["delivered"] += 1
+                events.append((message.id, message.contact_id, "delivered", detail))
             else:
-                values["next_attempt_at"] = retry_at
-                detail["next_attempt_at"] = retry_at.isoformat()
-        if kind == "delivered":
-            values["sent_at"] = now
-        values["state"] = {
-            "delivered": MessageState.DELIVERED,
-            "deferred": MessageState.DEFERRED,
-            "bounced": MessageState.BOUNCED,
-        }[kind]
-        values["state_reason"] = reply
-        changed = session.execute(
-            update(Message)
-            .where(
-                Message.id == message.id,
-                Message.state == MessageState.SENDING,
-                Message.lease_owner == owner,
-            )
-            .values(**values)
-        ).rowcount  # type: ignore[attr-defined]
-        if not changed:
-            # Another worker took it over (our lease ran out): its outcome stands.
-            counts["lost"] += 1
-            continue
-        counts[kind] += 1
-        events.append((message.id, message.contact_id, kind, detail))
-        if kind == "bounced" and is_hard_bounce(outcome):
-            add_suppression(
-                session,
-                keys,
-                address=message.to_address,
-                reason="hard_bounce",
-                source="bounce",
-                actor=BOUNCER,
-            )
-            detail["suppressed"] = True
+                counts["lost"] += 1  # another worker took it over: its outcome stands
     write_events(session, keys.tenant_id, events, now=now)
     return dict(counts)
+
+
+def _record_failure(
+    session: Session,
+    keys: TenantKeys,
+    message: Message,
+    outcome: ports.RecipientOutcome,
+    detail: dict[str, Any],
+    *,
+    owner: str,
+    lifetime: timedelta,
+    now: datetime,
+) -> str:
+    """Record a deferral (or, past the lifetime, a bounce) or a bounce; returns the
+    kind of event, or ``lost`` when the row is no longer ours."""
+    reply = detail["reply"]
+    values: dict[str, Any] = {"lease_until": None, "lease_owner": "", "last_event_at": now}
+    kind: str = outcome.status
+    if outcome.status == "deferred":
+        retry_at = ports.next_attempt(
+            message.attempts, message.first_queued_at, now, lifetime=lifetime
+        )
+        if retry_at is None:
+            kind = "bounced"
+            detail["expired"] = True
+            reply = f"expired after {message.attempts} attempts: {reply}"[:200]
+        else:
+            values["next_attempt_at"] = retry_at
+            detail["next_attempt_at"] = retry_at.isoformat()
+    values["state"] = {
+        "deferred": MessageState.DEFERRED,
+        "bounced": MessageState.BOUNCED,
+    }[kind]
+    values["state_reason"] = reply
+    changed = session.execute(
+        update(Message)
+        .where(
+            Message.id == message.id,
+            Message.state == MessageState.SENDING,
+            Message.lease_owner == owner,
+        )
+        .values(**values)
+    ).rowcount  # type: ignore[attr-defined]
+    if not changed:
+        # Another worker took it over (our lease ran out): its outcome stands.
+        return "lost"
+    if kind == "bounced" and is_hard_bounce(outcome):
+        add_suppression(
+            session,
+            keys,
+            address=message.to_address,
+            reason="hard_bounce",
+            source="bounce",
+            actor=BOUNCER,
+        )
+        detail["suppressed"] = True
+    return kind
+
+
+class OutcomeWriter:
+    """Group commit of delivery outcomes.
+
+    Each lane hands in the report of its envelope and waits until it is committed
+    before it starts another SMTP transaction; one transaction (per tenant) writes
+    every report waiting at that moment, in a thread so the other lanes' SMTP goes
+    on meanwhile. So a worker never has more accepted-but-unrecorded messages than
+    it has lanes (``outbox_concurrency``): the duplicate window stays what it was
+    with one commit per envelope, at a fraction of the commits."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        keys_of: dict[uuid.UUID, TenantKeys],
+        *,
+        owner: str,
+        run: DeliveryRun,
+    ) -> None:
+        self.runtime = runtime
+        self.keys_of = keys_of
+        self.owner = owner
+        self.run = run
+        self._waiting: list[tuple[uuid.UUID, Outgoing, ports.DeliveryReport]] = []
+        self._written: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._failed: BaseException | None = None
+        self.commits = 0  # group commits so far (one per tenant in them)
+
+    async def record(
+        self, tenant_id: uuid.UUID, outgoing: Outgoing, report: ports.DeliveryReport
+    ) -> None:
+        """Returns once ``report`` is committed (written by this call or another's)."""
+        self._waiting.append((tenant_id, outgoing, report))
+        async with self._lock:
+            if self._failed is not None:
+                # The write that held this report failed: the row stays ``sending``
+                # and goes out again once the lease is over, as after a crash.
+                raise self._failed
+            if id(outgoing) in self._written:
+                self._written.discard(id(outgoing))
+                return
+            batch, self._waiting = self._waiting, []
+            try:
+                counts = await asyncio.to_thread(self._write, batch)
+            except BaseException as exc:
+                self._failed = exc
+                raise
+            self._written.update(id(item[1]) for item in batch)
+            self._written.discard(id(outgoing))
+        for name, count in counts.items():
+            self.run.outcomes[name] += count
+
+    def _write(
+        self, batch: list[tuple[uuid.UUID, Outgoing, ports.DeliveryReport]]
+    ) -> dict[str, int]:
+        lifetime = self.runtime.settings.delivery_lifetime
+        by_tenant: dict[uuid.UUID, list[tuple[Outgoing, ports.DeliveryReport]]] = defaultdict(list)
+        for tenant_id, outgoing, report in batch:
+            by_tenant[tenant_id].append((outgoing, report))
+        total: dict[str, int] = defaultdict(int)
+        for tenant_id, results in by_tenant.items():
+            keys = self.keys_of[tenant_id]
+            with self.runtime.bound_session(keys) as session:
+                counts = record_results(session, keys, results, owner=self.owner, lifetime=lifetime)
+            self.commits += 1
+            for name, count in counts.items():
+                total[name] += count
+        return dict(total)
 
 
 @dataclass
@@ -343,7 +484,6 @@ async def _deliver_all(
     run: DeliveryRun,
 ) -> None:
     settings = runtime.settings
-    lifetime = settings.delivery_lifetime
     queue: asyncio.Queue[tuple[uuid.UUID, Outgoing]] = asyncio.Queue()
     for item in work:
         queue.put_nowait(item)
@@ -351,18 +491,13 @@ async def _deliver_all(
     # One transport for every lane: it pools its connections per destination and
     # keeps the per-domain limits, which only hold when all lanes share them.
     transport = ports.transport_from_settings(settings)
+    writer = OutcomeWriter(runtime, keys_of, owner=owner, run=run)
 
     async def lane() -> None:
         while not queue.empty():
             tenant_id, outgoing = queue.get_nowait()
             report = await transport.deliver(outgoing.envelope)
-            keys = keys_of[tenant_id]
-            with runtime.bound_session(keys) as session:
-                counts = record_outcomes(
-                    session, keys, outgoing, report, owner=owner, lifetime=lifetime
-                )
-            for name, count in counts.items():
-                run.outcomes[name] += count
+            await writer.record(tenant_id, outgoing, report)
 
     lanes = min(settings.outbox_concurrency, len(work))
     try:

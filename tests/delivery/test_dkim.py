@@ -275,3 +275,28 @@ def test_opendkim_really_asks_our_dns_server(signers, opendkim_dns):
     stranger = DkimSigner(DOMAIN, "unpublished", "ed25519-sha256", pair.private_key_pem)
     result = opendkim_verify(stranger.sign(sample_message()), opendkim_dns)
     assert result.returncode != 0, result.stderr
+
+
+def test_signature_lines_stay_under_78_characters(signers):
+    signed = sign_all(sample_message(), [signers["rsa-sha256"][0], signers["ed25519-sha256"][0]])
+    head = signed.split(b"\r\n\r\n", 1)[0].decode()
+    signature_lines = [
+        line
+        for field in re.findall(r"^DKIM-Signature:.*?(?=^\S)", head + "\r\nX:", re.M | re.S)
+        for line in field.split("\r\n")
+    ]
+    assert signature_lines and max(len(line) for line in signature_lines) <= 78
+
+
+def test_a_message_with_bare_line_feeds_is_signed_as_smtp_sends_it(signers):
+    """aiosmtplib sends CRLF line ends; the signature covers that form."""
+    signer, _record = signers["ed25519-sha256"]
+    crlf = sample_message()
+    signed = signer.sign(crlf.replace(b"\r\n", b"\n"))
+    as_sent = signed.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert dkimpy.verify(as_sent, dnsfunc=dnsfunc_for(published(signers, "ed25519-sha256")))
+
+
+def test_a_message_without_from_cannot_be_signed(signers):
+    with pytest.raises(SigningError):
+        signers["rsa-sha256"][0].sign(b"Subject: no sender\r\n\r\nBody\r\n")
