@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from carepost.contacts import sync
 from carepost.contacts.fields import STANDARD_FIELDS, IndexKind
@@ -46,7 +46,7 @@ UNIQUE_STANDARD = tuple(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class KeyMaterial:
     """What sealing ahead needs of a tenant's keys (picklable, for a worker process on
     the same host): the active data key and the index key, never older versions."""
@@ -65,14 +65,26 @@ class KeyMaterial:
         return cls(keys.tenant_id, version, keys.data_keys[version], keys.index_key)
 
     def keys(self) -> TenantKeys:
+        """The keys, made once per process (their bucket-token memo and nonce block
+        then serve every batch of the import)."""
+        keys = _KEYS.get(self)
+        if keys is None or keys.data_keys.get(self.version) != self.data_key:
+            _KEYS.clear()
+            keys = _KEYS[self] = self._make_keys()
+        return keys
+
+    def _make_keys(self) -> TenantKeys:
         return TenantKeys(
             self.tenant_id, {self.version: self.data_key}, self.version, self.index_key
         )
 
 
-@dataclass
-class SealedContact:
-    """One prepared contact, sealed as a new contact would be stored."""
+_KEYS: dict[KeyMaterial, TenantKeys] = {}
+
+
+class SealedContact(NamedTuple):
+    """One prepared contact, sealed as a new contact would be stored (a tuple: a
+    batch of them crosses a process boundary, and tuples pickle fastest)."""
 
     # claim (unique standard field or identifier kind) -> blind index
     claims: dict[str, str]
