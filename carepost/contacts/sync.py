@@ -62,7 +62,7 @@ def _processors(
     """Each column's own bind processing for ``dialect`` (encryption included), as
     SQLAlchemy would apply it: the values written are exactly those of an ORM insert.
     ``presealed``: the encrypted columns hold ciphertexts already (sealed ahead,
-    :mod:`carepost.contacts.sealing`), so only their storage type's processing applies."""
+    :mod:`carepost.contacts.sealing`), bytes that are written as they are."""
     cache_key = (dialect.name, table.name, columns, presealed)
     found = _PROCESSORS.get(cache_key)
     if found is None:
@@ -70,8 +70,9 @@ def _processors(
         for position, name in enumerate(columns):
             column_type = table.c[name].type
             if presealed and isinstance(column_type, EncryptedType):
-                impl = column_type.impl_instance
-                processor = impl.dialect_impl(dialect).bind_processor(dialect)
+                # Ciphertexts are bytes, which both drivers store as bytea/BLOB as they
+                # are (psycopg in C; its Binary wrapper would be adapted in Python).
+                continue
             else:
                 processor = column_type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:

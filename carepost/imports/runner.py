@@ -59,7 +59,7 @@ from carepost.imports.csv_source import CsvReader, csv_rows
 from carepost.imports.fhir import FhirOptions, iter_fhir
 from carepost.imports.mapping import plan_rows
 from carepost.imports.models import ImportJob, ImportRowError, JobStatus
-from carepost.imports.preparation import BatchPreparer, Prepared
+from carepost.imports.preparation import BatchPreparer, Prepared, batch_sized_gc
 from carepost.imports.sources import RowError, SourceRow
 
 BATCH_ROWS = 5000
@@ -335,6 +335,12 @@ class JobRunner:
 
         ``stream`` is the whole file from its first byte (the source skips to the
         job's position itself); it is closed on return."""
+        with batch_sized_gc():
+            return self._run(stream, max_batches=max_batches, deadline=deadline)
+
+    def _run(
+        self, stream: BinaryIO, *, max_batches: int | None, deadline: float | None
+    ) -> RunResult:
         job, plan = self._load()
         actor = job_actor(job)
         result = RunResult("yielded")
