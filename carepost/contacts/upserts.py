@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from carepost.audit import service as audit
 from carepost.contacts import custom_fields, stages, sync
-from carepost.contacts.fields import STANDARD_FIELDS, IndexKind
+from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.contacts.models import Contact
 from carepost.contacts.prepare import (
     IDENTIFIER_KINDS,
@@ -41,7 +41,13 @@ from carepost.contacts.prepare import (
     match_pointer,
     prepare_batch,
 )
-from carepost.contacts.sealing import SealedBatch, SealedContact, claim_token, claims_of
+from carepost.contacts.sealing import (
+    INDEX_COLUMNS,
+    SealedBatch,
+    SealedContact,
+    claim_token,
+    claims_of,
+)
 from carepost.contacts.values import FieldSpec, merge_custom
 from carepost.core.database import new_ids, utcnow
 from carepost.core.errors import Conflict, FieldError, ValidationFailed
@@ -54,14 +60,6 @@ CONTACT_COLUMNS = tuple(column.name for column in CONTACT_TABLE.c)
 UPDATE_COLUMNS = tuple(name for name in CONTACT_COLUMNS if name not in ("id", "tenant_id"))
 # Columns an upsert may write (everything but id, tenant and created_at).
 STANDARD_NAMES = tuple(STANDARD_FIELDS)
-INDEX_COLUMNS = {
-    name: spec.index_column
-    for name, spec in STANDARD_FIELDS.items()
-    if spec.index is not IndexKind.NONE
-}
-UNIQUE_STANDARD = tuple(
-    name for name, spec in STANDARD_FIELDS.items() if spec.index is IndexKind.UNIQUE
-)
 
 
 @dataclass
@@ -83,9 +81,6 @@ class _Item:
     target_id: uuid.UUID | None = None
     # The item sealed ahead as a new contact (an import's batch), if it was.
     sealed: SealedContact | None = None
-
-
-_token = claim_token
 
 
 def _owners(
@@ -179,7 +174,7 @@ def _set_indexes(
     """Recompute the blind indexes of ``names`` in ``row`` (reusing the item's claims)."""
     for name in names:
         value = row[name]
-        token = (claims.get(name) or _token(keys, name, value)) if value else None
+        token = (claims.get(name) or claim_token(keys, name, value)) if value else None
         row[INDEX_COLUMNS[name]] = token
 
 
