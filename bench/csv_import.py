@@ -9,7 +9,9 @@ tenant with the job runner that ``carepost contacts import`` uses (batches of
     csv_import rows/s=<n> ratio_to_20000_rows_per_s=<r> peak_rss_mb=<m>
         ratio_to_500_mb=<r> upsert_share=<s>
 
-against issue 4's targets (20,000 rows/s on PostgreSQL, peak RSS under 500 MB).
+against issue 4's targets (20,000 rows/s on PostgreSQL, peak RSS under 500 MB),
+with the CPU per row of the importer (and its preparation workers) and of the
+PostgreSQL backends, and the machine's 1-minute load average before and after.
 ``upsert_share`` is the part of the time spent in ``upsert_contacts`` (which
 does validation, encryption, blind indexes and the writes); the rest is the
 import's own overhead (reading, mapping, coercion, job bookkeeping). The import
@@ -182,6 +184,7 @@ def run(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(prog="python -m bench csv_import")
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args(argv or [])
+    load_before = os.getloadavg()[0]
     completed = subprocess.run(
         [sys.executable, "-m", "bench.csv_import", "--child", str(args.rows)],
         capture_output=True,
@@ -192,6 +195,7 @@ def run(argv: list[str] | None = None) -> float:
         print(completed.stderr[-4000:])
         raise SystemExit(completed.returncode)
     figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    load_after = os.getloadavg()[0]
     rate = figures["rows"] / figures["seconds"]
     rss = figures["peak_rss_mb"]
     share = figures["upsert_seconds"] / figures["seconds"]
@@ -202,7 +206,8 @@ def run(argv: list[str] | None = None) -> float:
         f"upsert_share={share:.2f} rows_per_cpu_s={figures['rows'] / figures['cpu_seconds']:.0f} "
         f"source_rows_per_cpu_s={figures['rows'] / figures['source_cpu_seconds']:.0f} "
         f"cpu_us_per_row={figures['cpu_seconds'] / figures['rows'] * 1e6:.0f} "
-        f"server_cpu_us_per_row={figures['server_cpu_seconds'] / figures['rows'] * 1e6:.0f}"
+        f"server_cpu_us_per_row={figures['server_cpu_seconds'] / figures['rows'] * 1e6:.0f} "
+        f"load_before={load_before:.2f} load_after={load_after:.2f}"
     )
     return rate
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
 from carepost.audit import service as audit
-from carepost.contacts import merge
+from carepost.contacts import merge, sync
 from carepost.contacts.activity_models import ListMembership
 from carepost.contacts.fields import INDEXED_FIELDS, STANDARD_FIELDS, IndexKind
 from carepost.contacts.models import Contact, ContactIdentifier
@@ -250,6 +250,12 @@ def delete_contact(
     session: Session, *, tenant_id: uuid.UUID, contact_id: uuid.UUID, actor: audit.Actor
 ) -> None:
     contact = get_contact(session, tenant_id, contact_id, with_phi=False)
+    # Tokens have no foreign key to cascade (migration 0017): they go explicitly.
+    session.execute(
+        delete(sync.TOKEN_TABLE).where(
+            sync.TOKEN_TABLE.c.tenant_id == tenant_id, sync.TOKEN_TABLE.c.contact_id == contact.id
+        )
+    )
     session.delete(contact)
     session.flush()
     audit.record(

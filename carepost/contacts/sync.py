@@ -30,6 +30,7 @@ from carepost.contacts.models import ContactIdentifier, ContactStageHistory, Con
 from carepost.contacts.tokens import FieldType, field_tokens
 from carepost.contacts.values import FieldSpec
 from carepost.core.database import new_ids
+from carepost.crypto.fields import EncryptedType
 from carepost.crypto.keyring import TenantKeys
 
 # Standard fields that segments query through tokens (the others are identifiers
@@ -52,21 +53,28 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
 
 
 Processor = Callable[[Any], Any]
-_PROCESSORS: dict[tuple[str, str, tuple[str, ...]], list[tuple[int, Processor]]] = {}
+_PROCESSORS: dict[tuple[str, str, tuple[str, ...], bool], list[tuple[int, Processor]]] = {}
 
 
 def _processors(
-    table: Table, columns: tuple[str, ...], dialect: Dialect
+    table: Table, columns: tuple[str, ...], dialect: Dialect, presealed: bool = False
 ) -> list[tuple[int, Processor]]:
     """Each column's own bind processing for ``dialect`` (encryption included), as
-    SQLAlchemy would apply it: the values written are exactly those of an ORM insert."""
-    cache_key = (dialect.name, table.name, columns)
+    SQLAlchemy would apply it: the values written are exactly those of an ORM insert.
+    ``presealed``: the encrypted columns hold ciphertexts already (sealed ahead,
+    :mod:`carepost.contacts.sealing`), bytes that are written as they are."""
+    cache_key = (dialect.name, table.name, columns, presealed)
     found = _PROCESSORS.get(cache_key)
     if found is None:
         found = []
         for position, name in enumerate(columns):
             column_type = table.c[name].type
-            processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+            if presealed and isinstance(column_type, EncryptedType):
+                # Ciphertexts are bytes, which both drivers store as bytea/BLOB as they
+                # are (psycopg in C; its Binary wrapper would be adapted in Python).
+                continue
+            else:
+                processor = column_type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 found.append((position, processor))
         _PROCESSORS[cache_key] = found
@@ -91,6 +99,8 @@ def write_rows(
     table: Table,
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]] | CopyText,
+    *,
+    presealed: bool = False,
 ) -> None:
     """INSERT rows (tuples in the order of ``columns``) by the fastest path of the engine.
 
@@ -101,7 +111,8 @@ def write_rows(
     processing, so what is stored is byte for byte what a Core ``insert()`` stores
     (encrypted columns are sealed with the keys bound to the unit of work). A unique
     violation is raised as SQLAlchemy's :class:`IntegrityError`, as an INSERT's is.
-    ``rows`` may also be :class:`CopyText` on PostgreSQL.
+    ``rows`` may also be :class:`CopyText` on PostgreSQL. ``presealed``: the values of
+    the encrypted columns are ciphertexts already (:mod:`carepost.contacts.sealing`).
     """
     if (rows.count if isinstance(rows, CopyText) else len(rows)) == 0:
         return
@@ -109,7 +120,7 @@ def write_rows(
     connection = session.connection()
     dialect = connection.dialect
     assert dialect.name == "postgresql" or not isinstance(rows, CopyText)
-    processors = _processors(table, names, dialect)
+    processors = _processors(table, names, dialect, presealed)
     if processors and not isinstance(rows, CopyText):
         processed = []
         for row in rows:
@@ -148,29 +159,35 @@ def write_rows(
 TokenMemo = dict[tuple[str, type, Any], list[tuple[str, str]]]
 
 
-# Autovacuum's own rule: statistics are stale once 50 + 10 % of the rows changed.
-_STALE_TABLES = text(
+# Statistics that describe an empty (or never analyzed: -1) table, with more than 50
+# rows written since: the case where the planner goes wrong. Once a table has
+# statistics, the planner scales their row count by the table's current size, and
+# autovacuum keeps them fresh.
+_EMPTY_STATISTICS = text(
     "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
     " WHERE s.schemaname = current_schema() AND s.relname = ANY(:names)"
-    " AND s.n_mod_since_analyze > 50 + 0.1 * GREATEST(c.reltuples, 0)"
+    " AND c.reltuples < 1 AND s.n_mod_since_analyze > 50"
 ).bindparams(bindparam("names", type_=ARRAY(String)))
 
 
 def refresh_statistics(session: Session, tables: Sequence[Table]) -> None:
-    """PostgreSQL: ANALYZE those of ``tables`` whose statistics bulk writes outgrew.
+    """PostgreSQL: ANALYZE those of ``tables`` whose statistics still say "empty"
+    although rows were written since.
 
     A batch looks contacts up by id and deletes tokens by contact, always with the
     tenant condition; on statistics that still describe an empty table the planner
     answers that by scanning the whole tenant through the tenant-prefixed index
     (half a second per 2,000 contacts at 10,000 contacts, growing with the tenant).
-    Autovacuum may lag behind an import, or be off: this applies its rule between
-    batches. ANALYZE samples a bounded number of rows, so it costs well under a
-    second even on millions of tokens.
+    Autovacuum may lag behind an import, or be off: so the first batch written to an
+    empty table analyzes it. Later batches do not: the planner scales the row count
+    of existing statistics by the table's current size, and re-analyzing at
+    autovacuum's own rule (50 + 10 % of the rows changed) cost about forty ANALYZEs
+    of three tables over a million-row import.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     names = [table.name for table in tables]
-    for name in session.scalars(_STALE_TABLES, {"names": names}).all():
+    for name in session.scalars(_EMPTY_STATISTICS, {"names": names}).all():
         table = next(table for table in tables if table.name == name)
         preparer = session.get_bind().dialect.identifier_preparer
         session.execute(text(f"ANALYZE {preparer.format_table(table)}"))
@@ -226,38 +243,66 @@ def replace_tokens(
     """Replace all tokens of these contacts (id, custom values, birth date); returns
     how many tokens were written. ``created``: the contacts are new in this unit of
     work and have no tokens to delete."""
-    ids: list[uuid.UUID] = []
-    tenant_id = keys.tenant_id
     memo: TokenMemo = {}
+    return write_tokens(
+        session,
+        keys.tenant_id,
+        [
+            (contact_id, contact_tokens(keys, schema, custom, birth_date, memo))
+            for contact_id, custom, birth_date in contacts
+        ],
+        created=created,
+    )
+
+
+def write_tokens(
+    session: Session,
+    tenant_id: uuid.UUID,
+    contacts: Sequence[tuple[uuid.UUID, Sequence[tuple[str, str]]]],
+    *,
+    created: bool = False,
+) -> int:
+    """Replace the tokens of these contacts by the (field key, token) pairs given
+    (computed by :func:`contact_tokens`); returns how many were written."""
     rows: list[tuple[uuid.UUID, uuid.UUID, str, str]] | CopyText
     if session.get_bind().dialect.name == "postgresql":
         # Field keys are [a-z][a-z0-9_]* and tokens hex or "*": nothing to escape.
         lines: list[str] = []
-        for contact_id, custom, birth_date in contacts:
-            ids.append(contact_id)
+        for contact_id, pairs in contacts:
             prefix = f"{tenant_id}\t{contact_id}\t"
-            lines += [
-                f"{prefix}{key}\t{token}\n"
-                for key, token in contact_tokens(keys, schema, custom, birth_date, memo)
-            ]
+            lines += [f"{prefix}{key}\t{token}\n" for key, token in pairs]
         rows = CopyText("".join(lines), len(lines))
     else:
-        rows = []
-        for contact_id, custom, birth_date in contacts:
-            ids.append(contact_id)
-            rows += [
-                (tenant_id, contact_id, key, token)
-                for key, token in contact_tokens(keys, schema, custom, birth_date, memo)
-            ]
+        rows = [
+            (tenant_id, contact_id, key, token)
+            for contact_id, pairs in contacts
+            for key, token in pairs
+        ]
     if not created:
+        ids = [contact_id for contact_id, _pairs in contacts]
         for part in chunks(ids):
             session.execute(
                 delete(TOKEN_TABLE).where(
-                    TOKEN_TABLE.c.tenant_id == keys.tenant_id, TOKEN_TABLE.c.contact_id.in_(part)
+                    TOKEN_TABLE.c.tenant_id == tenant_id, TOKEN_TABLE.c.contact_id.in_(part)
                 )
             )
     write_rows(session, TOKEN_TABLE, TOKEN_COLUMNS, rows)
     return rows.count if isinstance(rows, CopyText) else len(rows)
+
+
+def write_sealed_identifiers(
+    session: Session,
+    tenant_id: uuid.UUID,
+    identifiers: Sequence[tuple[uuid.UUID, Sequence[tuple[str, bytes, str]]]],
+) -> None:
+    """Insert the external ids of new contacts, sealed ahead: (contact id, [(kind,
+    sealed value, blind index)]) (:mod:`carepost.contacts.sealing`)."""
+    values = [(contact_id, *sealed) for contact_id, items in identifiers for sealed in items]
+    rows = [
+        (row_id, tenant_id, *value)
+        for row_id, value in zip(new_ids(len(values)), values, strict=True)
+    ]
+    write_rows(session, IDENTIFIER_TABLE, IDENTIFIER_COLUMNS, rows, presealed=True)
 
 
 def replace_identifiers(

@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from carepost.audit import service as audit
 from carepost.contacts import custom_fields, stages, sync
-from carepost.contacts.fields import STANDARD_FIELDS, IndexKind
+from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.contacts.models import Contact
 from carepost.contacts.prepare import (
     IDENTIFIER_KINDS,
@@ -40,6 +40,13 @@ from carepost.contacts.prepare import (
     PreparedContact,
     match_pointer,
     prepare_batch,
+)
+from carepost.contacts.sealing import (
+    INDEX_COLUMNS,
+    SealedBatch,
+    SealedContact,
+    claim_token,
+    claims_of,
 )
 from carepost.contacts.values import FieldSpec, merge_custom
 from carepost.core.database import new_ids, utcnow
@@ -53,14 +60,6 @@ CONTACT_COLUMNS = tuple(column.name for column in CONTACT_TABLE.c)
 UPDATE_COLUMNS = tuple(name for name in CONTACT_COLUMNS if name not in ("id", "tenant_id"))
 # Columns an upsert may write (everything but id, tenant and created_at).
 STANDARD_NAMES = tuple(STANDARD_FIELDS)
-INDEX_COLUMNS = {
-    name: spec.index_column
-    for name, spec in STANDARD_FIELDS.items()
-    if spec.index is not IndexKind.NONE
-}
-UNIQUE_STANDARD = tuple(
-    name for name, spec in STANDARD_FIELDS.items() if spec.index is IndexKind.UNIQUE
-)
 
 
 @dataclass
@@ -80,25 +79,8 @@ class _Item:
     claims: dict[str, str] = field(default_factory=dict)
     existing: dict[str, Any] | None = None  # the stored row, decrypted
     target_id: uuid.UUID | None = None
-
-
-def _token(keys: TenantKeys, claim: str, value: str) -> str:
-    if claim in IDENTIFIER_KINDS:
-        return sync.identifier_token(keys, claim, value)
-    return keys.blind_index(STANDARD_FIELDS[claim].index_label, value)
-
-
-def _claims(prepared: PreparedContact, keys: TenantKeys) -> dict[str, str]:
-    """The unique identifiers an item would hold: claim name -> token."""
-    found = {}
-    for name in UNIQUE_STANDARD:
-        value = prepared.standard.get(name)
-        if value:
-            found[name] = _token(keys, name, value)
-    for kind, value in prepared.identifiers.items():
-        if value:
-            found[kind] = _token(keys, kind, value)
-    return found
+    # The item sealed ahead as a new contact (an import's batch), if it was.
+    sealed: SealedContact | None = None
 
 
 def _owners(
@@ -166,6 +148,23 @@ def _new_row(
     return row
 
 
+def _sealed_row(
+    keys: TenantKeys,
+    prepared: PreparedContact,
+    sealed: SealedContact,
+    now: datetime,
+    contact_id: uuid.UUID,
+) -> dict[str, Any]:
+    """:func:`_new_row` with the encrypted columns and blind indexes sealed ahead."""
+    row: dict[str, Any] = {"id": contact_id, "tenant_id": keys.tenant_id, "created_at": now}
+    row |= sealed.columns
+    row["journey_stage"] = prepared.attributes.get("journey_stage") or "new"
+    row["language"] = prepared.attributes.get("language")
+    row["timezone"] = prepared.attributes.get("timezone")
+    row["updated_at"] = None
+    return row
+
+
 def _set_indexes(
     keys: TenantKeys,
     row: dict[str, Any],
@@ -175,7 +174,7 @@ def _set_indexes(
     """Recompute the blind indexes of ``names`` in ``row`` (reusing the item's claims)."""
     for name in names:
         value = row[name]
-        token = (claims.get(name) or _token(keys, name, value)) if value else None
+        token = (claims.get(name) or claim_token(keys, name, value)) if value else None
         row[INDEX_COLUMNS[name]] = token
 
 
@@ -223,14 +222,22 @@ def upsert_contacts(
 
 
 def upsert_prepared(
-    session: Session, keys: TenantKeys, batch: PreparedBatch, *, match: str, actor: audit.Actor
+    session: Session,
+    keys: TenantKeys,
+    batch: PreparedBatch,
+    *,
+    match: str,
+    actor: audit.Actor,
+    sealed: SealedBatch | None = None,
 ) -> list[ItemResult]:
     """:func:`upsert_contacts` for a batch checked beforehand by :func:`prepare_batch`
     (an import prepares the next batch in a worker process while this one writes).
 
     The same results, writes and audit as :func:`upsert_contacts` with the raw items;
     a batch checked against fields or stages that changed since is refused (409), to
-    be prepared again.
+    be prepared again. ``sealed``: the batch's new contacts sealed ahead
+    (:func:`carepost.contacts.sealing.seal_batch`, against the same fields), used if
+    the tenant's active key version is still the one they were sealed with.
     """
     _check_request(match, len(batch.items))
     if load_context(session, keys.tenant_id) != batch.context:
@@ -238,7 +245,9 @@ def upsert_prepared(
             "the contact fields or journey stages changed while this batch was prepared; "
             "prepare it again"
         )
-    return _upsert(session, keys, batch, match=match, actor=actor)
+    if sealed is not None and sealed.version != keys.active_version:
+        sealed = None
+    return _upsert(session, keys, batch, match=match, actor=actor, sealed=sealed)
 
 
 def _check_request(match: str, size: int) -> None:
@@ -249,7 +258,13 @@ def _check_request(match: str, size: int) -> None:
 
 
 def _upsert(
-    session: Session, keys: TenantKeys, batch: PreparedBatch, *, match: str, actor: audit.Actor
+    session: Session,
+    keys: TenantKeys,
+    batch: PreparedBatch,
+    *,
+    match: str,
+    actor: audit.Actor,
+    sealed: SealedBatch | None = None,
 ) -> list[ItemResult]:
     now = batch.now
     tenant_id = keys.tenant_id
@@ -266,8 +281,9 @@ def _upsert(
                 FieldError(match_pointer(match), f"each item needs its {match}: the batch key")
             ]
             continue
-        claims = _claims(prepared, keys)
-        pending.append(_Item(index, prepared, claims[match], claims))
+        ahead = sealed.items[index] if sealed is not None else None
+        claims = ahead.claims if ahead is not None else claims_of(prepared, keys)
+        pending.append(_Item(index, prepared, claims[match], claims, sealed=ahead))
 
     pending = _drop_duplicate_keys(pending, results, match)
     sync.refresh_statistics(session, [CONTACT_TABLE, IDENTIFIER_TABLE, sync.TOKEN_TABLE])
@@ -377,6 +393,9 @@ def _write(
     now: datetime,
 ) -> None:
     inserts: list[dict[str, Any]] = []
+    sealed_inserts: list[dict[str, Any]] = []
+    sealed_tokens: list[tuple[uuid.UUID, list[tuple[str, str]]]] = []
+    sealed_identifiers: list[tuple[uuid.UUID, list[tuple[str, bytes, str]]]] = []
     updates: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
     # Side rows of created contacts are only inserted; those of updated ones replaced.
     new_tokens: list[tuple[uuid.UUID, Any, Any]] = []
@@ -389,6 +408,15 @@ def _write(
     fresh_ids = iter(new_ids(len(pending) - len(targets)))
     for item in pending:
         result = results[item.index]
+        if item.existing is None and item.sealed is not None:
+            row = _sealed_row(keys, item.prepared, item.sealed, now, next(fresh_ids))
+            sealed_inserts.append(row)
+            result.status, result.id = "created", row["id"]
+            sealed_tokens.append((row["id"], item.sealed.tokens))
+            stage_changes.append((row["id"], row["journey_stage"], None))
+            if item.sealed.identifiers:
+                sealed_identifiers.append((row["id"], item.sealed.identifiers))
+            continue
         if item.existing is None:
             row = _new_row(keys, item.prepared, item.claims, now, next(fresh_ids))
             inserts.append(row)
@@ -431,6 +459,15 @@ def _write(
         CONTACT_COLUMNS,
         [[row[name] for name in CONTACT_COLUMNS] for row in inserts],
     )
+    sync.write_rows(
+        session,
+        CONTACT_TABLE,
+        CONTACT_COLUMNS,
+        [[row[name] for name in CONTACT_COLUMNS] for row in sealed_inserts],
+        presealed=True,
+    )
+    sync.write_sealed_identifiers(session, keys.tenant_id, sealed_identifiers)
+    sync.write_tokens(session, keys.tenant_id, sealed_tokens, created=True)
     _update_rows(session, updates)
     sync.replace_identifiers(session, keys, new_identifiers, created=True)
     sync.replace_identifiers(session, keys, identifier_changes)

@@ -12,6 +12,7 @@ from carepost.audit.service import SYSTEM
 from carepost.contacts import custom_fields, sync, upserts
 from carepost.contacts.models import Contact, ContactIdentifier, ContactStageHistory, ContactToken
 from carepost.contacts.prepare import PreparedContact, prepare_batch
+from carepost.contacts.sealing import KeyMaterial, seal_batch
 from carepost.core.database import utcnow
 from carepost.core.errors import Conflict
 from tests.conftest import phi_value
@@ -57,7 +58,10 @@ def _items(count):
     ]
 
 
-def test_a_prepared_batch_stores_what_upsert_contacts_stores(runtime, tenant):
+@pytest.mark.parametrize("ahead", ["checked", "sealed", "sealed_stale_version"])
+def test_a_prepared_batch_stores_what_upsert_contacts_stores(runtime, tenant, ahead):
+    """Checked ahead, and also sealed ahead (ciphertexts, blind indexes and tokens
+    made by a worker process holding the keys): the same rows as upsert_contacts."""
     _tenant_row, keys = tenant
     items = [*_items(3), {"email": "not an address"}]
     with runtime.bound_session(keys) as session:
@@ -65,8 +69,18 @@ def test_a_prepared_batch_stores_what_upsert_contacts_stores(runtime, tenant):
         context = upserts.load_context(session, keys.tenant_id)
     # As a worker process would hand it over.
     batch = pickle.loads(pickle.dumps(prepare_batch(items, context, now=utcnow())))
+    sealed = None
+    if ahead != "checked":
+        material = pickle.loads(pickle.dumps(KeyMaterial.of(keys)))
+        assert "key=" not in repr(material) and str(keys.tenant_id) in repr(material)
+        sealed = pickle.loads(pickle.dumps(seal_batch(batch, material.keys())))
+        assert sealed.items[3] is None
+        if ahead == "sealed_stale_version":  # sealed before a key rotation: not used
+            sealed.version += 1
     with runtime.bound_session(keys) as session:
-        results = upserts.upsert_prepared(session, keys, batch, match="email", actor=SYSTEM)
+        results = upserts.upsert_prepared(
+            session, keys, batch, match="email", actor=SYSTEM, sealed=sealed
+        )
     assert [r.status for r in results] == ["created", "created", "created", "error"]
     assert results[3].errors[0].field == "email"
     assert isinstance(batch.items[0], PreparedContact)
@@ -74,8 +88,10 @@ def test_a_prepared_batch_stores_what_upsert_contacts_stores(runtime, tenant):
         # The same raw items through upsert_contacts find nothing to change...
         again = upserts.upsert_contacts(session, keys, items[:3], match="email", actor=SYSTEM)
         assert [r.status for r in again] == ["unchanged"] * 3
-        # ...and the same prepared batch sent twice neither.
-        twice = upserts.upsert_prepared(session, keys, batch, match="email", actor=SYSTEM)
+        # ...and the same prepared (and sealed) batch sent twice neither.
+        twice = upserts.upsert_prepared(
+            session, keys, batch, match="email", actor=SYSTEM, sealed=sealed
+        )
         assert [r.status for r in twice[:3]] == ["unchanged"] * 3
         schema = custom_fields.load_schema(session, keys.tenant_id)
         for result, item in zip(results[:3], items[:3], strict=True):
