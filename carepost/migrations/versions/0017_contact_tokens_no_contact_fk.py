@@ -1,7 +1,7 @@
 """contact_tokens: drop the foreign key to contacts; the deletions delete tokens themselves
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0019
 Create Date: 2026-12-04 16:40:00.000000
 
 Checking ``contact_tokens.contact_id`` against ``contacts`` cost a trigger, an index
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0014"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
