@@ -10,6 +10,7 @@ from carepost.contacts import models as contacts_models
 from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
 from carepost.domains import models as domains_models
+from carepost.e2ee import models as e2ee_models
 from carepost.imports import models as imports_models
 from carepost.messages import models as messages_models
 from carepost.segments import models as segments_models
@@ -26,6 +27,7 @@ DOMAIN_MODELS = (
     contacts_activity_models,
     crypto_models,
     domains_models,
+    e2ee_models,
     imports_models,
     messages_models,
     segments_models,

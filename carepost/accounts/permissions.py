@@ -45,6 +45,10 @@ PERMISSIONS: dict[str, str] = {
     "webhooks:read": "See webhook endpoints and their delivery logs (never secrets)",
     "webhooks:write": "Add, change, rotate, test and replay webhooks",
     "domains:write": "Add and delete sending domains, check their DNS, rotate DKIM keys",
+    # End-to-end encryption (issue 6): the key directory and the organization's signing keys.
+    "recipient_keys:read": "See recipients' S/MIME certificates and OpenPGP keys",
+    "recipient_keys:write": "Upload, import, look up (WKD) and delete recipients' keys",
+    "signing_keys:write": "Set the organization's S/MIME and OpenPGP signing keys",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

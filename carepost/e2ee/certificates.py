@@ -136,9 +136,12 @@ def check_certificate(
     purpose: Purpose = "encrypt",
     *,
     field: str = "certificate",
+    require_rsa_to_encrypt: bool = True,
 ) -> CertificateInfo:
     """The certificate's facts if it may be used for ``address`` at ``now``, else
-    KeyRejected saying which check failed (``address`` None skips the name check)."""
+    KeyRejected saying which check failed (``address`` None skips the name check).
+    ``require_rsa_to_encrypt`` False lets an EC certificate through (the directory
+    keeps it, marked as one carepost cannot encrypt to yet)."""
     info = describe_certificate(certificate, field=field)
     if now < info.not_before:
         raise KeyRejected("the certificate is not valid yet", field=field)
@@ -150,7 +153,7 @@ def check_certificate(
             "the address is not among the certificate's subjectAltName email addresses",
             field="address",
         )
-    if purpose == "encrypt" and not info.can_encrypt:
+    if purpose == "encrypt" and require_rsa_to_encrypt and not info.can_encrypt:
         raise KeyRejected(
             "encrypting to EC certificates (ECDH, RFC 5753) is not supported yet; "
             "an RSA certificate is needed",
