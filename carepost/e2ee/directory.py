@@ -202,8 +202,12 @@ def list_keys(session: Session, tenant_id: uuid.UUID, *, limit: int = 500) -> li
 
 
 def get_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> RecipientKey:
-    row = session.get(RecipientKey, key_id)
-    if row is None or row.tenant_id != tenant_id:
+    # Filtered in SQL: loading another tenant's row would try to open its sealed
+    # columns with this tenant's keys.
+    row = session.scalar(
+        select(RecipientKey).where(RecipientKey.id == key_id, RecipientKey.tenant_id == tenant_id)
+    )
+    if row is None:
         raise NotFound("no such key")
     return row
 
