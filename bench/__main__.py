@@ -21,6 +21,7 @@ from bench import (
     contacts_batch,
     csv_import,
     datagen,
+    e2ee_encrypt,
     email_batch,
     segment_count,
     smtp_baseline,
@@ -29,6 +30,7 @@ from bench import (
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "contacts_batch": lambda _options: contacts_batch.run(),
     "csv_import": csv_import.run,
+    "e2ee_encrypt": lambda _options: e2ee_encrypt.run(),
     "email_batch": lambda _options: email_batch.run(),
     "segment_count": segment_count.run,
     "smtp_baseline": smtp_baseline.run,

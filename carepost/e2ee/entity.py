@@ -14,7 +14,7 @@ receiver exactly as it was signed, so it is never parsed and serialized again.
 from __future__ import annotations
 
 import base64
-import copy
+import re
 import secrets
 from email.message import EmailMessage
 
@@ -24,38 +24,51 @@ from carepost.e2ee.errors import ProtectionFailed
 CRLF = b"\r\n"
 
 
-def _is_entity_header(name: str) -> bool:
+# A header field ends at a CRLF that no folding white space follows (RFC 5322 2.2.3).
+FIELD_END = re.compile(rb"\r\n(?![ \t])")
+DEFAULT_CONTENT_TYPE = b'Content-Type: text/plain; charset="us-ascii"'
+
+
+def _is_entity_header(field: bytes) -> bool:
     # Content-Type, Content-Transfer-Encoding, Content-Disposition, Content-ID, ...:
-    # the headers that describe the body move inside the protected entity.
-    return name.lower().startswith("content-")
+    # the fields that describe the body move inside the protected entity.
+    return field[:8].lower() == b"content-"
+
+
+def split_message(message: EmailMessage) -> tuple[bytes, bytes]:
+    """(outer header fields, protected entity) of the message as it goes on the wire.
+
+    The message is serialized once, as :func:`carepost.delivery.mime.message_bytes`
+    does, and its header fields are sorted without being folded again: the entity
+    is byte for byte the body part of the plain message.
+    """
+    data = message.as_bytes(policy=POLICY)
+    head, _, body = data.partition(CRLF + CRLF)
+    fields = FIELD_END.split(head)
+    inner = [field for field in fields if _is_entity_header(field)] or [DEFAULT_CONTENT_TYPE]
+    outer = [
+        field
+        for field in fields
+        if not _is_entity_header(field) and field[:13].lower() != b"mime-version:"
+    ]
+    entity = CRLF.join(inner) + CRLF + CRLF + body
+    try:
+        entity.decode("ascii")
+    except UnicodeDecodeError:
+        # RFC 8551 section 3.1.2 (and RFC 3156 section 3): 7-bit before signing.
+        raise ProtectionFailed("the message body is not 7-bit; encode it first") from None
+    return b"".join(field + CRLF for field in outer) + b"MIME-Version: 1.0" + CRLF, entity
 
 
 def inner_entity(message: EmailMessage) -> bytes:
     """The message's body as a MIME entity (its Content-* headers and body), CRLF,
     7-bit: the bytes that are signed and/or encrypted."""
-    entity = copy.deepcopy(message)
-    for name in {key.lower() for key in entity}:
-        if not _is_entity_header(name):
-            del entity[name]
-    if entity.get("Content-Type") is None:
-        entity["Content-Type"] = 'text/plain; charset="us-ascii"'
-    data = entity.as_bytes(policy=POLICY)
-    try:
-        data.decode("ascii")
-    except UnicodeDecodeError:
-        # RFC 8551 section 3.1.2 (and RFC 3156 section 3): 7-bit before signing.
-        raise ProtectionFailed("the message body is not 7-bit; encode it first") from None
-    return data
+    return split_message(message)[1]
 
 
 def outer_headers(message: EmailMessage) -> bytes:
-    """The header fields that stay outside, folded as policy SMTP writes them."""
-    lines = [
-        POLICY.fold_binary(name, value)
-        for name, value in message.items()
-        if not _is_entity_header(name) and name.lower() != "mime-version"
-    ]
-    return b"".join(lines) + b"MIME-Version: 1.0" + CRLF
+    """The header fields that stay outside, as the wire carries them."""
+    return split_message(message)[0]
 
 
 def new_boundary() -> str:

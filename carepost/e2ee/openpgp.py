@@ -29,7 +29,7 @@ import pysequoia
 from pysequoia.packet import HashAlgorithm
 
 from carepost.e2ee.certificates import normalize_address
-from carepost.e2ee.entity import CRLF, assemble, inner_entity, new_boundary, outer_headers
+from carepost.e2ee.entity import CRLF, assemble, new_boundary, split_message
 from carepost.e2ee.errors import KeyRejected, ProtectionFailed
 
 ENCRYPTED_PREAMBLE = b"This is an OpenPGP/MIME encrypted message (RFC 3156)\r\n"
@@ -158,8 +158,7 @@ def protect(
         check_cert(recipient.cert, recipient.address, now, field=f"recipients/{index}/key")
     if signer is not None:
         check_cert(signer.extract_certificate(), None, now, field="signer")
-    entity = inner_entity(message)
-    headers = outer_headers(message)
+    headers, entity = split_message(message)
     if not recipients:
         assert signer is not None
         head, _, body = _signed_entity(entity, signer).partition(b"\r\n\r\n")

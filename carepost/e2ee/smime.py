@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from carepost.e2ee.certificates import check_certificate
-from carepost.e2ee.entity import assemble, base64_lines, inner_entity, new_boundary, outer_headers
+from carepost.e2ee.entity import assemble, base64_lines, new_boundary, split_message
 from carepost.e2ee.errors import ProtectionFailed
 
 SIGNED_PREAMBLE = b"This is an S/MIME signed message\r\n"
@@ -130,10 +130,9 @@ def protect(
         )
     if signer is not None:
         check_certificate(signer.certificate, None, now, "sign", field="signer")
-    entity = inner_entity(message)
+    headers, entity = split_message(message)
     if signer is not None:
         entity = signed_entity(entity, signer)
-    headers = outer_headers(message)
     if not recipients:
         head, _, body = entity.partition(b"\r\n\r\n")
         return assemble(headers, head.decode("ascii").split("\r\n"), body)
