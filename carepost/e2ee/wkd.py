@@ -19,14 +19,15 @@ for tests and split-horizon set-ups; production leaves it empty.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Mapping
 
 import httpx
 
+from carepost.core.logging import get_logger
+
 ZBASE32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
 MAX_KEY_BYTES = 512 * 1024
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def zbase32(data: bytes) -> str:
@@ -68,10 +69,10 @@ def fetch_wkd(
         try:
             response = client.get(origin + path, headers={"Accept": "application/octet-stream"})
         except httpx.HTTPError as error:
-            log.info("wkd %s method unavailable: %s", method, type(error).__name__)
+            log.info("wkd.unavailable", method=method, error=type(error).__name__)
             continue
         if response.status_code == 200 and 0 < len(response.content) <= MAX_KEY_BYTES:
             return response.content
-        log.info("wkd %s method answered %s", method, response.status_code)
+        log.info("wkd.no_key", method=method, status=response.status_code)
         return None
     return None

@@ -22,8 +22,10 @@ V1 = "/api/v1"
 
 
 def patient_address() -> str:
-    address = f"{phi_value('mailbox').lower()}@patient.example"
-    PHI_CANARIES.add(address)
+    local = phi_value("mailbox").lower()
+    address = f"{local}@patient.example"
+    # The local part travels alone in WKD URLs (?l=): it must not be logged either.
+    PHI_CANARIES.update({address, local})
     return address
 
 
