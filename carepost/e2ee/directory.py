@@ -26,11 +26,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs7
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.core.database import new_id, utcnow
-from carepost.core.errors import NotFound, ValidationFailed
+from carepost.core.errors import Conflict, NotFound, ValidationFailed
 from carepost.crypto.keyring import current_tenant_keys
 from carepost.e2ee import openpgp, smime
 from carepost.e2ee.certificates import (
@@ -138,7 +139,12 @@ def add_key(
         raise ValidationFailed("unknown source", field="source")
     now = now or utcnow()
     clean = _checked_address(address)
-    facts = examine(material, clean, now, kind)
+    try:
+        facts = examine(material, clean, now, kind)
+    except KeyRejected:
+        # A newer copy of a key we hold may carry its revocation: record it, then refuse.
+        _record_revocation(session, tenant_id, clean, material, actor)
+        raise
     index = _index(clean)
     row = session.scalar(
         select(RecipientKey).where(
@@ -184,6 +190,41 @@ def add_key(
         details={"kind": row.kind, "fingerprint": row.fingerprint, "source": source},
     )
     return row
+
+
+def _record_revocation(
+    session: Session, tenant_id: uuid.UUID, address: str, material: bytes, actor: audit.Actor
+) -> None:
+    if detect_kind(material) != "openpgp" or b"PRIVATE KEY BLOCK" in material:
+        return
+    try:
+        cert = pysequoia.Cert.from_bytes(material)
+    except Exception:  # noqa: BLE001 - the binding raises plain exceptions for bad input
+        return
+    if not cert.is_revoked:
+        return
+    row = session.scalar(
+        select(RecipientKey).where(
+            RecipientKey.tenant_id == tenant_id,
+            RecipientKey.address_index == _index(address),
+            RecipientKey.kind == "openpgp",
+            RecipientKey.fingerprint == cert.fingerprint.upper(),
+            RecipientKey.revoked.is_(False),
+        )
+    )
+    if row is not None:
+        row.revoked = True
+        row.material = str(cert)
+        session.flush()
+        audit.record(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="recipient_key.revoke",
+            object_type="recipient_key",
+            object_id=row.id,
+            details={"kind": row.kind, "fingerprint": row.fingerprint, "by": "key"},
+        )
 
 
 def _rows_for(session: Session, tenant_id: uuid.UUID, index: str) -> list[RecipientKey]:
@@ -562,8 +603,12 @@ def _add_signing_key(
         active=True,
         added_at=now,
     )
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        raise Conflict("this signing key is already stored", field="certificate") from None
     audit.record(
         session,
         tenant_id=tenant_id,

@@ -161,6 +161,9 @@ def test_signing_identities_and_import_from_a_message(client, make_tenant, make_
     mismatch = client.post(
         f"{V1}/keys/signing/smime", json={**body, "private_key": other_key}, headers=headers
     )
+    again = client.post(f"{V1}/keys/signing/smime", json=body, headers=headers)
+    assert again.status_code == 409
+    assert [e["pointer"] for e in again.json()["errors"]] == ["#/body/certificate"]
     assert mismatch.status_code == 422
     assert [e["pointer"] for e in mismatch.json()["errors"]] == ["#/body/private_key"]
     pgp = client.post(
