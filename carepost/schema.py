@@ -11,6 +11,7 @@ from carepost.core.database import Base
 from carepost.crypto import models as crypto_models
 from carepost.dlp import models as dlp_models
 from carepost.domains import models as domains_models
+from carepost.e2ee import models as e2ee_models
 from carepost.imports import models as imports_models
 from carepost.messages import models as messages_models
 from carepost.policy import models as policy_models
@@ -29,6 +30,7 @@ DOMAIN_MODELS = (
     crypto_models,
     dlp_models,
     domains_models,
+    e2ee_models,
     imports_models,
     messages_models,
     policy_models,

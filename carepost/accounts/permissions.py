@@ -54,6 +54,10 @@ PERMISSIONS: dict[str, str] = {
         "Dry-run a DLP scan of a message (findings never show the matched text) "
         "or the protection decision for a recipient"
     ),
+    # End-to-end encryption (issue 6): the key directory and the organization's signing keys.
+    "recipient_keys:read": "See recipients' S/MIME certificates and OpenPGP keys",
+    "recipient_keys:write": "Upload, import, look up (WKD) and delete recipients' keys",
+    "signing_keys:write": "Set the organization's S/MIME and OpenPGP signing keys",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

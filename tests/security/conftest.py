@@ -32,6 +32,7 @@ from carepost.crypto.keyring import TenantKeys
 from carepost.segments import service as segments
 from carepost.segments.models import Segment, SegmentSnapshot
 from carepost.tenancy.models import Tenant
+from tests.canaries import PHI_CANARIES
 from tests.conftest import new_password, phi_value, secret_value
 
 TenantPair = tuple[Tenant, TenantKeys]
@@ -581,6 +582,39 @@ class Objects:
                 return (rule.name, rule.terms, rule.severity, rule.phi)
 
         return Target({"rule_id": str(rule_id)}, snapshot, {"name": name, "term": term})
+
+    def recipient_key(self, tenant: TenantPair) -> Target:
+        """A recipient's S/MIME certificate in the key directory (end-to-end
+        encryption); the snapshot covers its fingerprint and revocation."""
+        from carepost.core.errors import NotFound
+        from carepost.e2ee import directory
+        from tests.e2ee.e2ee_pki import TestCA
+
+        tenant_row, keys = tenant
+        address = f"{phi_value('keyholder').lower()}@patient.example"
+        PHI_CANARIES.add(address)
+        issued = TestCA().issue(address)
+        with self.runtime.bound_session(keys) as session:
+            row = directory.add_key(
+                session,
+                tenant_row.id,
+                address=address,
+                material=issued.cert_pem,
+                source="upload",
+                actor=SYSTEM,
+            )
+            key_id = row.id
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                try:
+                    found = directory.get_key(session, tenant_row.id, key_id)
+                except NotFound:
+                    return None
+                return (found.fingerprint, found.revoked, found.seen_at)
+
+        facts = {"address": address, "certificate": issued.cert_pem.decode()}
+        return Target({"key_id": str(key_id)}, snapshot, facts)
 
     def rotated_domain(self, tenant: TenantPair) -> Target:
         """A sending domain whose rotation waits for promotion."""

@@ -21,7 +21,7 @@ from carepost.accounts import service as accounts
 from carepost.accounts.permissions import PERMISSIONS, ROLE_PERMISSIONS, Role
 from carepost.audit.service import Actor
 from carepost.core.errors import Conflict, PermissionDenied
-from tests.conftest import new_password
+from tests.conftest import new_password, secret_value
 from tests.security.conftest import Objects, Target, TenantPair
 from tests.security.route_inventory import RouteKey, app_routes
 
@@ -434,6 +434,59 @@ MATRIX |= {
     ),
     RouteKey("DELETE", f"{V1}/dlp/dictionaries/{{rule_id}}"): (MANAGERS, Call("dlp_rule")),
     RouteKey("POST", f"{V1}/dlp/scan"): (DLP_SCANNERS, Call(body=lambda: {"text": "hello"})),
+}
+
+
+def _new_key_body() -> dict[str, Any]:
+    from tests.e2ee.e2ee_pki import TestCA
+
+    address = _new_address()
+    return {"address": address, "material": TestCA().issue(address).cert_pem.decode()}
+
+
+def _new_signing_body() -> dict[str, Any]:
+    from tests.e2ee.e2ee_pki import TestCA
+
+    issued = TestCA().issue("care@clinic.example")
+    return {
+        "address": "*",
+        "certificate": issued.cert_pem.decode(),
+        "private_key": secret_value(issued.key_pem.decode()),
+    }
+
+
+def _received_message_body() -> dict[str, Any]:
+    import base64
+
+    import pysequoia
+
+    address = _new_address()
+    key = pysequoia.Tsk.generate(f"R <{address}>").extract_certificate()
+    keydata = base64.b64encode(bytes(key)).decode()
+    return {
+        "message": f"From: {address}\r\nSubject: hi\r\n"
+        f"Autocrypt: addr={address}; keydata={keydata}\r\n\r\nhi\r\n"
+    }
+
+
+# End-to-end encryption (issue 6): the key directory is the organization's managers'.
+MATRIX |= {
+    RouteKey("GET", f"{V1}/keys"): (MANAGERS, Call()),
+    RouteKey("POST", f"{V1}/keys"): (MANAGERS, Call(body=_new_key_body)),
+    # Whether a person has a key is PHI: the look-up needs phi:read too.
+    RouteKey("POST", f"{V1}/keys/lookup"): (
+        MANAGERS,
+        Call(body=lambda: {"address": _new_address()}),
+    ),
+    RouteKey("POST", f"{V1}/keys/import-message"): (MANAGERS, Call(body=_received_message_body)),
+    RouteKey("DELETE", f"{V1}/keys/{{key_id}}"): (MANAGERS, Call("recipient_key")),
+    RouteKey("POST", f"{V1}/keys/{{key_id}}/revoke"): (MANAGERS, Call("recipient_key")),
+    RouteKey("GET", f"{V1}/keys/signing"): (MANAGERS, Call()),
+    RouteKey("POST", f"{V1}/keys/signing/smime"): (MANAGERS, Call(body=_new_signing_body)),
+    RouteKey("POST", f"{V1}/keys/signing/openpgp"): (
+        MANAGERS,
+        Call(body=lambda: {"address": "care@clinic.example", "name": "Clinic"}),
+    ),
 }
 
 

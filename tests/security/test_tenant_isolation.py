@@ -130,6 +130,8 @@ API_CASES: dict[RouteKey, RouteCase] = {
         "dlp_rule", {"terms": ["mallory"], "severity": "low"}
     ),
     RouteKey("DELETE", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase("dlp_rule"),
+    RouteKey("DELETE", f"{V1}/keys/{{key_id}}"): RouteCase("recipient_key"),
+    RouteKey("POST", f"{V1}/keys/{{key_id}}/revoke"): RouteCase("recipient_key"),
     # B's survivor with B's own duplicate: only tenancy can refuse (A's own ids: test_merge).
     RouteKey("POST", f"{V1}/contacts/{{contact_id}}/merge"): RouteCase(
         "duplicate_contacts", body=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]}
@@ -802,6 +804,97 @@ def _check_policy_decide(world: World) -> None:
     assert response.json()["method"] == "portal"
 
 
+def _check_recipient_key_list(world: World) -> None:
+    target = world.target("recipient_key")
+    listed = world.client.get(f"{V1}/keys", headers=world.a_headers).json()["items"]
+    assert target.params["key_id"] not in {item["id"] for item in listed}
+    assert target.facts["address"] not in {item["address"] for item in listed}
+
+
+def _check_recipient_key_upload(world: World) -> None:
+    # B's recipient and certificate are A's own new row; B's is untouched.
+    target = world.target("recipient_key")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"address": target.facts["address"], "material": target.facts["certificate"]}
+    response = world.client.post(f"{V1}/keys", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert response.json()["id"] != target.params["key_id"]
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_recipient_key_lookup(world: World) -> None:
+    target = world.target("recipient_key")
+    b_trail = world.objects.audit_count(world.b)
+    body = {"address": target.facts["address"]}
+    response = world.client.post(f"{V1}/keys/lookup", json=body, headers=world.a_headers)
+    assert response.status_code == 200
+    assert target.params["key_id"] not in {item["id"] for item in response.json()["items"]}
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_recipient_key_import(world: World) -> None:
+    import base64
+
+    import pysequoia
+
+    target = world.target("recipient_key")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    address = target.facts["address"]
+    keydata = base64.b64encode(
+        bytes(pysequoia.Tsk.generate(f"R <{address}>").extract_certificate())
+    )
+    message = f"From: {address}\r\nAutocrypt: addr={address}; keydata={keydata.decode()}\r\n\r\nx"
+    response = world.client.post(
+        f"{V1}/keys/import-message", json={"message": message}, headers=world.a_headers
+    )
+    assert response.status_code == 201 and len(response.json()["items"]) == 1
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _b_signing_key(world: World) -> str:
+    from carepost.audit.service import SYSTEM
+    from carepost.e2ee import directory
+
+    with world.objects.runtime.bound_session(world.b[1]) as session:
+        row = directory.create_openpgp_signing_key(
+            session, world.b[0].id, address="care@b.example", name="B", actor=SYSTEM
+        )
+        return str(row.id)
+
+
+def _check_signing_key_list(world: World) -> None:
+    b_key = _b_signing_key(world)
+    listed = world.client.get(f"{V1}/keys/signing", headers=world.a_headers).json()["items"]
+    assert b_key not in {item["id"] for item in listed}
+
+
+def _check_signing_key_create(world: World) -> None:
+    b_trail = world.objects.audit_count(world.b)
+    body = {"address": "care@b.example", "name": "Mallory"}
+    response = world.client.post(f"{V1}/keys/signing/openpgp", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+def _check_smime_signing_upload(world: World) -> None:
+    from tests.e2ee.e2ee_pki import TestCA
+
+    b_trail = world.objects.audit_count(world.b)
+    issued = TestCA().issue("care@b.example")
+    body = {
+        "address": "care@b.example",
+        "certificate": issued.cert_pem.decode(),
+        "private_key": issued.key_pem.decode(),
+    }
+    response = world.client.post(f"{V1}/keys/signing/smime", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/templates"): _check_template_list,
     RouteKey("POST", f"{V1}/templates"): _check_template_create,
@@ -814,6 +907,13 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("PUT", f"{V1}/tracking/settings"): _check_tracking_update,
     RouteKey("GET", f"{V1}/domains"): _check_domain_list,
     RouteKey("POST", f"{V1}/domains"): _check_domain_create,
+    RouteKey("GET", f"{V1}/keys"): _check_recipient_key_list,
+    RouteKey("POST", f"{V1}/keys"): _check_recipient_key_upload,
+    RouteKey("POST", f"{V1}/keys/lookup"): _check_recipient_key_lookup,
+    RouteKey("POST", f"{V1}/keys/import-message"): _check_recipient_key_import,
+    RouteKey("GET", f"{V1}/keys/signing"): _check_signing_key_list,
+    RouteKey("POST", f"{V1}/keys/signing/openpgp"): _check_signing_key_create,
+    RouteKey("POST", f"{V1}/keys/signing/smime"): _check_smime_signing_upload,
     RouteKey("POST", f"{V1}/messages"): _check_message_send,
     RouteKey("POST", f"{V1}/messages/batch"): _check_message_batch,
     RouteKey("GET", f"{V1}/messages"): _check_message_list,

@@ -1,0 +1,21 @@
+"""Errors of end-to-end encryption. Messages name the field or the check that
+failed, never an address or a message's content (both may be PHI)."""
+
+from __future__ import annotations
+
+from carepost.core.errors import CarepostError, ValidationFailed
+
+
+class KeyRejected(ValidationFailed):
+    """The certificate or key cannot be used (expired, revoked, wrong address, weak)."""
+
+    code = "key-rejected"
+    title = "Certificate or key rejected"
+
+
+class ProtectionFailed(CarepostError):
+    """The message could not be signed or encrypted."""
+
+    code = "protection-failed"
+    status = 422
+    title = "Message protection failed"
