@@ -2,7 +2,7 @@
 tenant's signing keys (addresses, key material and private keys encrypted)
 
 Revision ID: 0020
-Revises: 0014
+Revises: 0017
 Create Date: 2026-12-04 16:40:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0014"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
