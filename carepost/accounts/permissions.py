@@ -45,6 +45,10 @@ PERMISSIONS: dict[str, str] = {
     "webhooks:read": "See webhook endpoints and their delivery logs (never secrets)",
     "webhooks:write": "Add, change, rotate, test and replay webhooks",
     "domains:write": "Add and delete sending domains, check their DNS, rotate DKIM keys",
+    # Workflows (issue 7): journeys; enrolling also covers removing contacts and events.
+    "workflows:read": "See workflows, their runs and per-step counts; simulate them",
+    "workflows:write": "Create, change, activate, pause, resume and archive workflows",
+    "workflows:enroll": "Enroll contacts in workflows, remove them, post workflow events",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
@@ -64,10 +68,20 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "suppressions:write",
             "templates:read",
             "templates:write",
+            "workflows:read",
+            "workflows:write",
+            "workflows:enroll",
         }
     ),
     Role.ANALYST: frozenset(
-        {"tenant:read", "contacts:read", "reports:read", "consent:read", "templates:read"}
+        {
+            "tenant:read",
+            "contacts:read",
+            "reports:read",
+            "consent:read",
+            "templates:read",
+            "workflows:read",
+        }
     ),
     Role.AUDITOR: frozenset(
         {
