@@ -16,6 +16,7 @@ from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
 from carepost.api.pagination import Page, decode_cursor, encode_cursor
 from carepost.contacts import events as contact_events
+from carepost.core.database import utcnow
 from carepost.core.errors import FieldError, ValidationFailed
 from carepost.core.runtime import Runtime
 from carepost.messages.sending import SendLimits
@@ -85,12 +86,16 @@ def create_workflow(body: WorkflowCreate, runtime: RuntimeDep, principal: Writer
     summary="A named custom event for a contact: wakes its runs waiting for it at once",
 )
 def post_event(body: EventIn, runtime: RuntimeDep, principal: Enroller) -> EventOut:
+    now = utcnow()
+    item = {
+        "contact_id": str(body.contact_id),
+        "kind": body.name,
+        "source": "workflow_api",
+        "occurred_at": (body.occurred_at or now).isoformat(),
+    }
     with runtime.bound_session(principal.keys) as session:
         [result] = contact_events.record_events(
-            session,
-            principal.keys,
-            [{"contact_id": str(body.contact_id), "kind": body.name, "source": "api"}],
-            actor=principal.actor,
+            session, principal.keys, [item], actor=principal.actor, now=now
         )
         if result.errors:
             raise ValidationFailed(
@@ -98,7 +103,7 @@ def post_event(body: EventIn, runtime: RuntimeDep, principal: Enroller) -> Event
                 errors=[FieldError(f"#/body/{e.field}", e.message) for e in result.errors],
             )
         woke = engine.deliver_event(
-            session, principal.tenant_id, [body.contact_id], f"custom:{body.name}"
+            session, principal.tenant_id, [body.contact_id], f"custom:{body.name}", now
         )
         return EventOut(woke=woke)
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from carepost.core.text import SingleLineText
+from carepost.core.types import IsoDateTime
 from carepost.workflows.models import Workflow, WorkflowRun, WorkflowRunStep
 from carepost.workflows.service import MigrationPlan, StepCounts
 from carepost.workflows.simulate import Simulation
@@ -203,6 +204,7 @@ class EventIn(BaseModel):
 
     contact_id: uuid.UUID
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")
+    occurred_at: IsoDateTime | None = None
 
 
 class EventOut(BaseModel):
