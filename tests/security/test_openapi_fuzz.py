@@ -126,6 +126,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.sending_domain(fuzz_tenant),
         objects.message(fuzz_tenant),
         objects.campaign(fuzz_tenant),
+        objects.workflow(fuzz_tenant),
     ):
         ids |= target.params
     return ids
