@@ -24,6 +24,7 @@ from carepost.audit.service import Actor
 from carepost.contacts import lists, stages
 from carepost.contacts.id_sets import dialect_of
 from carepost.contacts.models import Contact
+from carepost.core.database import new_id
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages.schemas import MessageIn
 from carepost.messages.sending import SendContext, SendLimits, send_messages
@@ -31,9 +32,12 @@ from carepost.segments.compiler import compile_predicate
 from carepost.segments.nodes import Node
 from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary
+from carepost.webhooks import service as webhooks
+from carepost.webhooks.models import WebhookDelivery
 from carepost.workflows.models import Workflow, WorkflowRun
 from carepost.workflows.steps import (
     Branch,
+    CallWebhook,
     Exit,
     GoTo,
     ListAdd,
@@ -272,6 +276,43 @@ def set_stage(step: SetStage, ctx: RunContext, resumed: bool) -> Transition:
             ctx.session, ctx.keys.tenant_id, ctx.run.contact_id, step.stage, actor=ctx.actor
         )
     return Transition("stage_set", step.next)
+
+
+WEBHOOK_EVENT = "workflow.step"
+
+
+@register_handler("webhook")
+def call_webhook(step: CallWebhook, ctx: RunContext, resumed: bool) -> Transition:
+    """The delivery is written in the run's transaction (a crash loses or repeats
+    neither); signing and retries are the webhook worker's (carepost/webhooks)."""
+    if ctx.dry_run:
+        return Transition("would_call", step.next)
+    endpoint = webhooks.get_endpoint(ctx.session, ctx.keys.tenant_id, step.endpoint_id)
+    event_id = new_id()
+    data = {
+        "workflow_id": str(ctx.workflow.id),
+        "run_id": str(ctx.run.id),
+        "step_id": step.id,
+        "contact_id": str(ctx.run.contact_id),
+    }
+    delivery = WebhookDelivery(
+        id=new_id(),
+        tenant_id=ctx.keys.tenant_id,
+        endpoint_id=endpoint.id,
+        event_id=event_id,
+        event_type=WEBHOOK_EVENT,
+        payload={
+            "id": str(event_id),
+            "type": WEBHOOK_EVENT,
+            "created_at": ctx.now.isoformat(),
+            "organization_id": str(ctx.keys.tenant_id),
+            "data": data,
+        },
+        state="pending",
+        next_attempt_at=ctx.now,
+    )
+    ctx.session.add(delivery)
+    return Transition("queued", step.next, detail={"delivery_id": str(delivery.id)})
 
 
 @register_handler("exit")

@@ -33,6 +33,7 @@ DRAFT_DESCRIPTION = (
             "list_add",
             "list_remove",
             "set_stage",
+            "webhook",
             "exit",
         )
     )

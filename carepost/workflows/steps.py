@@ -220,6 +220,14 @@ class SetStage(Linear):
     stage: str = Field(min_length=1, max_length=40)
 
 
+class CallWebhook(Linear):
+    """Queue a signed ``workflow.step`` event (ids only, never PHI) to one of the
+    organization's webhook endpoints; the webhook worker signs, sends and retries it."""
+
+    type: Literal["webhook"]
+    endpoint_id: uuid.UUID
+
+
 class Exit(StepBase):
     type: Literal["exit"]
 
@@ -267,6 +275,7 @@ for _model in (
     ListAdd,
     ListRemove,
     SetStage,
+    CallWebhook,
     Exit,
 ):
     register_step(_model)

@@ -27,9 +27,11 @@ from carepost.core.errors import FieldError, ValidationFailed
 from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary
 from carepost.templates.models import Template
+from carepost.webhooks.models import WebhookEndpoint
 from carepost.workflows.steps import (
     STEP_TYPES,
     Branch,
+    CallWebhook,
     GraphShape,
     ListAdd,
     ListRemove,
@@ -172,12 +174,26 @@ def reference_problems(
         if list_ids
         else []
     )
+    endpoint_ids = {s.endpoint_id for s in graph.steps if isinstance(s, CallWebhook)}
+    endpoints = set(
+        session.scalars(
+            select(WebhookEndpoint.id).where(
+                WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.id.in_(endpoint_ids)
+            )
+        )
+        if endpoint_ids
+        else []
+    )
     vocabulary = load_vocabulary(session, tenant_id)
     now = utcnow()
     for index, step in enumerate(graph.steps):
         where = _at(pointer, index, "")
         if isinstance(step, SendEmail) and step.template_id not in templates:
             problems.append(FieldError(f"{where}/template_id", f"step {step.id}: no such template"))
+        elif isinstance(step, CallWebhook) and step.endpoint_id not in endpoints:
+            problems.append(
+                FieldError(f"{where}/endpoint_id", f"step {step.id}: no such webhook endpoint")
+            )
         elif isinstance(step, ListAdd | ListRemove) and step.list_id not in lists:
             problems.append(FieldError(f"{where}/list_id", f"step {step.id}: no such list"))
         elif isinstance(step, SetStage) and step.stage not in vocabulary.stages:

@@ -3,7 +3,13 @@ never causes a second email; leases keep two workers off the same runs."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, update
@@ -120,3 +126,40 @@ def test_a_second_claim_takes_none_of_the_runs_another_worker_holds(journey, set
             second = engine.claim_due_runs(two, T0, owner="b", tenant_id=journey.tenant_id)
     assert not {r for r, _ in first} & {r for r, _ in second}
     assert len(first) + len(second) == 5 or (settings.is_sqlite and len(second) == 0)
+
+
+def test_sigkill_of_a_worker_mid_batch_sends_each_email_exactly_once(journey, settings):
+    """A real worker process killed with SIGKILL after executing its batch, before
+    committing: nothing of it stays, and the next worker sends each email once."""
+    workflow = _mailing(journey)
+    people = [journey.contact() for _ in range(5)]
+    journey.enroll(workflow, people)
+    overrides = {
+        "environment": "test",
+        "database_url": settings.database_url,
+        "database_schema": settings.database_schema,
+        "master_key_file": str(settings.master_key_file),
+        "data_dir": str(settings.data_dir),
+        "base_url": settings.base_url,
+    }
+    args = {"settings": overrides, "now": T0.isoformat(), "tenant_id": str(journey.tenant_id)}
+    worker = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("doomed_worker.py")), json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    try:
+        assert worker.stdout is not None
+        line = worker.stdout.readline()
+        assert line.startswith("advanced "), line
+        assert int(line.split()[1]) >= 5  # it did the work, emails included
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    assert worker.returncode == -signal.SIGKILL
+    assert journey.emails() == 0
+    journey.advance(T0 + engine.LEASE + timedelta(seconds=1))
+    assert journey.emails() == 5
+    assert all(journey.emails(p) == 1 for p in people)
