@@ -24,6 +24,7 @@ from bench import (
     email_batch,
     segment_count,
     smtp_baseline,
+    workflows,
 )
 
 BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "email_batch": lambda _options: email_batch.run(),
     "segment_count": segment_count.run,
     "smtp_baseline": smtp_baseline.run,
+    "workflows": lambda _options: workflows.run(),
 }
 # Commands that take their own arguments: ``python -m bench <name> --option ...``.
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"datagen": datagen.main}

@@ -199,9 +199,21 @@ def _history(
     )
 
 
-def _finish(session: Session, run: WorkflowRun, status: str, now: datetime) -> None:
+def _drop_waits(session: Session, run: WorkflowRun) -> None:
+    # No ORM synchronization: waits are never loaded as objects, and evaluating the
+    # criteria over a batch's identity map costs more than the statement.
+    session.execute(
+        delete(WorkflowWait).where(WorkflowWait.run_id == run.id),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def _finish(
+    session: Session, run: WorkflowRun, status: str, now: datetime, *, had_waits: bool = True
+) -> None:
     run.status, run.wake_at, run.ended_at, run.wake_reason = status, None, now, ""
-    session.execute(delete(WorkflowWait).where(WorkflowWait.run_id == run.id))
+    if had_waits:
+        _drop_waits(session, run)
 
 
 def advance_run(
@@ -220,7 +232,7 @@ def advance_run(
         if not resumed:
             if step.id in (run.visited or []):
                 # Loop prevention: a step already visited in this run is not repeated.
-                _finish(session, run, RunStatus.COMPLETED, now)
+                _finish(session, run, RunStatus.COMPLETED, now, had_waits=False)
                 session.add(_history(run, step.id, step.type, now, "loop_prevented"))  # type: ignore[attr-defined]
                 return executed
             run.visited = [*(run.visited or []), step.id]
@@ -237,9 +249,10 @@ def advance_run(
             open_step.left_at, open_step.outcome = now, transition.outcome[:40]
             open_step.detail = transition.detail
         open_step = None
-        session.execute(delete(WorkflowWait).where(WorkflowWait.run_id == run.id))
+        if resumed:
+            _drop_waits(session, run)  # leaving a wait: its event no longer matters
         if transition.end is not None or transition.next_step is None:
-            _finish(session, run, transition.end or RunStatus.COMPLETED, now)
+            _finish(session, run, transition.end or RunStatus.COMPLETED, now, had_waits=False)
             return executed
         run.current_step, run.status, run.wake_reason = transition.next_step, RunStatus.ACTIVE, ""
 

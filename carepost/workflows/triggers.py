@@ -95,7 +95,8 @@ def enroll_contacts(
     now = now or utcnow()
     start = version_graph(session, workflow.id, workflow.current_version).start
     outcome = Enrollment()
-    unique = list(dict.fromkeys(contact_ids))
+    # Sorted: concurrent enrollments then take row locks in one order (no deadlock).
+    unique = sorted(set(contact_ids))
     outcome.skipped += len(contact_ids) - len(unique)
     for offset in range(0, len(unique), ENROLL_BATCH):
         batch = unique[offset : offset + ENROLL_BATCH]

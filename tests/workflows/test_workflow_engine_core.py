@@ -108,3 +108,21 @@ def test_the_database_itself_refuses_a_second_run(journey):
             )
         )
         session.flush()
+
+
+def test_concurrent_enrollments_of_the_same_contacts_start_one_run_each(journey):
+    from concurrent.futures import ThreadPoolExecutor
+
+    workflow = journey.workflow([{"id": "w", "type": "wait_duration", "duration": {"days": 1}}])
+    people = [journey.contact() for _ in range(20)]
+
+    def enroll(_: int) -> int:
+        return journey.enroll(workflow, people).enrolled
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        enrolled = sum(pool.map(enroll, range(8)))
+    assert enrolled == 20
+    with journey.session() as session:
+        from carepost.workflows import service
+
+        assert service.step_counts(session, journey.tenant_id, workflow).runs == {"active": 20}
