@@ -12,6 +12,7 @@ from carepost.domains import tasks as domains_tasks
 from carepost.imports import tasks as imports_tasks
 from carepost.messages import tasks as messages_tasks
 from carepost.webhooks import tasks as webhooks_tasks
+from carepost.workflows import tasks as workflows_tasks
 
 
 def all_jobs() -> JobRegistry:
@@ -22,4 +23,5 @@ def all_jobs() -> JobRegistry:
     webhooks_tasks.register_jobs(registry)
     domains_tasks.register_jobs(registry)
     messages_tasks.register_jobs(registry)
+    workflows_tasks.register_jobs(registry)
     return registry

@@ -20,6 +20,7 @@ from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
 from carepost.tracking import models as tracking_models
 from carepost.webhooks import models as webhooks_models
+from carepost.workflows import models as workflows_models
 
 DOMAIN_MODELS = (
     accounts_models,
@@ -39,5 +40,6 @@ DOMAIN_MODELS = (
     tenancy_models,
     tracking_models,
     webhooks_models,
+    workflows_models,
 )
 metadata = Base.metadata

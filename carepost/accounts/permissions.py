@@ -58,6 +58,10 @@ PERMISSIONS: dict[str, str] = {
     "recipient_keys:read": "See recipients' S/MIME certificates and OpenPGP keys",
     "recipient_keys:write": "Upload, import, look up (WKD) and delete recipients' keys",
     "signing_keys:write": "Set the organization's S/MIME and OpenPGP signing keys",
+    # Workflows (issue 7): journeys; enrolling also covers removing contacts and events.
+    "workflows:read": "See workflows, their runs and per-step counts; simulate them",
+    "workflows:write": "Create, change, activate, pause, resume and archive workflows",
+    "workflows:enroll": "Enroll contacts in workflows, remove them, post workflow events",
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
@@ -78,10 +82,20 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "templates:read",
             "templates:write",
             "dlp:scan",
+            "workflows:read",
+            "workflows:write",
+            "workflows:enroll",
         }
     ),
     Role.ANALYST: frozenset(
-        {"tenant:read", "contacts:read", "reports:read", "consent:read", "templates:read"}
+        {
+            "tenant:read",
+            "contacts:read",
+            "reports:read",
+            "consent:read",
+            "templates:read",
+            "workflows:read",
+        }
     ),
     Role.AUDITOR: frozenset(
         {

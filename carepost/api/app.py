@@ -36,6 +36,7 @@ from carepost.tracking.api import router as tracking_router
 from carepost.tracking.pages import router as tracking_pages_router
 from carepost.web.pages import install_console
 from carepost.webhooks.api import router as webhooks_router
+from carepost.workflows.api import router as workflows_router
 
 API_PREFIX = "/api/v1"
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -77,6 +78,7 @@ def api_router() -> APIRouter:
     router.include_router(policy_router)
     router.include_router(dlp_router)
     router.include_router(e2ee_keys_router)
+    router.include_router(workflows_router)
     return router
 
 

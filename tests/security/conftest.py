@@ -716,6 +716,67 @@ class Objects:
     def paused_campaign(self, tenant: TenantPair) -> Target:
         return self.campaign(tenant, "paused")
 
+    def workflow(self, tenant: TenantPair, status: str = "draft") -> Target:
+        """A workflow (a draft, active, or paused) waiting a day between two steps; an
+        active or paused one has one contact enrolled (``contact_id``)."""
+        from sqlalchemy import select as select_rows
+
+        from carepost.workflows import service as workflows
+        from carepost.workflows import triggers
+        from carepost.workflows.models import Workflow, WorkflowRun
+
+        tenant_row, keys = tenant
+        name = f"journey-{uuid.uuid4().hex[:8]}"
+        steps = [
+            {"id": "wait", "type": "wait_duration", "duration": {"days": 1}, "next": "end"},
+            {"id": "end", "type": "exit"},
+        ]
+        params: dict[str, str] = {}
+        with self.runtime.bound_session(keys) as session:
+            row = workflows.create_workflow(
+                session,
+                tenant_row.id,
+                name=name,
+                sender_address="care@clinic.example",
+                draft={"steps": steps},
+                actor=SYSTEM,
+            )
+            workflow_id = row.id
+            params["workflow_id"] = str(workflow_id)
+        if status != "draft":
+            person = self.contact(tenant).params["contact_id"]
+            with self.runtime.bound_session(keys) as session:
+                workflows.change_status(
+                    session, tenant_row.id, workflow_id, "activate", actor=SYSTEM
+                )
+                row = workflows.get_workflow(session, tenant_row.id, workflow_id)
+                triggers.enroll_contacts(session, row, [uuid.UUID(person)], source="api")
+                if status == "paused":
+                    workflows.change_status(
+                        session, tenant_row.id, workflow_id, "pause", actor=SYSTEM
+                    )
+            params["contact_id"] = person
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                found = session.get(Workflow, workflow_id)
+                if found is None:
+                    return None
+                runs = session.execute(
+                    select_rows(WorkflowRun.contact_id, WorkflowRun.status).where(
+                        WorkflowRun.workflow_id == workflow_id
+                    )
+                ).all()
+                return (found.name, found.status, found.current_version, found.draft, sorted(runs))
+
+        return Target(params, snapshot, {"name": name})
+
+    def active_workflow(self, tenant: TenantPair) -> Target:
+        return self.workflow(tenant, "active")
+
+    def paused_workflow(self, tenant: TenantPair) -> Target:
+        return self.workflow(tenant, "paused")
+
     def audit_count(self, tenant: TenantPair) -> int:
         with self.runtime.database.session() as session:
             return int(

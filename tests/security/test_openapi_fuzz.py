@@ -127,6 +127,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.dlp_rule(fuzz_tenant),
         objects.message(fuzz_tenant),
         objects.campaign(fuzz_tenant),
+        objects.workflow(fuzz_tenant),
     ):
         ids |= target.params
     return ids

@@ -108,6 +108,14 @@ def _new_message_body() -> dict[str, Any]:
     return {"to": _new_address(), "from": "care@clinic.example", "subject": "Hi", "text": "x"}
 
 
+def _new_workflow_body() -> dict[str, Any]:
+    return {
+        "name": f"journey-{uuid.uuid4().hex[:8]}",
+        "sender_address": "care@clinic.example",
+        "draft": {"steps": [{"id": "end", "type": "exit"}]},
+    }
+
+
 def _new_campaign_body(target: Target) -> dict[str, Any]:
     return {
         "name": f"campaign-{uuid.uuid4().hex[:8]}",
@@ -410,6 +418,49 @@ MATRIX |= {
     ),
     RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/resume"): (SENDERS, Call("paused_campaign")),
     RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/cancel"): (SENDERS, Call("campaign")),
+}
+WORKFLOW = f"{V1}/workflows/{{workflow_id}}"
+MATRIX |= {
+    RouteKey("GET", f"{V1}/workflows"): (TEMPLATE_READERS, Call()),
+    RouteKey("POST", f"{V1}/workflows"): (SENDERS, Call(body=_new_workflow_body)),
+    RouteKey("POST", f"{V1}/workflows/events"): (
+        SENDERS,
+        Call(
+            "active_workflow",
+            body_of=lambda t: {"contact_id": t.params["contact_id"], "name": "portal_login"},
+        ),
+    ),
+    RouteKey("GET", WORKFLOW): (TEMPLATE_READERS, Call("workflow")),
+    RouteKey("PATCH", WORKFLOW): (
+        SENDERS,
+        Call("workflow", lambda: {"name": f"Renamed {uuid.uuid4().hex[:6]}"}),
+    ),
+    RouteKey("POST", f"{WORKFLOW}/validate"): (
+        TEMPLATE_READERS,
+        Call("workflow", lambda: {"draft": {"steps": [{"id": "end", "type": "exit"}]}}),
+    ),
+    RouteKey("POST", f"{WORKFLOW}/activate"): (SENDERS, Call("workflow")),
+    RouteKey("POST", f"{WORKFLOW}/pause"): (SENDERS, Call("active_workflow")),
+    RouteKey("POST", f"{WORKFLOW}/resume"): (SENDERS, Call("paused_workflow")),
+    RouteKey("POST", f"{WORKFLOW}/archive"): (SENDERS, Call("workflow")),
+    RouteKey("POST", f"{WORKFLOW}/enroll"): (
+        SENDERS,
+        Call(
+            "active_workflow",
+            body_of=lambda t: {"contact_ids": [t.params["contact_id"]]},
+        ),
+    ),
+    RouteKey("DELETE", f"{WORKFLOW}/runs/{{contact_id}}"): (SENDERS, Call("active_workflow")),
+    RouteKey("GET", f"{WORKFLOW}/runs"): (TEMPLATE_READERS, Call("active_workflow")),
+    RouteKey("GET", f"{WORKFLOW}/runs/{{contact_id}}/history"): (
+        TEMPLATE_READERS,
+        Call("active_workflow"),
+    ),
+    RouteKey("GET", f"{WORKFLOW}/counts"): (TEMPLATE_READERS, Call("active_workflow")),
+    RouteKey("POST", f"{WORKFLOW}/simulate"): (
+        TEMPLATE_READERS,
+        Call("active_workflow", body_of=lambda t: {"contact_id": t.params["contact_id"]}),
+    ),
 }
 
 

@@ -146,6 +146,28 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/resume"): RouteCase("paused_campaign"),
     RouteKey("POST", f"{V1}/campaigns/{{campaign_id}}/cancel"): RouteCase("campaign"),
 }
+WORKFLOW = f"{V1}/workflows/{{workflow_id}}"
+API_CASES |= {
+    RouteKey("GET", WORKFLOW): RouteCase("workflow"),
+    RouteKey("PATCH", WORKFLOW): RouteCase("workflow", {"name": "Mallory"}),
+    RouteKey("POST", f"{WORKFLOW}/validate"): RouteCase(
+        "workflow", {"draft": {"steps": [{"id": "end", "type": "exit"}]}}
+    ),
+    RouteKey("POST", f"{WORKFLOW}/activate"): RouteCase("workflow"),
+    RouteKey("POST", f"{WORKFLOW}/pause"): RouteCase("active_workflow"),
+    RouteKey("POST", f"{WORKFLOW}/resume"): RouteCase("paused_workflow"),
+    RouteKey("POST", f"{WORKFLOW}/archive"): RouteCase("active_workflow"),
+    RouteKey("POST", f"{WORKFLOW}/enroll"): RouteCase(
+        "active_workflow", body=lambda t: {"contact_ids": [t.params["contact_id"]]}
+    ),
+    RouteKey("DELETE", f"{WORKFLOW}/runs/{{contact_id}}"): RouteCase("active_workflow"),
+    RouteKey("GET", f"{WORKFLOW}/runs"): RouteCase("active_workflow"),
+    RouteKey("GET", f"{WORKFLOW}/runs/{{contact_id}}/history"): RouteCase("active_workflow"),
+    RouteKey("GET", f"{WORKFLOW}/counts"): RouteCase("active_workflow"),
+    RouteKey("POST", f"{WORKFLOW}/simulate"): RouteCase(
+        "active_workflow", body=lambda t: {"contact_id": t.params["contact_id"]}
+    ),
+}
 WEBHOOK = f"{V1}/webhooks/{{endpoint_id}}"
 DELIVERY = f"{WEBHOOK}/deliveries/{{delivery_id}}"
 API_CASES |= {
@@ -895,7 +917,41 @@ def _check_smime_signing_upload(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_workflow_list(world: World) -> None:
+    target = world.target("workflow")
+    listed = _all_pages(world, f"{V1}/workflows")
+    assert target.params["workflow_id"] not in {w["id"] for w in listed}
+    assert target.facts["name"] not in {w["name"] for w in listed}
+
+
+def _check_workflow_create(world: World) -> None:
+    # B's workflow name is free in A (a 409 would tell A it exists in B).
+    target = world.target("workflow")
+    body = {
+        "name": target.facts["name"],
+        "sender_address": "care@clinic.example",
+        "draft": {"steps": [{"id": "end", "type": "exit"}]},
+    }
+    response = world.client.post(f"{V1}/workflows", json=body, headers=world.a_headers)
+    assert response.status_code == 201
+
+
+def _check_workflow_event(world: World) -> None:
+    # An event naming B's contact is "no such contact" to A; B's run keeps waiting.
+    target = world.target("active_workflow")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"contact_id": target.params["contact_id"], "name": "portal_login"}
+    response = world.client.post(f"{V1}/workflows/events", json=body, headers=world.a_headers)
+    assert response.status_code == 422
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
 SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
+    RouteKey("GET", f"{V1}/workflows"): _check_workflow_list,
+    RouteKey("POST", f"{V1}/workflows"): _check_workflow_create,
+    RouteKey("POST", f"{V1}/workflows/events"): _check_workflow_event,
     RouteKey("GET", f"{V1}/templates"): _check_template_list,
     RouteKey("POST", f"{V1}/templates"): _check_template_create,
     RouteKey("POST", f"{V1}/templates/preview"): _check_template_draft_preview,

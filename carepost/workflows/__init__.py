@@ -1,0 +1,1 @@
+"""Automated workflows: journeys of steps contacts move through (docs/workflows.md)."""

@@ -1,0 +1,249 @@
+"""How contacts enter a workflow: enrollment, set-based, and the trigger registry.
+
+Every entry goes through :func:`enroll_contacts`: one INSERT per batch of up to
+5,000 contacts with ``ON CONFLICT DO NOTHING`` on the no re-entry constraint, so a
+contact already in (or once through) the workflow is skipped by the database, even
+when 10,000 enrollments of the same contact race. A run starts ``active`` at the
+first step of the current version, due now.
+
+Triggers name a kind of entry. Manual enrollment of a list or a segment and the API
+call exist now; a contact joining a list, entering a segment, submitting a form or
+reaching a date milestone register here later (:func:`register_trigger`) and call
+:func:`enroll_contacts` with the contacts the event concerns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from carepost.audit import service as audit
+from carepost.contacts.activity_models import ListMembership
+from carepost.contacts.id_sets import dialect_of
+from carepost.contacts.models import Contact
+from carepost.core.database import new_ids, utcnow
+from carepost.core.errors import Conflict
+from carepost.crypto.keyring import TenantKeys
+from carepost.segments.compiler import compile_predicate
+from carepost.segments.service import segment_rule
+from carepost.workflows.models import RunStatus, Workflow, WorkflowRun, WorkflowStatus
+from carepost.workflows.service import get_workflow, version_graph
+
+ENROLL_BATCH = 5000
+
+
+@dataclass
+class Enrollment:
+    enrolled: int = 0
+    skipped: int = 0  # already in the workflow, or once through it
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A kind of entry: ``source`` is recorded on each run it starts."""
+
+    name: str
+    description: str
+
+
+TRIGGERS: dict[str, Trigger] = {}
+
+
+def register_trigger(name: str, description: str) -> Trigger:
+    if name in TRIGGERS:
+        raise ValueError(f"a trigger named {name!r} is already registered")
+    TRIGGERS[name] = Trigger(name, description)
+    return TRIGGERS[name]
+
+
+register_trigger("manual_list", "the members of a list, enrolled by hand")
+register_trigger("manual_segment", "the members of a segment, enrolled by hand")
+register_trigger("api", "contacts named in POST /api/v1/workflows/{id}/enroll")
+# Later: list_join, segment_entry, form_submission, date_milestone (docs/workflows.md).
+
+
+def _insert_ignoring_existing(session: Session, rows: list[dict[str, object]]) -> int:
+    # Core, not ORM, insert: RETURNING the rows actually written, which skip conflicts.
+    table = cast(Table, WorkflowRun.__table__)
+    dialect = dialect_of(session)
+    statement = (
+        postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    ).on_conflict_do_nothing(index_elements=["tenant_id", "workflow_id", "contact_id"])
+    return len(session.execute(statement.returning(table.c.id), rows).all())
+
+
+def enroll_contacts(
+    session: Session,
+    workflow: Workflow,
+    contact_ids: Sequence[uuid.UUID],
+    *,
+    source: str,
+    now: datetime | None = None,
+) -> Enrollment:
+    """Start a run for each contact (of the workflow's tenant) not yet in it."""
+    if workflow.status != WorkflowStatus.ACTIVE:
+        raise Conflict("only an active workflow takes contacts in", field="status")
+    if source not in TRIGGERS:
+        raise ValueError(f"unknown trigger {source!r}")
+    now = now or utcnow()
+    start = version_graph(session, workflow.id, workflow.current_version).start
+    outcome = Enrollment()
+    # Sorted: concurrent enrollments then take row locks in one order (no deadlock).
+    unique = sorted(set(contact_ids))
+    outcome.skipped += len(contact_ids) - len(unique)
+    for offset in range(0, len(unique), ENROLL_BATCH):
+        batch = unique[offset : offset + ENROLL_BATCH]
+        ids = new_ids(len(batch))
+        rows: list[dict[str, object]] = [
+            {
+                "id": run_id,
+                "tenant_id": workflow.tenant_id,
+                "workflow_id": workflow.id,
+                "contact_id": contact_id,
+                "version": workflow.current_version,
+                "status": RunStatus.ACTIVE,
+                "current_step": start,
+                "entered_at": now,
+                "wake_at": now,
+                "wake_reason": "",
+                "visited": [],
+                "sent": {},
+                "source": source,
+                "lease_owner": "",
+            }
+            for run_id, contact_id in zip(ids, batch, strict=True)
+        ]
+        inserted = _insert_ignoring_existing(session, rows)
+        outcome.enrolled += inserted
+        outcome.skipped += len(batch) - inserted
+    return outcome
+
+
+def _known_contacts(
+    session: Session, tenant_id: uuid.UUID, contact_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    found: set[uuid.UUID] = set()
+    for offset in range(0, len(contact_ids), ENROLL_BATCH):
+        batch = contact_ids[offset : offset + ENROLL_BATCH]
+        found.update(
+            session.scalars(
+                select(Contact.id).where(Contact.tenant_id == tenant_id, Contact.id.in_(batch))
+            )
+        )
+    return found
+
+
+def _pages(
+    session: Session, query_for: Callable[[uuid.UUID | None], object]
+) -> Iterator[list[uuid.UUID]]:
+    after: uuid.UUID | None = None
+    while True:
+        page = list(session.scalars(query_for(after)))  # type: ignore[call-overload]
+        if not page:
+            return
+        yield page
+        after = page[-1]
+
+
+def enroll_list(
+    session: Session,
+    tenant_id: uuid.UUID,
+    workflow_id: uuid.UUID,
+    list_id: uuid.UUID,
+    *,
+    actor: audit.Actor,
+    now: datetime | None = None,
+) -> Enrollment:
+    """Enroll a list's current members, in pages of contact ids."""
+    from carepost.contacts.lists import get_list
+
+    workflow = get_workflow(session, tenant_id, workflow_id)
+    get_list(session, tenant_id, list_id)
+
+    def page(after: uuid.UUID | None) -> object:
+        query = select(ListMembership.contact_id).where(
+            ListMembership.list_id == list_id, ListMembership.left_at.is_(None)
+        )
+        if after is not None:
+            query = query.where(ListMembership.contact_id > after)
+        return query.order_by(ListMembership.contact_id).limit(ENROLL_BATCH)
+
+    total = Enrollment()
+    for ids in _pages(session, page):
+        outcome = enroll_contacts(session, workflow, ids, source="manual_list", now=now)
+        total.enrolled += outcome.enrolled
+        total.skipped += outcome.skipped
+    _audit(session, workflow, actor, "list", total)
+    return total
+
+
+def enroll_segment(
+    session: Session,
+    keys: TenantKeys,
+    workflow_id: uuid.UUID,
+    segment_id: uuid.UUID,
+    *,
+    actor: audit.Actor,
+    now: datetime | None = None,
+) -> Enrollment:
+    """Enroll the contacts the segment's rule selects now, in pages of contact ids."""
+    tenant_id = keys.tenant_id
+    workflow = get_workflow(session, tenant_id, workflow_id)
+    predicate = compile_predicate(
+        segment_rule(session, tenant_id, segment_id), keys, dialect_of(session)
+    )
+
+    def page(after: uuid.UUID | None) -> object:
+        query = select(Contact.id).where(Contact.tenant_id == tenant_id, predicate)
+        if after is not None:
+            query = query.where(Contact.id > after)
+        return query.order_by(Contact.id).limit(ENROLL_BATCH)
+
+    total = Enrollment()
+    for ids in _pages(session, page):
+        outcome = enroll_contacts(session, workflow, ids, source="manual_segment", now=now)
+        total.enrolled += outcome.enrolled
+        total.skipped += outcome.skipped
+    _audit(session, workflow, actor, "segment", total)
+    return total
+
+
+def enroll_by_api(
+    session: Session,
+    tenant_id: uuid.UUID,
+    workflow_id: uuid.UUID,
+    contact_ids: Sequence[uuid.UUID],
+    *,
+    actor: audit.Actor,
+    now: datetime | None = None,
+) -> tuple[Enrollment, list[int]]:
+    """Enroll contacts by id; also the indexes of ids that name no contact of the tenant."""
+    workflow = get_workflow(session, tenant_id, workflow_id)
+    known = _known_contacts(session, tenant_id, contact_ids)
+    unknown = [i for i, contact_id in enumerate(contact_ids) if contact_id not in known]
+    outcome = enroll_contacts(
+        session, workflow, [c for c in contact_ids if c in known], source="api", now=now
+    )
+    _audit(session, workflow, actor, "api", outcome)
+    return outcome, unknown
+
+
+def _audit(
+    session: Session, workflow: Workflow, actor: audit.Actor, via: str, outcome: Enrollment
+) -> None:
+    audit.record(
+        session,
+        tenant_id=workflow.tenant_id,
+        actor=actor,
+        action="workflow.enroll",
+        object_type="workflow",
+        object_id=workflow.id,
+        details={"via": via, "enrolled": outcome.enrolled, "skipped": outcome.skipped},
+    )
