@@ -1,7 +1,7 @@
 """workflows: definitions, published versions, runs, run history and event waits
 
 Revision ID: 0018
-Revises: 0014
+Revises: 0020
 Create Date: 2026-12-04 16:00:00.000000
 
 Automated workflows (issue 7, docs/workflows.md). ``workflow_runs`` carries the no
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0014"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
