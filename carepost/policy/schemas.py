@@ -35,9 +35,10 @@ class PolicyPut(BaseModel):
 
 
 class DecideRequest(BaseModel):
-    """The inputs of one decision, as the sending path will gather them."""
+    """The inputs of one decision, as the sending path will gather them (strict: a
+    number is not a yes/no)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     recipient_domain: str = Field(min_length=1, max_length=253)
     template_id: str | None = Field(default=None, max_length=36)
