@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
     )
     dns_port: int = Field(default=53, ge=1, le=65535)
+    web_copy_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="Days a message's 'view in browser' link works after it is sent "
+        "(never longer than the message is kept).",
+    )
     public_rate_per_minute: int = Field(
         default=120,
         ge=0,

@@ -56,10 +56,7 @@ IdempotencyKey = Annotated[
 
 
 def _context(runtime: Runtime, principal: Principal, *, atomic: bool = False) -> SendContext:
-    limits = SendLimits(
-        max_attachment_bytes=runtime.settings.outbox_max_attachment_bytes,
-        base_url=runtime.settings.base_url,
-    )
+    limits = SendLimits.from_settings(runtime.settings)
     return SendContext(actor=principal.actor, limits=limits, atomic=atomic)
 
 

@@ -719,7 +719,7 @@ def advance_campaign(
     runtime: Runtime, keys: TenantKeys, campaign_id: uuid.UUID, *, max_batches: int = 50
 ) -> int:
     """One step of one campaign: start it when due, queue batches, end it when all went."""
-    limits = SendLimits(runtime.settings.outbox_max_attachment_bytes, runtime.settings.base_url)
+    limits = SendLimits.from_settings(runtime.settings)
     taken = 0
     for _ in range(max_batches):
         with runtime.bound_session(keys) as session:

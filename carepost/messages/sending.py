@@ -54,6 +54,7 @@ from carepost.contacts.fields import STANDARD_FIELDS, normalize_email
 from carepost.contacts.id_sets import dialect_of, id_in, text_in
 from carepost.contacts.models import Contact
 from carepost.contacts.sync import write_rows
+from carepost.core.config import Settings
 from carepost.core.database import new_id, new_ids, utcnow
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
 from carepost.core.text import has_forbidden_characters
@@ -132,6 +133,16 @@ class SendOutcome:
 class SendLimits:
     max_attachment_bytes: int
     base_url: str
+    # How long a message's "view in browser" link works (setting ``web_copy_days``).
+    web_copy_days: int = 90
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SendLimits:
+        return cls(
+            max_attachment_bytes=settings.outbox_max_attachment_bytes,
+            base_url=settings.base_url,
+            web_copy_days=settings.web_copy_days,
+        )
 
 
 @dataclass
@@ -527,7 +538,13 @@ def _render(
         "_url" in (part or "") for part in (request.subject, request.html, request.text)
     ):
         data |= recipient_links(keys, item.contact_id, limits.base_url, now)
-        web_copy = ports.view_url(keys, item.message_id, limits.base_url, now=now)
+        web_copy = ports.view_url(
+            keys,
+            item.message_id,
+            limits.base_url,
+            now=now,
+            ttl=timedelta(days=limits.web_copy_days),
+        )
         data["view_in_browser_url"] = web_copy
     try:
         if request.template_id is not None:

@@ -10,10 +10,10 @@ per-tenant key derived from the tenant's index key (as the recipient links of
 message or given a later expiry. It carries ids only: no address, no name, no PHI in
 the URL. The tenant id is in clear because it names the key that checks the tag.
 
-The link lives as long as the web copy is kept: :data:`DEFAULT_TTL` (90 days) after
-the message is accepted, and never longer than the message row itself (a message
-purged by retention is a 404). Every way a token can be wrong is the same 404:
-no oracle.
+The link lives as long as the web copy is kept: the setting ``web_copy_days``
+(:data:`DEFAULT_TTL`, 90 days, by default) after the message is accepted, and never
+longer than the message row itself (a message purged by retention is a 404). Every
+way a token can be wrong is the same 404: no oracle.
 """
 
 from __future__ import annotations

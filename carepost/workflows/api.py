@@ -248,7 +248,7 @@ def counts(workflow_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> Co
 def simulate_workflow(
     workflow_id: uuid.UUID, body: SimulateIn, runtime: RuntimeDep, principal: Reader
 ) -> SimulationOut:
-    limits = SendLimits(runtime.settings.outbox_max_attachment_bytes, runtime.settings.base_url)
+    limits = SendLimits.from_settings(runtime.settings)
     with runtime.bound_session(principal.keys) as session:
         result = simulate(
             session,

@@ -347,7 +347,7 @@ def advance_due_runs(
 ) -> int:
     """The worker job: wake engaged runs, then claim and advance due runs in batches."""
     owner = owner or f"worker-{secrets.token_hex(6)}"
-    limits = SendLimits(runtime.settings.outbox_max_attachment_bytes, runtime.settings.base_url)
+    limits = SendLimits.from_settings(runtime.settings)
     executed = 0
     for _ in range(max_batches):
         moment = now or utcnow()

@@ -123,3 +123,29 @@ def test_the_limiter_refills_and_keeps_clients_apart():
     limiter.allow("c")  # a third client: the least recent one ("b") is forgotten
     assert set(limiter._buckets) == {"a", "c"}
     assert ClientRateLimiter(0).allow("anyone")
+
+
+def test_the_link_lives_as_many_days_as_the_setting_says(runtime, tenant):
+    """``web_copy_days`` sets the link's lifetime (here 7 days instead of 90)."""
+    from carepost.audit.service import SYSTEM
+    from carepost.messages.schemas import MessageIn
+    from carepost.messages.sending import SendContext, SendLimits, send_messages
+
+    settings = runtime.settings.model_copy(update={"web_copy_days": 7})
+    limits = SendLimits.from_settings(settings)
+    assert limits.web_copy_days == 7
+    request = MessageIn.model_validate(
+        {
+            "to": "reader@patients.example",
+            "from": "care@clinic.example",
+            "subject": "Your newsletter",
+            "text": "Read it online: {{ view_in_browser_url }}",
+        }
+    )
+    with runtime.bound_session(tenant[1]) as session:
+        [result] = send_messages(session, tenant[1], [(request, None)], SendContext(SYSTEM, limits))
+    [path] = LINK.findall(_stored_html(runtime, tenant, str(result.id)))
+    token = path.removeprefix(view.VIEW_PATH)
+    now = datetime.now(UTC)
+    assert view.verify(tenant[1], token, now=now + timedelta(days=6)) is not None
+    assert view.verify(tenant[1], token, now=now + timedelta(days=8)) is None
