@@ -86,7 +86,9 @@ def test_import_wizard_from_upload_to_error_report(
     expect(page.get_by_role("heading", name="Imports")).to_be_visible()
     page.get_by_role("link", name="Import contacts").click()
     expect(page.get_by_role("heading", name="Import contacts")).to_be_visible()
-    # A file over the server's limit is refused before it is sent (here a limit of 10 bytes).
+    # A file over the server's limit is refused before it is sent (here a limit of 10 bytes),
+    # by imports.js: a deferred script, in place once the document is parsed.
+    page.wait_for_load_state("domcontentloaded")
     file_input = page.get_by_label("File")
     limit = file_input.get_attribute("data-max-bytes")
     file_input.evaluate("input => { input.dataset.maxBytes = '10'; }")
