@@ -1,11 +1,12 @@
 """DKIM signing of outgoing messages (RFC 6376): RSA-SHA256 and Ed25519-SHA256
 (RFC 8463).
 
-The canonicalization and hashing are written here (a few dozen lines of RFC 6376
-section 3.4); the signatures are OpenSSL's, through ``cryptography``, with each key
-parsed once per process. dkimpy, which signed before, does its RSA arithmetic in
-Python (about 10 ms a signature, the worker's largest cost); it stays the verifier
-in the tests, with OpenDKIM and Mail::DKIM, so the output is checked independently.
+The canonical forms are dkimpy's (``dkim.canonicalization.Relaxed``); the tag list,
+the header selection and the hashing follow RFC 6376 sections 3.5 and 3.7 here; the
+signatures are OpenSSL's, through ``cryptography``, with each key parsed once per
+process. dkimpy's own ``sign`` does its RSA arithmetic in Python (about 10 ms a
+signature, the worker's largest cost), so it is not called; dkimpy verifies in the
+tests, with OpenDKIM and Mail::DKIM, so the output is checked independently.
 
 Signatures use relaxed/relaxed canonicalization (survives the header refolding
 and trailing-blank changes relays make) and cover the header fields RFC 6376
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from dkim.canonicalization import Relaxed
 
 from carepost.core.errors import CarepostError
 
@@ -89,8 +91,6 @@ class DkimSigner:
 
 # One header field: its name, then its value up to the next field (folds included).
 _FIELD = re.compile(rb"^([^\s:]+)[ \t]*:(.*?)(?=\r\n[^ \t]|\Z)", re.M | re.S)
-_WSP = re.compile(rb"[ \t]+")
-_FWS = re.compile(rb"\r\n(?=[ \t])")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 FOLD_AT = 76  # keep signature lines under the 78 characters RFC 5322 recommends
 
@@ -103,17 +103,17 @@ def _split(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 
 def _relaxed_header(name: bytes, value: bytes) -> bytes:
-    """RFC 6376 section 3.4.2: lowercase name, unfolded value, runs of blanks as one."""
-    return name.strip().lower() + b":" + _WSP.sub(b" ", _FWS.sub(b"", value)).strip(b" \t\r\n")
+    """RFC 6376 section 3.4.2, as dkimpy implements it: lowercase name, unfolded value,
+    runs of blanks as one (without the trailing CRLF)."""
+    [(lowered, canonical)] = Relaxed.canonicalize_headers([(name, value)])
+    return bytes(lowered) + b":" + bytes(canonical)[:-2]
 
 
 def _relaxed_body(body: bytes) -> bytes:
-    """RFC 6376 section 3.4.4: blanks collapsed, none at line ends, no empty lines at
-    the end, a CRLF after the last line (and nothing for an empty body)."""
-    lines = [_WSP.sub(b" ", line).rstrip(b" ") for line in body.split(b"\r\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return b"\r\n".join(lines) + b"\r\n" if lines else b""
+    """RFC 6376 section 3.4.4, as dkimpy implements it: blanks collapsed, none at line
+    ends, no empty lines at the end, a CRLF after the last line (nothing for an empty
+    body)."""
+    return bytes(Relaxed.canonicalize_body(body))
 
 
 def headers_to_sign(data: bytes) -> list[bytes]:
