@@ -26,15 +26,16 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from carepost.contacts.prepare import PreparationContext, PreparedBatch, prepare_batch
 from carepost.contacts.sealing import KeyMaterial, SealedBatch, seal_batch
+from carepost.core.collector import collections_spaced
 from carepost.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -49,16 +50,10 @@ PARENT_CHECK_SECONDS = 1.0
 IMPORT_GC_THRESHOLD = 100_000
 
 
-@contextmanager
-def batch_sized_gc() -> Iterator[None]:
+def batch_sized_gc() -> AbstractContextManager[None]:
     """Collect cyclic garbage less often while importing (reference counting still
-    frees everything else at once); the process's thresholds are restored after."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], IMPORT_GC_THRESHOLD), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
+    frees everything else at once); the thresholds come back after the last import."""
+    return collections_spaced(IMPORT_GC_THRESHOLD)
 
 
 Prepared = tuple[PreparedBatch, SealedBatch]

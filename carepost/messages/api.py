@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
 from carepost.api.pagination import Page, decode_cursor, encode_cursor
+from carepost.core.collector import collector_paused
 from carepost.core.errors import FieldError, ValidationFailed
 from carepost.core.runtime import Runtime
 from carepost.messages import service
@@ -34,7 +35,6 @@ from carepost.messages.schemas import (
 from carepost.messages.sending import (
     SendContext,
     SendLimits,
-    collector_paused,
     send_with_retry,
 )
 from carepost.messages.service import MessageFilter

@@ -55,6 +55,7 @@ from carepost.audit import service as audit
 from carepost.contacts.activity_models import ListMembership
 from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.lists import get_list
+from carepost.core.collector import collector_paused
 from carepost.core.database import new_id, utcnow
 from carepost.core.errors import CarepostError, Conflict, NotFound, ValidationFailed
 from carepost.core.logging import get_logger
@@ -69,7 +70,7 @@ from carepost.messages.models import (
     MessageState,
 )
 from carepost.messages.schemas import CampaignIn, CampaignUpdate, MessageIn, SendPurpose
-from carepost.messages.sending import SendContext, SendLimits, collector_paused, send_messages
+from carepost.messages.sending import SendContext, SendLimits, send_messages
 from carepost.segments.models import SegmentSnapshot, SegmentSnapshotMember
 from carepost.segments.service import get_segment, snapshot_segment
 from carepost.templates import service as templates

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 import json
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -74,37 +72,6 @@ MAX_DATA_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 4 * 1024
 LATEST_SEND_AT = timedelta(days=90)
 IDEMPOTENCY_RETRIES = 3
-
-
-_PAUSES_LOCK = threading.Lock()
-_pauses = 0
-_collector_was_enabled = False
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Hold off Python's cyclic garbage collector while a batch is built.
-
-    A batch of 10,000 messages makes hundreds of thousands of objects that all live
-    until it is written; each of them triggers collections that walk every surviving
-    object again, which cost about a third of the CPU time of a batch. What the batch
-    makes is freed by reference counting; a cycle, if any, is collected by the next
-    collection after the pause. Nested and concurrent pauses (threads of the API)
-    are counted: the collector is re-enabled when the last one ends, and only if it
-    was enabled when the first began."""
-    global _pauses, _collector_was_enabled
-    with _PAUSES_LOCK:
-        if _pauses == 0:
-            _collector_was_enabled = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _PAUSES_LOCK:
-            _pauses -= 1
-            if _pauses == 0 and _collector_was_enabled:
-                gc.enable()
 
 
 @dataclass
