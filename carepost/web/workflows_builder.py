@@ -573,7 +573,7 @@ def step_from_form(
     if faults:
         return step, faults
     try:
-        model.model_validate(step)
+        step = model.model_validate(step).model_dump(mode="json")
     except ValidationError as invalid:
         for error in invalid.errors():
             parts = [str(p) for p in error["loc"]]
