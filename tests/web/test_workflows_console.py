@@ -20,7 +20,7 @@ from carepost.contacts import lists
 from carepost.contacts import service as contacts
 from carepost.core.database import utcnow
 from carepost.templates import service as templates
-from carepost.workflows import engine, service
+from carepost.workflows import engine
 from carepost.workflows.models import Workflow
 from tests.web.workflow_objects import make_workflow
 
@@ -284,9 +284,7 @@ def test_validation_problems_show_at_their_step_and_block_activation(
     assert broken.status_code == 422 and "could not be read" in broken.text
 
 
-def test_activate_enroll_counts_publish_and_history(
-    owner, sign_in, runtime, tenant, audit_trail
-):
+def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, tenant, audit_trail):
     world = _world(runtime, tenant, members=2)
     b = sign_in(owner)
     base = _create(b)
@@ -359,7 +357,12 @@ def test_the_dry_run_masks_data_dependent_steps_unless_revealed(
 ):
     world = _world(runtime, tenant, members=1)
     steps = [
-        {"id": "hello", "type": "send_email", "template_id": str(world["template_id"]), "next": "c"},
+        {
+            "id": "hello",
+            "type": "send_email",
+            "template_id": str(world["template_id"]),
+            "next": "c",
+        },
         {
             "id": "c",
             "type": "branch",
