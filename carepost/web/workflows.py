@@ -500,7 +500,7 @@ def render_workflow(
     return console.render(
         "workflows/detail.html",
         status=status,
-        notice=notice or notice_for(console.request, NOTICES),
+        notice=notice or notice_for(console.request, NOTICES) or enrolled_notice(console),
         error=error,
         simulation=simulation,
         enroll_error=enroll_error,
@@ -839,11 +839,27 @@ def enroll(
         if isinstance(exc, NotFound) and "workflow" in exc.detail:
             raise
         return render_workflow(console, the_id, status=exc.status, enroll_error=exc.detail)
-    notice = (
-        f"Enrolled {outcome.enrolled:,} contact{'s' if outcome.enrolled != 1 else ''}; "
-        f"{outcome.skipped:,} skipped (already in this workflow, or once through it)."
+    # Post/redirect/get: a reload of the page does not enroll again.
+    return redirect(
+        console.request,
+        f"/workflows/{the_id}?done=enrolled&enrolled={outcome.enrolled}&skipped={outcome.skipped}",
     )
-    return render_workflow(console, the_id, notice=notice)
+
+
+def enrolled_notice(console: Console) -> str:
+    """The enrollment's outcome after its redirect: two whole numbers from the URL, the
+    words from here (never text from the URL)."""
+    params = console.request.query_params
+    if params.get("done") != "enrolled":
+        return ""
+    numbers = [params.get(k, "") for k in ("enrolled", "skipped")]
+    if not all(n.isdigit() and len(n) < 10 for n in numbers):
+        return ""
+    enrolled, skipped = (int(n) for n in numbers)
+    return (
+        f"Enrolled {enrolled:,} contact{'s' if enrolled != 1 else ''}; "
+        f"{skipped:,} skipped (already in this workflow, or once through it)."
+    )
 
 
 @dataclass

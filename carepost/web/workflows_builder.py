@@ -179,7 +179,7 @@ class Path:
     owner: str
     pointer: str
     items: list[Node | Jump] = field(default_factory=list)
-    end: Slot | None = None  # the "add a step" at the end of the path, if it can grow
+    empty: str = "No steps: contacts on this path end their run."
 
 
 @dataclass
@@ -226,13 +226,16 @@ def build_tree(graph: Graph) -> Tree:
     shown: set[str] = set()
 
     def walk(start: str | None, label: str, owner: str, pointer: str) -> Path:
+        """One path from ``start``: the steps it goes through, its nested paths drawn
+        after the path itself (so the main line keeps the steps it shares with them)."""
         path = Path(label, owner, pointer)
+        nested: list[tuple[Node, str | None, str, str, str]] = []
         current = start
         previous: Node | None = None
         while current is not None:
             if current in shown or current not in by_id:
                 path.items.append(Jump(current, broken=current not in by_id))
-                return path
+                break
             shown.add(current)
             step = by_id[current]
             node = Node(step, index[current])
@@ -241,38 +244,37 @@ def build_tree(graph: Graph) -> Tree:
             if kind == "branch":
                 for number, condition in enumerate(step.get("conditions") or []):
                     target = condition.get("next") if isinstance(condition, dict) else None
-                    node.paths.append(
-                        walk(
+                    nested.append(
+                        (
+                            node,
                             target,
                             f"If condition {number + 1} holds",
                             current,
                             f"conditions/{number}/next",
                         )
                     )
-                node.paths.append(
-                    walk(step.get("fallback"), "Otherwise (fallback)", current, "fallback")
+                nested.append(
+                    (node, step.get("fallback"), "Otherwise (fallback)", current, "fallback")
                 )
-                return path
+                break
             if kind == "wait_for_event":
-                node.paths.append(
-                    walk(step.get("timeout_next"), "On timeout", current, "timeout_next")
+                nested.append(
+                    (node, step.get("timeout_next"), "On timeout", current, "timeout_next")
                 )
-                if not step.get("timeout_next"):
-                    node.paths[-1].label = "On timeout (empty: continues below)"
             if not is_linear(kind):
                 if kind == "goto" and isinstance(step.get("target"), str):
                     path.items.append(Jump(step["target"], broken=step["target"] not in by_id))
-                return path
+                break
             if previous is not None and is_linear(previous.type) and incoming.get(current) == 1:
                 previous.can_move_down = True
                 node.can_move_up = True
             previous = node
             current = step.get("next")
-        last = path.items[-1] if path.items else None
-        if isinstance(last, Node):
-            path.end = Slot(after=last.id)
-        elif last is None:
-            path.end = Slot(owner=owner, path=pointer)
+        for node, target, title, at, field_path in nested:
+            sub = walk(target, title, at, field_path)
+            if field_path == "timeout_next" and not target:
+                sub.empty = "Empty: on timeout the contact goes on below."
+            node.paths.append(sub)
         return path
 
     first = str(steps[0].get("id")) if steps else None
@@ -582,6 +584,14 @@ def step_from_form(
             name = ".".join(parts) or ""
             faults.setdefault(name, _message(error))
     return step, faults
+
+
+def fault_label(name: str) -> str:
+    """A step form's field path in words (conditions.0.rule -> Condition 1)."""
+    match = re.fullmatch(r"conditions\.(\d+)\.rule", name)
+    if match:
+        return f"Condition {int(match.group(1)) + 1}"
+    return name.replace("_", " ").replace(".", " → ").capitalize()
 
 
 def _utc(text: str) -> str:

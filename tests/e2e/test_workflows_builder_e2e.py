@@ -62,7 +62,7 @@ def save_step(page: Page) -> None:
 def test_build_activate_enroll_publish(
     page: Page, live_server, runtime, marketer, screenshots, chromium
 ):
-    tenant, email, password, world = marketer
+    tenant, email, password, _data = marketer
     sign_in(page, tenant[0].slug, email, password)
     expect(page.get_by_role("heading", level=1)).to_have_text("Riverside Family Practice")
 

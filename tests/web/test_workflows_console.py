@@ -309,9 +309,13 @@ def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, ten
     refused = b.post(f"{base}/enroll", {"audience": "list:not-an-id"})
     assert refused.status_code == 422 and "Choose a list or a segment" in refused.text
     enrolled = b.post(f"{base}/enroll", {"audience": f"list:{world['list_id']}"})
-    assert enrolled.status_code == 200 and "Enrolled 2 contacts; 0 skipped" in enrolled.text
+    assert enrolled.status_code == 303
+    assert "Enrolled 2 contacts; 0 skipped" in b.get(enrolled.headers["location"]).text
     again = b.post(f"{base}/enroll", {"audience": f"list:{world['list_id']}"})
-    assert "Enrolled 0 contacts; 2 skipped" in again.text
+    assert "Enrolled 0 contacts; 2 skipped" in b.get(again.headers["location"]).text
+    # Only whole numbers from the URL, the words are the page's own.
+    forged = b.get(f"{base}?done=enrolled&enrolled=<b>x</b>&skipped=1")
+    assert "<b>x</b>" not in forged.text and "Enrolled" not in forged.text
     engine.advance_due_runs(runtime, now=utcnow(), tenant_id=tenant[0].id)
     page = b.get(base)
     assert re.search(r'data-now="pause">2<', page.text)
