@@ -358,7 +358,7 @@ def apply_action(
         step_id = action.removeprefix("edit:")
         _, step = wb._find(state.graph, step_id)
         state.editing, state.form_step = step_id, step
-    elif action in ("save", "cond_add") or action.startswith("cond_remove:"):
+    elif action in ("save", "cond_add", "refresh") or action.startswith("cond_remove:"):
         if not editing:
             return
         if editing == "new":
@@ -376,7 +376,9 @@ def apply_action(
         name = _text(data, "f.name").strip()
         if name:
             step["name"] = name[:200]
-        if action == "cond_add":
+        if action == "refresh":
+            faults = {}
+        elif action == "cond_add":
             step.setdefault("conditions", []).append({"rule": {}, "next": ""})
             faults = {}
         elif action.startswith("cond_remove:"):

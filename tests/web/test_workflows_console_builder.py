@@ -208,3 +208,30 @@ def test_a_step_type_registered_later_gets_a_form_from_its_schema(
     assert "text: Welcome!" in saved.text  # described generically on the diagram
     stored = b.post(f"{base}/draft", {"graph": json.dumps(graph)})
     assert stored.status_code == 303
+
+
+def test_forms_follow_their_kind_and_offer_the_pickers(owner, sign_in, runtime, tenant):
+    b = sign_in(owner)
+    base = _create(b, "Pickers")
+    graph = graph_of(b.get(base))
+    until = _act(b, base, graph, "new:wait_until:||")
+    assert 'name="f.until.days_of_week"' in until.text and 'list="wf-zones"' in until.text
+    assert "America/Chicago" in until.text  # the time zone picker
+    common = {"editing": "new", "new_type": "wait_until", "slot": "||", "step_id": "until-1"}
+    dated = _act(b, base, graph, "refresh", **common, **{"f.until.kind": "date"})
+    assert 'name="f.until.at"' in dated.text and 'name="f.until.start"' not in dated.text
+    saved = _act(
+        b,
+        base,
+        graph,
+        "save",
+        **common,
+        **{"f.until.kind": "date", "f.until.at": "2027-05-01T09:00"},
+    )
+    step = graph_of(saved)["steps"][0]
+    assert step["until"] == {"kind": "date", "at": "2027-05-01T09:00:00Z"}
+    graph = graph_of(saved)
+    goto = _act(b, base, graph, "new:goto:until-1||")
+    assert '<option value="end-1"' in goto.text and '<option value="until-1"' in goto.text
+    event = _act(b, base, graph, "new:wait_for_event:until-1||")
+    assert 'name="f.event.kind"' in event.text and 'hx-vals=\'{"action": "refresh"}\'' in event.text
