@@ -47,11 +47,11 @@ from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary as rule_vocabulary
 from carepost.templates import service as templates
 from carepost.web import workflows_builder as wb
-from carepost.web.console import Console, form_data, page, parse_id, redirect
+from carepost.web.console import Console, form_data, page, parse_id, redirect, sentence
 from carepost.web.forms import Choice, Field, FormData, FormSpec
 from carepost.web.segments_builder import describe as describe_rule
 from carepost.web.tables import MASK
-from carepost.web.views import notice_for
+from carepost.web.views import alert_response, notice_for
 from carepost.webhooks import service as webhooks
 from carepost.workflows import console_queries as queries
 from carepost.workflows import service, triggers
@@ -612,6 +612,8 @@ def builder_fragment(
         with console.session() as session:
             apply_action(session, console.principal.tenant_id, state, data)
     except ValidationFailed as exc:
+        if console.htmx:
+            return alert_response(console, sentence(exc.detail), status=422)
         return render_workflow(console, the_id, status=422, error=exc.detail)
     return render_workflow(console, the_id, state=state, partial=console.htmx)
 

@@ -92,6 +92,10 @@ def _act(b, base: str, graph: dict[str, Any], action: str, **fields: str):
     return response
 
 
+def _act_raw(b, base: str, graph: dict[str, Any], action: str):
+    return b.post(f"{base}/builder", {"graph": json.dumps(graph), "action": action}, htmx=True)
+
+
 def _draft(runtime, base: str) -> dict[str, Any]:
     with runtime.database.session() as session:
         return session.get(Workflow, uuid.UUID(base.rsplit("/", 1)[1])).draft
@@ -282,6 +286,10 @@ def test_validation_problems_show_at_their_step_and_block_activation(
     # A graph the page cannot read is a clear error, not a crash.
     broken = b.post(f"{base}/builder", {"graph": "{not json", "action": "close"})
     assert broken.status_code == 422 and "could not be read" in broken.text
+    partial = b.post(f"{base}/builder", {"graph": "[]", "action": "close"}, htmx=True)
+    assert partial.status_code == 422 and partial.headers["HX-Retarget"] == "#messages"
+    gone = _act_raw(b, base, graph, "edit:no-such-step")
+    assert gone.status_code == 422 and "no longer in the workflow" in gone.text
 
 
 def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, tenant, audit_trail):
