@@ -357,13 +357,13 @@ def replace_step(graph: Graph, step_id: str, step: Step) -> Graph:
         if key in old:
             updated[key] = old[key]
     if old.get("type") == "branch":
+        # Each condition keeps its own path (the form posts it along): a removed
+        # condition's path is left unreached, a new condition gets an End step.
         conditions = updated.get("conditions") or []
-        old_conditions = old.get("conditions") or []
+        existing = {str(s.get("id")) for s in graph["steps"]}
         extra: list[Step] = []
-        for number, condition in enumerate(conditions):
-            if number < len(old_conditions) and old_conditions[number].get("next"):
-                condition["next"] = old_conditions[number]["next"]
-            else:
+        for condition in conditions:
+            if condition.get("next") not in existing:
                 end_id = new_id({"steps": graph["steps"] + extra}, "exit")
                 extra.append({"id": end_id, "type": "exit", "name": ""})
                 condition["next"] = end_id

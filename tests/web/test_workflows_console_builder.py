@@ -235,3 +235,44 @@ def test_forms_follow_their_kind_and_offer_the_pickers(owner, sign_in, runtime, 
     assert '<option value="end-1"' in goto.text and '<option value="until-1"' in goto.text
     event = _act(b, base, graph, "new:wait_for_event:until-1||")
     assert 'name="f.event.kind"' in event.text and 'hx-vals=\'{"action": "refresh"}\'' in event.text
+
+
+def test_each_branch_condition_keeps_its_own_path(owner, sign_in, runtime, tenant):
+    b = sign_in(owner)
+    base = _create(b, "Paths")
+    graph = {
+        "steps": [
+            {
+                "id": "choose",
+                "type": "branch",
+                "conditions": [
+                    {"rule": {"suppressed": "any"}, "next": "first"},
+                    {"rule": {"suppressed": "email"}, "next": "second"},
+                ],
+                "fallback": "first",
+            },
+            {"id": "first", "type": "exit"},
+            {"id": "second", "type": "exit"},
+        ]
+    }
+    form = _act(b, base, graph, "edit:choose")
+    assert 'name="f.conditions.1.next" value="second"' in form.text
+    fields = {
+        "editing": "choose",
+        "f.conditions.0.rule": '{"suppressed": "any"}',
+        "f.conditions.0.next": "first",
+        "f.conditions.1.rule": '{"suppressed": "email"}',
+        "f.conditions.1.next": "second",
+    }
+    fewer = _act(b, base, graph, "cond_remove:0", **fields)
+    assert 'name="f.conditions.0.next" value="second"' in fewer.text
+    kept = {k: v for k, v in fields.items() if ".0." not in k}
+    kept = {k.replace(".1.", ".0."): v for k, v in kept.items()}
+    saved = graph_of(_act(b, base, graph, "save", **kept))
+    choose = saved["steps"][0]
+    assert choose["conditions"] == [{"rule": {"suppressed": "email"}, "next": "second"}]
+    more = graph_of(
+        _act(b, base, saved, "save", **kept, **{"f.conditions.1.rule": '{"suppressed": "sms"}'})
+    )
+    added = more["steps"][0]["conditions"][1]
+    assert added["next"].startswith("end-") and added["next"] in {s["id"] for s in more["steps"]}
