@@ -19,6 +19,7 @@ from carepost.consent.service import ConsentChange
 from carepost.contacts import lists
 from carepost.contacts import service as contacts
 from carepost.core.database import utcnow
+from carepost.segments import service as segments
 from carepost.templates import service as templates
 from carepost.workflows import engine
 from carepost.workflows.models import Workflow
@@ -321,6 +322,19 @@ def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, ten
     assert "Enrolled 2 contacts; 0 skipped" in b.get(enrolled.headers["location"]).text
     again = b.post(f"{base}/enroll", {"audience": f"list:{world['list_id']}"})
     assert "Enrolled 0 contacts; 2 skipped" in b.get(again.headers["location"]).text
+    with runtime.bound_session(tenant[1]) as session:
+        segment = segments.create_segment(
+            session,
+            tenant[0].id,
+            name="On the list",
+            description="",
+            rule={"list": str(world["list_id"])},
+            actor=SYSTEM,
+        )
+    by_segment = b.post(f"{base}/enroll", {"audience": f"segment:{segment.id}"})
+    assert "Enrolled 0 contacts; 2 skipped" in b.get(by_segment.headers["location"]).text
+    missing = b.post(f"{base}/enroll", {"audience": f"segment:{uuid.uuid4()}"})
+    assert missing.status_code == 404 and "Enroll contacts" in missing.text
     # Only whole numbers from the URL, the words are the page's own.
     forged = b.get(f"{base}?done=enrolled&enrolled=<b>x</b>&skipped=1")
     assert "<b>x</b>" not in forged.text and "Enrolled" not in forged.text
