@@ -92,6 +92,7 @@ def test_build_activate_enroll_publish(
     # 3. Wait for an open, two days at most.
     add_step(page, "after wait-1", "wait_for_event")
     page.get_by_label("Wait for", exact=True).select_option("opened")
+    settle(page)  # choosing the kind redraws the form for it
     page.locator("#sf-timeout-days").fill("2")
     page.locator("#sf-timeout-hours").fill("0")
     save_step(page)
