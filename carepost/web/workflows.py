@@ -1099,3 +1099,31 @@ def run_page(
 
 def graph_json(graph: wb.Graph) -> str:
     return json.dumps(graph, indent=2)
+
+
+# --- a contact's workflows (on the contact's page) -------------------------------------------
+
+CONTACT_HISTORY = 20
+
+
+@router.get("/workflows/contacts/{contact_id}")
+def contact_workflows(
+    contact_id: str, console: Annotated[Console, Depends(page(READ))]
+) -> Response:
+    """Every workflow run of a contact with its latest steps: the panel the contact's page
+    loads (HTMX), or a page of its own without JavaScript. Ids and codes, no PHI."""
+    with console.session() as session:
+        tenant_id = console.principal.tenant_id
+        contact = contacts.get_contact(session, tenant_id, parse_id(contact_id), with_phi=False)
+        runs = [
+            (workflow, run, service.run_history(session, run)[-CONTACT_HISTORY:])
+            for workflow, run in queries.contact_runs(session, tenant_id, contact.id)
+        ]
+    context: dict[str, Any] = {"contact_id": contact.id, "runs": runs, "label_of": wb.label_of}
+    if console.htmx:
+        return console.render("workflows/_contact_runs.html", **context)
+    return console.render(
+        "workflows/contact_runs.html",
+        title=f"Workflows of contact {str(contact.id)[:8]}",
+        **context,
+    )

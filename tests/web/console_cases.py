@@ -86,6 +86,7 @@ PAGES = (
     PageCase("/workflows/{workflow_id}/versions/{version}", "workflows:read"),
     PageCase("/workflows/{workflow_id}/runs", "workflows:read"),
     PageCase("/workflows/{workflow_id}/runs/{contact_id}", "workflows:read"),
+    PageCase("/workflows/contacts/{contact_id}", "workflows:read"),
 )
 
 ACTIONS = (

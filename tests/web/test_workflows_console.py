@@ -369,6 +369,15 @@ def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, ten
     assert str(contact)[:8] in runs.text
     run = b.get(f"{base}/runs/{contact}")
     assert run.status_code == 200 and "hello" in run.text and "migrated" in run.text
+    # The contact's page loads its workflows and the steps taken.
+    profile = b.get(f"/contacts/{contact}")
+    assert f'hx-get="/workflows/contacts/{contact}"' in profile.text
+    panel = b.get(f"/workflows/contacts/{contact}", headers={"HX-Request": "true"})
+    assert panel.status_code == 200 and "<html" not in panel.text
+    assert "Welcome series" in panel.text and "<strong>hello</strong>" in panel.text
+    assert "migrated" in panel.text
+    whole = b.get(f"/workflows/contacts/{contact}")
+    assert "<html" in whole.text and "Welcome series" in whole.text
     # Pause, resume, archive.
     assert b.post(f"{base}/pause").headers["location"].endswith("paused")
     assert b.post(f"{base}/resume").headers["location"].endswith("resumed")
