@@ -215,7 +215,8 @@ def change_members(
     outcome.unchanged = len((to_add & current) | ((to_remove & known) - current))
     try:
         with session.begin_nested():
-            outcome.added = _insert_members(session, tenant_id, contact_list.id, joining, now)
+            joined = _insert_members(session, tenant_id, contact_list.id, joining, now)
+            outcome.added = len(joined)
             outcome.removed = _end_memberships(session, contact_list.id, leaving, now)
     except IntegrityError:
         raise Conflict(
@@ -265,9 +266,9 @@ def _classify(
 
 def _insert_members(
     session: Session, tenant_id: uuid.UUID, list_id: uuid.UUID, ids: set[uuid.UUID], now: datetime
-) -> int:
+) -> list[uuid.UUID]:
     if not ids:
-        return 0
+        return []
     not_member = ~exists().where(
         ListMembership.list_id == list_id,
         ListMembership.contact_id == Contact.id,
@@ -288,7 +289,13 @@ def _insert_members(
         .returning(ListMembership.contact_id)
     )
     # Counted from RETURNING: psycopg reports no row count for an ORM INSERT … SELECT.
-    return len(session.execute(statement).all())
+    joined = [row[0] for row in session.execute(statement)]
+    if joined:
+        # Workflows triggered by joining this list enroll the new members (set-based).
+        from carepost.workflows.entry import enroll_on
+
+        enroll_on(session, tenant_id, "list_join", str(list_id), joined, now)
+    return joined
 
 
 def _end_memberships(
