@@ -107,15 +107,14 @@ def post_event(body: EventIn, runtime: RuntimeDep, principal: Enroller) -> Event
         woke = engine.deliver_event(
             session, principal.tenant_id, [body.contact_id], f"custom:{body.name}", now
         )
-        enrolled = entry.enroll_on(
-            session, principal.tenant_id, "event", body.name, [body.contact_id], now
-        )
+        # Workflows triggered by this event (and, for a form, by that form) enroll it.
+        entry.enroll_on(session, principal.tenant_id, "event", body.name, [body.contact_id], now)
         if body.name == "form_submitted" and body.form_id is not None:
-            more, started = wakeups.on_form_submitted(
+            more, _ = wakeups.on_form_submitted(
                 session, principal.tenant_id, body.contact_id, body.form_id, now
             )
-            woke, enrolled = woke + more, enrolled + started
-        return EventOut(woke=woke, enrolled=enrolled)
+            woke += more
+        return EventOut(woke=woke)
 
 
 @router.get("/{workflow_id}", summary="Get a workflow")

@@ -215,7 +215,6 @@ class EventIn(BaseModel):
 
 class EventOut(BaseModel):
     woke: int
-    enrolled: int = Field(default=0, description="runs started by workflows this event triggers")
 
 
 TRIGGER_DESCRIPTION = (

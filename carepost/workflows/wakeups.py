@@ -98,10 +98,28 @@ def on_fields_changed(
     changed: Mapping[str, Iterable[uuid.UUID]],
     now: datetime | None = None,
 ) -> int:
-    """Contact fields changed: ``{field key: contact ids}``; one indexed lookup per key."""
-    now = now or utcnow()
-    return sum(
-        wake_contacts(session, tenant_id, ids, f"field:{key}", now) for key, ids in changed.items()
+    """Contact fields changed: ``{field key: contact ids}``. One indexed SELECT for the
+    batch (tenant, the keys, the contacts), kept to the pairs that really changed;
+    the UPDATE and DELETE only when some run waits."""
+    pairs = {(f"field:{key}", contact_id) for key, ids in changed.items() for contact_id in ids}
+    if not pairs:
+        return 0
+    keys = sorted({key for key, _ in pairs})
+    contacts = sorted({contact_id for _, contact_id in pairs})
+    run_ids: list[uuid.UUID] = []
+    for start in range(0, len(contacts), BATCH):
+        rows = session.execute(
+            select(WorkflowWait.run_id, WorkflowWait.event_key, WorkflowWait.contact_id).where(
+                WorkflowWait.tenant_id == tenant_id,
+                WorkflowWait.event_key.in_(keys),
+                WorkflowWait.contact_id.in_(contacts[start : start + BATCH]),
+            )
+        )
+        run_ids += [run_id for run_id, key, contact_id in rows if (key, contact_id) in pairs]
+    if not run_ids:
+        return 0
+    return wake_runs(
+        session, select(WorkflowRun.id).where(WorkflowRun.id.in_(run_ids)), now or utcnow()
     )
 
 
