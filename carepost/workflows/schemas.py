@@ -35,6 +35,7 @@ DRAFT_DESCRIPTION = (
             "set_stage",
             "webhook",
             "exit",
+            "goto_workflow",
         )
     )
 )
