@@ -1,0 +1,312 @@
+"""The SMTP gateway server (aiosmtpd): customers' mail servers relay through it.
+
+Rules, in the order a session meets them:
+
+1. STARTTLS first (``530 5.7.0``): nothing but EHLO/HELO/NOOP/QUIT/STARTTLS before
+   TLS; AUTH (PLAIN, LOGIN) is offered only after it. A failed AUTH answers
+   ``535 5.7.8`` and identifies nobody.
+2. MAIL FROM identifies the client: by its AUTH credentials, else by its TLS client
+   certificate (SHA-256 fingerprint), else by its source network. An unknown
+   client gets ``530 5.7.0 Authentication required``; a MAIL FROM domain the client
+   may not send for ``550 5.7.1``; a declared SIZE over its limit ``552 5.3.4``.
+3. RCPT: at most the client's ``max_recipients`` (``452 4.5.3``).
+4. DATA: over the limit ``552 5.3.4``; a bare LF or CR anywhere ``550 5.6.0``
+   (SMTP smuggling, 2023: only ``<CRLF>.<CRLF>`` ends data, and nothing that
+   another server could read as an end of data is accepted); MIME that does not
+   parse cleanly, is nested too deeply or has too many parts ``550 5.6.0``; a header
+   From not on the client's domains ``550 5.7.1``. Then one queued message per
+   recipient is **committed before** ``250``; any failure to store answers
+   ``451 4.3.0`` so the client retries: nothing accepted is lost.
+
+Logs name the client id and counts only, never addresses or content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import ssl
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import getaddresses
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from carepost.contacts.fields import normalize_email
+from carepost.core.config import Settings
+from carepost.core.errors import ValidationFailed
+from carepost.core.logging import get_logger
+from carepost.core.runtime import Runtime
+from carepost.gateway import service
+from carepost.gateway.service import ClientView
+
+log = get_logger(__name__)
+
+MAX_DEPTH = 10
+MAX_PARTS = 500
+_BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+
+
+class MessageRefused(Exception):
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+def _client_of(session: Session) -> ClientView | None:
+    found = getattr(session, "gateway_client", None)
+    return found if isinstance(found, ClientView) else None
+
+
+def _peer_fingerprint(session: Session) -> str | None:
+    extra = session.ssl
+    if not extra:
+        return None
+    ssl_object = extra.get("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
+def parse_checked(data: bytes) -> EmailMessage:
+    """The message parsed, or :class:`MessageRefused` when it is malformed."""
+    if _BARE.search(data):
+        raise MessageRefused("550 5.6.0 Bare LF or CR in message data refused (RFC 5321)")
+    try:
+        parsed = BytesParser(policy=policy.default).parsebytes(data)
+    except Exception:  # noqa: BLE001 - whatever the parser trips on is a malformed message
+        raise MessageRefused("550 5.6.0 Malformed message") from None
+    assert isinstance(parsed, EmailMessage)
+    parts = 0
+    stack: list[tuple[Any, int]] = [(parsed, 0)]
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if depth > MAX_DEPTH:
+            raise MessageRefused(f"550 5.6.0 MIME nested deeper than {MAX_DEPTH} levels refused")
+        if parts > MAX_PARTS:
+            raise MessageRefused(f"550 5.6.0 More than {MAX_PARTS} MIME parts refused")
+        if part.defects:
+            raise MessageRefused("550 5.6.0 Malformed MIME structure refused")
+        if part.is_multipart():
+            payload = part.get_payload()
+            if not isinstance(payload, list):
+                raise MessageRefused("550 5.6.0 Malformed MIME structure refused")
+            stack.extend((child, depth + 1) for child in payload)
+    return parsed
+
+
+def _header_from(parsed: EmailMessage) -> str:
+    values = parsed.get_all("From") or []
+    if len(values) != 1:
+        raise MessageRefused("550 5.6.0 The message must have exactly one From header")
+    addresses = [a for _n, a in getaddresses([str(values[0])]) if a]
+    if len(addresses) != 1:
+        raise MessageRefused("550 5.6.0 The From header must name exactly one address")
+    try:
+        return normalize_email(addresses[0])
+    except ValidationFailed:
+        raise MessageRefused("550 5.6.0 The From address is not valid") from None
+
+
+class GatewayHandler:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+
+    # --- identification ----------------------------------------------------------
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        username = auth_data.login.decode("utf-8", "replace")
+        secret = auth_data.password.decode("utf-8", "replace")
+        with self.runtime.database.session() as db:
+            client = service.by_username(db, username, secret)
+        if client is None:
+            log.warning("gateway.auth_failed", mechanism=mechanism)
+            return AuthResult(success=False, handled=False)
+        session.gateway_client = client  # type: ignore[attr-defined]
+        log.info("gateway.auth", client=str(client.id))
+        return AuthResult(success=True, auth_data=client.id)
+
+    def _identify(self, session: Session) -> ClientView | None:
+        client = _client_of(session)
+        if client is not None and session.authenticated:
+            return client
+        with self.runtime.database.session() as db:
+            fingerprint = _peer_fingerprint(session)
+            if fingerprint:
+                found = service.by_certificate(db, fingerprint)
+                if found is not None:
+                    return found
+            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+            return service.by_network(db, str(peer))
+
+    # --- SMTP hooks ------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        client = await asyncio.get_running_loop().run_in_executor(None, self._identify, session)
+        if client is None:
+            log.warning("gateway.unknown_client")
+            return "530 5.7.0 Authentication required"
+        if not service.sender_allowed(client, address):
+            log.warning("gateway.sender_refused", client=str(client.id))
+            return "550 5.7.1 Sender domain not allowed for this client"
+        for option in mail_options:
+            name, _, value = option.partition("=")
+            if name.upper() == "SIZE" and value.isdigit() and int(value) > client.max_message_bytes:
+                return "552 5.3.4 Message size exceeds the limit"
+        session.gateway_client = client  # type: ignore[attr-defined]
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        client = _client_of(session)
+        if client is None or envelope.mail_from is None:
+            return "503 5.5.1 MAIL first"
+        if len(envelope.rcpt_tos) >= client.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        try:
+            normalize_email(address)
+        except ValidationFailed:
+            return "553 5.1.3 Recipient address not valid"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        client = _client_of(session)
+        if client is None or envelope.mail_from is None:
+            return "503 5.5.1 MAIL first"
+        content = envelope.original_content or b""
+        data = content if isinstance(content, bytes) else content.encode("utf-8", "replace")
+        if len(data) > client.max_message_bytes:
+            return "552 5.3.4 Message size exceeds the limit"
+        try:
+            parsed = parse_checked(data)
+            header_from = _header_from(parsed)
+            if not service.sender_allowed(client, header_from):
+                raise MessageRefused("550 5.7.1 From header domain not allowed for this client")
+        except MessageRefused as refused:
+            log.warning("gateway.refused", client=str(client.id), reply=refused.reply[:12])
+            return refused.reply
+        subject = str(parsed.get("Subject", ""))[:998]
+        recipients = list(envelope.rcpt_tos)
+        try:
+            ids = await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: self._store(
+                    client, envelope.mail_from or "", header_from, recipients, subject, data
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - the client must retry, never lose mail
+            log.error("gateway.store_failed", client=str(client.id), error=type(exc).__name__)
+            return "451 4.3.0 Temporary failure, try again later"
+        log.info("gateway.accepted", client=str(client.id), messages=len(ids), bytes=len(data))
+        return f"250 2.0.0 OK queued as {ids[0]}"
+
+    def _store(
+        self,
+        client: ClientView,
+        mail_from: str,
+        header_from: str,
+        recipients: list[str],
+        subject: str,
+        data: bytes,
+    ) -> list[Any]:
+        with self.runtime.tenant_session(client.tenant_id) as db:
+            from carepost.crypto.keyring import current_tenant_keys
+
+            return service.store(
+                db,
+                current_tenant_keys(),
+                client,
+                mail_from=mail_from,
+                header_from=header_from,
+                recipients=recipients,
+                subject=subject,
+                raw=data,
+            )
+        # Leaving the block committed: only now does the client hear 250.
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    if not settings.gateway_tls_cert_file or not settings.gateway_tls_key_file:
+        raise ValueError(
+            "the gateway needs CAREPOST_GATEWAY_TLS_CERT_FILE and CAREPOST_GATEWAY_TLS_KEY_FILE"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.gateway_tls_cert_file, settings.gateway_tls_key_file)
+    # Ask for a client certificate (identification by fingerprint), never require one.
+    context.verify_mode = ssl.CERT_OPTIONAL
+    if settings.gateway_client_ca_file:
+        context.load_verify_locations(cafile=str(settings.gateway_client_ca_file))
+    else:
+        context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    return context
+
+
+class GatewayController(Controller):
+    def __init__(self, handler: GatewayHandler, *, hostname: str, port: int) -> None:
+        settings = handler.settings
+        self._gateway_settings = settings
+        self._gateway_tls = tls_context(settings)
+        super().__init__(
+            handler,
+            hostname=hostname,
+            port=port,
+            ready_timeout=10.0,
+            data_size_limit=settings.gateway_max_message_bytes,
+            ident="carepost gateway",
+        )
+
+    def factory(self) -> SMTP:
+        handler = self.handler
+        assert isinstance(handler, GatewayHandler)
+        return SMTP(
+            handler,
+            data_size_limit=self._gateway_settings.gateway_max_message_bytes,
+            hostname=self.hostname,
+            ident="carepost gateway",
+            tls_context=self._gateway_tls,
+            require_starttls=True,
+            auth_require_tls=True,
+            auth_required=False,
+            authenticator=handler.authenticate,
+            timeout=120,
+        )
+
+
+def gateway_controller(
+    runtime: Runtime, *, host: str | None = None, port: int | None = None
+) -> GatewayController:
+    """A controller running the gateway in a thread (``.start()`` / ``.stop()``)."""
+    settings = runtime.settings
+    return GatewayController(
+        GatewayHandler(runtime),
+        hostname=host or settings.gateway_host,
+        port=port if port is not None else settings.gateway_port,
+    )
