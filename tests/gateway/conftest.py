@@ -4,8 +4,8 @@ made by ``cryptography``) on loopback, and clients of a tenant to relay as."""
 from __future__ import annotations
 
 import smtplib
-import uuid
 import ssl
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
