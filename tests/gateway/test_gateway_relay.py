@@ -377,3 +377,13 @@ def test_a_storage_failure_answers_451_and_keeps_nothing(
         smtp.login(creds.username, creds.secret)
         assert _send(smtp, MIME) == {}
     assert len(_rows(gateway.runtime, tenant)) == 1
+
+
+def test_auth_login_works_too(gateway, make_client, make_tenant):
+    tenant = make_tenant()
+    creds = make_client(tenant)
+    with gateway.connect() as smtp:
+        smtp.user, smtp.password = creds.username, creds.secret
+        assert smtp.auth("LOGIN", smtp.auth_login)[0] == 235
+        assert _send(smtp, MIME) == {}
+    assert len(_rows(gateway.runtime, tenant)) == 1
