@@ -124,6 +124,7 @@ class GatewayHandler:
         self.runtime = runtime
         self.settings = runtime.settings
         self.writer = GroupWriter(runtime)
+        self.verified = service.VerifiedSecrets()
 
     # --- identification ----------------------------------------------------------
 
@@ -135,7 +136,7 @@ class GatewayHandler:
         username = auth_data.login.decode("utf-8", "replace")
         secret = auth_data.password.decode("utf-8", "replace")
         with self.runtime.database.session() as db:
-            client = service.by_username(db, username, secret)
+            client = service.by_username(db, username, secret, self.verified)
         if client is None:
             log.warning("gateway.auth_failed", mechanism=mechanism)
             return AuthResult(success=False, handled=False)
@@ -144,9 +145,6 @@ class GatewayHandler:
         return AuthResult(success=True, auth_data=client.id)
 
     def _identify(self, session: Session) -> ClientView | None:
-        client = _client_of(session)
-        if client is not None and session.authenticated:
-            return client
         with self.runtime.database.session() as db:
             fingerprint = _peer_fingerprint(session)
             if fingerprint:
@@ -166,7 +164,11 @@ class GatewayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        client = await asyncio.get_running_loop().run_in_executor(None, self._identify, session)
+        # Who the client is cannot change within a session (its credentials, certificate
+        # and address are the session's): identified once, at its first MAIL.
+        client = _client_of(session)
+        if client is None:
+            client = await asyncio.get_running_loop().run_in_executor(None, self._identify, session)
         if client is None:
             log.warning("gateway.unknown_client")
             return "530 5.7.0 Authentication required"

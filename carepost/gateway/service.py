@@ -12,6 +12,8 @@ before the server answers 250.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import ipaddress
 import re
 import secrets
@@ -209,7 +211,33 @@ def delete_client(
 # --- identification (the SMTP server calls these in a worker thread) -------------------
 
 
-def by_username(session: Session, username: str, secret: str) -> ClientView | None:
+class VerifiedSecrets:
+    """Credentials that passed argon2 verification in this process, as keyed digests of
+    (username, secret, stored hash): a mail server opening fifty connections with the
+    same secret pays for one verification. A changed or deleted client has another
+    hash or none, so nothing stale is believed; the key is random per process."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._key = secrets.token_bytes(32)
+        self._seen: set[bytes] = set()
+        self._limit = limit
+
+    def _digest(self, username: str, secret: str, secret_hash: str) -> bytes:
+        message = "\0".join((username, secret, secret_hash)).encode("utf-8", "replace")
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def known(self, username: str, secret: str, secret_hash: str) -> bool:
+        return self._digest(username, secret, secret_hash) in self._seen
+
+    def add(self, username: str, secret: str, secret_hash: str) -> None:
+        if len(self._seen) >= self._limit:
+            self._seen.clear()
+        self._seen.add(self._digest(username, secret, secret_hash))
+
+
+def by_username(
+    session: Session, username: str, secret: str, verified: VerifiedSecrets | None = None
+) -> ClientView | None:
     """The enabled client with these credentials, or None (an argon2 verification is
     spent on an unknown name too, so timing does not tell names apart)."""
     client = session.scalar(
@@ -220,7 +248,13 @@ def by_username(session: Session, username: str, secret: str) -> ClientView | No
     if client is None:
         verify_password(_DUMMY_HASH, secret)
         return None
-    return ClientView.of(client) if verify_password(client.secret_hash, secret) else None
+    if verified is not None and verified.known(client.username, secret, client.secret_hash):
+        return ClientView.of(client)
+    if not verify_password(client.secret_hash, secret):
+        return None
+    if verified is not None:
+        verified.add(client.username, secret, client.secret_hash)
+    return ClientView.of(client)
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
