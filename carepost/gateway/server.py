@@ -32,7 +32,8 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from email import policy
-from email.message import EmailMessage
+from email.header import decode_header, make_header
+from email.message import Message as MimeMessage
 from email.parser import BytesParser
 from email.utils import getaddresses
 from typing import Any
@@ -78,15 +79,16 @@ def _peer_fingerprint(session: Session) -> str | None:
     return hashlib.sha256(der).hexdigest() if der else None
 
 
-def parse_checked(data: bytes) -> EmailMessage:
+def parse_checked(data: bytes) -> MimeMessage:
     """The message parsed, or :class:`MessageRefused` when it is malformed."""
     if _BARE.search(data):
         raise MessageRefused("550 5.6.0 Bare LF or CR in message data refused (RFC 5321)")
     try:
-        parsed = BytesParser(policy=policy.default).parsebytes(data)
+        # compat32: the structure and its defects without parsing every header's
+        # grammar (several times faster); the two headers used are decoded below.
+        parsed = BytesParser(policy=policy.compat32).parsebytes(data)
     except Exception:  # noqa: BLE001 - whatever the parser trips on is a malformed message
         raise MessageRefused("550 5.6.0 Malformed message") from None
-    assert isinstance(parsed, EmailMessage)
     parts = 0
     stack: list[tuple[Any, int]] = [(parsed, 0)]
     while stack:
@@ -106,7 +108,7 @@ def parse_checked(data: bytes) -> EmailMessage:
     return parsed
 
 
-def _header_from(parsed: EmailMessage) -> str:
+def _header_from(parsed: MimeMessage) -> str:
     values = parsed.get_all("From") or []
     if len(values) != 1:
         raise MessageRefused("550 5.6.0 The message must have exactly one From header")
@@ -117,6 +119,16 @@ def _header_from(parsed: EmailMessage) -> str:
         return normalize_email(addresses[0])
     except ValidationFailed:
         raise MessageRefused("550 5.6.0 The From address is not valid") from None
+
+
+def _subject(parsed: MimeMessage) -> str:
+    raw = parsed.get("Subject")
+    if raw is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(raw))))[:998]
+    except Exception:  # noqa: BLE001 - an undecodable subject is kept as it came
+        return str(raw)[:998]
 
 
 class GatewayHandler:
@@ -220,7 +232,7 @@ class GatewayHandler:
         except MessageRefused as refused:
             log.warning("gateway.refused", client=str(client.id), reply=refused.reply[:12])
             return refused.reply
-        subject = str(parsed.get("Subject", ""))[:998]
+        subject = _subject(parsed)
         item = _Store(
             client, envelope.mail_from or "", header_from, list(envelope.rcpt_tos), subject, data
         )
@@ -291,21 +303,19 @@ class GroupWriter:
         for tenant_id, items in by_tenant.items():
             try:
                 keys = self._tenant_keys(tenant_id)
-                found: list[list[uuid.UUID]] = []
+                relays = [
+                    service.Relay(
+                        item.client,
+                        item.mail_from,
+                        item.header_from,
+                        item.recipients,
+                        item.subject,
+                        item.data,
+                    )
+                    for item in items
+                ]
                 with self.runtime.bound_session(keys) as db:
-                    for item in items:
-                        found.append(
-                            service.store(
-                                db,
-                                keys,
-                                item.client,
-                                mail_from=item.mail_from,
-                                header_from=item.header_from,
-                                recipients=item.recipients,
-                                subject=item.subject,
-                                raw=item.data,
-                            )
-                        )
+                    found = service.store_many(db, keys, relays)
                 # Leaving the block committed: only now may the clients hear 250.
             except Exception as exc:  # noqa: BLE001 - every message of it is retried (451)
                 for item in items:

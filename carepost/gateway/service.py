@@ -294,6 +294,18 @@ def sender_allowed(client: ClientView, address: str) -> bool:
 # --- storing -------------------------------------------------------------------------
 
 
+@dataclass
+class Relay:
+    """One accepted SMTP transaction, to be stored."""
+
+    client: ClientView
+    mail_from: str
+    header_from: str
+    recipients: Sequence[str]
+    subject: str
+    raw: bytes
+
+
 def store(
     session: Session,
     keys: TenantKeys,
@@ -307,10 +319,20 @@ def store(
 ) -> list[uuid.UUID]:
     """One queued message per recipient (suppressed when the address is suppressed for
     all mail), events and one audit entry; the caller commits."""
+    relay = Relay(client, mail_from, header_from, recipients, subject, raw)
+    return store_many(session, keys, [relay])[0]
+
+
+def store_many(
+    session: Session, keys: TenantKeys, relays: Sequence[Relay]
+) -> list[list[uuid.UUID]]:
+    """:func:`store` for several transactions of one tenant in one go (one suppression
+    query, one flush, one event write; an audit entry each); the caller commits."""
     now = utcnow()
-    body: dict[str, Any] = {"raw": base64.b64encode(raw).decode("ascii")}
-    normalized = [normalize_email(r) for r in recipients]
-    indexes = {a: keys.blind_index(EMAIL_INDEX_LABEL, a) for a in normalized}
+    normalized = [[normalize_email(r) for r in relay.recipients] for relay in relays]
+    indexes = {
+        a: keys.blind_index(EMAIL_INDEX_LABEL, a) for addresses in normalized for a in addresses
+    }
     suppressed = {
         str(index)
         for index, scope in session.execute(
@@ -321,44 +343,54 @@ def store(
         )
         if scope != "marketing"
     }
-    ids = []
+    all_ids: list[list[uuid.UUID]] = []
     events = []
-    for address in normalized:
-        state = MessageState.SUPPRESSED if indexes[address] in suppressed else MessageState.QUEUED
-        message = Message(
-            id=new_id(),
-            tenant_id=keys.tenant_id,
-            to_address=address,
-            to_index=indexes[address],
-            from_address=header_from,
-            subject=subject,
-            body=body,
-            tags=["gateway"],
-            purpose="transactional",
-            priority=PRIORITIES["normal"],
-            state=state,
-            state_reason="suppressed" if state == MessageState.SUPPRESSED else "",
-            attempts=0,
-            next_attempt_at=now,
-            first_queued_at=now,
-            last_event_at=now,
-            created_at=now,
-            created_by_type=GATEWAY_ACTOR_TYPE,
-            created_by_id=str(client.id),
-        )
-        session.add(message)
-        ids.append(message.id)
-        events.append((message.id, None, state, {"gateway": True}))
+    counts = []
+    for relay, addresses in zip(relays, normalized, strict=True):
+        body: dict[str, Any] = {"raw": base64.b64encode(relay.raw).decode("ascii")}
+        ids = []
+        queued = 0
+        for address in addresses:
+            state = (
+                MessageState.SUPPRESSED if indexes[address] in suppressed else MessageState.QUEUED
+            )
+            queued += state == MessageState.QUEUED
+            message = Message(
+                id=new_id(),
+                tenant_id=keys.tenant_id,
+                to_address=address,
+                to_index=indexes[address],
+                from_address=relay.header_from,
+                subject=relay.subject,
+                body=body,
+                tags=["gateway"],
+                purpose="transactional",
+                priority=PRIORITIES["normal"],
+                state=state,
+                state_reason="suppressed" if state == MessageState.SUPPRESSED else "",
+                attempts=0,
+                next_attempt_at=now,
+                first_queued_at=now,
+                last_event_at=now,
+                created_at=now,
+                created_by_type=GATEWAY_ACTOR_TYPE,
+                created_by_id=str(relay.client.id),
+            )
+            session.add(message)
+            ids.append(message.id)
+            events.append((message.id, None, state, {"gateway": True}))
+        all_ids.append(ids)
+        counts.append(queued)
     session.flush()
     write_events(session, keys.tenant_id, events, now=now)
-    queued = sum(1 for e in events if e[2] == MessageState.QUEUED)
-    audit.record(
-        session,
-        tenant_id=keys.tenant_id,
-        actor=audit.Actor(GATEWAY_ACTOR_TYPE, str(client.id), client.name),
-        action="message.gateway_relay",
-        object_type="message",
-        object_id=str(ids[0]) if len(ids) == 1 else "",
-        details={"queued": queued, "suppressed": len(ids) - queued, "bytes": len(raw)},
-    )
-    return ids
+    for relay, ids, queued in zip(relays, all_ids, counts, strict=True):
+        audit.record(
+            session,
+            tenant_id=keys.tenant_id,
+            actor=audit.Actor(GATEWAY_ACTOR_TYPE, str(relay.client.id), relay.client.name),
+            action="message.gateway_relay",
+            object_type="message",
+            object_id=str(ids[0]) if len(ids) == 1 else "",
+            details={"queued": queued, "suppressed": len(ids) - queued, "bytes": len(relay.raw)},
+        )
+    return all_ids
