@@ -2,7 +2,7 @@
 
 Rules, in the order a session meets them:
 
-1. STARTTLS first (``530 5.7.0``): nothing but EHLO/HELO/NOOP/QUIT/STARTTLS before
+1. STARTTLS first (``530``): nothing but EHLO/HELO/NOOP/QUIT/STARTTLS before
    TLS; AUTH (PLAIN, LOGIN) is offered only after it. A failed AUTH answers
    ``535 5.7.8`` and identifies nobody.
 2. MAIL FROM identifies the client: by its AUTH credentials, else by its TLS client
@@ -15,7 +15,8 @@ Rules, in the order a session meets them:
    another server could read as an end of data is accepted); MIME that does not
    parse cleanly, is nested too deeply or has too many parts ``550 5.6.0``; a header
    From not on the client's domains ``550 5.7.1``. Then one queued message per
-   recipient is **committed before** ``250``; any failure to store answers
+   recipient is **committed before** ``250`` (concurrent sessions share a group
+   commit, :class:`GroupWriter`); any failure to store answers
    ``451 4.3.0`` so the client retries: nothing accepted is lost.
 
 Logs name the client id and counts only, never addresses or content.
@@ -47,6 +48,7 @@ from carepost.core.errors import ValidationFailed
 from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
+from carepost.domains.senders import check_sender
 from carepost.gateway import service
 from carepost.gateway.service import ClientView
 
@@ -207,7 +209,8 @@ class GatewayHandler:
         client = _client_of(session)
         if client is None or envelope.mail_from is None:
             return "503 5.5.1 MAIL first"
-        if len(envelope.rcpt_tos) >= client.max_recipients:
+        limit = min(client.max_recipients, self.settings.gateway_max_recipients)
+        if len(envelope.rcpt_tos) >= limit:
             return "452 4.5.3 Too many recipients"
         try:
             normalize_email(address)
@@ -238,6 +241,9 @@ class GatewayHandler:
         )
         try:
             ids = await self.writer.store(item)
+        except MessageRefused as refused:
+            log.warning("gateway.refused", client=str(client.id), reply=refused.reply[:12])
+            return refused.reply
         except Exception as exc:  # noqa: BLE001 - the client must retry, never lose mail
             log.error("gateway.store_failed", client=str(client.id), error=type(exc).__name__)
             return "451 4.3.0 Temporary failure, try again later"
@@ -303,25 +309,36 @@ class GroupWriter:
         for tenant_id, items in by_tenant.items():
             try:
                 keys = self._tenant_keys(tenant_id)
-                relays = [
-                    service.Relay(
-                        item.client,
-                        item.mail_from,
-                        item.header_from,
-                        item.recipients,
-                        item.subject,
-                        item.data,
-                    )
-                    for item in items
-                ]
                 with self.runtime.bound_session(keys) as db:
-                    found = service.store_many(db, keys, relays)
+                    # The domain must still be a verified sending domain of the tenant
+                    # (it may have been deleted since the client was configured).
+                    accepted = []
+                    for item in items:
+                        if check_sender(db, tenant_id, item.header_from) is None:
+                            accepted.append(item)
+                        else:
+                            item.error = MessageRefused(
+                                "550 5.7.1 The sending domain is no longer verified"
+                            )
+                    relays = [
+                        service.Relay(
+                            item.client,
+                            item.mail_from,
+                            item.header_from,
+                            item.recipients,
+                            item.subject,
+                            item.data,
+                        )
+                        for item in accepted
+                    ]
+                    found = service.store_many(db, keys, relays) if relays else []
                 # Leaving the block committed: only now may the clients hear 250.
             except Exception as exc:  # noqa: BLE001 - every message of it is retried (451)
                 for item in items:
-                    item.error = exc
+                    if not isinstance(item.error, MessageRefused):
+                        item.error = exc
                 continue
-            for item, ids in zip(items, found, strict=True):
+            for item, ids in zip(accepted, found, strict=True):
                 item.ids = ids
 
 

@@ -387,3 +387,23 @@ def test_auth_login_works_too(gateway, make_client, make_tenant):
         assert smtp.auth("LOGIN", smtp.auth_login)[0] == 235
         assert _send(smtp, MIME) == {}
     assert len(_rows(gateway.runtime, tenant)) == 1
+
+
+def test_a_domain_deleted_after_configuration_is_refused(gateway, make_client, make_tenant):
+    from carepost.domains.models import SendingDomain
+
+    tenant = make_tenant()
+    creds = make_client(tenant, sender_domains=["a.example"])
+    with gateway.runtime.database.session() as session:
+        domain = session.scalars(
+            select(SendingDomain).where(
+                SendingDomain.tenant_id == tenant[0].id, SendingDomain.name == "a.example"
+            )
+        ).one()
+        session.delete(domain)
+    with gateway.connect() as smtp:
+        smtp.login(creds.username, creds.secret)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            _send(smtp, MIME.replace(b"clinic.example", b"a.example"), sender="care@a.example")
+        assert refused.value.smtp_code == 550
+    assert _rows(gateway.runtime, tenant) == []
