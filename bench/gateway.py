@@ -109,9 +109,7 @@ def send_all(
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=connections) as pool:
-        for done in [
-            pool.submit(one_client, messages[i::connections]) for i in range(connections)
-        ]:
+        for done in [pool.submit(one_client, messages[i::connections]) for i in range(connections)]:
             done.result()
     return time.perf_counter() - started
 
