@@ -46,8 +46,8 @@ def test_gateway_add_and_serve(settings, runtime, tenant, tmp_path):
         env=environment,
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert added.returncode == 0, added.stderr
     username = re.search(r"username: (\S+)", added.stdout).group(1)
     secret = re.search(r"secret:\s+(\S+)", added.stdout).group(1)
     listed = subprocess.run(
@@ -55,8 +55,8 @@ def test_gateway_add_and_serve(settings, runtime, tenant, tmp_path):
         env=environment | {"COLUMNS": "250"},
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert listed.returncode == 0, listed.stderr
     assert username in listed.stdout and secret not in listed.stdout
 
     cert = self_signed_certificate(tmp_path)
@@ -79,11 +79,14 @@ def test_gateway_add_and_serve(settings, runtime, tenant, tmp_path):
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
             smtp.starttls(context=context)
             smtp.login(username, secret)
-            smtp.sendmail(
-                "care@clinic.example",
-                ["pat@example.org"],
-                b"From: care@clinic.example\r\nSubject: hi\r\n\r\nhello\r\n",
-            )
+            try:
+                smtp.sendmail(
+                    "care@clinic.example",
+                    ["pat@example.org"],
+                    b"From: care@clinic.example\r\nSubject: hi\r\n\r\nhello\r\n",
+                )
+            except smtplib.SMTPException as error:
+                raise AssertionError(log.read_text()) from error
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0, log.read_text()
