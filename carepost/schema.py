@@ -12,6 +12,7 @@ from carepost.crypto import models as crypto_models
 from carepost.dlp import models as dlp_models
 from carepost.domains import models as domains_models
 from carepost.e2ee import models as e2ee_models
+from carepost.gateway import models as gateway_models
 from carepost.imports import models as imports_models
 from carepost.messages import models as messages_models
 from carepost.policy import models as policy_models
@@ -33,6 +34,7 @@ DOMAIN_MODELS = (
     dlp_models,
     domains_models,
     e2ee_models,
+    gateway_models,
     imports_models,
     messages_models,
     policy_models,

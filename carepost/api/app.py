@@ -25,6 +25,7 @@ from carepost.core.runtime import Runtime, build_runtime
 from carepost.dlp.api import router as dlp_router
 from carepost.domains.api import router as domains_router
 from carepost.e2ee.api import router as e2ee_keys_router
+from carepost.gateway.api import router as gateway_router
 from carepost.imports.api import router as imports_router
 from carepost.messages.api import router as messages_router
 from carepost.messages.campaigns_api import router as campaigns_router
@@ -79,6 +80,7 @@ def api_router() -> APIRouter:
     router.include_router(dlp_router)
     router.include_router(e2ee_keys_router)
     router.include_router(workflows_router)
+    router.include_router(gateway_router)
     return router
 
 

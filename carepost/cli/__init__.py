@@ -28,6 +28,7 @@ from carepost.cli import (
     server,
 )
 from carepost.cli.common import CarepostGroup, out
+from carepost.gateway import cli as gateway_cli
 
 app = typer.Typer(
     cls=CarepostGroup,
@@ -54,6 +55,7 @@ app.add_typer(config.config_app, name="config")
 app.add_typer(imports.contacts_app, name="contacts")
 app.add_typer(inbound.inbound_app, name="inbound")
 app.add_typer(domains.domains_app, name="domains")
+app.add_typer(gateway_cli.gateway_app, name="gateway")
 
 
 def _version(value: bool) -> None:

@@ -150,6 +150,20 @@ class Settings(BaseSettings):
     # process itself.
     import_prepare_processes: int = Field(default=1, ge=0, le=16)
 
+    # SMTP gateway (carepost/gateway, docs/gateway.md): customers' mail servers relay
+    # through it; STARTTLS with this certificate is required before anything else.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=2587, ge=1, le=65535)
+    gateway_tls_cert_file: Path | None = None
+    gateway_tls_key_file: Path | None = None
+    gateway_client_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle client certificates are checked against (identification "
+        "by certificate fingerprint); default: the system's CAs.",
+    )
+    gateway_max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    gateway_max_recipients: int = Field(default=100, ge=1, le=1000)
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

@@ -50,6 +50,7 @@ from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.delivery.dkim import DkimSigner
+from carepost.gateway.raw import gateway_message_bytes, is_raw
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
@@ -204,9 +205,16 @@ def prepare_envelopes(
             domain = ports.domain_of(message.from_address)
             if domain not in signers:
                 signers[domain] = ports.signing_keys_for(session, keys, domain)
-            outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
-            built = ports.build_message(outgoing)
-            data = ports.sign_all(ports.message_bytes(built), signers[domain])
+            if is_raw(message.body):
+                # Relayed by the SMTP gateway: the customer's MIME, as it came.
+                raw = gateway_message_bytes(
+                    message.id, message.body, from_domain=domain, secret=secret
+                )
+                data = ports.sign_all(raw, signers[domain])
+            else:
+                outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
+                built = ports.build_message(outgoing)
+                data = ports.sign_all(ports.message_bytes(built), signers[domain])
         except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))

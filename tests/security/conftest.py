@@ -559,6 +559,37 @@ class Objects:
 
         return Target({"domain_id": str(domain_id)}, snapshot, {"name": name})
 
+    def gateway_client(self, tenant: TenantPair) -> Target:
+        """An SMTP gateway client of the tenant; the snapshot covers its name, domains,
+        networks and credential hash."""
+        from carepost.core.errors import NotFound
+        from carepost.gateway import service as gateway
+
+        tenant_row, keys = tenant
+        with self.runtime.bound_session(keys) as session:
+            client, secret = gateway.create_client(
+                session,
+                tenant_row.id,
+                name="Exchange connector",
+                sender_domains=["clinic.example"],
+                networks=["192.0.2.0/24"],
+                max_message_bytes=1024 * 1024,
+                max_recipients=10,
+                actor=SYSTEM,
+            )
+            client_id, username = client.id, client.username
+        secret_value(secret)
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                try:
+                    row = gateway.get_client(session, tenant_row.id, client_id)
+                except NotFound:
+                    return None
+                return (row.name, row.sender_domains, row.networks, row.secret_hash, row.enabled)
+
+        return Target({"client_id": str(client_id)}, snapshot, {"username": username})
+
     def dlp_rule(self, tenant: TenantPair) -> Target:
         """A keyword dictionary whose terms are PHI canaries; the snapshot covers its
         name, terms and settings."""

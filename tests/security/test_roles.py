@@ -483,6 +483,13 @@ MATRIX |= {
         DLP_SCANNERS,
         Call(body=lambda: {"recipient_domain": "example.org", "template_phi": True}),
     ),
+    RouteKey("GET", f"{V1}/gateway/clients"): (ALL, Call()),
+    RouteKey("POST", f"{V1}/gateway/clients"): (
+        MANAGERS,
+        Call(body=lambda: {"name": "Postfix relay", "sender_domains": ["clinic.example"]}),
+    ),
+    RouteKey("GET", f"{V1}/gateway/clients/{{client_id}}"): (ALL, Call("gateway_client")),
+    RouteKey("DELETE", f"{V1}/gateway/clients/{{client_id}}"): (MANAGERS, Call("gateway_client")),
     RouteKey("GET", f"{V1}/dlp/dictionaries"): (MANAGERS, Call()),
     RouteKey("POST", f"{V1}/dlp/dictionaries"): (MANAGERS, Call(body=_new_dlp_rule_body)),
     RouteKey("GET", f"{V1}/dlp/dictionaries/{{rule_id}}"): (MANAGERS, Call("dlp_rule")),

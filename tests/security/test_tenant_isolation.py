@@ -125,6 +125,8 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/check"): RouteCase("sending_domain"),
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/rotate"): RouteCase("sending_domain"),
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/promote"): RouteCase("rotated_domain"),
+    RouteKey("GET", f"{V1}/gateway/clients/{{client_id}}"): RouteCase("gateway_client"),
+    RouteKey("DELETE", f"{V1}/gateway/clients/{{client_id}}"): RouteCase("gateway_client"),
     RouteKey("GET", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase("dlp_rule"),
     RouteKey("PATCH", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase(
         "dlp_rule", {"terms": ["mallory"], "severity": "low"}
@@ -695,6 +697,30 @@ def _check_domain_create(world: World) -> None:
     assert world.objects.audit_count(world.b) == b_trail
 
 
+def _check_gateway_client_list(world: World) -> None:
+    target = world.target("gateway_client")
+    listed = world.client.get(f"{V1}/gateway/clients", headers=world.a_headers).json()["items"]
+    assert target.params["client_id"] not in {item["id"] for item in listed}
+
+
+def _check_gateway_client_create(world: World) -> None:
+    # A may not relay for B's domain: refused, and B's client untouched.
+    target = world.target("gateway_client")
+    before = target.snapshot()
+    from uuid import uuid4
+
+    from tests.conftest import add_verified_domains
+
+    b_domain = f"b-{uuid4().hex[:8]}.example"
+    with world.objects.runtime.database.session() as session:
+        add_verified_domains(session, world.b[0].id, [b_domain])
+    body = {"name": "Mine", "sender_domains": [b_domain]}
+    response = world.client.post(f"{V1}/gateway/clients", json=body, headers=world.a_headers)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert target.snapshot() == before
+
+
 def _check_message_send(world: World) -> None:
     # B's contact is unknown in A; B's message and audit trail are untouched.
     contact_id = world.target("contact").params["contact_id"]
@@ -967,6 +993,8 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("POST", f"{V1}/webhooks"): _check_webhook_create,
     RouteKey("GET", f"{V1}/tracking/settings"): _check_tracking_read,
     RouteKey("PUT", f"{V1}/tracking/settings"): _check_tracking_update,
+    RouteKey("GET", f"{V1}/gateway/clients"): _check_gateway_client_list,
+    RouteKey("POST", f"{V1}/gateway/clients"): _check_gateway_client_create,
     RouteKey("GET", f"{V1}/domains"): _check_domain_list,
     RouteKey("POST", f"{V1}/domains"): _check_domain_create,
     RouteKey("GET", f"{V1}/keys"): _check_recipient_key_list,

@@ -1,0 +1,126 @@
+"""REST routes for the SMTP gateway's clients (``/gateway/clients``): list, read,
+create (the SMTP AUTH secret is in the creation's answer only), delete.
+
+Reading needs ``tenant:read`` (no secret is ever returned but once); creating and
+deleting need ``domains:write`` (owners and admins: a client sends as the
+organization's domains).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from carepost.accounts.principal import Principal
+from carepost.api.deps import get_runtime, require
+from carepost.core.runtime import Runtime
+from carepost.core.text import SingleLineText
+from carepost.gateway import service
+from carepost.gateway.models import GatewayClient
+
+router = APIRouter(prefix="/gateway", tags=["smtp gateway"])
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+Reader = Annotated[Principal, Depends(require("tenant:read"))]
+Writer = Annotated[Principal, Depends(require("domains:write"))]
+
+
+class ClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: SingleLineText = Field(min_length=1, max_length=100)
+    sender_domains: list[SingleLineText] = Field(
+        min_length=1, max_length=50, description="Verified sending domains it may relay for"
+    )
+    networks: list[SingleLineText] = Field(
+        default_factory=list, max_length=100, description="CIDR networks it connects from"
+    )
+    cert_fingerprints: list[SingleLineText] = Field(
+        default_factory=list, max_length=20, description="SHA-256 of its TLS client certificates"
+    )
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    max_recipients: int = Field(default=100, ge=1, le=1000)
+
+
+class ClientOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    username: str
+    sender_domains: list[str]
+    networks: list[str]
+    cert_fingerprints: list[str]
+    max_message_bytes: int
+    max_recipients: int
+    enabled: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: GatewayClient) -> ClientOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            username=row.username,
+            sender_domains=list(row.sender_domains),
+            networks=list(row.networks),
+            cert_fingerprints=list(row.cert_fingerprints),
+            max_message_bytes=row.max_message_bytes,
+            max_recipients=row.max_recipients,
+            enabled=row.enabled,
+            created_at=row.created_at,
+        )
+
+
+class ClientCreated(ClientOut):
+    secret: str = Field(description="The SMTP AUTH password: shown this once, stored hashed")
+
+
+class ClientList(BaseModel):
+    items: list[ClientOut]
+
+
+@router.get("/clients", summary="List the SMTP gateway's clients")
+def list_clients(runtime: RuntimeDep, principal: Reader) -> ClientList:
+    with runtime.bound_session(principal.keys) as session:
+        rows = service.list_clients(session, principal.tenant_id)
+        return ClientList(items=[ClientOut.of(row) for row in rows])
+
+
+@router.post(
+    "/clients",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a gateway client (its SMTP AUTH secret is shown once)",
+)
+def create_client(body: ClientCreate, runtime: RuntimeDep, principal: Writer) -> ClientCreated:
+    with runtime.bound_session(principal.keys) as session:
+        row, secret = service.create_client(
+            session,
+            principal.tenant_id,
+            name=body.name,
+            sender_domains=body.sender_domains,
+            networks=body.networks,
+            cert_fingerprints=body.cert_fingerprints,
+            max_message_bytes=body.max_message_bytes,
+            max_recipients=body.max_recipients,
+            actor=principal.actor,
+        )
+        return ClientCreated(**ClientOut.of(row).model_dump(), secret=secret)
+
+
+@router.get("/clients/{client_id}", summary="A gateway client")
+def get_client(client_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> ClientOut:
+    with runtime.bound_session(principal.keys) as session:
+        return ClientOut.of(service.get_client(session, principal.tenant_id, client_id))
+
+
+@router.delete(
+    "/clients/{client_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a gateway client (it can relay no more)",
+)
+def delete_client(client_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) -> Response:
+    with runtime.bound_session(principal.keys) as session:
+        service.delete_client(session, principal.tenant_id, client_id, actor=principal.actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,11 @@
+"""The gateway benchmark runs end to end on a small count: the sink accepts and the
+gateway durably queues every message (each loop checks its own count)."""
+
+from __future__ import annotations
+
+from bench.gateway import measure
+
+
+def test_gateway_bench_runs_tiny():
+    sink, gateway = measure(60, connections=5)
+    assert sink > 0 and gateway > 0
