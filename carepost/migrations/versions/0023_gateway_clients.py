@@ -2,7 +2,7 @@
 fingerprints, sender domains, limits)
 
 Revision ID: 0023
-Revises: 0018
+Revises: 0024
 Create Date: 2026-12-04 20:10:00.000000
 """
 
