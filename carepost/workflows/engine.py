@@ -24,11 +24,13 @@ import secrets
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy import and_, delete, exists, insert, select, update
 from sqlalchemy.orm import Session
 
+from carepost.contacts.id_sets import dialect_of, id_in
 from carepost.contacts.models import Contact
 from carepost.core.database import utcnow
 from carepost.core.errors import CarepostError
@@ -38,6 +40,7 @@ from carepost.crypto.keyring import TenantKeys, current_tenant_keys
 from carepost.messages.models import MessageEvent
 from carepost.messages.sending import SendLimits
 from carepost.segments.nodes import Node
+from carepost.workflows.batch import handle_group, has_batch_handler
 from carepost.workflows.handlers import RunContext, Transition, handle
 from carepost.workflows.models import (
     RunStatus,
@@ -48,7 +51,7 @@ from carepost.workflows.models import (
     WorkflowVersion,
     WorkflowWait,
 )
-from carepost.workflows.steps import GraphShape, parse_graph
+from carepost.workflows.steps import GraphShape, StepBase, parse_graph
 
 log = get_logger(__name__)
 BATCH_SIZE = 500
@@ -101,6 +104,43 @@ def _graphs(
     return found
 
 
+@dataclass
+class _Walk:
+    """One claimed run on its way through its steps in this batch."""
+
+    run: WorkflowRun
+    context: RunContext
+    steps: dict[str, StepBase]
+    graph_key: tuple[uuid.UUID, int]
+    open_step: WorkflowRunStep | None
+
+
+# Step types whose handlers read nothing of the contact: a batch of runs only at
+# such steps loads no contact (and decrypts no PHI column).
+CONTACT_FREE_STEPS = frozenset(
+    {
+        "send_email",
+        "wait_duration",
+        "wait_for_event",
+        "branch",
+        "goto",
+        "list_add",
+        "list_remove",
+        "set_stage",
+        "webhook",
+        "exit",
+    }
+)
+
+
+def _needs_contacts(graphs: Iterable[GraphShape]) -> bool:
+    return any(
+        getattr(step, "type", "") not in CONTACT_FREE_STEPS
+        for graph in graphs
+        for step in graph.steps
+    )
+
+
 def advance_claimed(
     session: Session,
     keys: TenantKeys,
@@ -110,7 +150,11 @@ def advance_claimed(
     owner: str,
     limits: SendLimits,
 ) -> int:
-    """Advance the runs of one tenant still leased to ``owner``; steps executed."""
+    """Advance the runs of one tenant still leased to ``owner``; steps executed.
+
+    Set-based: every round moves each run one step, with the runs at the same step
+    of the same workflow version handled as one group (:func:`_advance_group`),
+    until every run waits or has ended. The whole batch is one transaction."""
     runs = list(
         session.scalars(
             select(WorkflowRun)
@@ -130,15 +174,18 @@ def advance_claimed(
             select(Workflow).where(Workflow.id.in_({run.workflow_id for run in runs}))
         )
     }
-    contacts = {
-        c.id: c
-        for c in session.scalars(
-            select(Contact).where(
-                Contact.tenant_id == keys.tenant_id,
-                Contact.id.in_([run.contact_id for run in runs]),
+    graphs = _graphs(session, runs)
+    contacts: dict[uuid.UUID, Contact] = {}
+    if _needs_contacts(graphs.values()):
+        contacts = {
+            c.id: c
+            for c in session.scalars(
+                select(Contact).where(
+                    Contact.tenant_id == keys.tenant_id,
+                    Contact.id.in_([run.contact_id for run in runs]),
+                )
             )
-        )
-    }
+        }
     open_steps = {
         row.run_id: row
         for row in session.scalars(
@@ -148,19 +195,18 @@ def advance_claimed(
             )
         )
     }
-    graphs = _graphs(session, runs)
-    executed = 0
     rules: dict[tuple[int, str, int], Node] = {}
+    by_id = {key: graph.by_id() for key, graph in graphs.items()}
+    walks: list[_Walk] = []
     for run in runs:
-        graph = graphs.get((run.workflow_id, run.version))
-        workflow = workflows[run.workflow_id]
+        key = (run.workflow_id, run.version)
         run.lease_until, run.lease_owner = None, ""
-        if graph is None or workflow.status != WorkflowStatus.ACTIVE:
+        if key not in graphs or workflows[run.workflow_id].status != WorkflowStatus.ACTIVE:
             continue
         context = RunContext(
             session,
             keys,
-            workflow,
+            workflows[run.workflow_id],
             run,
             contacts.get(run.contact_id),
             now,
@@ -168,18 +214,149 @@ def advance_claimed(
             seq=len(run.visited or []),
             rules=rules,
         )
-        try:
-            with session.begin_nested():
-                executed += advance_run(session, context, graph, open_steps.get(run.id))
-        except CarepostError as failed:
-            # A step that cannot run (its list or stage deleted since): the run ends,
-            # with the reason's code in its history, never a stuck or repeated step.
-            session.expire(run)
-            _finish(session, run, RunStatus.EXITED, now)
-            session.add(_history(run, run.current_step or "", "", now, f"error:{failed.code}"[:40]))
-            run.lease_until, run.lease_owner = None, ""
+        walks.append(_Walk(run, context, by_id[key], key, open_steps.get(run.id)))
+    rounds = _Rounds(session, now)
+    while walks:
+        walks = rounds.advance(walks)
+    rounds.flush_waits()
     session.flush()
-    return executed
+    return rounds.executed
+
+
+class _Rounds:
+    """The rounds of one batch: what each run does at its current step, grouped."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session, self.now = session, now
+        self.executed = 0
+        self._dropped: set[uuid.UUID] = set()  # runs whose waits are to be deleted
+        self._waits: list[dict[str, object]] = []
+
+    def advance(self, walks: list[_Walk]) -> list[_Walk]:
+        """One step of each run; the runs that go on to another step."""
+        groups: dict[tuple[tuple[uuid.UUID, int], str, bool], list[_Walk]] = defaultdict(list)
+        for walk in walks:
+            entered = self._enter(walk)
+            if entered is not None:
+                groups[(walk.graph_key, entered[0], entered[1])].append(walk)
+        moving: list[_Walk] = []
+        for (_graph, step_id, resumed), members in groups.items():
+            step = members[0].steps[step_id]
+            moving += self._execute(step, members, resumed)
+        # Before the next round's waits are written: a run may leave one wait and
+        # enter another in the same batch.
+        self.flush_waits()
+        return moving
+
+    def _enter(self, walk: _Walk) -> tuple[str, bool] | None:
+        """Enter the run's current step (history, loop prevention); (step id,
+        resumed) when its handler is to run, None when the run ended here."""
+        run, now = walk.run, self.now
+        step = walk.steps.get(run.current_step or "")
+        if step is None:
+            self._finish(run, RunStatus.EXITED)
+            return None
+        resumed = run.status == RunStatus.WAITING
+        if not resumed:
+            if step.id in (run.visited or []):
+                # Loop prevention: a step already visited in this run is not repeated.
+                self._finish(run, RunStatus.COMPLETED, had_waits=False)
+                self.session.add(_history(run, step.id, step.type, now, "loop_prevented"))  # type: ignore[attr-defined]
+                return None
+            run.visited = [*(run.visited or []), step.id]
+            run.step_entered_at = now
+            walk.open_step = _history(run, step.id, step.type, now)  # type: ignore[attr-defined]
+            self.session.add(walk.open_step)
+        walk.context.seq = len(run.visited)
+        return step.id, resumed
+
+    def _execute(self, step: StepBase, members: list[_Walk], resumed: bool) -> list[_Walk]:
+        contexts = [walk.context for walk in members]
+        try:
+            with self.session.begin_nested():
+                transitions = handle_group(step, contexts, resumed)
+        except CarepostError:
+            if len(members) == 1 and not has_batch_handler(step):
+                self._failed(members[0], step)
+                return []
+            # One run's trouble must not stop the others: each alone, as before.
+            transitions = []
+            survivors: list[_Walk] = []
+            for walk in members:
+                try:
+                    with self.session.begin_nested():
+                        transitions.append(handle(step, walk.context, resumed))
+                    survivors.append(walk)
+                except CarepostError as failed:
+                    self._failed(walk, step, failed)
+            members = survivors
+        moving: list[_Walk] = []
+        for walk, transition in zip(members, transitions, strict=True):
+            self.executed += 1
+            if self._apply(walk, transition, step.id, resumed):
+                moving.append(walk)
+        return moving
+
+    def _failed(self, walk: _Walk, step: StepBase, failed: CarepostError | None = None) -> None:
+        # A step that cannot run (its list or stage deleted since): the run ends,
+        # with the reason's code in its history, never a stuck or repeated step.
+        code = failed.code if failed is not None else "step_failed"
+        outcome = f"error:{code}"[:40]
+        if walk.open_step is not None:
+            walk.open_step.left_at, walk.open_step.outcome = self.now, outcome
+        else:
+            self.session.add(_history(walk.run, step.id, "", self.now, outcome))
+        self._finish(walk.run, RunStatus.EXITED)
+
+    def _apply(self, walk: _Walk, transition: Transition, step_id: str, resumed: bool) -> bool:
+        """Record where the run goes; True when it goes on to another step now."""
+        run, now = walk.run, self.now
+        if transition.wait_until is not None:
+            run.status, run.wake_at, run.wake_reason = RunStatus.WAITING, transition.wait_until, ""
+            if transition.event_key is not None:
+                self._waits.append(
+                    {
+                        "tenant_id": run.tenant_id,
+                        "run_id": run.id,
+                        "contact_id": run.contact_id,
+                        "step_id": step_id,
+                        "event_key": transition.event_key,
+                        "message_id": transition.message_id,
+                        "since": now,
+                    }
+                )
+            return False
+        if walk.open_step is not None:
+            walk.open_step.left_at = now
+            walk.open_step.outcome = transition.outcome[:40]
+            walk.open_step.detail = transition.detail
+        walk.open_step = None
+        if resumed:
+            self._dropped.add(run.id)  # leaving a wait: its event no longer matters
+        if transition.end is not None or transition.next_step is None:
+            self._finish(run, transition.end or RunStatus.COMPLETED, had_waits=False)
+            return False
+        run.current_step, run.status, run.wake_reason = transition.next_step, RunStatus.ACTIVE, ""
+        return True
+
+    def _finish(self, run: WorkflowRun, status: str, *, had_waits: bool = True) -> None:
+        run.status, run.wake_at, run.ended_at, run.wake_reason = status, None, self.now, ""
+        if had_waits:
+            self._dropped.add(run.id)
+
+    def flush_waits(self) -> None:
+        """Delete the waits the runs left and write the ones they entered: one
+        statement each (no ORM objects: waits are never loaded as such)."""
+        if self._dropped:
+            dialect = dialect_of(self.session)
+            self.session.execute(
+                delete(WorkflowWait).where(id_in(WorkflowWait.run_id, self._dropped, dialect)),
+                execution_options={"synchronize_session": False},
+            )
+            self._dropped = set()
+        if self._waits:
+            self.session.execute(insert(WorkflowWait), self._waits)
+            self._waits = []
 
 
 def _history(
@@ -197,82 +374,6 @@ def _history(
         left_at=now if outcome else None,
         outcome=outcome,
     )
-
-
-def _drop_waits(session: Session, run: WorkflowRun) -> None:
-    # No ORM synchronization: waits are never loaded as objects, and evaluating the
-    # criteria over a batch's identity map costs more than the statement.
-    session.execute(
-        delete(WorkflowWait).where(WorkflowWait.run_id == run.id),
-        execution_options={"synchronize_session": False},
-    )
-
-
-def _finish(
-    session: Session, run: WorkflowRun, status: str, now: datetime, *, had_waits: bool = True
-) -> None:
-    run.status, run.wake_at, run.ended_at, run.wake_reason = status, None, now, ""
-    if had_waits:
-        _drop_waits(session, run)
-
-
-def advance_run(
-    session: Session, ctx: RunContext, graph: GraphShape, open_step: WorkflowRunStep | None
-) -> int:
-    """Execute the run's steps from its current one until it waits or ends."""
-    run, now = ctx.run, ctx.now
-    steps = graph.by_id()
-    executed = 0
-    while True:
-        step = steps.get(run.current_step or "")
-        if step is None:
-            _finish(session, run, RunStatus.EXITED, now)
-            return executed
-        resumed = run.status == RunStatus.WAITING
-        if not resumed:
-            if step.id in (run.visited or []):
-                # Loop prevention: a step already visited in this run is not repeated.
-                _finish(session, run, RunStatus.COMPLETED, now, had_waits=False)
-                session.add(_history(run, step.id, step.type, now, "loop_prevented"))  # type: ignore[attr-defined]
-                return executed
-            run.visited = [*(run.visited or []), step.id]
-            run.step_entered_at = now
-            open_step = _history(run, step.id, step.type, now)  # type: ignore[attr-defined]
-            session.add(open_step)
-        ctx.seq = len(run.visited)
-        transition = handle(step, ctx, resumed)
-        executed += 1
-        if transition.wait_until is not None:
-            _wait(session, run, step.id, transition, now)
-            return executed
-        if open_step is not None:
-            open_step.left_at, open_step.outcome = now, transition.outcome[:40]
-            open_step.detail = transition.detail
-        open_step = None
-        if resumed:
-            _drop_waits(session, run)  # leaving a wait: its event no longer matters
-        if transition.end is not None or transition.next_step is None:
-            _finish(session, run, transition.end or RunStatus.COMPLETED, now, had_waits=False)
-            return executed
-        run.current_step, run.status, run.wake_reason = transition.next_step, RunStatus.ACTIVE, ""
-
-
-def _wait(
-    session: Session, run: WorkflowRun, step_id: str, transition: Transition, now: datetime
-) -> None:
-    run.status, run.wake_at, run.wake_reason = RunStatus.WAITING, transition.wait_until, ""
-    if transition.event_key is not None:
-        session.add(
-            WorkflowWait(
-                tenant_id=run.tenant_id,
-                run_id=run.id,
-                contact_id=run.contact_id,
-                step_id=step_id,
-                event_key=transition.event_key,
-                message_id=transition.message_id,
-                since=now,
-            )
-        )
 
 
 def deliver_event(
