@@ -26,8 +26,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, select, update
+from sqlalchemy import and_, bindparam, delete, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from carepost.contacts.id_sets import dialect_of, id_in
@@ -112,7 +113,7 @@ class _Walk:
     context: RunContext
     steps: dict[str, StepBase]
     graph_key: tuple[uuid.UUID, int]
-    open_step: WorkflowRunStep | None
+    open_step: _StepRecord | None
 
 
 # Step types whose handlers read nothing of the contact: a batch of runs only at
@@ -155,17 +156,20 @@ def advance_claimed(
     Set-based: every round moves each run one step, with the runs at the same step
     of the same workflow version handled as one group (:func:`_advance_group`),
     until every run waits or has ended. The whole batch is one transaction."""
-    runs = list(
-        session.scalars(
-            select(WorkflowRun)
+    # Not in the session: the batch's changes to them are written at its end in
+    # one statement (:func:`_write_runs`), not by the unit of work one by one.
+    runs = [
+        WorkflowRun(**row._asdict())
+        for row in session.execute(
+            select(*RUN_COLUMNS)
             .where(
-                WorkflowRun.id.in_(run_ids),
+                id_in(WorkflowRun.id, set(run_ids), dialect_of(session)),
                 WorkflowRun.tenant_id == keys.tenant_id,
                 WorkflowRun.lease_owner == owner,
             )
             .with_for_update(skip_locked=True)
         )
-    )
+    ]
     if not runs:
         return 0
     workflows = {
@@ -187,10 +191,10 @@ def advance_claimed(
             )
         }
     open_steps = {
-        row.run_id: row
-        for row in session.scalars(
-            select(WorkflowRunStep).where(
-                WorkflowRunStep.run_id.in_([run.id for run in runs]),
+        run_id: _StepRecord(step_id=step_row_id)
+        for step_row_id, run_id in session.execute(
+            select(WorkflowRunStep.id, WorkflowRunStep.run_id).where(
+                id_in(WorkflowRunStep.run_id, {run.id for run in runs}, dialect_of(session)),
                 WorkflowRunStep.left_at.is_(None),
             )
         )
@@ -219,8 +223,48 @@ def advance_claimed(
     while walks:
         walks = rounds.advance(walks)
     rounds.flush_waits()
-    session.flush()
+    rounds.write_history()
+    _write_runs(session, runs)
     return rounds.executed
+
+
+RUN_COLUMNS = tuple(WorkflowRun.__table__.c)
+_CHANGING = (
+    "status",
+    "current_step",
+    "step_entered_at",
+    "wake_at",
+    "wake_reason",
+    "visited",
+    "sent",
+    "ended_at",
+    "lease_until",
+    "lease_owner",
+)
+
+
+def _write_runs(session: Session, runs: Sequence[WorkflowRun]) -> None:
+    """Every run of the batch as it now stands: one executemany of one UPDATE."""
+    table = WorkflowRun.__table__
+    statement = (
+        update(table)  # type: ignore[arg-type]
+        .where(table.c.id == bindparam("run_id"))
+        .values({name: bindparam(name) for name in _CHANGING})
+    )
+    rows = [{"run_id": run.id, **{name: getattr(run, name) for name in _CHANGING}} for run in runs]
+    session.connection().execute(statement, rows)
+
+
+@dataclass
+class _StepRecord:
+    """A history row: a new one (written at the batch's end) or an open one already
+    written (``step_id`` set), closed by an update."""
+
+    values: dict[str, Any] | None = None
+    step_id: int | None = None
+    left_at: datetime | None = None
+    outcome: str = ""
+    detail: dict[str, Any] | None = None
 
 
 class _Rounds:
@@ -231,6 +275,46 @@ class _Rounds:
         self.executed = 0
         self._dropped: set[uuid.UUID] = set()  # runs whose waits are to be deleted
         self._waits: list[dict[str, object]] = []
+        self._records: list[_StepRecord] = []  # new history rows, and open ones closed
+
+    def _new(self, values: dict[str, Any]) -> _StepRecord:
+        record = _StepRecord(values=values, left_at=values["left_at"], outcome=values["outcome"])
+        self._records.append(record)
+        return record
+
+    def _close(self, record: _StepRecord, outcome: str, detail: dict[str, Any] | None) -> None:
+        record.left_at, record.outcome, record.detail = self.now, outcome, detail
+        if record.values is None:
+            self._records.append(record)
+
+    def write_history(self) -> None:
+        """The batch's history: new rows in one insert, closed ones in one update."""
+        table = WorkflowRunStep.__table__
+        new = [
+            {**r.values, "left_at": r.left_at, "outcome": r.outcome, "detail": r.detail}
+            for r in self._records
+            if r.values is not None
+        ]
+        closed = [
+            {"row_id": r.step_id, "left_at": r.left_at, "outcome": r.outcome, "detail": r.detail}
+            for r in self._records
+            if r.values is None
+        ]
+        connection = self.session.connection()
+        if new:
+            connection.execute(insert(table), new)  # type: ignore[arg-type]
+        if closed:
+            connection.execute(
+                update(table)  # type: ignore[arg-type]
+                .where(table.c.id == bindparam("row_id"))
+                .values(
+                    left_at=bindparam("left_at"),
+                    outcome=bindparam("outcome"),
+                    detail=bindparam("detail"),
+                ),
+                closed,
+            )
+        self._records = []
 
     def advance(self, walks: list[_Walk]) -> list[_Walk]:
         """One step of each run; the runs that go on to another step."""
@@ -261,12 +345,11 @@ class _Rounds:
             if step.id in (run.visited or []):
                 # Loop prevention: a step already visited in this run is not repeated.
                 self._finish(run, RunStatus.COMPLETED, had_waits=False)
-                self.session.add(_history(run, step.id, step.type, now, "loop_prevented"))  # type: ignore[attr-defined]
+                self._new(_history(run, step.id, step.type, now, "loop_prevented"))  # type: ignore[attr-defined]
                 return None
             run.visited = [*(run.visited or []), step.id]
             run.step_entered_at = now
-            walk.open_step = _history(run, step.id, step.type, now)  # type: ignore[attr-defined]
-            self.session.add(walk.open_step)
+            walk.open_step = self._new(_history(run, step.id, step.type, now))  # type: ignore[attr-defined]
         walk.context.seq = len(run.visited)
         return step.id, resumed
 
@@ -303,9 +386,9 @@ class _Rounds:
         code = failed.code if failed is not None else "step_failed"
         outcome = f"error:{code}"[:40]
         if walk.open_step is not None:
-            walk.open_step.left_at, walk.open_step.outcome = self.now, outcome
+            self._close(walk.open_step, outcome, None)
         else:
-            self.session.add(_history(walk.run, step.id, "", self.now, outcome))
+            self._new(_history(walk.run, step.id, "", self.now, outcome))
         self._finish(walk.run, RunStatus.EXITED)
 
     def _apply(self, walk: _Walk, transition: Transition, step_id: str, resumed: bool) -> bool:
@@ -327,9 +410,7 @@ class _Rounds:
                 )
             return False
         if walk.open_step is not None:
-            walk.open_step.left_at = now
-            walk.open_step.outcome = transition.outcome[:40]
-            walk.open_step.detail = transition.detail
+            self._close(walk.open_step, transition.outcome[:40], transition.detail)
         walk.open_step = None
         if resumed:
             self._dropped.add(run.id)  # leaving a wait: its event no longer matters
@@ -361,19 +442,20 @@ class _Rounds:
 
 def _history(
     run: WorkflowRun, step_id: str, step_type: str, now: datetime, outcome: str = ""
-) -> WorkflowRunStep:
-    return WorkflowRunStep(
-        tenant_id=run.tenant_id,
-        workflow_id=run.workflow_id,
-        run_id=run.id,
-        version=run.version,
-        seq=len(run.visited or []),
-        step_id=step_id,
-        step_type=step_type,
-        entered_at=now,
-        left_at=now if outcome else None,
-        outcome=outcome,
-    )
+) -> dict[str, Any]:
+    return {
+        "tenant_id": run.tenant_id,
+        "workflow_id": run.workflow_id,
+        "run_id": run.id,
+        "version": run.version,
+        "seq": len(run.visited or []),
+        "step_id": step_id,
+        "step_type": step_type,
+        "entered_at": now,
+        "left_at": now if outcome else None,
+        "outcome": outcome,
+        "detail": None,
+    }
 
 
 def deliver_event(
@@ -400,11 +482,11 @@ def _wake(session: Session, waits: object, now: datetime) -> int:
     run_ids = list(session.scalars(waits))  # type: ignore[call-overload]
     if not run_ids:
         return 0
-    woke = session.execute(
+    woke = session.execute(  # type: ignore[attr-defined]
         update(WorkflowRun)
         .where(WorkflowRun.id.in_(run_ids), WorkflowRun.status == RunStatus.WAITING)
         .values(wake_at=now, wake_reason="event")
-    ).rowcount  # type: ignore[attr-defined]
+    ).rowcount
     session.execute(delete(WorkflowWait).where(WorkflowWait.run_id.in_(run_ids)))
     return int(woke or 0)
 
