@@ -20,15 +20,18 @@ round advances them. Email opens and clicks are matched set-based each round
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from carepost.contacts.id_sets import dialect_of, id_in
@@ -244,15 +247,68 @@ _CHANGING = (
 
 
 def _write_runs(session: Session, runs: Sequence[WorkflowRun]) -> None:
-    """Every run of the batch as it now stands: one executemany of one UPDATE."""
-    table = WorkflowRun.__table__
-    statement = (
-        update(table)  # type: ignore[arg-type]
-        .where(table.c.id == bindparam("run_id"))
-        .values({name: bindparam(name) for name in _CHANGING})
+    """Every run of the batch as it now stands, in one statement."""
+    rows = [{"row_id": run.id, **{name: getattr(run, name) for name in _CHANGING}} for run in runs]
+    bulk_update(session, WorkflowRun.__table__, rows, _RUN_TYPES)  # type: ignore[arg-type]
+
+
+# PostgreSQL types of the columns a batch changes (for the arrays of bulk_update).
+_RUN_TYPES = {
+    "row_id": "uuid",
+    "status": "text",
+    "current_step": "text",
+    "step_entered_at": "timestamptz",
+    "wake_at": "timestamptz",
+    "wake_reason": "text",
+    "visited": "json",
+    "sent": "json",
+    "ended_at": "timestamptz",
+    "lease_until": "timestamptz",
+    "lease_owner": "text",
+}
+_STEP_TYPES = {"row_id": "bigint", "left_at": "timestamptz", "outcome": "text", "detail": "json"}
+
+
+def bulk_update(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], types: dict[str, str]
+) -> None:
+    """Update rows by primary key (``row_id``) with their values.
+
+    PostgreSQL: one ``UPDATE … FROM unnest(<one array per column>)``, a single
+    statement whatever the number of rows (an executemany costs a statement a row
+    on the server). SQLite: an executemany (no round trips in-process)."""
+    if not rows:
+        return
+    columns = [name for name in types if name != "row_id"]
+    if dialect_of(session) != "postgresql":
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({name: bindparam(name) for name in columns})
+        )
+        session.connection().execute(statement, list(rows))
+        return
+    arrays: dict[str, list[Any]] = {name: [] for name in types}
+    for row in rows:
+        for name, kind in types.items():
+            value = row[name]
+            if kind == "json" and value is not None:
+                value = json.dumps(value)
+            elif kind == "timestamptz" and value is not None:
+                value = value.astimezone(UTC)
+            arrays[name].append(value)
+    array_types = {name: ("text" if kind == "json" else kind) for name, kind in types.items()}
+    unnest = ", ".join(f"CAST(:{name} AS {array_types[name]}[])" for name in types)
+    assignments = ", ".join(
+        f"{name} = v.{name}" + ("::json" if types[name] == "json" else "") for name in columns
     )
-    rows = [{"run_id": run.id, **{name: getattr(run, name) for name in _CHANGING}} for run in runs]
-    session.connection().execute(statement, rows)
+    session.connection().execute(
+        text(
+            f"UPDATE {table.name} AS t SET {assignments} "  # noqa: S608 - names are ours
+            f"FROM unnest({unnest}) AS v({', '.join(types)}) WHERE t.id = v.row_id"
+        ),
+        arrays,
+    )
 
 
 @dataclass
@@ -300,20 +356,9 @@ class _Rounds:
             for r in self._records
             if r.values is None
         ]
-        connection = self.session.connection()
         if new:
-            connection.execute(insert(table), new)  # type: ignore[arg-type]
-        if closed:
-            connection.execute(
-                update(table)  # type: ignore[arg-type]
-                .where(table.c.id == bindparam("row_id"))
-                .values(
-                    left_at=bindparam("left_at"),
-                    outcome=bindparam("outcome"),
-                    detail=bindparam("detail"),
-                ),
-                closed,
-            )
+            self.session.connection().execute(insert(table), new)  # type: ignore[arg-type]
+        bulk_update(self.session, table, closed, _STEP_TYPES)  # type: ignore[arg-type]
         self._records = []
 
     def advance(self, walks: list[_Walk]) -> list[_Walk]:
@@ -501,21 +546,39 @@ def wake_on_message_event(
     return _wake(session, waits, now or utcnow())
 
 
+# Per engine (database and schema), the newest message event id each of this
+# process's last two rounds saw.
+_engagement_seen: weakref.WeakKeyDictionary[Engine, list[int]] = weakref.WeakKeyDictionary()
+
+
 def wake_on_engagement(session: Session, now: datetime) -> int:
-    """Wake every run whose awaited email was opened or clicked since it began waiting."""
+    """Wake every run whose awaited email was opened or clicked since it began waiting.
+
+    The safety net behind the immediate wake-up by the tracking hook: a round
+    matches only the message events recorded since the round before last (the first
+    two rounds of a process match them all), so it costs the new events, not the
+    waiting runs. Going one round further back covers an event whose transaction took
+    its id before the last round and committed after it."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    latest = session.scalar(select(func.max(MessageEvent.id)))
+    if latest is None:
+        return 0
+    seen = _engagement_seen.setdefault(engine, [])
+    since = seen[-2] if len(seen) >= 2 else None
     woke = 0
     for kind in ("opened", "clicked"):
+        events = select(MessageEvent.message_id).where(
+            MessageEvent.kind == kind, MessageEvent.id <= latest
+        )
+        if since is not None:
+            events = events.where(MessageEvent.id > since)
         waits = select(WorkflowWait.run_id).where(
             WorkflowWait.event_key == f"email.{kind}",
-            WorkflowWait.message_id.is_not(None),
-            exists().where(
-                and_(
-                    MessageEvent.message_id == WorkflowWait.message_id,
-                    MessageEvent.kind == kind,
-                )
-            ),
+            WorkflowWait.message_id.in_(events),
         )
         woke += _wake(session, waits, now)
+    seen[:] = [*seen[-1:], latest]
     return woke
 
 
