@@ -269,6 +269,17 @@ _RUN_TYPES = {
 _STEP_TYPES = {"row_id": "bigint", "left_at": "timestamptz", "outcome": "text", "detail": "json"}
 
 
+INSERT_CHUNK = 1000
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows as multi-row ``INSERT … VALUES`` statements of up to INSERT_CHUNK
+    rows (an executemany is a statement a row on PostgreSQL's side)."""
+    connection = session.connection()
+    for start in range(0, len(rows), INSERT_CHUNK):
+        connection.execute(insert(table).values(list(rows[start : start + INSERT_CHUNK])))
+
+
 def bulk_update(
     session: Session, table: Table, rows: Sequence[dict[str, Any]], types: dict[str, str]
 ) -> None:
@@ -357,7 +368,7 @@ class _Rounds:
             if r.values is None
         ]
         if new:
-            self.session.connection().execute(insert(table), new)  # type: ignore[arg-type]
+            insert_rows(self.session, table, new)  # type: ignore[arg-type]
         bulk_update(self.session, table, closed, _STEP_TYPES)  # type: ignore[arg-type]
         self._records = []
 
@@ -481,7 +492,7 @@ class _Rounds:
             )
             self._dropped = set()
         if self._waits:
-            self.session.execute(insert(WorkflowWait), self._waits)
+            insert_rows(self.session, WorkflowWait.__table__, self._waits)  # type: ignore[arg-type]
             self._waits = []
 
 
