@@ -24,4 +24,5 @@ def all_jobs() -> JobRegistry:
     domains_tasks.register_jobs(registry)
     messages_tasks.register_jobs(registry)
     workflows_tasks.register_jobs(registry)
+    workflows_tasks.register_trigger_jobs(registry)
     return registry

@@ -21,6 +21,7 @@ from carepost.tenancy import models as tenancy_models
 from carepost.tracking import models as tracking_models
 from carepost.webhooks import models as webhooks_models
 from carepost.workflows import models as workflows_models
+from carepost.workflows import trigger_models as workflows_trigger_models
 
 DOMAIN_MODELS = (
     accounts_models,
@@ -41,5 +42,6 @@ DOMAIN_MODELS = (
     tracking_models,
     webhooks_models,
     workflows_models,
+    workflows_trigger_models,
 )
 metadata = Base.metadata

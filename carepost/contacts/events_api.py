@@ -47,6 +47,21 @@ def _batch(body: dict[str, Any]) -> EventBatch:
         ) from None
 
 
+def _wake_workflows(
+    session: Any, principal: Principal, items: list[Any], results: list[Any]
+) -> None:
+    """Events recorded wake the workflow runs waiting for them (``custom:<kind>``) and
+    enroll into workflows triggered by them, in this transaction."""
+    from carepost.workflows.wakeups import on_contact_events
+
+    by_kind: dict[str, list[uuid.UUID]] = {}
+    for item, result in zip(items, results, strict=True):
+        if result.id is not None and result.contact_id is not None:
+            by_kind.setdefault(str(item.get("kind")), []).append(result.contact_id)
+    if by_kind:
+        on_contact_events(session, principal.tenant_id, by_kind)
+
+
 @router.post(
     "/events",
     summary="Record one event (201) or a batch of up to 10,000 (200, a result per item)",
@@ -61,6 +76,7 @@ def post_events(
     items = _batch(body).items if "items" in body else [body]
     with runtime.bound_session(principal.keys) as session:
         results = events.record_events(session, principal.keys, items, actor=principal.actor)
+        _wake_workflows(session, principal, items, results)
         if "items" in body:
             return EventBatchOutcome.of(results)
         [result] = results

@@ -35,6 +35,7 @@ from carepost.contacts.models import Contact
 from carepost.core.database import UTCDateTime, new_id, utcnow
 from carepost.core.errors import Conflict, FieldError, ValidationFailed
 from carepost.tenancy.scoped import get_owned, page_owned
+from carepost.workflows.trigger_models import WorkflowTrigger
 
 MAX_MEMBER_CHANGES = 10_000
 
@@ -205,7 +206,7 @@ def change_members(
     to_add = {c for i, c in enumerate(add) if f"#/body/add/{i}" not in refused}
     to_remove = {c for i, c in enumerate(remove) if f"#/body/remove/{i}" not in refused}
 
-    known, current = _classify(session, tenant_id, contact_list.id, to_add | to_remove)
+    known, current, triggered = _classify(session, tenant_id, contact_list.id, to_add | to_remove)
     for pointer, ids in (("#/body/add", add), ("#/body/remove", remove)):
         for index, contact_id in enumerate(ids):
             if f"{pointer}/{index}" not in refused and contact_id not in known:
@@ -215,7 +216,13 @@ def change_members(
     outcome.unchanged = len((to_add & current) | ((to_remove & known) - current))
     try:
         with session.begin_nested():
-            outcome.added = _insert_members(session, tenant_id, contact_list.id, joining, now)
+            joined = _insert_members(session, tenant_id, contact_list.id, joining, now)
+            outcome.added = len(joined)
+            if joined and triggered:
+                # Workflows triggered by joining this list enroll the new members.
+                from carepost.workflows.entry import enroll_on
+
+                enroll_on(session, tenant_id, "list_join", str(contact_list.id), joined, now)
             outcome.removed = _end_memberships(session, contact_list.id, leaving, now)
     except IntegrityError:
         raise Conflict(
@@ -242,32 +249,40 @@ def change_members(
 
 def _classify(
     session: Session, tenant_id: uuid.UUID, list_id: uuid.UUID, ids: set[uuid.UUID]
-) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-    """(the ids that are contacts of this tenant, those that are current members)."""
+) -> tuple[set[uuid.UUID], set[uuid.UUID], bool]:
+    """(the ids that are contacts of this tenant, those that are current members,
+    whether a workflow is triggered by joining the list: asked in the same statement)."""
     if not ids:
-        return set(), set()
+        return set(), set(), False
+    triggered = exists().where(
+        WorkflowTrigger.tenant_id == tenant_id,
+        WorkflowTrigger.kind == "list_join",
+        WorkflowTrigger.ref == str(list_id),
+    )
     is_member = exists().where(
         ListMembership.list_id == list_id,
         ListMembership.contact_id == Contact.id,
         ListMembership.left_at.is_(None),
     )
-    query = select(Contact.id, is_member).where(
+    query = select(Contact.id, is_member, triggered).where(
         Contact.tenant_id == tenant_id, id_in(Contact.id, ids, dialect_of(session))
     )
     known: set[uuid.UUID] = set()
     current: set[uuid.UUID] = set()
-    for contact_id, member in session.execute(query):
+    any_trigger = False
+    for contact_id, member, trigger in session.execute(query):
         known.add(contact_id)
+        any_trigger = any_trigger or bool(trigger)
         if member:
             current.add(contact_id)
-    return known, current
+    return known, current, any_trigger
 
 
 def _insert_members(
     session: Session, tenant_id: uuid.UUID, list_id: uuid.UUID, ids: set[uuid.UUID], now: datetime
-) -> int:
+) -> list[uuid.UUID]:
     if not ids:
-        return 0
+        return []
     not_member = ~exists().where(
         ListMembership.list_id == list_id,
         ListMembership.contact_id == Contact.id,
@@ -288,7 +303,7 @@ def _insert_members(
         .returning(ListMembership.contact_id)
     )
     # Counted from RETURNING: psycopg reports no row count for an ORM INSERT … SELECT.
-    return len(session.execute(statement).all())
+    return [row[0] for row in session.execute(statement)]
 
 
 def _end_memberships(

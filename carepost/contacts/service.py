@@ -234,6 +234,9 @@ def update_contact(
     _check_unique(session, contact, exclude_id=contact.id)
     _flush_unique(session, contact, new=False)
     names = sorted(changed)
+    from carepost.workflows.wakeups import on_fields_changed  # runs waiting for a change
+
+    on_fields_changed(session, keys.tenant_id, {name: [contact.id] for name in names})
     audit.record(
         session,
         tenant_id=keys.tenant_id,

@@ -320,6 +320,31 @@ def _upsert(
     return results
 
 
+def _wake_field_waits(
+    session: Session,
+    tenant_id: uuid.UUID,
+    updates: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    now: datetime,
+) -> None:
+    """Wake workflow runs waiting for a change of these fields (``field:<key>``): one
+    indexed lookup per changed key for the whole batch, never a scan of the runs."""
+    changed: dict[str, list[uuid.UUID]] = {}
+    for existing, row in updates:
+        before, after = existing.get("custom") or {}, row.get("custom") or {}
+        keys = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        keys |= {
+            name
+            for name, value in row.items()
+            if name != "custom" and name != "updated_at" and existing.get(name) != value
+        }
+        for key in keys:
+            changed.setdefault(key, []).append(row["id"])
+    if changed:
+        from carepost.workflows.wakeups import on_fields_changed
+
+        on_fields_changed(session, tenant_id, changed, now)
+
+
 def _drop_duplicate_keys(
     pending: list[_Item], results: list[ItemResult], match: str
 ) -> list[_Item]:
@@ -453,6 +478,7 @@ def _write(
                     )
             if changed_ids:  # the prepared item stays as it was: a batch may be sent again
                 identifier_changes.append((item.target_id, changed_ids))
+    _wake_field_waits(session, keys.tenant_id, updates, now)
     sync.write_rows(
         session,
         CONTACT_TABLE,

@@ -24,6 +24,7 @@ from carepost.delivery.message_ledger import message_ledger
 from carepost.tracking.links import TokenKind, TrackedLink
 from carepost.tracking.machines import machine_reason
 from carepost.tracking.models import TrackingSettings
+from carepost.workflows import wakeups
 
 
 @dataclass(frozen=True)
@@ -112,4 +113,6 @@ def record_hit(
         if link.link_index is not None:
             detail["link_index"] = link.link_index
         ledger.record_event(session, keys, link.message_id, kind, occurred_at=now, detail=detail)
+        # Runs waiting for this open/click wake in the same transaction (wait index).
+        wakeups.on_tracking_hit(session, link.message_id, kind, link_index=link.link_index, now=now)
     return Hit(True, reason)

@@ -56,6 +56,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/imports", "Imports", "contacts:read"),
     ("/templates", "Email templates", "templates:read"),
     ("/campaigns", "Campaigns", "reports:read"),
+    ("/workflows", "Workflows", "workflows:read"),
     ("/messages", "Message log", "reports:read"),
     ("/domains", "Domains & DKIM", "tenant:read"),
     ("/users", "Users and roles", "users:read"),

@@ -45,6 +45,7 @@ from carepost.web import (
     templates_pages,
     users,
     webhooks,
+    workflows,
 )
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
@@ -72,6 +73,7 @@ ROUTERS = (
     messages.router,
     webhooks.router,
     domains.router,
+    workflows.router,
 )
 
 

@@ -20,7 +20,7 @@ from carepost.core.database import utcnow
 from carepost.core.errors import FieldError, ValidationFailed
 from carepost.core.runtime import Runtime
 from carepost.messages.sending import SendLimits
-from carepost.workflows import engine, service, triggers
+from carepost.workflows import engine, entry, service, triggers, wakeups
 from carepost.workflows.schemas import (
     CountsOut,
     DraftIn,
@@ -33,6 +33,8 @@ from carepost.workflows.schemas import (
     RunStepOut,
     SimulateIn,
     SimulationOut,
+    TriggerIn,
+    TriggerOut,
     WorkflowCreate,
     WorkflowOut,
     WorkflowUpdate,
@@ -105,6 +107,13 @@ def post_event(body: EventIn, runtime: RuntimeDep, principal: Enroller) -> Event
         woke = engine.deliver_event(
             session, principal.tenant_id, [body.contact_id], f"custom:{body.name}", now
         )
+        # Workflows triggered by this event (and, for a form, by that form) enroll it.
+        entry.enroll_on(session, principal.tenant_id, "event", body.name, [body.contact_id], now)
+        if body.name == "form_submitted" and body.form_id is not None:
+            more, _ = wakeups.on_form_submitted(
+                session, principal.tenant_id, body.contact_id, body.form_id, now
+            )
+            woke += more
         return EventOut(woke=woke)
 
 
@@ -260,3 +269,24 @@ def simulate_workflow(
             limits=limits,
         )
         return SimulationOut.of(result)
+
+
+@router.get("/{workflow_id}/trigger", summary="How contacts enter the workflow on their own")
+def get_trigger(workflow_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> TriggerOut:
+    with runtime.bound_session(principal.keys) as session:
+        return TriggerOut(trigger=entry.get_trigger(session, principal.tenant_id, workflow_id))
+
+
+@router.put(
+    "/{workflow_id}/trigger",
+    summary="Set (or with null remove) the trigger: list join, segment entry, date "
+    "milestone, form submission or a named event",
+)
+def put_trigger(
+    workflow_id: uuid.UUID, body: TriggerIn, runtime: RuntimeDep, principal: Writer
+) -> TriggerOut:
+    with runtime.bound_session(principal.keys) as session:
+        config = entry.set_trigger(
+            session, principal.tenant_id, workflow_id, body.trigger, actor=principal.actor
+        )
+        return TriggerOut(trigger=config)

@@ -40,6 +40,7 @@ from carepost.workflows.steps import (
     CallWebhook,
     Exit,
     GoTo,
+    GoToWorkflow,
     ListAdd,
     ListRemove,
     SendEmail,
@@ -325,8 +326,61 @@ def exit_step(step: Exit, ctx: RunContext, resumed: bool) -> Transition:
     return Transition("end", end="completed")
 
 
+@register_handler("goto_workflow")
+def goto_workflow(step: GoToWorkflow, ctx: RunContext, resumed: bool) -> Transition:
+    """Start the contact's run of another workflow (its entry or ``step``) and complete
+    this one. The target's no re-entry constraint decides (INSERT … ON CONFLICT DO
+    NOTHING): a contact already in or once through it is not moved (``loop_prevented``),
+    so workflows pointing at each other cannot loop. A target deleted, of another
+    tenant or not active ends this run with ``target_unavailable``."""
+    detail = {"workflow_id": str(step.workflow_id)}
+    if ctx.dry_run:
+        return Transition("would_move", end="completed", detail=detail)
+    return _move_to_workflow(step, ctx, detail)
+
+
 def handle(step: StepBase, ctx: RunContext, resumed: bool) -> Transition:
     handler = HANDLERS.get(getattr(step, "type", ""))
     if handler is None:
         return Transition("unknown_step", end="exited")
     return handler(step, ctx, resumed)
+
+
+def _move_to_workflow(step: GoToWorkflow, ctx: RunContext, detail: dict[str, Any]) -> Transition:
+    from carepost.workflows.models import RunStatus, WorkflowStatus
+    from carepost.workflows.service import version_graph
+    from carepost.workflows.triggers import _insert_ignoring_existing
+
+    target = ctx.session.get(Workflow, step.workflow_id)
+    if (
+        target is None
+        or target.tenant_id != ctx.keys.tenant_id
+        or target.id == ctx.workflow.id
+        or target.status != WorkflowStatus.ACTIVE
+    ):
+        return Transition("target_unavailable", end="completed", detail=detail)
+    graph = version_graph(ctx.session, target.id, target.current_version)
+    entry = step.step if step.step in graph.by_id() else graph.start
+    inserted = _insert_ignoring_existing(
+        ctx.session,
+        [
+            {
+                "id": new_id(),
+                "tenant_id": target.tenant_id,
+                "workflow_id": target.id,
+                "contact_id": ctx.run.contact_id,
+                "version": target.current_version,
+                "status": RunStatus.ACTIVE,
+                "current_step": entry,
+                "entered_at": ctx.now,
+                "wake_at": ctx.now,
+                "wake_reason": "",
+                "visited": [],
+                "sent": {},
+                "source": "workflow_goto",
+                "lease_owner": "",
+            }
+        ],
+    )
+    detail["step"] = entry
+    return Transition("moved_to" if inserted else "loop_prevented", end="completed", detail=detail)

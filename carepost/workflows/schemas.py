@@ -35,6 +35,7 @@ DRAFT_DESCRIPTION = (
             "set_stage",
             "webhook",
             "exit",
+            "goto_workflow",
         )
     )
 )
@@ -206,7 +207,29 @@ class EventIn(BaseModel):
     contact_id: uuid.UUID
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")
     occurred_at: IsoDateTime | None = None
+    form_id: uuid.UUID | None = Field(
+        default=None,
+        description='With name "form_submitted": the form submitted (wakes form waits, '
+        "enrolls into workflows triggered by that form)",
+    )
 
 
 class EventOut(BaseModel):
     woke: int
+
+
+TRIGGER_DESCRIPTION = (
+    "How contacts enter the workflow on their own, or null (by hand and the API only): "
+    '{"kind": "list_join", "list_id"}, {"kind": "segment_entry", "segment_id"}, '
+    '{"kind": "date_milestone", "field", "days_before", "yearly"}, '
+    '{"kind": "form_submitted", "form_id"}, {"kind": "event", "name"}'
+)
+
+
+class TriggerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trigger: dict[str, Any] | None = Field(description=TRIGGER_DESCRIPTION)
+
+
+class TriggerOut(BaseModel):
+    trigger: dict[str, Any] | None = Field(description=TRIGGER_DESCRIPTION)

@@ -149,10 +149,14 @@ class EventSpec(BaseModel):
     ``field_changed``: a contact field (by key) changed."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["custom", "opened", "clicked", "field_changed"]
+    kind: Literal["custom", "opened", "clicked", "field_changed", "form_submitted"]
     name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.-]{0,63}$")
     step: StepId | None = None
     field: str | None = Field(default=None, max_length=40)
+    # clicked: only a click of this link (0-based, in the email's order); form_submitted:
+    # the form whose submission ends the wait.
+    link: int | None = Field(default=None, ge=0, le=999)
+    form_id: uuid.UUID | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> EventSpec:
@@ -160,6 +164,10 @@ class EventSpec(BaseModel):
             raise ValueError("a custom event needs its name")
         if self.kind == "field_changed" and not self.field:
             raise ValueError("a field change needs the field's key")
+        if self.kind == "form_submitted" and self.form_id is None:
+            raise ValueError("a form submission needs the form's id")
+        if self.link is not None and self.kind != "clicked":
+            raise ValueError("only a click names a link")
         return self
 
     def key(self) -> str:
@@ -167,6 +175,10 @@ class EventSpec(BaseModel):
             return f"custom:{self.name}"
         if self.kind == "field_changed":
             return f"field:{self.field}"
+        if self.kind == "form_submitted":
+            return f"form:{self.form_id}"
+        if self.kind == "clicked" and self.link is not None:
+            return f"email.clicked.link:{self.link}"
         return f"email.{self.kind}"
 
 
@@ -303,3 +315,17 @@ def parse_graph(raw: Any) -> GraphShape:
 
 def dump_graph(graph: GraphShape) -> dict[str, Any]:
     return {"steps": [step.model_dump(mode="json", exclude_defaults=False) for step in graph.steps]}
+
+
+class GoToWorkflow(StepBase):
+    """Move the contact into another workflow (its entry, or ``step``): this run
+    completes with outcome ``moved_to``. The no re-entry rule holds there too, so a
+    contact already in (or once through) the target stays out (``loop_prevented``):
+    no two workflows can bounce a contact between them."""
+
+    type: Literal["goto_workflow"]
+    workflow_id: uuid.UUID
+    step: StepId | None = None
+
+
+register_step(GoToWorkflow)

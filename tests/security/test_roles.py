@@ -462,6 +462,13 @@ MATRIX |= {
         Call("active_workflow", body_of=lambda t: {"contact_id": t.params["contact_id"]}),
     ),
 }
+MATRIX |= {
+    RouteKey("GET", f"{WORKFLOW}/trigger"): (TEMPLATE_READERS, Call("workflow")),
+    RouteKey("PUT", f"{WORKFLOW}/trigger"): (
+        SENDERS,
+        Call("workflow", lambda: {"trigger": {"kind": "event", "name": "portal_login"}}),
+    ),
+}
 
 
 def _new_dlp_rule_body() -> dict[str, Any]:

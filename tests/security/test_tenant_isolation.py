@@ -168,6 +168,12 @@ API_CASES |= {
         "active_workflow", body=lambda t: {"contact_id": t.params["contact_id"]}
     ),
 }
+API_CASES |= {
+    RouteKey("GET", f"{WORKFLOW}/trigger"): RouteCase("workflow"),
+    RouteKey("PUT", f"{WORKFLOW}/trigger"): RouteCase(
+        "workflow", {"trigger": {"kind": "event", "name": "portal_login"}}
+    ),
+}
 WEBHOOK = f"{V1}/webhooks/{{endpoint_id}}"
 DELIVERY = f"{WEBHOOK}/deliveries/{{delivery_id}}"
 API_CASES |= {

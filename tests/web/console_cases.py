@@ -79,6 +79,14 @@ PAGES = (
     PageCase("/domains/{domain_id}", "tenant:read"),
     PageCase("/messages", "reports:read"),
     PageCase("/messages/{message_id}", "reports:read"),
+    PageCase("/workflows", "workflows:read"),
+    PageCase("/workflows/new", "workflows:write"),
+    PageCase("/workflows/{workflow_id}", "workflows:read"),
+    PageCase("/workflows/{workflow_id}/versions", "workflows:read"),
+    PageCase("/workflows/{workflow_id}/versions/{version}", "workflows:read"),
+    PageCase("/workflows/{workflow_id}/runs", "workflows:read"),
+    PageCase("/workflows/{workflow_id}/runs/{contact_id}", "workflows:read"),
+    PageCase("/workflows/contacts/{contact_id}", "workflows:read"),
 )
 
 ACTIONS = (
@@ -188,6 +196,27 @@ ACTIONS = (
     ActionCase("/domains/{domain_id}/delete", "domains:write"),
     ActionCase("/messages/search", "phi:read", {"to": "who@clinic.example"}),
     ActionCase("/messages/{message_id}/reveal", "phi:read"),
+    ActionCase(
+        "/workflows",
+        "workflows:write",
+        {"name": "Welcome series", "sender_address": "care@clinic.example", "priority": "normal"},
+    ),
+    ActionCase("/workflows/{workflow_id}/builder", "workflows:write", {"action": "add:||"}),
+    ActionCase("/workflows/{workflow_id}/draft", "workflows:write"),
+    ActionCase("/workflows/{workflow_id}/review", "workflows:write"),
+    ActionCase("/workflows/{workflow_id}/publish", "workflows:write"),
+    ActionCase(
+        "/workflows/{workflow_id}/settings",
+        "workflows:write",
+        {"name": "Renamed", "sender_address": "care@clinic.example", "priority": "high"},
+    ),
+    ActionCase("/workflows/{workflow_id}/activate", "workflows:write"),
+    ActionCase("/workflows/{workflow_id}/pause", "workflows:write"),
+    ActionCase("/workflows/{workflow_id}/resume", "workflows:write"),
+    ActionCase("/workflows/{workflow_id}/archive", "workflows:write"),
+    ActionCase("/workflows/{workflow_id}/enroll", "workflows:enroll", {"audience": ""}),
+    ActionCase("/workflows/{workflow_id}/simulate", "workflows:read", {"contact_id": ""}),
+    ActionCase("/workflows/{workflow_id}/simulate/reveal", "phi:read", {"contact_id": ""}),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
 )
@@ -238,4 +267,6 @@ OBJECT_PLACEHOLDERS = {
     "{endpoint_id}": "endpoint_id",
     "{delivery_id}": "delivery_id",
     "{domain_id}": "domain_id",
+    "{workflow_id}": "workflow_id",
+    "{version}": "version",
 }

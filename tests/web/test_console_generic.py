@@ -35,6 +35,7 @@ from tests.web.console_cases import (
 from tests.web.import_files import held_upload
 from tests.web.people import create_person, make_contact_objects
 from tests.web.sent_messages import make_message
+from tests.web.workflow_objects import make_workflow
 
 OPERATIONS = {"/healthz", "/readyz", "/metrics", "/docs/oauth2-redirect"}
 
@@ -68,6 +69,7 @@ class Organization:
     domain_id: uuid.UUID
     campaign_id: uuid.UUID
     message_id: uuid.UUID | None = None
+    workflow_id: uuid.UUID | None = None
 
     def fill(self, path: str) -> str:
         return (
@@ -85,6 +87,8 @@ class Organization:
             .replace("{domain_id}", str(self.domain_id))
             .replace("{campaign_id}", str(self.campaign_id))
             .replace("{message_id}", str(self.message_id))
+            .replace("{workflow_id}", str(self.workflow_id))
+            .replace("{version}", "1")
         )
 
 
@@ -158,6 +162,7 @@ def _make_org(runtime) -> Organization:
         )
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     message_id = make_message(runtime, tenant)
+    workflow_id = make_workflow(runtime, tenant, template.id, contact.id)
     return Organization(
         tenant,
         people,
@@ -175,6 +180,7 @@ def _make_org(runtime) -> Organization:
         domain.id,
         campaign.id,
         message_id,
+        workflow_id,
     )
 
 

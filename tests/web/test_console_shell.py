@@ -183,6 +183,12 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
 
         message_id = make_message(runtime, (owner.tenant, owner.keys))
         path = path.replace("{message_id}", str(message_id))
+    if "{workflow_id}" in path:
+        from tests.web.workflow_objects import make_workflow
+
+        tenant = (owner.tenant, owner.keys)
+        workflow_id = make_workflow(runtime, tenant, template.id, contact.id)
+        path = path.replace("{workflow_id}", str(workflow_id)).replace("{version}", "1")
     page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)
