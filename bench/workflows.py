@@ -303,8 +303,14 @@ def run(options: list[str]) -> None:
                         pool.submit(_advance_until_idle, url, moment) for _ in range(workers)
                     ]
                     results = [future.result() for future in futures]
-                    seconds += time.perf_counter() - started
-                    transitions += sum(done for done, _rss, _peak in results)
+                    took = time.perf_counter() - started
+                    done = sum(done for done, _rss, _peak in results)
+                    seconds, transitions = seconds + took, transitions + done
+                    print(
+                        f"workflows instant={moment:%Y-%m-%dT%H:%M} transitions={done} "
+                        f"seconds={took:.1f} per_s={done / took:.0f} load={_load()}",
+                        flush=True,
+                    )
                     rss.append(sum(now for _done, now, _peak in results))
                     peaks += [peak for _done, _now, peak in results]
             rate = transitions / seconds

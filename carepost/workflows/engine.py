@@ -170,7 +170,10 @@ def advance_claimed(
                 WorkflowRun.tenant_id == keys.tenant_id,
                 WorkflowRun.lease_owner == owner,
             )
-            .with_for_update(skip_locked=True)
+            # Waits instead of skipping: another worker's claim statement may hold a
+            # row for a moment while it rechecks it, and a run skipped here would
+            # stay leased (and asleep) until its lease ran out.
+            .with_for_update()
         )
     ]
     if not runs:
@@ -269,15 +272,73 @@ _RUN_TYPES = {
 _STEP_TYPES = {"row_id": "bigint", "left_at": "timestamptz", "outcome": "text", "detail": "json"}
 
 
-INSERT_CHUNK = 1000
+_HISTORY_TYPES = {
+    "tenant_id": "uuid",
+    "workflow_id": "uuid",
+    "run_id": "uuid",
+    "version": "integer",
+    "seq": "integer",
+    "step_id": "text",
+    "step_type": "text",
+    "entered_at": "timestamptz",
+    "left_at": "timestamptz",
+    "outcome": "text",
+    "detail": "json",
+}
+_WAIT_TYPES = {
+    "tenant_id": "uuid",
+    "run_id": "uuid",
+    "contact_id": "uuid",
+    "step_id": "text",
+    "event_key": "text",
+    "message_id": "uuid",
+    "since": "timestamptz",
+}
 
 
-def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows as multi-row ``INSERT … VALUES`` statements of up to INSERT_CHUNK
-    rows (an executemany is a statement a row on PostgreSQL's side)."""
-    connection = session.connection()
-    for start in range(0, len(rows), INSERT_CHUNK):
-        connection.execute(insert(table).values(list(rows[start : start + INSERT_CHUNK])))
+def _arrays(rows: Sequence[dict[str, Any]], types: dict[str, str]) -> dict[str, list[Any]]:
+    """One list per column, in the form psycopg sends as a PostgreSQL array."""
+    arrays: dict[str, list[Any]] = {name: [] for name in types}
+    for row in rows:
+        for name, kind in types.items():
+            value = row[name]
+            if kind == "json" and value is not None:
+                value = json.dumps(value)
+            elif kind == "timestamptz" and value is not None:
+                value = value.astimezone(UTC)
+            arrays[name].append(value)
+    return arrays
+
+
+def _unnest(types: dict[str, str]) -> str:
+    return ", ".join(
+        f"CAST(:{name} AS {'text' if kind == 'json' else kind}[])" for name, kind in types.items()
+    )
+
+
+def insert_rows(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], types: dict[str, str]
+) -> None:
+    """Insert rows: on PostgreSQL one ``INSERT … SELECT FROM unnest(<arrays>)``
+    whatever their number (an executemany is a statement a row there, and a
+    multi-row VALUES costs SQLAlchemy a bound parameter a value to compile); on
+    SQLite an executemany (no round trips in-process)."""
+    if not rows:
+        return
+    if dialect_of(session) != "postgresql":
+        session.connection().execute(insert(table), list(rows))
+        return
+    names = ", ".join(types)
+    selected = ", ".join(
+        f"v.{name}::json" if kind == "json" else f"v.{name}" for name, kind in types.items()
+    )
+    session.connection().execute(
+        text(
+            f"INSERT INTO {table.name} ({names}) SELECT {selected} "  # noqa: S608 - names are ours
+            f"FROM unnest({_unnest(types)}) AS v({names})"
+        ),
+        _arrays(rows, types),
+    )
 
 
 def bulk_update(
@@ -299,26 +360,15 @@ def bulk_update(
         )
         session.connection().execute(statement, list(rows))
         return
-    arrays: dict[str, list[Any]] = {name: [] for name in types}
-    for row in rows:
-        for name, kind in types.items():
-            value = row[name]
-            if kind == "json" and value is not None:
-                value = json.dumps(value)
-            elif kind == "timestamptz" and value is not None:
-                value = value.astimezone(UTC)
-            arrays[name].append(value)
-    array_types = {name: ("text" if kind == "json" else kind) for name, kind in types.items()}
-    unnest = ", ".join(f"CAST(:{name} AS {array_types[name]}[])" for name in types)
     assignments = ", ".join(
         f"{name} = v.{name}" + ("::json" if types[name] == "json" else "") for name in columns
     )
     session.connection().execute(
         text(
             f"UPDATE {table.name} AS t SET {assignments} "  # noqa: S608 - names are ours
-            f"FROM unnest({unnest}) AS v({', '.join(types)}) WHERE t.id = v.row_id"
+            f"FROM unnest({_unnest(types)}) AS v({', '.join(types)}) WHERE t.id = v.row_id"
         ),
-        arrays,
+        _arrays(rows, types),
     )
 
 
@@ -368,7 +418,7 @@ class _Rounds:
             if r.values is None
         ]
         if new:
-            insert_rows(self.session, table, new)  # type: ignore[arg-type]
+            insert_rows(self.session, table, new, _HISTORY_TYPES)  # type: ignore[arg-type]
         bulk_update(self.session, table, closed, _STEP_TYPES)  # type: ignore[arg-type]
         self._records = []
 
@@ -492,7 +542,7 @@ class _Rounds:
             )
             self._dropped = set()
         if self._waits:
-            insert_rows(self.session, WorkflowWait.__table__, self._waits)  # type: ignore[arg-type]
+            insert_rows(self.session, WorkflowWait.__table__, self._waits, _WAIT_TYPES)  # type: ignore[arg-type]
             self._waits = []
 
 
