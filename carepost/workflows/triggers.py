@@ -194,36 +194,55 @@ def _enroll_selected(
         "source": literal(source),
         "lease_owner": literal(""),
     }
+    columns = ["id", "contact_id", *constants]
+
+    def insert_from(source_ids: Any) -> Any:
+        # WHERE true: SQLite reads "SELECT … FROM t ON CONFLICT" as a join without it.
+        rows = select(run_id, source_ids.c[0], *constants.values()).where(true())
+        insert_into = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        return insert_into.from_select(columns, rows).on_conflict_do_nothing(
+            index_elements=["tenant_id", "workflow_id", "contact_id"]
+        )
+
     total = Enrollment()
     after: uuid.UUID | None = None
     while True:
         page = members.order_by(column).limit(SELECT_PAGE)
         if after is not None:
             page = page.where(column > after)
-        bounds = page.subquery()
-        # max() of the text: PostgreSQL has no max(uuid), and the text of a uuid
-        # sorts as the uuid does on both engines.
-        count, highest = session.execute(
-            select(func.count(), func.max(cast_(bounds.c[0], String)))
-        ).one()
-        if not count:
-            return total
-        last = uuid.UUID(highest)
-        chosen = members.where(column <= last)
-        if after is not None:
-            chosen = chosen.where(column > after)
-        contacts = chosen.subquery()
-        # WHERE true: SQLite reads "SELECT … FROM t ON CONFLICT" as a join without it.
-        rows = select(run_id, contacts.c[0], *constants.values()).where(true())
-        insert_into = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-        statement = insert_into.from_select(
-            ["id", "contact_id", *constants], rows
-        ).on_conflict_do_nothing(index_elements=["tenant_id", "workflow_id", "contact_id"])
-        # RETURNING: psycopg reports no row count for an INSERT … SELECT here.
-        inserted = len(session.execute(statement.returning(table.c.id)).all())
+        if dialect == "postgresql":
+            # One statement a page: the members are selected once, inserted, and
+            # counted (chosen, highest id, inserted) by the same query.
+            chosen = page.cte("chosen")
+            written = insert_from(chosen).returning(literal(1)).cte("written")
+            count, highest, inserted = session.execute(
+                select(
+                    select(func.count()).select_from(chosen).scalar_subquery(),
+                    select(func.max(cast_(chosen.c[0], String))).scalar_subquery(),
+                    select(func.count()).select_from(written).scalar_subquery(),
+                )
+            ).one()
+            if not count:
+                return total
+        else:
+            bounds = page.subquery()
+            # max() of the text: PostgreSQL has no max(uuid), and the text of a uuid
+            # sorts as the uuid does on both engines.
+            count, highest = session.execute(
+                select(func.count(), func.max(cast_(bounds.c[0], String)))
+            ).one()
+            if not count:
+                return total
+            inside = members.where(column <= uuid.UUID(highest))
+            if after is not None:
+                inside = inside.where(column > after)
+            # RETURNING: the driver's row count of an INSERT … SELECT is not reliable.
+            inserted = len(
+                session.execute(insert_from(inside.subquery()).returning(table.c.id)).all()
+            )
         total.enrolled += int(inserted)
         total.skipped += int(count) - int(inserted)
-        after = last
+        after = uuid.UUID(highest)
 
 
 def enroll_list(
