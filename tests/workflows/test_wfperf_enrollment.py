@@ -36,6 +36,7 @@ def _runs(journey, workflow_id):
 @pytest.mark.parametrize("page", [2, 50_000])
 def test_a_list_is_enrolled_once_whatever_the_pages(journey, monkeypatch, page):
     monkeypatch.setattr(triggers, "SELECT_PAGE", page)
+    monkeypatch.setattr(triggers, "ANALYZE_AFTER", 1)  # exercised, even this small
     people = [journey.contact() for _ in range(7)]
     workflow_id = journey.workflow(STEPS)
     journey.enroll(workflow_id, people[:2])  # two are in already
