@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "gateway": gateway.run,
     "segment_count": segment_count.run,
     "smtp_baseline": smtp_baseline.run,
-    "workflows": lambda _options: workflows.run(),
+    "workflows": workflows.run,
 }
 # Commands that take their own arguments: ``python -m bench <name> --option ...``.
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"datagen": datagen.main}

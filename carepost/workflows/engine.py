@@ -20,15 +20,21 @@ round advances them. Email opens and clicks are matched set-based each round
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from carepost.contacts.id_sets import dialect_of, id_in
 from carepost.contacts.models import Contact
 from carepost.core.database import utcnow
 from carepost.core.errors import CarepostError
@@ -38,6 +44,7 @@ from carepost.crypto.keyring import TenantKeys, current_tenant_keys
 from carepost.messages.models import MessageEvent
 from carepost.messages.sending import SendLimits
 from carepost.segments.nodes import Node
+from carepost.workflows.batch import handle_group, has_batch_handler
 from carepost.workflows.handlers import RunContext, Transition, handle
 from carepost.workflows.models import (
     RunStatus,
@@ -48,7 +55,7 @@ from carepost.workflows.models import (
     WorkflowVersion,
     WorkflowWait,
 )
-from carepost.workflows.steps import GraphShape, parse_graph
+from carepost.workflows.steps import GraphShape, StepBase, parse_graph
 
 log = get_logger(__name__)
 BATCH_SIZE = 500
@@ -101,6 +108,43 @@ def _graphs(
     return found
 
 
+@dataclass
+class _Walk:
+    """One claimed run on its way through its steps in this batch."""
+
+    run: WorkflowRun
+    context: RunContext
+    steps: dict[str, StepBase]
+    graph_key: tuple[uuid.UUID, int]
+    open_step: _StepRecord | None
+
+
+# Step types whose handlers read nothing of the contact: a batch of runs only at
+# such steps loads no contact (and decrypts no PHI column).
+CONTACT_FREE_STEPS = frozenset(
+    {
+        "send_email",
+        "wait_duration",
+        "wait_for_event",
+        "branch",
+        "goto",
+        "list_add",
+        "list_remove",
+        "set_stage",
+        "webhook",
+        "exit",
+    }
+)
+
+
+def _needs_contacts(graphs: Iterable[GraphShape]) -> bool:
+    return any(
+        getattr(step, "type", "") not in CONTACT_FREE_STEPS
+        for graph in graphs
+        for step in graph.steps
+    )
+
+
 def advance_claimed(
     session: Session,
     keys: TenantKeys,
@@ -110,18 +154,28 @@ def advance_claimed(
     owner: str,
     limits: SendLimits,
 ) -> int:
-    """Advance the runs of one tenant still leased to ``owner``; steps executed."""
-    runs = list(
-        session.scalars(
-            select(WorkflowRun)
+    """Advance the runs of one tenant still leased to ``owner``; steps executed.
+
+    Set-based: every round moves each run one step, with the runs at the same step
+    of the same workflow version handled as one group (:func:`_advance_group`),
+    until every run waits or has ended. The whole batch is one transaction."""
+    # Not in the session: the batch's changes to them are written at its end in
+    # one statement (:func:`_write_runs`), not by the unit of work one by one.
+    runs = [
+        WorkflowRun(**row._asdict())
+        for row in session.execute(
+            select(*RUN_COLUMNS)
             .where(
-                WorkflowRun.id.in_(run_ids),
+                id_in(WorkflowRun.id, set(run_ids), dialect_of(session)),
                 WorkflowRun.tenant_id == keys.tenant_id,
                 WorkflowRun.lease_owner == owner,
             )
-            .with_for_update(skip_locked=True)
+            # Waits instead of skipping: another worker's claim statement may hold a
+            # row for a moment while it rechecks it, and a run skipped here would
+            # stay leased (and asleep) until its lease ran out.
+            .with_for_update()
         )
-    )
+    ]
     if not runs:
         return 0
     workflows = {
@@ -130,37 +184,39 @@ def advance_claimed(
             select(Workflow).where(Workflow.id.in_({run.workflow_id for run in runs}))
         )
     }
-    contacts = {
-        c.id: c
-        for c in session.scalars(
-            select(Contact).where(
-                Contact.tenant_id == keys.tenant_id,
-                Contact.id.in_([run.contact_id for run in runs]),
+    graphs = _graphs(session, runs)
+    contacts: dict[uuid.UUID, Contact] = {}
+    if _needs_contacts(graphs.values()):
+        contacts = {
+            c.id: c
+            for c in session.scalars(
+                select(Contact).where(
+                    Contact.tenant_id == keys.tenant_id,
+                    Contact.id.in_([run.contact_id for run in runs]),
+                )
             )
-        )
-    }
+        }
     open_steps = {
-        row.run_id: row
-        for row in session.scalars(
-            select(WorkflowRunStep).where(
-                WorkflowRunStep.run_id.in_([run.id for run in runs]),
+        run_id: _StepRecord(step_id=step_row_id)
+        for step_row_id, run_id in session.execute(
+            select(WorkflowRunStep.id, WorkflowRunStep.run_id).where(
+                id_in(WorkflowRunStep.run_id, {run.id for run in runs}, dialect_of(session)),
                 WorkflowRunStep.left_at.is_(None),
             )
         )
     }
-    graphs = _graphs(session, runs)
-    executed = 0
     rules: dict[tuple[int, str, int], Node] = {}
+    by_id = {key: graph.by_id() for key, graph in graphs.items()}
+    walks: list[_Walk] = []
     for run in runs:
-        graph = graphs.get((run.workflow_id, run.version))
-        workflow = workflows[run.workflow_id]
+        key = (run.workflow_id, run.version)
         run.lease_until, run.lease_owner = None, ""
-        if graph is None or workflow.status != WorkflowStatus.ACTIVE:
+        if key not in graphs or workflows[run.workflow_id].status != WorkflowStatus.ACTIVE:
             continue
         context = RunContext(
             session,
             keys,
-            workflow,
+            workflows[run.workflow_id],
             run,
             contacts.get(run.contact_id),
             now,
@@ -168,111 +224,344 @@ def advance_claimed(
             seq=len(run.visited or []),
             rules=rules,
         )
-        try:
-            with session.begin_nested():
-                executed += advance_run(session, context, graph, open_steps.get(run.id))
-        except CarepostError as failed:
-            # A step that cannot run (its list or stage deleted since): the run ends,
-            # with the reason's code in its history, never a stuck or repeated step.
-            session.expire(run)
-            _finish(session, run, RunStatus.EXITED, now)
-            session.add(_history(run, run.current_step or "", "", now, f"error:{failed.code}"[:40]))
-            run.lease_until, run.lease_owner = None, ""
-    session.flush()
-    return executed
+        walks.append(_Walk(run, context, by_id[key], key, open_steps.get(run.id)))
+    rounds = _Rounds(session, now)
+    while walks:
+        walks = rounds.advance(walks)
+    rounds.flush_waits()
+    rounds.write_history()
+    _write_runs(session, runs)
+    return rounds.executed
 
 
-def _history(
-    run: WorkflowRun, step_id: str, step_type: str, now: datetime, outcome: str = ""
-) -> WorkflowRunStep:
-    return WorkflowRunStep(
-        tenant_id=run.tenant_id,
-        workflow_id=run.workflow_id,
-        run_id=run.id,
-        version=run.version,
-        seq=len(run.visited or []),
-        step_id=step_id,
-        step_type=step_type,
-        entered_at=now,
-        left_at=now if outcome else None,
-        outcome=outcome,
+RUN_COLUMNS = tuple(WorkflowRun.__table__.c)
+_CHANGING = (
+    "status",
+    "current_step",
+    "step_entered_at",
+    "wake_at",
+    "wake_reason",
+    "visited",
+    "sent",
+    "ended_at",
+    "lease_until",
+    "lease_owner",
+)
+
+
+def _write_runs(session: Session, runs: Sequence[WorkflowRun]) -> None:
+    """Every run of the batch as it now stands, in one statement."""
+    rows = [{"row_id": run.id, **{name: getattr(run, name) for name in _CHANGING}} for run in runs]
+    bulk_update(session, WorkflowRun.__table__, rows, _RUN_TYPES)  # type: ignore[arg-type]
+
+
+# PostgreSQL types of the columns a batch changes (for the arrays of bulk_update).
+_RUN_TYPES = {
+    "row_id": "uuid",
+    "status": "text",
+    "current_step": "text",
+    "step_entered_at": "timestamptz",
+    "wake_at": "timestamptz",
+    "wake_reason": "text",
+    "visited": "json",
+    "sent": "json",
+    "ended_at": "timestamptz",
+    "lease_until": "timestamptz",
+    "lease_owner": "text",
+}
+_STEP_TYPES = {"row_id": "bigint", "left_at": "timestamptz", "outcome": "text", "detail": "json"}
+
+
+_HISTORY_TYPES = {
+    "tenant_id": "uuid",
+    "workflow_id": "uuid",
+    "run_id": "uuid",
+    "version": "integer",
+    "seq": "integer",
+    "step_id": "text",
+    "step_type": "text",
+    "entered_at": "timestamptz",
+    "left_at": "timestamptz",
+    "outcome": "text",
+    "detail": "json",
+}
+_WAIT_TYPES = {
+    "tenant_id": "uuid",
+    "run_id": "uuid",
+    "contact_id": "uuid",
+    "step_id": "text",
+    "event_key": "text",
+    "message_id": "uuid",
+    "since": "timestamptz",
+}
+
+
+def _arrays(rows: Sequence[dict[str, Any]], types: dict[str, str]) -> dict[str, list[Any]]:
+    """One list per column, in the form psycopg sends as a PostgreSQL array."""
+    arrays: dict[str, list[Any]] = {name: [] for name in types}
+    for row in rows:
+        for name, kind in types.items():
+            value = row[name]
+            if kind == "json" and value is not None:
+                value = json.dumps(value)
+            elif kind == "timestamptz" and value is not None:
+                value = value.astimezone(UTC)
+            arrays[name].append(value)
+    return arrays
+
+
+def _unnest(types: dict[str, str]) -> str:
+    return ", ".join(
+        f"CAST(:{name} AS {'text' if kind == 'json' else kind}[])" for name, kind in types.items()
     )
 
 
-def _drop_waits(session: Session, run: WorkflowRun) -> None:
-    # No ORM synchronization: waits are never loaded as objects, and evaluating the
-    # criteria over a batch's identity map costs more than the statement.
-    session.execute(
-        delete(WorkflowWait).where(WorkflowWait.run_id == run.id),
-        execution_options={"synchronize_session": False},
-    )
-
-
-def _finish(
-    session: Session, run: WorkflowRun, status: str, now: datetime, *, had_waits: bool = True
+def insert_rows(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], types: dict[str, str]
 ) -> None:
-    run.status, run.wake_at, run.ended_at, run.wake_reason = status, None, now, ""
-    if had_waits:
-        _drop_waits(session, run)
+    """Insert rows: on PostgreSQL one ``INSERT … SELECT FROM unnest(<arrays>)``
+    whatever their number (an executemany is a statement a row there, and a
+    multi-row VALUES costs SQLAlchemy a bound parameter a value to compile); on
+    SQLite an executemany (no round trips in-process)."""
+    if not rows:
+        return
+    if dialect_of(session) != "postgresql":
+        session.connection().execute(insert(table), list(rows))
+        return
+    names = ", ".join(types)
+    selected = ", ".join(
+        f"v.{name}::json" if kind == "json" else f"v.{name}" for name, kind in types.items()
+    )
+    session.connection().execute(
+        text(
+            f"INSERT INTO {table.name} ({names}) SELECT {selected} "  # noqa: S608 - names are ours
+            f"FROM unnest({_unnest(types)}) AS v({names})"
+        ),
+        _arrays(rows, types),
+    )
 
 
-def advance_run(
-    session: Session, ctx: RunContext, graph: GraphShape, open_step: WorkflowRunStep | None
-) -> int:
-    """Execute the run's steps from its current one until it waits or ends."""
-    run, now = ctx.run, ctx.now
-    steps = graph.by_id()
-    executed = 0
-    while True:
-        step = steps.get(run.current_step or "")
+def bulk_update(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], types: dict[str, str]
+) -> None:
+    """Update rows by primary key (``row_id``) with their values.
+
+    PostgreSQL: one ``UPDATE … FROM unnest(<one array per column>)``, a single
+    statement whatever the number of rows (an executemany costs a statement a row
+    on the server). SQLite: an executemany (no round trips in-process)."""
+    if not rows:
+        return
+    columns = [name for name in types if name != "row_id"]
+    if dialect_of(session) != "postgresql":
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({name: bindparam(name) for name in columns})
+        )
+        session.connection().execute(statement, list(rows))
+        return
+    assignments = ", ".join(
+        f"{name} = v.{name}" + ("::json" if types[name] == "json" else "") for name in columns
+    )
+    session.connection().execute(
+        text(
+            f"UPDATE {table.name} AS t SET {assignments} "  # noqa: S608 - names are ours
+            f"FROM unnest({_unnest(types)}) AS v({', '.join(types)}) WHERE t.id = v.row_id"
+        ),
+        _arrays(rows, types),
+    )
+
+
+@dataclass
+class _StepRecord:
+    """A history row: a new one (written at the batch's end) or an open one already
+    written (``step_id`` set), closed by an update."""
+
+    values: dict[str, Any] | None = None
+    step_id: int | None = None
+    left_at: datetime | None = None
+    outcome: str = ""
+    detail: dict[str, Any] | None = None
+
+
+class _Rounds:
+    """The rounds of one batch: what each run does at its current step, grouped."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session, self.now = session, now
+        self.executed = 0
+        self._dropped: set[uuid.UUID] = set()  # runs whose waits are to be deleted
+        self._waits: list[dict[str, object]] = []
+        self._records: list[_StepRecord] = []  # new history rows, and open ones closed
+
+    def _new(self, values: dict[str, Any]) -> _StepRecord:
+        record = _StepRecord(values=values, left_at=values["left_at"], outcome=values["outcome"])
+        self._records.append(record)
+        return record
+
+    def _close(self, record: _StepRecord, outcome: str, detail: dict[str, Any] | None) -> None:
+        record.left_at, record.outcome, record.detail = self.now, outcome, detail
+        if record.values is None:
+            self._records.append(record)
+
+    def write_history(self) -> None:
+        """The batch's history: new rows in one insert, closed ones in one update."""
+        table = WorkflowRunStep.__table__
+        new = [
+            {**r.values, "left_at": r.left_at, "outcome": r.outcome, "detail": r.detail}
+            for r in self._records
+            if r.values is not None
+        ]
+        closed = [
+            {"row_id": r.step_id, "left_at": r.left_at, "outcome": r.outcome, "detail": r.detail}
+            for r in self._records
+            if r.values is None
+        ]
+        if new:
+            insert_rows(self.session, table, new, _HISTORY_TYPES)  # type: ignore[arg-type]
+        bulk_update(self.session, table, closed, _STEP_TYPES)  # type: ignore[arg-type]
+        self._records = []
+
+    def advance(self, walks: list[_Walk]) -> list[_Walk]:
+        """One step of each run; the runs that go on to another step."""
+        groups: dict[tuple[tuple[uuid.UUID, int], str, bool], list[_Walk]] = defaultdict(list)
+        for walk in walks:
+            entered = self._enter(walk)
+            if entered is not None:
+                groups[(walk.graph_key, entered[0], entered[1])].append(walk)
+        moving: list[_Walk] = []
+        for (_graph, step_id, resumed), members in groups.items():
+            step = members[0].steps[step_id]
+            moving += self._execute(step, members, resumed)
+        # Before the next round's waits are written: a run may leave one wait and
+        # enter another in the same batch.
+        self.flush_waits()
+        return moving
+
+    def _enter(self, walk: _Walk) -> tuple[str, bool] | None:
+        """Enter the run's current step (history, loop prevention); (step id,
+        resumed) when its handler is to run, None when the run ended here."""
+        run, now = walk.run, self.now
+        step = walk.steps.get(run.current_step or "")
         if step is None:
-            _finish(session, run, RunStatus.EXITED, now)
-            return executed
+            self._finish(run, RunStatus.EXITED)
+            return None
         resumed = run.status == RunStatus.WAITING
         if not resumed:
             if step.id in (run.visited or []):
                 # Loop prevention: a step already visited in this run is not repeated.
-                _finish(session, run, RunStatus.COMPLETED, now, had_waits=False)
-                session.add(_history(run, step.id, step.type, now, "loop_prevented"))  # type: ignore[attr-defined]
-                return executed
+                self._finish(run, RunStatus.COMPLETED, had_waits=False)
+                self._new(_history(run, step.id, step.type, now, "loop_prevented"))  # type: ignore[attr-defined]
+                return None
             run.visited = [*(run.visited or []), step.id]
             run.step_entered_at = now
-            open_step = _history(run, step.id, step.type, now)  # type: ignore[attr-defined]
-            session.add(open_step)
-        ctx.seq = len(run.visited)
-        transition = handle(step, ctx, resumed)
-        executed += 1
+            walk.open_step = self._new(_history(run, step.id, step.type, now))  # type: ignore[attr-defined]
+        walk.context.seq = len(run.visited)
+        return step.id, resumed
+
+    def _execute(self, step: StepBase, members: list[_Walk], resumed: bool) -> list[_Walk]:
+        contexts = [walk.context for walk in members]
+        try:
+            with self.session.begin_nested():
+                transitions = handle_group(step, contexts, resumed)
+        except CarepostError:
+            if len(members) == 1 and not has_batch_handler(step):
+                self._failed(members[0], step)
+                return []
+            # One run's trouble must not stop the others: each alone, as before.
+            transitions = []
+            survivors: list[_Walk] = []
+            for walk in members:
+                try:
+                    with self.session.begin_nested():
+                        transitions.append(handle(step, walk.context, resumed))
+                    survivors.append(walk)
+                except CarepostError as failed:
+                    self._failed(walk, step, failed)
+            members = survivors
+        moving: list[_Walk] = []
+        for walk, transition in zip(members, transitions, strict=True):
+            self.executed += 1
+            if self._apply(walk, transition, step.id, resumed):
+                moving.append(walk)
+        return moving
+
+    def _failed(self, walk: _Walk, step: StepBase, failed: CarepostError | None = None) -> None:
+        # A step that cannot run (its list or stage deleted since): the run ends,
+        # with the reason's code in its history, never a stuck or repeated step.
+        code = failed.code if failed is not None else "step_failed"
+        outcome = f"error:{code}"[:40]
+        if walk.open_step is not None:
+            self._close(walk.open_step, outcome, None)
+        else:
+            self._new(_history(walk.run, step.id, "", self.now, outcome))
+        self._finish(walk.run, RunStatus.EXITED)
+
+    def _apply(self, walk: _Walk, transition: Transition, step_id: str, resumed: bool) -> bool:
+        """Record where the run goes; True when it goes on to another step now."""
+        run, now = walk.run, self.now
         if transition.wait_until is not None:
-            _wait(session, run, step.id, transition, now)
-            return executed
-        if open_step is not None:
-            open_step.left_at, open_step.outcome = now, transition.outcome[:40]
-            open_step.detail = transition.detail
-        open_step = None
+            run.status, run.wake_at, run.wake_reason = RunStatus.WAITING, transition.wait_until, ""
+            if transition.event_key is not None:
+                self._waits.append(
+                    {
+                        "tenant_id": run.tenant_id,
+                        "run_id": run.id,
+                        "contact_id": run.contact_id,
+                        "step_id": step_id,
+                        "event_key": transition.event_key,
+                        "message_id": transition.message_id,
+                        "since": now,
+                    }
+                )
+            return False
+        if walk.open_step is not None:
+            self._close(walk.open_step, transition.outcome[:40], transition.detail)
+        walk.open_step = None
         if resumed:
-            _drop_waits(session, run)  # leaving a wait: its event no longer matters
+            self._dropped.add(run.id)  # leaving a wait: its event no longer matters
         if transition.end is not None or transition.next_step is None:
-            _finish(session, run, transition.end or RunStatus.COMPLETED, now, had_waits=False)
-            return executed
+            self._finish(run, transition.end or RunStatus.COMPLETED, had_waits=False)
+            return False
         run.current_step, run.status, run.wake_reason = transition.next_step, RunStatus.ACTIVE, ""
+        return True
 
+    def _finish(self, run: WorkflowRun, status: str, *, had_waits: bool = True) -> None:
+        run.status, run.wake_at, run.ended_at, run.wake_reason = status, None, self.now, ""
+        if had_waits:
+            self._dropped.add(run.id)
 
-def _wait(
-    session: Session, run: WorkflowRun, step_id: str, transition: Transition, now: datetime
-) -> None:
-    run.status, run.wake_at, run.wake_reason = RunStatus.WAITING, transition.wait_until, ""
-    if transition.event_key is not None:
-        session.add(
-            WorkflowWait(
-                tenant_id=run.tenant_id,
-                run_id=run.id,
-                contact_id=run.contact_id,
-                step_id=step_id,
-                event_key=transition.event_key,
-                message_id=transition.message_id,
-                since=now,
+    def flush_waits(self) -> None:
+        """Delete the waits the runs left and write the ones they entered: one
+        statement each (no ORM objects: waits are never loaded as such)."""
+        if self._dropped:
+            dialect = dialect_of(self.session)
+            self.session.execute(
+                delete(WorkflowWait).where(id_in(WorkflowWait.run_id, self._dropped, dialect)),
+                execution_options={"synchronize_session": False},
             )
-        )
+            self._dropped = set()
+        if self._waits:
+            insert_rows(self.session, WorkflowWait.__table__, self._waits, _WAIT_TYPES)  # type: ignore[arg-type]
+            self._waits = []
+
+
+def _history(
+    run: WorkflowRun, step_id: str, step_type: str, now: datetime, outcome: str = ""
+) -> dict[str, Any]:
+    return {
+        "tenant_id": run.tenant_id,
+        "workflow_id": run.workflow_id,
+        "run_id": run.id,
+        "version": run.version,
+        "seq": len(run.visited or []),
+        "step_id": step_id,
+        "step_type": step_type,
+        "entered_at": now,
+        "left_at": now if outcome else None,
+        "outcome": outcome,
+        "detail": None,
+    }
 
 
 def deliver_event(
@@ -299,11 +588,11 @@ def _wake(session: Session, waits: object, now: datetime) -> int:
     run_ids = list(session.scalars(waits))  # type: ignore[call-overload]
     if not run_ids:
         return 0
-    woke = session.execute(
+    woke = session.execute(  # type: ignore[attr-defined]
         update(WorkflowRun)
         .where(WorkflowRun.id.in_(run_ids), WorkflowRun.status == RunStatus.WAITING)
         .values(wake_at=now, wake_reason="event")
-    ).rowcount  # type: ignore[attr-defined]
+    ).rowcount
     session.execute(delete(WorkflowWait).where(WorkflowWait.run_id.in_(run_ids)))
     return int(woke or 0)
 
@@ -318,21 +607,39 @@ def wake_on_message_event(
     return _wake(session, waits, now or utcnow())
 
 
+# Per engine (database and schema), the newest message event id each of this
+# process's last two rounds saw.
+_engagement_seen: weakref.WeakKeyDictionary[Engine, list[int]] = weakref.WeakKeyDictionary()
+
+
 def wake_on_engagement(session: Session, now: datetime) -> int:
-    """Wake every run whose awaited email was opened or clicked since it began waiting."""
+    """Wake every run whose awaited email was opened or clicked since it began waiting.
+
+    The safety net behind the immediate wake-up by the tracking hook: a round
+    matches only the message events recorded since the round before last (the first
+    two rounds of a process match them all), so it costs the new events, not the
+    waiting runs. Going one round further back covers an event whose transaction took
+    its id before the last round and committed after it."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    latest = session.scalar(select(func.max(MessageEvent.id)))
+    if latest is None:
+        return 0
+    seen = _engagement_seen.setdefault(engine, [])
+    since = seen[-2] if len(seen) >= 2 else None
     woke = 0
     for kind in ("opened", "clicked"):
+        events = select(MessageEvent.message_id).where(
+            MessageEvent.kind == kind, MessageEvent.id <= latest
+        )
+        if since is not None:
+            events = events.where(MessageEvent.id > since)
         waits = select(WorkflowWait.run_id).where(
             WorkflowWait.event_key == f"email.{kind}",
-            WorkflowWait.message_id.is_not(None),
-            exists().where(
-                and_(
-                    MessageEvent.message_id == WorkflowWait.message_id,
-                    MessageEvent.kind == kind,
-                )
-            ),
+            WorkflowWait.message_id.in_(events),
         )
         woke += _wake(session, waits, now)
+    seen[:] = [*seen[-1:], latest]
     return woke
 
 

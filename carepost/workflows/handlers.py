@@ -27,7 +27,7 @@ from carepost.contacts.models import Contact
 from carepost.core.database import new_id
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages.schemas import MessageIn
-from carepost.messages.sending import SendContext, SendLimits, send_messages
+from carepost.messages.sending import SendContext, SendLimits, SendOutcome, send_messages
 from carepost.segments.compiler import compile_predicate
 from carepost.segments.nodes import Node
 from carepost.segments.rules import parse_rule
@@ -132,6 +132,11 @@ def send_email(step: SendEmail, ctx: RunContext, resumed: bool) -> Transition:
         SendContext(actor=ctx.actor, limits=ctx.limits),
         now=ctx.now,
     )
+    return sent_transition(step, ctx, result)
+
+
+def sent_transition(step: SendEmail, ctx: RunContext, result: SendOutcome) -> Transition:
+    """Where a run goes once its email was handed to the outbox (one or a batch)."""
     if result.id is not None:
         ctx.run.sent = {**(ctx.run.sent or {}), step.id: str(result.id)}
     outcome = {"queued": "sent", "suppressed": "suppressed"}.get(result.state, "not_sent")

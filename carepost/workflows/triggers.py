@@ -18,17 +18,18 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import JSON, Select, String, Table, Uuid, func, literal, select, text, true
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from carepost.audit import service as audit
 from carepost.contacts.activity_models import ListMembership
 from carepost.contacts.id_sets import dialect_of
 from carepost.contacts.models import Contact
-from carepost.core.database import new_ids, utcnow
+from carepost.core.database import UTCDateTime, new_ids, utcnow
 from carepost.core.errors import Conflict
 from carepost.crypto.keyring import TenantKeys
 from carepost.segments.compiler import compile_predicate
@@ -152,6 +153,110 @@ def _pages(
         after = page[-1]
 
 
+SELECT_PAGE = 50_000
+
+
+def _enroll_selected(
+    session: Session,
+    workflow: Workflow,
+    members: Select[Any],
+    column: InstrumentedAttribute[uuid.UUID],
+    *,
+    source: str,
+    now: datetime | None,
+) -> Enrollment:
+    """Start a run for every contact ``members`` selects, set-based: per page of
+    SELECT_PAGE contact ids (keyset on ``column``: bounded transactions and memory),
+    one ``INSERT … SELECT`` whose conflicts with the no-re-entry constraint are
+    skipped, and the run ids made by the database. Nothing per contact in Python."""
+    if workflow.status != WorkflowStatus.ACTIVE:
+        raise Conflict("only an active workflow takes contacts in", field="status")
+    now = now or utcnow()
+    start = version_graph(session, workflow.id, workflow.current_version).start
+    dialect = dialect_of(session)
+    table = cast(Table, WorkflowRun.__table__)
+    run_id = (
+        func.gen_random_uuid()
+        if dialect == "postgresql"
+        else func.lower(func.hex(func.randomblob(16)))  # how Uuid() is stored on SQLite
+    )
+    constants = {
+        "tenant_id": literal(workflow.tenant_id, Uuid()),
+        "workflow_id": literal(workflow.id, Uuid()),
+        "version": literal(workflow.current_version),
+        "status": literal(RunStatus.ACTIVE),
+        "current_step": literal(start),
+        "entered_at": literal(now, UTCDateTime()),
+        "wake_at": literal(now, UTCDateTime()),
+        "wake_reason": literal(""),
+        "visited": literal([], JSON()),
+        "sent": literal({}, JSON()),
+        "source": literal(source),
+        "lease_owner": literal(""),
+    }
+    columns = ["id", "contact_id", *constants]
+
+    def insert_from(source_ids: Any) -> Any:
+        # WHERE true: SQLite reads "SELECT … FROM t ON CONFLICT" as a join without it.
+        rows = select(run_id, source_ids.c[0], *constants.values()).where(true())
+        insert_into = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        return insert_into.from_select(columns, rows).on_conflict_do_nothing(
+            index_elements=["tenant_id", "workflow_id", "contact_id"]
+        )
+
+    total = Enrollment()
+    after: uuid.UUID | None = None
+    while True:
+        page = members.order_by(column).limit(SELECT_PAGE)
+        if after is not None:
+            page = page.where(column > after)
+        if dialect == "postgresql":
+            # One statement a page: the members are selected once, inserted, and
+            # counted (chosen, highest id, inserted) by the same query.
+            chosen = page.cte("chosen")
+            written = insert_from(chosen).returning(literal(1)).cte("written")
+            count, highest, inserted = session.execute(
+                select(
+                    select(func.count()).select_from(chosen).scalar_subquery(),
+                    select(func.max(cast_(chosen.c[0], String))).scalar_subquery(),
+                    select(func.count()).select_from(written).scalar_subquery(),
+                )
+            ).one()
+            if not count:
+                return _analyzed(session, total)
+        else:
+            bounds = page.subquery()
+            # max() of the text: PostgreSQL has no max(uuid), and the text of a uuid
+            # sorts as the uuid does on both engines.
+            count, highest = session.execute(
+                select(func.count(), func.max(cast_(bounds.c[0], String)))
+            ).one()
+            if not count:
+                return _analyzed(session, total)
+            inside = members.where(column <= uuid.UUID(highest))
+            if after is not None:
+                inside = inside.where(column > after)
+            # RETURNING: the driver's row count of an INSERT … SELECT is not reliable.
+            inserted = len(
+                session.execute(insert_from(inside.subquery()).returning(table.c.id)).all()
+            )
+        total.enrolled += int(inserted)
+        total.skipped += int(count) - int(inserted)
+        after = uuid.UUID(highest)
+
+
+ANALYZE_AFTER = 10_000
+
+
+def _analyzed(session: Session, total: Enrollment) -> Enrollment:
+    """After a large enrollment on PostgreSQL, fresh statistics of the runs: on
+    statistics from before it the planner answered the engine's claim (due runs by
+    wake-up time) by sorting every due run, a second a claim at a million."""
+    if total.enrolled >= ANALYZE_AFTER and dialect_of(session) == "postgresql":
+        session.execute(text("ANALYZE workflow_runs"))
+    return total
+
+
 def enroll_list(
     session: Session,
     tenant_id: uuid.UUID,
@@ -167,19 +272,12 @@ def enroll_list(
     workflow = get_workflow(session, tenant_id, workflow_id)
     get_list(session, tenant_id, list_id)
 
-    def page(after: uuid.UUID | None) -> object:
-        query = select(ListMembership.contact_id).where(
-            ListMembership.list_id == list_id, ListMembership.left_at.is_(None)
-        )
-        if after is not None:
-            query = query.where(ListMembership.contact_id > after)
-        return query.order_by(ListMembership.contact_id).limit(ENROLL_BATCH)
-
-    total = Enrollment()
-    for ids in _pages(session, page):
-        outcome = enroll_contacts(session, workflow, ids, source="manual_list", now=now)
-        total.enrolled += outcome.enrolled
-        total.skipped += outcome.skipped
+    members = select(ListMembership.contact_id).where(
+        ListMembership.list_id == list_id, ListMembership.left_at.is_(None)
+    )
+    total = _enroll_selected(
+        session, workflow, members, ListMembership.contact_id, source="manual_list", now=now
+    )
     _audit(session, workflow, actor, "list", total)
     return total
 
@@ -200,17 +298,10 @@ def enroll_segment(
         segment_rule(session, tenant_id, segment_id), keys, dialect_of(session)
     )
 
-    def page(after: uuid.UUID | None) -> object:
-        query = select(Contact.id).where(Contact.tenant_id == tenant_id, predicate)
-        if after is not None:
-            query = query.where(Contact.id > after)
-        return query.order_by(Contact.id).limit(ENROLL_BATCH)
-
-    total = Enrollment()
-    for ids in _pages(session, page):
-        outcome = enroll_contacts(session, workflow, ids, source="manual_segment", now=now)
-        total.enrolled += outcome.enrolled
-        total.skipped += outcome.skipped
+    members = select(Contact.id).where(Contact.tenant_id == tenant_id, predicate)
+    total = _enroll_selected(
+        session, workflow, members, Contact.id, source="manual_segment", now=now
+    )
     _audit(session, workflow, actor, "segment", total)
     return total
 
