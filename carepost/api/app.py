@@ -35,6 +35,7 @@ from carepost.tenancy.api import router as tenancy_router
 from carepost.tracking.api import router as tracking_router
 from carepost.tracking.pages import router as tracking_pages_router
 from carepost.web.pages import install_console
+from carepost.web.portal_pages import router as portal_pages_router
 from carepost.webhooks.api import router as webhooks_router
 from carepost.workflows.api import router as workflows_router
 
@@ -129,6 +130,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(recipient_router)
     # Open pixel and click redirects (/t/o, /t/c): public, signed tokens, no tenant data.
     app.include_router(tracking_pages_router)
+    # The secure portal's recipient pages (/s/{token}): no sign-in, a one-time code.
+    app.include_router(portal_pages_router)
     install_console(app)
     app.add_middleware(
         RequestGuard,
