@@ -29,6 +29,7 @@ from carepost.imports.api import router as imports_router
 from carepost.messages.api import router as messages_router
 from carepost.messages.campaigns_api import router as campaigns_router
 from carepost.policy.api import router as policy_router
+from carepost.portal.api import router as portal_router
 from carepost.segments.api import router as segments_router
 from carepost.templates.api import router as templates_router
 from carepost.tenancy.api import router as tenancy_router
@@ -80,6 +81,7 @@ def api_router() -> APIRouter:
     router.include_router(dlp_router)
     router.include_router(e2ee_keys_router)
     router.include_router(workflows_router)
+    router.include_router(portal_router)
     return router
 
 

@@ -386,7 +386,7 @@ def reply(
         subject="A secure reply is waiting",
         text=(
             f"A recipient replied to a secure message from {brand.organization}.\n\n"
-            f"Sign in to read it: {base_url}/portal/{item.id}"
+            f"Sign in to read it: {base_url}/portal/messages/{item.message_id}"
         ),
         idempotency_key=f"portal-reply:{row.id}",
         now=now,

@@ -15,7 +15,6 @@ import base64
 import re
 import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -424,8 +423,3 @@ def set_password(
         return _read_page(visit, notice="Your password is set. Use it next time instead of a code.")
 
     return _run(request, runtime, token, handle)
-
-
-def item_path(item_id: uuid.UUID) -> str:
-    """The console page of an item (for the sender)."""
-    return f"/portal/{item_id}"

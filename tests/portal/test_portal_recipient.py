@@ -171,7 +171,7 @@ def test_reply_is_sealed_and_the_sender_is_told_without_phi(client, runtime, dep
     assert deposit.name.encode() not in bytes(sealed)
     told = notices(runtime, deposit.keys, deposit.item_id)[-1]
     assert told.to_address == "care@clinic.example"
-    assert f"/portal/{deposit.item_id}" in told.body["text"]
+    assert f"/portal/messages/{deposit.message_id}" in told.body["text"]
     for phi in (deposit.name, deposit.subject, deposit.address, reply):
         assert phi not in told.subject and phi not in told.body["text"]
     assert _events(runtime, deposit.keys, deposit.item_id)[-1] == "replied"
