@@ -43,20 +43,22 @@ def list_portal_messages(
     return Page(items=out, next_cursor=encode_cursor(items[-1].id) if more and items else None)
 
 
-@router.get("/{item_id}", summary="A portal message with its access events and replies")
-def get_portal_message(item_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> PortalItemOut:
+@router.get("/{portal_item_id}", summary="A portal message with its access events and replies")
+def get_portal_message(
+    portal_item_id: uuid.UUID, runtime: RuntimeDep, principal: Reader
+) -> PortalItemOut:
     with runtime.bound_session(principal.keys) as session:
-        item = sender.get_item(session, principal.tenant_id, item_id)
+        item = sender.get_item(session, principal.tenant_id, portal_item_id)
         return sender.item_out(session, item, detail=True)
 
 
-@router.post("/{item_id}/recall", summary="Recall a portal message: its content is deleted")
+@router.post("/{portal_item_id}/recall", summary="Recall a portal message: its content is deleted")
 def recall_portal_message(
-    item_id: uuid.UUID, runtime: RuntimeDep, principal: Sender
+    portal_item_id: uuid.UUID, runtime: RuntimeDep, principal: Sender
 ) -> PortalItemOut:
     with runtime.bound_session(principal.keys) as session:
         item = sender.recall_item(
-            session, principal.tenant_id, item_id, actor=principal.actor, now=utcnow()
+            session, principal.tenant_id, portal_item_id, actor=principal.actor, now=utcnow()
         )
         session.flush()
         return sender.item_out(session, item, detail=True)

@@ -128,6 +128,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.message(fuzz_tenant),
         objects.campaign(fuzz_tenant),
         objects.workflow(fuzz_tenant),
+        objects.portal_item(fuzz_tenant),
     ):
         ids |= target.params
     return ids

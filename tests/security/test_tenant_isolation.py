@@ -188,6 +188,10 @@ API_CASES |= {
     RouteKey("GET", DELIVERY): RouteCase("webhook_endpoint"),
     RouteKey("POST", f"{DELIVERY}/replay"): RouteCase("webhook_endpoint"),
 }
+API_CASES |= {
+    RouteKey("GET", f"{V1}/portal/messages/{{portal_item_id}}"): RouteCase("portal_item"),
+    RouteKey("POST", f"{V1}/portal/messages/{{portal_item_id}}/recall"): RouteCase("portal_item"),
+}
 
 
 @dataclass
@@ -1021,6 +1025,15 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("DELETE", f"{V1}/policy"): _check_policy_write,
     RouteKey("POST", f"{V1}/policy/decide"): _check_policy_decide,
 }
+
+
+def _check_portal_list(world: World) -> None:
+    target = world.target("portal_item")
+    listed = _all_pages(world, f"{V1}/portal/messages")
+    assert target.params["portal_item_id"] not in {i["id"] for i in listed}
+
+
+SCOPED_CHECKS |= {RouteKey("GET", f"{V1}/portal/messages"): _check_portal_list}
 
 
 def _console_inventory() -> set[RouteKey]:
