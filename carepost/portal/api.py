@@ -1,7 +1,8 @@
 """REST routes of the portal (``/portal/messages``): the sender's list, one item with
 its access events and replies' metadata, and recall. Reading needs ``reports:read``,
-recall ``messages:send``. No PHI travels here (reply texts are read in the console,
-with ``phi:read``, audited)."""
+recall ``messages:send``; the organization's portal settings (notice subject,
+expiry, branding) need ``tenant:read`` / ``tenant:write``. No PHI travels here
+(reply texts are read in the console, with ``phi:read``, audited)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from carepost.api.deps import get_runtime, require
 from carepost.api.pagination import Page, decode_cursor, encode_cursor
 from carepost.core.database import utcnow
 from carepost.core.runtime import Runtime
-from carepost.portal import sender
-from carepost.portal.schemas import PortalItemOut
+from carepost.portal import sender, service
+from carepost.portal.schemas import PortalItemOut, PortalSettingsIn, PortalSettingsOut
 
-router = APIRouter(prefix="/portal/messages", tags=["portal"])
+router = APIRouter(prefix="/portal", tags=["portal"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Principal, Depends(require("reports:read"))]
 Sender = Annotated[Principal, Depends(require("messages:send"))]
+SettingsReader = Annotated[Principal, Depends(require("tenant:read"))]
+SettingsWriter = Annotated[Principal, Depends(require("tenant:write"))]
 
 
-@router.get("", summary="List messages held in the secure portal, newest first")
+@router.get("/messages", summary="List messages held in the secure portal, newest first")
 def list_portal_messages(
     runtime: RuntimeDep,
     principal: Reader,
@@ -43,7 +46,9 @@ def list_portal_messages(
     return Page(items=out, next_cursor=encode_cursor(items[-1].id) if more and items else None)
 
 
-@router.get("/{portal_item_id}", summary="A portal message with its access events and replies")
+@router.get(
+    "/messages/{portal_item_id}", summary="A portal message with its access events and replies"
+)
 def get_portal_message(
     portal_item_id: uuid.UUID, runtime: RuntimeDep, principal: Reader
 ) -> PortalItemOut:
@@ -52,7 +57,9 @@ def get_portal_message(
         return sender.item_out(session, item, detail=True)
 
 
-@router.post("/{portal_item_id}/recall", summary="Recall a portal message: its content is deleted")
+@router.post(
+    "/messages/{portal_item_id}/recall", summary="Recall a portal message: its content is deleted"
+)
 def recall_portal_message(
     portal_item_id: uuid.UUID, runtime: RuntimeDep, principal: Sender
 ) -> PortalItemOut:
@@ -62,3 +69,21 @@ def recall_portal_message(
         )
         session.flush()
         return sender.item_out(session, item, detail=True)
+
+
+@router.get(
+    "/settings", summary="The organization's portal settings (notice subject, expiry, branding)"
+)
+def get_portal_settings(runtime: RuntimeDep, principal: SettingsReader) -> PortalSettingsOut:
+    with runtime.bound_session(principal.keys) as session:
+        return service.settings_out(session, principal.tenant_id)
+
+
+@router.put("/settings", summary="Change the organization's portal settings (audited)")
+def put_portal_settings(
+    body: PortalSettingsIn, runtime: RuntimeDep, principal: SettingsWriter
+) -> PortalSettingsOut:
+    with runtime.bound_session(principal.keys) as session:
+        service.save_settings(session, principal.tenant_id, body, actor=principal.actor)
+        session.flush()
+        return service.settings_out(session, principal.tenant_id)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class PortalEventOut(BaseModel):
@@ -36,3 +36,26 @@ class PortalItemOut(BaseModel):
     replies: int
     events: list[PortalEventOut] | None = None
     reply_list: list[PortalReplyOut] | None = None
+
+
+class PortalSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    notice_subject: str = Field(
+        default="",
+        max_length=200,
+        description='The notice\'s subject; empty for "You have a secure message from <name>". '
+        "Never put health information here.",
+    )
+    expiry_days: int = Field(default=30, ge=1, le=365)
+    logo_url: str = Field(
+        default="",
+        max_length=500,
+        pattern=r"^(|/[^\s]*|data:image/(png|jpeg|gif|svg\+xml);base64,[A-Za-z0-9+/=]+)$",
+        description="Same-origin path or data: URL (the pages' CSP allows no other images)",
+    )
+    brand_color: str = Field(default="#0b5394", pattern=r"^#[0-9a-fA-F]{6}$")
+
+
+class PortalSettingsOut(PortalSettingsIn):
+    effective_notice_subject: str

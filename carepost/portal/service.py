@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.contacts.fields import normalize_email
-from carepost.core.database import new_id
+from carepost.core.database import new_id, utcnow
 from carepost.core.errors import ValidationFailed
 from carepost.crypto.keyring import current_tenant_keys
 from carepost.messages.events import write_events
@@ -39,6 +39,7 @@ from carepost.portal.models import (
     PortalReply,
     PortalSettings,
 )
+from carepost.portal.schemas import PortalSettingsIn, PortalSettingsOut
 from carepost.tenancy.models import Tenant
 
 CODE_LIFETIME = timedelta(minutes=10)
@@ -447,3 +448,38 @@ def expire_due(session: Session, *, now: datetime, limit: int = 500) -> int:
             details={"message_id": str(message_id)},
         )
     return len(due)
+
+
+def settings_out(session: Session, tenant_id: uuid.UUID) -> PortalSettingsOut:
+    row = session.get(PortalSettings, tenant_id)
+    brand = branding(session, tenant_id)
+    return PortalSettingsOut(
+        notice_subject=row.notice_subject if row else "",
+        expiry_days=brand.expiry_days,
+        logo_url=brand.logo_url,
+        brand_color=brand.brand_color,
+        effective_notice_subject=brand.notice_subject,
+    )
+
+
+def save_settings(
+    session: Session, tenant_id: uuid.UUID, body: PortalSettingsIn, *, actor: audit.Actor
+) -> None:
+    row = session.get(PortalSettings, tenant_id)
+    if row is None:
+        row = PortalSettings(tenant_id=tenant_id)
+        session.add(row)
+    row.notice_subject = body.notice_subject.strip()
+    row.expiry_days = body.expiry_days
+    row.logo_url = body.logo_url
+    row.brand_color = body.brand_color
+    row.updated_at = utcnow()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="portal.settings_update",
+        object_type="tenant",
+        object_id=str(tenant_id),
+        details={"expiry_days": body.expiry_days, "brand_color": body.brand_color},
+    )

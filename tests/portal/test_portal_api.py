@@ -97,3 +97,55 @@ def test_console_shows_events_and_reads_replies_audited(
     after = client.get(recalled.headers["location"], headers=headers)
     assert 'id="portal-state">recalled' in after.text
     assert client.get(deposit.path).status_code == 410
+
+
+def test_settings_change_the_notice_subject_expiry_and_branding(
+    client, runtime, tenant, make_api_key
+):
+    from datetime import timedelta
+
+    from carepost.portal.models import PortalItem
+    from tests.portal.conftest import handoff, notices
+
+    headers = make_api_key(tenant)
+    default = client.get("/api/v1/portal/settings", headers=headers).json()
+    assert default["effective_notice_subject"] == "You have a secure message from Test Clinic"
+    assert default["expiry_days"] == 30
+    bad = client.put(
+        "/api/v1/portal/settings", json={"logo_url": "https://evil.example/x.png"}, headers=headers
+    )
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    saved = client.put(
+        "/api/v1/portal/settings",
+        json={
+            "notice_subject": "Secure mail from your clinic",
+            "expiry_days": 7,
+            "brand_color": "#123456",
+        },
+        headers=headers,
+    )
+    assert (
+        saved.status_code == 200
+        and saved.json()["effective_notice_subject"] == "Secure mail from your clinic"
+    )
+    sent = client.post(
+        "/api/v1/messages",
+        json={
+            "to": "someone@patients.example",
+            "from": "care@clinic.example",
+            "subject": "S",
+            "text": "T",
+        },
+        headers=headers,
+    )
+    message_id = uuid.UUID(sent.json()["id"])
+    item_id = handoff(runtime, tenant[1], message_id)
+    [notice] = notices(runtime, tenant[1], item_id)
+    assert notice.subject == "Secure mail from your clinic"
+    with runtime.bound_session(tenant[1]) as session:
+        item = session.get(PortalItem, item_id)
+        assert item is not None
+        assert item.expires_at - item.created_at == timedelta(days=7)
+    path = notice.body["text"].split("/s/", 1)[1].split()[0]
+    css = client.get(f"/s/{path}/brand.css")
+    assert css.status_code == 200 and "#123456" in css.text

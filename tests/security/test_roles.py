@@ -560,6 +560,8 @@ MATRIX |= {
         SENDERS,
         Call("portal_item"),
     ),
+    RouteKey("GET", f"{V1}/portal/settings"): (ALL, Call()),
+    RouteKey("PUT", f"{V1}/portal/settings"): (MANAGERS, Call(body=lambda: {"expiry_days": 30})),
 }
 
 

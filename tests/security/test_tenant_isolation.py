@@ -1033,7 +1033,29 @@ def _check_portal_list(world: World) -> None:
     assert target.params["portal_item_id"] not in {i["id"] for i in listed}
 
 
-SCOPED_CHECKS |= {RouteKey("GET", f"{V1}/portal/messages"): _check_portal_list}
+def _check_portal_settings_read(world: World) -> None:
+    response = world.client.get(f"{V1}/portal/settings", headers=world.a_headers)
+    assert response.status_code == 200
+    assert world.b[0].name not in response.json()["effective_notice_subject"]
+
+
+def _check_portal_settings_write(world: World) -> None:
+    from carepost.portal.models import PortalSettings
+
+    b_trail = world.objects.audit_count(world.b)
+    body = {"notice_subject": "Mallory says hi", "expiry_days": 2}
+    response = world.client.put(f"{V1}/portal/settings", json=body, headers=world.a_headers)
+    assert response.status_code == 200
+    with world.objects.runtime.database.session() as session:
+        assert session.get(PortalSettings, world.b[0].id) is None
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+SCOPED_CHECKS |= {
+    RouteKey("GET", f"{V1}/portal/messages"): _check_portal_list,
+    RouteKey("GET", f"{V1}/portal/settings"): _check_portal_settings_read,
+    RouteKey("PUT", f"{V1}/portal/settings"): _check_portal_settings_write,
+}
 
 
 def _console_inventory() -> set[RouteKey]:
