@@ -11,6 +11,7 @@ from carepost.core.worker import JobRegistry
 from carepost.domains import tasks as domains_tasks
 from carepost.imports import tasks as imports_tasks
 from carepost.messages import tasks as messages_tasks
+from carepost.portal import tasks as portal_tasks
 from carepost.webhooks import tasks as webhooks_tasks
 from carepost.workflows import tasks as workflows_tasks
 
@@ -25,4 +26,5 @@ def all_jobs() -> JobRegistry:
     messages_tasks.register_jobs(registry)
     workflows_tasks.register_jobs(registry)
     workflows_tasks.register_trigger_jobs(registry)
+    portal_tasks.register_jobs(registry)
     return registry

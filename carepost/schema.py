@@ -16,6 +16,7 @@ from carepost.gateway import models as gateway_models
 from carepost.imports import models as imports_models
 from carepost.messages import models as messages_models
 from carepost.policy import models as policy_models
+from carepost.portal import models as portal_models
 from carepost.segments import models as segments_models
 from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
@@ -45,5 +46,6 @@ DOMAIN_MODELS = (
     webhooks_models,
     workflows_models,
     workflows_trigger_models,
+    portal_models,
 )
 metadata = Base.metadata

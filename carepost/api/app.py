@@ -30,12 +30,14 @@ from carepost.imports.api import router as imports_router
 from carepost.messages.api import router as messages_router
 from carepost.messages.campaigns_api import router as campaigns_router
 from carepost.policy.api import router as policy_router
+from carepost.portal.api import router as portal_router
 from carepost.segments.api import router as segments_router
 from carepost.templates.api import router as templates_router
 from carepost.tenancy.api import router as tenancy_router
 from carepost.tracking.api import router as tracking_router
 from carepost.tracking.pages import router as tracking_pages_router
 from carepost.web.pages import install_console
+from carepost.web.portal_pages import router as portal_pages_router
 from carepost.webhooks.api import router as webhooks_router
 from carepost.workflows.api import router as workflows_router
 
@@ -81,6 +83,7 @@ def api_router() -> APIRouter:
     router.include_router(e2ee_keys_router)
     router.include_router(workflows_router)
     router.include_router(gateway_router)
+    router.include_router(portal_router)
     return router
 
 
@@ -131,6 +134,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(recipient_router)
     # Open pixel and click redirects (/t/o, /t/c): public, signed tokens, no tenant data.
     app.include_router(tracking_pages_router)
+    # The secure portal's recipient pages (/s/{token}): no sign-in, a one-time code.
+    app.include_router(portal_pages_router)
     install_console(app)
     app.add_middleware(
         RequestGuard,

@@ -58,6 +58,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/campaigns", "Campaigns", "reports:read"),
     ("/workflows", "Workflows", "workflows:read"),
     ("/messages", "Message log", "reports:read"),
+    ("/portal", "Secure portal", "reports:read"),
     ("/domains", "Domains & DKIM", "tenant:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),

@@ -40,6 +40,7 @@ from carepost.web import (
     messages,
     organization,
     passkeys,
+    portal,
     segments,
     signin,
     templates_pages,
@@ -74,6 +75,7 @@ ROUTERS = (
     webhooks.router,
     domains.router,
     workflows.router,
+    portal.router,
 )
 
 

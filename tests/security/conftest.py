@@ -647,6 +647,35 @@ class Objects:
         facts = {"address": address, "certificate": issued.cert_pem.decode()}
         return Target({"key_id": str(key_id)}, snapshot, facts)
 
+    def portal_item(self, tenant: TenantPair) -> Target:
+        """A PHI message handed to the secure portal (carepost/portal); the snapshot
+        covers its state, content, replies and access events."""
+        from carepost.core.database import utcnow
+        from carepost.messages.models import Message
+        from carepost.portal.handoff import hand_to_portal
+        from carepost.portal.models import PortalEvent, PortalItem
+
+        message = self.message(tenant)
+        _tenant_row, keys = tenant
+        with self.runtime.bound_session(keys) as session:
+            row = session.get(Message, uuid.UUID(message.params["message_id"]))
+            assert row is not None
+            item_id = hand_to_portal(session, row, reasons=["dlp:test"], now=utcnow())
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                item = session.get(PortalItem, item_id)
+                if item is None:
+                    return None
+                events = session.scalar(
+                    select(func.count())
+                    .select_from(PortalEvent)
+                    .where(PortalEvent.item_id == item_id)
+                )
+                return (item.state, item.content, item.recalled_at, events)
+
+        return Target({"portal_item_id": str(item_id)}, snapshot, message.facts)
+
     def rotated_domain(self, tenant: TenantPair) -> Target:
         """A sending domain whose rotation waits for promotion."""
         return self.sending_domain(tenant, rotated=True)

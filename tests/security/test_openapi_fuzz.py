@@ -129,6 +129,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.campaign(fuzz_tenant),
         objects.workflow(fuzz_tenant),
         objects.gateway_client(fuzz_tenant),
+        objects.portal_item(fuzz_tenant),
     ):
         ids |= target.params
     return ids

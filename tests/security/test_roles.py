@@ -555,6 +555,23 @@ MATRIX |= {
 }
 
 
+# The secure portal (carepost/portal): the sender's view reads like the message log,
+# recall is a sender's act.
+MATRIX |= {
+    RouteKey("GET", f"{V1}/portal/messages"): (REPORT_READERS, Call()),
+    RouteKey("GET", f"{V1}/portal/messages/{{portal_item_id}}"): (
+        REPORT_READERS,
+        Call("portal_item"),
+    ),
+    RouteKey("POST", f"{V1}/portal/messages/{{portal_item_id}}/recall"): (
+        SENDERS,
+        Call("portal_item"),
+    ),
+    RouteKey("GET", f"{V1}/portal/settings"): (ALL, Call()),
+    RouteKey("PUT", f"{V1}/portal/settings"): (MANAGERS, Call(body=lambda: {"expiry_days": 30})),
+}
+
+
 def test_matrix_covers_every_api_route(app):
     api = {key for key in app_routes(app) if key.kind == "api"}
     assert not api - set(MATRIX), (

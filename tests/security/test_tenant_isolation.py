@@ -190,6 +190,10 @@ API_CASES |= {
     RouteKey("GET", DELIVERY): RouteCase("webhook_endpoint"),
     RouteKey("POST", f"{DELIVERY}/replay"): RouteCase("webhook_endpoint"),
 }
+API_CASES |= {
+    RouteKey("GET", f"{V1}/portal/messages/{{portal_item_id}}"): RouteCase("portal_item"),
+    RouteKey("POST", f"{V1}/portal/messages/{{portal_item_id}}/recall"): RouteCase("portal_item"),
+}
 
 
 @dataclass
@@ -1048,6 +1052,37 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("PUT", f"{V1}/policy"): _check_policy_write,
     RouteKey("DELETE", f"{V1}/policy"): _check_policy_write,
     RouteKey("POST", f"{V1}/policy/decide"): _check_policy_decide,
+}
+
+
+def _check_portal_list(world: World) -> None:
+    target = world.target("portal_item")
+    listed = _all_pages(world, f"{V1}/portal/messages")
+    assert target.params["portal_item_id"] not in {i["id"] for i in listed}
+
+
+def _check_portal_settings_read(world: World) -> None:
+    response = world.client.get(f"{V1}/portal/settings", headers=world.a_headers)
+    assert response.status_code == 200
+    assert world.b[0].name not in response.json()["effective_notice_subject"]
+
+
+def _check_portal_settings_write(world: World) -> None:
+    from carepost.portal.models import PortalSettings
+
+    b_trail = world.objects.audit_count(world.b)
+    body = {"notice_subject": "Mallory says hi", "expiry_days": 2}
+    response = world.client.put(f"{V1}/portal/settings", json=body, headers=world.a_headers)
+    assert response.status_code == 200
+    with world.objects.runtime.database.session() as session:
+        assert session.get(PortalSettings, world.b[0].id) is None
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+SCOPED_CHECKS |= {
+    RouteKey("GET", f"{V1}/portal/messages"): _check_portal_list,
+    RouteKey("GET", f"{V1}/portal/settings"): _check_portal_settings_read,
+    RouteKey("PUT", f"{V1}/portal/settings"): _check_portal_settings_write,
 }
 
 

@@ -87,6 +87,8 @@ PAGES = (
     PageCase("/workflows/{workflow_id}/runs", "workflows:read"),
     PageCase("/workflows/{workflow_id}/runs/{contact_id}", "workflows:read"),
     PageCase("/workflows/contacts/{contact_id}", "workflows:read"),
+    PageCase("/portal", "reports:read"),
+    PageCase("/portal/messages/{message_id}", "reports:read"),
 )
 
 ACTIONS = (
@@ -219,6 +221,9 @@ ACTIONS = (
     ActionCase("/workflows/{workflow_id}/simulate/reveal", "phi:read", {"contact_id": ""}),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
+    # The secure portal (carepost/web/portal.py), keyed by the outbox message id.
+    ActionCase("/portal/messages/{message_id}/reveal", "phi:read"),
+    ActionCase("/portal/messages/{message_id}/recall", "messages:send"),
 )
 
 # The sign-in sequence has its own tests (test_console_signin.py).
@@ -252,6 +257,16 @@ RECIPIENT_ROUTES = frozenset(
         ("GET", "/t/c/{token}"),
         # View in browser (tests/tracking/test_view_in_browser.py).
         ("GET", "/t/v/{token}"),
+        # The secure portal's recipient pages: the link's random token finds the item,
+        # a one-time code proves the recipient (tests/portal/test_portal_recipient.py).
+        ("GET", "/s/{token}"),
+        ("GET", "/s/{token}/brand.css"),
+        ("POST", "/s/{token}/code"),
+        ("POST", "/s/{token}/verify"),
+        ("POST", "/s/{token}/password"),
+        ("GET", "/s/{token}/attachments/{index}"),
+        ("POST", "/s/{token}/reply"),
+        ("POST", "/s/{token}/set-password"),
     }
 )
 

@@ -1,0 +1,485 @@
+"""The portal's rules: notices through the outbox, one-time codes with throttling and
+lockout, passwords, replies, recall and expiry; every access is an event and an
+audit entry (ids and counts only, never content or addresses).
+
+Notices (the pickup notice, codes, "a reply is waiting") are ordinary transactional
+outbox rows created by ``portal``: they carry the organization's name, a link with
+a random token and, for codes, the code. Never the message's subject or content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from carepost.audit import service as audit
+from carepost.contacts.fields import normalize_email
+from carepost.core.database import new_id, utcnow
+from carepost.core.errors import ValidationFailed
+from carepost.crypto.keyring import current_tenant_keys
+from carepost.messages.events import write_events
+from carepost.messages.models import PRIORITIES, Message, MessageState
+from carepost.messages.sending import EMAIL_INDEX_LABEL
+from carepost.portal.models import (
+    EventKind,
+    ItemState,
+    PortalChallenge,
+    PortalEvent,
+    PortalItem,
+    PortalReply,
+    PortalSettings,
+)
+from carepost.portal.schemas import PortalSettingsIn, PortalSettingsOut
+from carepost.tenancy.models import Tenant
+
+CODE_LIFETIME = timedelta(minutes=10)
+CODES_PER_HOUR = 5
+MAX_FAILURES = 5
+LOCKOUT = timedelta(minutes=15)
+SESSION_LIFETIME = timedelta(minutes=15)
+MAX_REPLY = 20_000
+MIN_PASSWORD = 10
+DEFAULT_EXPIRY_DAYS = 30
+PORTAL_ACTOR = audit.Actor("system", "", "carepost portal")
+CREATED_BY = "portal"
+_hasher = PasswordHasher()
+
+
+def recipient_actor(item: PortalItem, client_address: str = "") -> audit.Actor:
+    return audit.Actor("recipient", str(item.id), "portal recipient", client_address)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Branding:
+    organization: str
+    logo_url: str
+    brand_color: str
+    notice_subject: str
+    expiry_days: int
+
+
+def branding(session: Session, tenant_id: uuid.UUID) -> Branding:
+    tenant = session.get(Tenant, tenant_id)
+    name = tenant.name if tenant is not None else "your care provider"
+    row = session.get(PortalSettings, tenant_id)
+    return Branding(
+        organization=name,
+        logo_url=row.logo_url if row else "",
+        brand_color=row.brand_color if row else "#0b5394",
+        notice_subject=(row.notice_subject if row and row.notice_subject else "")
+        or f"You have a secure message from {name}",
+        expiry_days=row.expiry_days if row else DEFAULT_EXPIRY_DAYS,
+    )
+
+
+def record_event(
+    session: Session,
+    item: PortalItem,
+    kind: str,
+    *,
+    now: datetime,
+    actor: audit.Actor,
+    detail: dict[str, Any] | None = None,
+    outcome: str = "success",
+) -> None:
+    """The sender's view of the item (``portal_events``) and the audit trail, together."""
+    detail = detail or {}
+    session.add(
+        PortalEvent(
+            tenant_id=item.tenant_id, item_id=item.id, kind=kind, occurred_at=now, detail=detail
+        )
+    )
+    audit.record(
+        session,
+        tenant_id=item.tenant_id,
+        actor=actor,
+        action=f"portal.{kind}",
+        object_type="portal_item",
+        object_id=str(item.id),
+        outcome=outcome,
+        details={"message_id": str(item.message_id), **detail},
+    )
+
+
+def queue_notice(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    to_address: str,
+    from_address: str,
+    from_name: str | None,
+    subject: str,
+    text: str,
+    idempotency_key: str,
+    now: datetime,
+    created_by_id: str,
+) -> uuid.UUID:
+    """One transactional outbox row (no PHI: the caller writes the text)."""
+    keys = current_tenant_keys()
+    address = normalize_email(to_address)
+    found = session.scalar(
+        select(Message.id).where(
+            Message.tenant_id == tenant_id, Message.idempotency_key == idempotency_key
+        )
+    )
+    if found is not None:
+        return found
+    paragraphs = "".join(
+        f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in text.split("\n\n")
+    )
+    notice = Message(
+        id=new_id(),
+        tenant_id=tenant_id,
+        to_address=address,
+        to_index=keys.blind_index(EMAIL_INDEX_LABEL, address),
+        from_address=from_address,
+        from_name=from_name,
+        subject=subject,
+        body={"html": paragraphs, "text": text},
+        purpose="transactional",
+        priority=PRIORITIES["high"],
+        uses_phi=False,
+        state=MessageState.QUEUED,
+        next_attempt_at=now,
+        first_queued_at=now,
+        last_event_at=now,
+        created_at=now,
+        idempotency_key=idempotency_key,
+        created_by_type=CREATED_BY,
+        created_by_id=created_by_id,
+        tags=["portal"],
+    )
+    session.add(notice)
+    session.flush()
+    write_events(session, tenant_id, [(notice.id, None, MessageState.QUEUED, {})], now=now)
+    return notice.id
+
+
+def find_item_tenant(session: Session, token: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(item id, tenant id) of a link's token, without decrypting anything."""
+    if not token or len(token) > 200:
+        return None
+    row = session.execute(
+        select(PortalItem.id, PortalItem.tenant_id).where(
+            PortalItem.token_hash == token_hash(token)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def is_gone(item: PortalItem, now: datetime) -> bool:
+    return item.state != ItemState.ACTIVE or item.expires_at <= now or item.content is None
+
+
+def is_locked(item: PortalItem, now: datetime) -> bool:
+    return item.locked_until is not None and item.locked_until > now
+
+
+class Throttled(Exception):
+    """Too many codes asked for, or the item is locked after wrong attempts."""
+
+    def __init__(self, until: datetime | None) -> None:
+        super().__init__("throttled")
+        self.until = until
+
+
+def send_code(
+    session: Session, item: PortalItem, *, now: datetime, client_address: str = ""
+) -> uuid.UUID:
+    """A fresh six-digit code by email (the notice address: the recipient's own)."""
+    if is_locked(item, now):
+        raise Throttled(item.locked_until)
+    recent = session.scalar(
+        select(func.count())
+        .select_from(PortalChallenge)
+        .where(
+            PortalChallenge.item_id == item.id,
+            PortalChallenge.created_at > now - timedelta(hours=1),
+        )
+    )
+    if (recent or 0) >= CODES_PER_HOUR:
+        raise Throttled(None)
+    keys = current_tenant_keys()
+    code = f"{secrets.randbelow(10**6):06d}"
+    challenge = PortalChallenge(
+        id=new_id(),
+        tenant_id=item.tenant_id,
+        item_id=item.id,
+        code_hash=keys.blind_index("portal.code", f"{item.id}:{code}"),
+        expires_at=now + CODE_LIFETIME,
+        created_at=now,
+    )
+    session.add(challenge)
+    brand = branding(session, item.tenant_id)
+    minutes = int(CODE_LIFETIME.total_seconds() // 60)
+    queue_notice(
+        session,
+        tenant_id=item.tenant_id,
+        to_address=item.to_address,
+        from_address=item.from_address,
+        from_name=brand.organization[:200],
+        subject=f"Your {brand.organization} secure message code",
+        text=(
+            f"Your code is {code}\n\nEnter it on the secure message page. "
+            f"It expires in {minutes} minutes and works once.\n\n"
+            "If you did not ask for a code, you can ignore this email."
+        ),
+        idempotency_key=f"portal-code:{challenge.id}",
+        now=now,
+        created_by_id=str(item.id),
+    )
+    record_event(
+        session,
+        item,
+        EventKind.CODE_SENT,
+        now=now,
+        actor=recipient_actor(item, client_address),
+    )
+    return challenge.id
+
+
+def _fail(
+    session: Session, item: PortalItem, kind: str, *, now: datetime, actor: audit.Actor
+) -> str:
+    item.failed_attempts += 1
+    record_event(
+        session, item, kind, now=now, actor=actor, outcome="failure",
+        detail={"attempt": item.failed_attempts},
+    )  # fmt: skip
+    if item.failed_attempts >= MAX_FAILURES:
+        item.locked_until = now + LOCKOUT
+        item.failed_attempts = 0
+        session.execute(
+            update(PortalChallenge)
+            .where(PortalChallenge.item_id == item.id, PortalChallenge.used_at.is_(None))
+            .values(used_at=now)
+        )
+        record_event(
+            session, item, EventKind.LOCKED, now=now, actor=actor,
+            detail={"minutes": int(LOCKOUT.total_seconds() // 60)},
+        )  # fmt: skip
+        return "locked"
+    return "wrong"
+
+
+def _opened(
+    session: Session, item: PortalItem, how: str, *, now: datetime, actor: audit.Actor
+) -> None:
+    item.failed_attempts = 0
+    if item.first_opened_at is None:
+        item.first_opened_at = now
+    record_event(session, item, EventKind.OPENED, now=now, actor=actor, detail={"by": how})
+
+
+def verify_code(
+    session: Session, item: PortalItem, code: str, *, now: datetime, client_address: str = ""
+) -> str:
+    """ "ok", "wrong", "expired" (no live code: ask for another) or "locked"."""
+    actor = recipient_actor(item, client_address)
+    if is_locked(item, now):
+        return "locked"
+    challenge = session.scalar(
+        select(PortalChallenge)
+        .where(PortalChallenge.item_id == item.id, PortalChallenge.used_at.is_(None))
+        .order_by(PortalChallenge.created_at.desc())
+        .limit(1)
+    )
+    if challenge is None or challenge.expires_at <= now:
+        return "expired"
+    code = "".join(code.split())
+    expected = current_tenant_keys().blind_index("portal.code", f"{item.id}:{code}")
+    if not (
+        code.isdigit() and len(code) == 6 and secrets.compare_digest(expected, challenge.code_hash)
+    ):
+        return _fail(session, item, EventKind.CODE_FAILED, now=now, actor=actor)
+    challenge.used_at = now
+    _opened(session, item, "code", now=now, actor=actor)
+    return "ok"
+
+
+def verify_password(
+    session: Session, item: PortalItem, password: str, *, now: datetime, client_address: str = ""
+) -> str:
+    """ "ok", "wrong" or "locked"; the same counter and lockout as codes."""
+    actor = recipient_actor(item, client_address)
+    if is_locked(item, now):
+        return "locked"
+    if not item.password_hash:
+        return "wrong"
+    try:
+        _hasher.verify(item.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return _fail(session, item, "password_failed", now=now, actor=actor)
+    _opened(session, item, "password", now=now, actor=actor)
+    return "ok"
+
+
+def set_password(
+    session: Session, item: PortalItem, password: str, *, now: datetime, client_address: str = ""
+) -> None:
+    if len(password) < MIN_PASSWORD or len(password) > 200:
+        raise ValidationFailed(f"use at least {MIN_PASSWORD} characters", field="#/body/password")
+    item.password_hash = _hasher.hash(password)
+    record_event(
+        session, item, EventKind.PASSWORD_SET, now=now, actor=recipient_actor(item, client_address)
+    )
+
+
+def attachment(
+    session: Session, item: PortalItem, index: int, *, now: datetime, client_address: str = ""
+) -> dict[str, str] | None:
+    attachments = (item.content or {}).get("attachments") or []
+    if not 0 <= index < len(attachments):
+        return None
+    record_event(
+        session, item, EventKind.DOWNLOADED, now=now,
+        actor=recipient_actor(item, client_address), detail={"attachment": index},
+    )  # fmt: skip
+    found: dict[str, str] = attachments[index]
+    return found
+
+
+def reply(
+    session: Session,
+    item: PortalItem,
+    text: str,
+    *,
+    now: datetime,
+    base_url: str,
+    client_address: str = "",
+) -> PortalReply:
+    """Store the reply sealed; tell the sender (no PHI) that one waits in the console."""
+    text = text.strip()
+    if not text:
+        raise ValidationFailed("write a reply first", field="#/body/reply")
+    if len(text) > MAX_REPLY:
+        raise ValidationFailed(f"at most {MAX_REPLY} characters", field="#/body/reply")
+    row = PortalReply(
+        id=new_id(), tenant_id=item.tenant_id, item_id=item.id, body=text, length=len(text),
+        created_at=now,
+    )  # fmt: skip
+    session.add(row)
+    record_event(
+        session, item, EventKind.REPLIED, now=now,
+        actor=recipient_actor(item, client_address), detail={"reply_id": str(row.id)},
+    )  # fmt: skip
+    brand = branding(session, item.tenant_id)
+    queue_notice(
+        session,
+        tenant_id=item.tenant_id,
+        to_address=item.from_address,
+        from_address=item.from_address,
+        from_name="carepost secure portal",
+        subject="A secure reply is waiting",
+        text=(
+            f"A recipient replied to a secure message from {brand.organization}.\n\n"
+            f"Sign in to read it: {base_url}/portal/messages/{item.message_id}"
+        ),
+        idempotency_key=f"portal-reply:{row.id}",
+        now=now,
+        created_by_id=str(item.id),
+    )
+    return row
+
+
+def recall(session: Session, item: PortalItem, *, now: datetime, actor: audit.Actor) -> bool:
+    """Take the content away at once; False when it was already gone."""
+    if item.state != ItemState.ACTIVE:
+        return False
+    item.state = ItemState.RECALLED
+    item.recalled_at = now
+    item.content = None
+    item.purged_at = now
+    item.session_epoch += 1
+    record_event(session, item, EventKind.RECALLED, now=now, actor=actor)
+    return True
+
+
+def expire_due(session: Session, *, now: datetime, limit: int = 500) -> int:
+    """Purge the content of items past their expiry (any tenant: no keys needed)."""
+    due = list(
+        session.execute(
+            select(PortalItem.id, PortalItem.tenant_id, PortalItem.message_id)
+            .where(PortalItem.state == ItemState.ACTIVE, PortalItem.expires_at <= now)
+            .limit(limit)
+        ).all()
+    )
+    for item_id, tenant_id, message_id in due:
+        session.execute(
+            update(PortalItem)
+            .where(PortalItem.id == item_id, PortalItem.state == ItemState.ACTIVE)
+            .values(
+                state=ItemState.EXPIRED,
+                content=None,
+                purged_at=now,
+                session_epoch=PortalItem.session_epoch + 1,
+            )
+        )
+        session.add(
+            PortalEvent(
+                tenant_id=tenant_id,
+                item_id=item_id,
+                kind=EventKind.EXPIRED,
+                occurred_at=now,
+                detail={},
+            )
+        )
+        audit.record(
+            session,
+            tenant_id=tenant_id,
+            actor=PORTAL_ACTOR,
+            action="portal.expired",
+            object_type="portal_item",
+            object_id=str(item_id),
+            details={"message_id": str(message_id)},
+        )
+    return len(due)
+
+
+def settings_out(session: Session, tenant_id: uuid.UUID) -> PortalSettingsOut:
+    row = session.get(PortalSettings, tenant_id)
+    brand = branding(session, tenant_id)
+    return PortalSettingsOut(
+        notice_subject=row.notice_subject if row else "",
+        expiry_days=brand.expiry_days,
+        logo_url=brand.logo_url,
+        brand_color=brand.brand_color,
+        effective_notice_subject=brand.notice_subject,
+    )
+
+
+def save_settings(
+    session: Session, tenant_id: uuid.UUID, body: PortalSettingsIn, *, actor: audit.Actor
+) -> None:
+    row = session.get(PortalSettings, tenant_id)
+    if row is None:
+        row = PortalSettings(tenant_id=tenant_id)
+        session.add(row)
+    row.notice_subject = body.notice_subject.strip()
+    row.expiry_days = body.expiry_days
+    row.logo_url = body.logo_url
+    row.brand_color = body.brand_color
+    row.updated_at = utcnow()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="portal.settings_update",
+        object_type="tenant",
+        object_id=str(tenant_id),
+        details={"expiry_days": body.expiry_days, "brand_color": body.brand_color},
+    )

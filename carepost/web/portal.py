@@ -1,0 +1,121 @@
+"""The portal in the console: messages held for pickup with their access events
+(opened, codes, downloads, replies), recall, and reading replies.
+
+Pages show ids, states, times and event codes, never content. Replies are PHI:
+a ``phi:read`` user presses "Read replies" (a CSRF-checked POST), audited
+``portal.reply_view_phi`` per reply in the same transaction as the read. A
+message's portal page is keyed by the outbox message id (the link in the "reply
+waiting" email).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from carepost.api.pagination import decode_cursor, encode_cursor
+from carepost.core.database import utcnow
+from carepost.messages import service as messages
+from carepost.portal import sender
+from carepost.web.console import Console, page, parse_id, redirect
+
+router = APIRouter(include_in_schema=False)
+READ = "reports:read"
+SEND = "messages:send"
+PHI_READ = "phi:read"
+PAGE_SIZE = 50
+EVENT_LABELS = {
+    "deposited": "Held in the portal, notice queued",
+    "code_sent": "Code emailed",
+    "code_failed": "Wrong code",
+    "password_failed": "Wrong password",
+    "locked": "Locked after wrong attempts",
+    "opened": "Opened",
+    "downloaded": "Attachment downloaded",
+    "replied": "Replied",
+    "password_set": "Recipient set a password",
+    "recalled": "Recalled",
+    "expired": "Expired, content deleted",
+}
+
+
+@router.get("/portal")
+def portal_list(console: Annotated[Console, Depends(page(READ))]) -> Response:
+    cursor = console.request.query_params.get("cursor")
+    try:
+        after = decode_cursor(cursor)
+    except Exception:  # noqa: BLE001 - a bad cursor is the first page
+        after = None
+    with console.session() as session:
+        items = sender.list_items(
+            session, console.principal.tenant_id, after=after, limit=PAGE_SIZE + 1
+        )
+        more = len(items) > PAGE_SIZE
+        items = items[:PAGE_SIZE]
+        counts = sender.reply_counts(session, [i.id for i in items])
+        rows = [
+            sender.item_out(session, i, detail=False, replies=counts.get(i.id, 0)) for i in items
+        ]
+    return console.render(
+        "portal/console_list.html",
+        title="Secure portal",
+        items=rows,
+        next_cursor=encode_cursor(items[-1].id) if more and items else None,
+    )
+
+
+def _detail(console: Console, message_id: uuid.UUID, *, reveal: bool) -> dict[str, Any]:
+    tenant_id = console.principal.tenant_id
+    with console.session() as session:
+        messages.get_message(session, tenant_id, message_id)  # 404 for another organization's
+        item = sender.item_of_message(session, tenant_id, message_id)
+        facts = sender.item_out(session, item, detail=True) if item is not None else None
+        replies: list[dict[str, Any]] = []
+        if item is not None and reveal:
+            now = utcnow()
+            for row in sender.replies_of(session, item.id):
+                read = sender.read_reply(
+                    session, tenant_id, item.id, row.id, actor=console.principal.actor, now=now
+                )
+                replies.append({"id": read.id, "at": read.created_at, "body": read.body})
+    return {
+        "title": "Secure portal message",
+        "message_id": message_id,
+        "item": facts,
+        "labels": EVENT_LABELS,
+        "revealed": reveal,
+        "replies": replies,
+    }
+
+
+@router.get("/portal/messages/{message_id}")
+def portal_message(message_id: str, console: Annotated[Console, Depends(page(READ))]) -> Response:
+    return console.render(
+        "portal/console_detail.html", **_detail(console, parse_id(message_id), reveal=False)
+    )
+
+
+@router.post("/portal/messages/{message_id}/reveal")
+def portal_replies(
+    message_id: str, console: Annotated[Console, Depends(page(PHI_READ))]
+) -> Response:
+    console.principal.require(READ)
+    return console.render(
+        "portal/console_detail.html", **_detail(console, parse_id(message_id), reveal=True)
+    )
+
+
+@router.post("/portal/messages/{message_id}/recall")
+def portal_recall(message_id: str, console: Annotated[Console, Depends(page(SEND))]) -> Response:
+    parsed = parse_id(message_id)
+    tenant_id = console.principal.tenant_id
+    with console.session() as session:
+        messages.get_message(session, tenant_id, parsed)
+        item = sender.item_of_message(session, tenant_id, parsed)
+        if item is None:
+            return redirect(console.request, f"/portal/messages/{parsed}")
+        sender.recall_item(session, tenant_id, item.id, actor=console.principal.actor, now=utcnow())
+    return redirect(console.request, f"/portal/messages/{parsed}")
