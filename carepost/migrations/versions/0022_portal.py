@@ -4,9 +4,8 @@ Revision ID: 0022
 Revises: 0023
 Create Date: 2026-12-04 20:20:36.147122
 
-The secure pickup portal (issue 6, docs/portal.md). Assigned down_revision was
-"0018"; main's head had moved to "0024" (workflow triggers), so this chains after
-it to keep a single head. The lead re-chains at merge.
+The secure pickup portal (issue 6, docs/portal.md). Chained after the gateway's
+clients (0023), merged the same day.
 """
 
 from __future__ import annotations
