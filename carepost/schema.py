@@ -15,6 +15,7 @@ from carepost.e2ee import models as e2ee_models
 from carepost.imports import models as imports_models
 from carepost.messages import models as messages_models
 from carepost.policy import models as policy_models
+from carepost.protection import models as protection_models
 from carepost.segments import models as segments_models
 from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
@@ -35,6 +36,7 @@ DOMAIN_MODELS = (
     imports_models,
     messages_models,
     policy_models,
+    protection_models,
     segments_models,
     templates_models,
     tenancy_models,

@@ -53,6 +53,8 @@ from carepost.delivery.dkim import DkimSigner
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
+from carepost.protection import fallback as protection_fallback
+from carepost.protection.stage import ProtectionStage
 from carepost.tracking.service import TrackingChoice, tracking_choice
 
 log = get_logger(__name__)
@@ -199,14 +201,20 @@ def prepare_envelopes(
     prepared: list[Outgoing] = []
     failed: list[EventRow] = []
     signers: dict[str, list[DkimSigner]] = {}  # per From domain: one lookup a batch
-    for message in session.scalars(query):
+    messages = list(session.scalars(query))
+    # DLP, policy decision, E2E encryption, portal and block (carepost/protection).
+    protection = ProtectionStage.for_batch(session, keys, messages, settings=settings, now=utcnow())
+    for message in messages:
         try:
             domain = ports.domain_of(message.from_address)
             if domain not in signers:
                 signers[domain] = ports.signing_keys_for(session, keys, domain)
             outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
             built = ports.build_message(outgoing)
-            data = ports.sign_all(ports.message_bytes(built), signers[domain])
+            protected = protection.protect(message, built)
+            if protected.held:
+                continue  # to the portal, or blocked: recorded by the stage
+            data = ports.sign_all(protected.data or ports.message_bytes(built), signers[domain])
         except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))
@@ -214,8 +222,15 @@ def prepare_envelopes(
         mail_from = ports.return_path(
             message.id, bounce_domain=settings.bounce_domain, secret=secret
         )
-        envelope = ports.Envelope(mail_from, (message.to_address,), data)
+        envelope = ports.Envelope(
+            mail_from,
+            (message.to_address,),
+            data,
+            tls=protected.tls,
+            mx_patterns=protected.mx_patterns,
+        )
         prepared.append(Outgoing(envelope, {message.to_address: message}))
+    protection.finish()
     for message_id, _contact, _kind, detail in failed:
         session.execute(
             update(Message)
@@ -301,6 +316,26 @@ def record_results(
             if outcome.status == "delivered":
                 delivered[reply].append((message, detail))
                 continue
+            if outcome.status == "tls_unavailable":
+                # Never in the clear: the policy's fallback (portal, or wait and bounce).
+                kind = protection_fallback.tls_unavailable(
+                    session, keys, message, detail, owner=owner, now=now
+                )
+                if kind == "deferred":
+                    kind = _record_failure(
+                        session,
+                        keys,
+                        message,
+                        outcome,
+                        detail,
+                        owner=owner,
+                        lifetime=lifetime,
+                        now=now,
+                    )
+                counts[kind] += 1
+                if kind not in ("lost", "portal"):
+                    events.append((message.id, message.contact_id, kind, detail))
+                continue
             kind = _record_failure(
                 session, keys, message, outcome, detail, owner=owner, lifetime=lifetime, now=now
             )
@@ -336,6 +371,7 @@ def record_results(
             else:
                 counts["lost"] += 1  # another worker took it over: its outcome stands
     write_events(session, keys.tenant_id, events, now=now)
+    protection_fallback.note_tls(session, results)
     return dict(counts)
 
 
@@ -355,7 +391,7 @@ def _record_failure(
     reply = detail["reply"]
     values: dict[str, Any] = {"lease_until": None, "lease_owner": "", "last_event_at": now}
     kind: str = outcome.status
-    if outcome.status == "deferred":
+    if outcome.status in ("deferred", "tls_unavailable"):
         retry_at = ports.next_attempt(
             message.attempts, message.first_queued_at, now, lifetime=lifetime
         )
@@ -366,6 +402,8 @@ def _record_failure(
         else:
             values["next_attempt_at"] = retry_at
             detail["next_attempt_at"] = retry_at.isoformat()
+    if kind == "tls_unavailable":  # the policy says wait: as a deferral
+        kind = "deferred" if "next_attempt_at" in values else "bounced"
     values["state"] = {
         "deferred": MessageState.DEFERRED,
         "bounced": MessageState.BOUNCED,

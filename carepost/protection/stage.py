@@ -1,0 +1,431 @@
+"""The send-time protection stage: each message the outbox prepares is scanned,
+decided and protected before it is signed and handed to the transport.
+
+For one message (:meth:`ProtectionStage.protect`):
+
+1. **Facts.** The DLP scan of what it carries (subject, text, HTML before tracking,
+   attachments) with the built-in and the tenant's detectors; each part's findings
+   are cached by the part's digest, so a campaign of identical content is scanned
+   once and only the personalized parts of each copy are scanned again. The
+   template's PHI flag (``Message.uses_phi``), the recipient's key states from the
+   key directory (valid, expired, revoked, none: one query a batch), the sender's
+   settings from the policy document, and, only when the decision depends on it, the
+   recipient domain's TLS (:mod:`carepost.protection.domain_tls`).
+2. **Decision.** :func:`carepost.policy.decision.decide_protection`, pure. Portal
+   notices (``created_by_type == "portal"``) carry no PHI and are never sent to the
+   portal again: they go by TLS when offered (reason ``portal.notice``).
+3. **Record.** The method, the TLS requirement and the reasons (detector names and
+   rule codes, never content) on the message row, and one audit entry
+   ``message.protection`` per decision (written for the whole batch at once).
+4. **Act.** ``smime``/``openpgp``: encrypted to the recipient's key (and signed with
+   the tenant's key when it has one) by :func:`carepost.e2ee.directory.protect_message`;
+   the caller DKIM-signs the protected bytes. ``tls_required``: the envelope carries
+   the requirement and the transport enforces it. ``portal``: handed to the portal
+   (:func:`carepost.portal.handoff.hand_to_portal`) and marked delivered, "held for
+   secure portal pickup", with a ``portal`` event. ``block``: failed, with the
+   blocking detectors as the reason.
+
+A message whose E2E key turns out unusable at encryption time (revoked a moment
+ago) goes to the portal when it is PHI, else by TLS as decided without the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from carepost.audit import service as audit
+from carepost.contacts.id_sets import dialect_of, id_in
+from carepost.core.config import Settings
+from carepost.core.errors import CarepostError
+from carepost.core.logging import get_logger
+from carepost.crypto.keyring import TenantKeys
+from carepost.delivery.transport import TlsRequirement
+from carepost.dlp.extraction import Attachment, MessageContent
+from carepost.dlp.findings import Finding, ScanSummary, SkippedPart
+from carepost.dlp.scanner import TenantRules, scan_message
+from carepost.dlp.service import tenant_rules
+from carepost.e2ee.certificates import normalize_address
+from carepost.e2ee.directory import INDEX_LABEL, protect_message
+from carepost.e2ee.models import RecipientKey
+from carepost.messages.events import EventRow, write_events
+from carepost.messages.models import Message, MessageState
+from carepost.policy.decision import (
+    Decision,
+    KeyState,
+    MessageFacts,
+    RecipientKeys,
+    SenderSettings,
+    decide_protection,
+)
+from carepost.policy.documents import PolicyDocument
+from carepost.policy.service import get_policy
+from carepost.protection.domain_tls import (
+    NOTHING_KNOWN,
+    DomainTlsFacts,
+    DomainTlsLookup,
+    domain_tls,
+)
+
+log = get_logger(__name__)
+
+PROTECTOR = audit.Actor("system", "", "carepost protection")
+PORTAL_HELD = "held for secure portal pickup"
+PORTAL_NOTICE = "portal"  # Message.created_by_type of the portal's notices
+MAX_REASONS = 40
+# Scans of message parts kept in memory, by tenant, rules and the part's digest.
+SCAN_CACHE_SIZE = 4096
+_scan_cache: OrderedDict[tuple[str, str, str], tuple[tuple[Finding, ...], tuple[SkippedPart, ...]]]
+_scan_cache = OrderedDict()
+
+
+@dataclass(frozen=True)
+class Protected:
+    """What the delivery does with a message after the stage."""
+
+    held: bool  # True: it does not go out now (portal or blocked): the stage recorded it
+    data: bytes | None = None  # the protected message to sign, else the built one
+    tls: TlsRequirement = "opportunistic"
+    mx_patterns: tuple[str, ...] = ()
+    decision: Decision | None = None
+
+
+def _digest(*parts: bytes | str) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+        hasher.update(len(data).to_bytes(8, "big"))
+        hasher.update(data)
+    return hasher.hexdigest()
+
+
+def _rules_key(rules: TenantRules) -> str:
+    """What identifies the tenant's rules for the cache (names, patterns, terms)."""
+    return _digest(
+        repr([(r.name, r.pattern.pattern, int(r.severity)) for r in rules.mrn]),
+        repr([(d.name, list(d.terms), int(d.severity), d.phi) for d in rules.dictionaries]),
+    )
+
+
+@dataclass
+class ProtectionStage:
+    """The stage for one batch of one tenant's messages (made by :meth:`for_batch`)."""
+
+    session: Session
+    keys: TenantKeys
+    settings: Settings
+    now: datetime
+    policy: PolicyDocument
+    lookup: DomainTlsLookup | None
+    key_states: dict[str, RecipientKeys] = field(default_factory=dict)
+    _rules: TenantRules | None = None
+    _rules_key: str = ""
+    _domains: dict[str, DomainTlsFacts] = field(default_factory=dict)
+    _decided: dict[uuid.UUID, Decision] = field(default_factory=dict)
+    _audits: list[audit.Entry] = field(default_factory=list)
+    _events: list[EventRow] = field(default_factory=list)
+    _failed: dict[str, list[uuid.UUID]] = field(default_factory=lambda: defaultdict(list))
+    _portal: list[uuid.UUID] = field(default_factory=list)
+
+    @classmethod
+    def for_batch(
+        cls,
+        session: Session,
+        keys: TenantKeys,
+        messages: Sequence[Message],
+        *,
+        settings: Settings,
+        now: datetime,
+    ) -> ProtectionStage:
+        stage = cls(
+            session=session,
+            keys=keys,
+            settings=settings,
+            now=now,
+            policy=get_policy(session, keys.tenant_id).document,
+            lookup=DomainTlsLookup.from_settings(settings) if settings.mta_sts_enabled else None,
+        )
+        stage.key_states = recipient_key_states(
+            session, keys, [m.to_address for m in messages], now
+        )
+        return stage
+
+    # --- facts -----------------------------------------------------------------
+
+    def _tenant_rules(self) -> tuple[TenantRules, str]:
+        if self._rules is None:
+            self._rules = tenant_rules(self.session, self.keys.tenant_id)
+            self._rules_key = _rules_key(self._rules)
+        return self._rules, self._rules_key
+
+    def scan(self, message: Message) -> ScanSummary:
+        """The DLP summary of what the message carries, part by part from the cache."""
+        rules, rules_key = self._tenant_rules()
+        body = message.body or {}
+        attachments = [
+            Attachment(a["filename"], a["content_type"], base64.b64decode(a["content"]))
+            for a in message.attachments or []
+        ]
+        chunks: list[tuple[str, MessageContent]] = [
+            (_digest("subject", message.subject), MessageContent(subject=message.subject)),
+            (_digest("text", body.get("text") or ""), MessageContent(text=body.get("text"))),
+            (_digest("html", body.get("html") or ""), MessageContent(html=body.get("html"))),
+        ]
+        if attachments:
+            key = _digest(
+                "attachments", *(p for a in attachments for p in (a.name, a.content_type, a.data))
+            )
+            chunks.append((key, MessageContent(attachments=attachments)))
+        findings: list[Finding] = []
+        skipped: list[SkippedPart] = []
+        tenant = str(self.keys.tenant_id)
+        for digest, content in chunks:
+            cache_key = (tenant, rules_key, digest)
+            cached = _scan_cache.get(cache_key)
+            if cached is None:
+                result = scan_message(content, keys=self.keys, rules=rules)
+                cached = (result.findings, result.skipped)
+                _scan_cache[cache_key] = cached
+                if len(_scan_cache) > SCAN_CACHE_SIZE:
+                    _scan_cache.popitem(last=False)
+            else:
+                _scan_cache.move_to_end(cache_key)
+            findings.extend(cached[0])
+            skipped.extend(cached[1])
+        return ScanSummary.of(findings, skipped)
+
+    def sender_settings(self, message: Message) -> SenderSettings:
+        senders = self.policy.senders
+        chosen = senders.get(message.from_address.strip().lower()) or senders.get("*")
+        if chosen is None:
+            return SenderSettings()
+        return SenderSettings(force_portal=chosen.force_portal, treat_as_phi=chosen.treat_as_phi)
+
+    def domain_facts(self, domain: str) -> DomainTlsFacts:
+        if domain not in self._domains:
+            self._domains[domain] = domain_tls(
+                self.session, domain, now=self.now, lookup=self.lookup
+            )
+        return self._domains[domain]
+
+    # --- decision ----------------------------------------------------------------
+
+    def decide(self, message: Message) -> tuple[Decision, DomainTlsFacts]:
+        domain = message.to_address.rpartition("@")[2].lower()
+        if message.created_by_type == PORTAL_NOTICE:
+            return Decision("tls_opportunistic", "opportunistic", ("portal.notice",), False), (
+                NOTHING_KNOWN
+            )
+        facts = MessageFacts(
+            dlp=self.scan(message),
+            template_phi=message.uses_phi,
+            template_id=str(message.template_id) if message.template_id else None,
+        )
+        keys = self.key_states.get(_address_key(message.to_address), RecipientKeys())
+        sender = self.sender_settings(message)
+
+        def decide(tls: DomainTlsFacts) -> Decision:
+            return decide_protection(
+                recipient_domain=domain,
+                message=facts,
+                keys=keys,
+                tls=tls.tls,
+                sender=sender,
+                policy=self.policy,
+            )
+
+        first = decide(NOTHING_KNOWN)
+        if first.method in ("tls_opportunistic", "block") or first.reasons[-1:] == (
+            "sender.force_portal",
+        ):
+            return first, NOTHING_KNOWN  # what the domain's TLS is changes nothing
+        known = self.domain_facts(domain)
+        return decide(known), known
+
+    # --- the stage -----------------------------------------------------------------
+
+    def protect(self, message: Message, built: EmailMessage) -> Protected:
+        decision, tls = self.decide(message)
+        if decision.method in ("smime", "openpgp"):
+            try:
+                data = protect_message(
+                    self.session,
+                    self.keys.tenant_id,
+                    built,
+                    kind=decision.method,
+                    recipients=[message.to_address],
+                    now=self.now,
+                )
+            except CarepostError as error:
+                decision = self._without_key(decision, error)
+            else:
+                self._record(message, decision)
+                return Protected(False, data, _tls_of(decision), tls.mx_patterns, decision)
+        self._record(message, decision)
+        if decision.method == "block":
+            blocking = [r for r in decision.reasons if r.startswith(("dlp.block:", "fallback."))]
+            reason = "blocked by the protection policy (" + ", ".join(blocking) + ")"
+            self._failed[reason[:200]].append(message.id)
+            self._events.append((message.id, message.contact_id, "failed", {"protection": "block"}))
+            return Protected(True, decision=decision)
+        if decision.method == "portal":
+            self.hand_to_portal(message, decision.reasons)
+            return Protected(True, decision=decision)
+        return Protected(False, None, _tls_of(decision), tls.mx_patterns, decision)
+
+    def _without_key(self, decision: Decision, error: CarepostError) -> Decision:
+        log.info("protection.e2e_failed", method=decision.method, error=error.code)
+        reasons = (*decision.reasons, f"e2e.{decision.method}:failed")
+        if decision.phi:
+            return Decision("portal", "opportunistic", (*reasons, "fallback.portal"), True)
+        return Decision("tls_opportunistic", "opportunistic", reasons, False)
+
+    def hand_to_portal(self, message: Message, reasons: Sequence[str]) -> None:
+        # Imported here: the portal builds on the outbox (it queues its notices there).
+        from carepost.portal.handoff import hand_to_portal
+
+        item_id = hand_to_portal(self.session, message, reasons=reasons, now=self.now)
+        self._portal.append(message.id)
+        self._events.append(
+            (message.id, message.contact_id, "portal", {"portal_item": str(item_id)})
+        )
+
+    def _record(self, message: Message, decision: Decision) -> None:
+        self._decided[message.id] = decision
+        self._audits.append(
+            audit.Entry(
+                action="message.protection",
+                object_type="message",
+                object_id=message.id,
+                outcome="failure" if decision.method == "block" else "success",
+                details={
+                    "method": decision.method,
+                    "tls": decision.tls,
+                    "phi": decision.phi,
+                    "reasons": list(decision.reasons[:MAX_REASONS]),
+                },
+            )
+        )
+
+    def finish(self) -> None:
+        """Write what the batch decided: message rows (one UPDATE per distinct
+        decision), the held messages' states, their events and the audit entries."""
+        session = self.session
+        dialect = dialect_of(session)
+        groups: dict[tuple[str, str, tuple[str, ...]], set[uuid.UUID]] = defaultdict(set)
+        for message_id, decision in self._decided.items():
+            key = (decision.method, decision.tls, decision.reasons[:MAX_REASONS])
+            groups[key].add(message_id)
+        for (method, tls, reasons), ids in groups.items():
+            session.execute(
+                update(Message)
+                .where(id_in(Message.id, ids, dialect))
+                .values(
+                    protection_method=method, protection_tls=tls, protection_reasons=list(reasons)
+                )
+                .execution_options(synchronize_session=False)
+            )
+        held = {MessageState.DELIVERED: {PORTAL_HELD: self._portal}}
+        held[MessageState.FAILED] = dict(self._failed)
+        for state, by_reason in held.items():
+            for reason, held_ids in by_reason.items():
+                if not held_ids:
+                    continue
+                values: dict[str, Any] = {
+                    "state": state,
+                    "state_reason": reason,
+                    "lease_until": None,
+                    "lease_owner": "",
+                    "last_event_at": self.now,
+                }
+                if state == MessageState.DELIVERED:
+                    values["sent_at"] = self.now
+                session.execute(
+                    update(Message)
+                    .where(
+                        id_in(Message.id, set(held_ids), dialect),
+                        Message.state == MessageState.SENDING,
+                    )
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+        write_events(session, self.keys.tenant_id, self._events, now=self.now)
+        audit.record_many(
+            session, tenant_id=self.keys.tenant_id, actor=PROTECTOR, entries=self._audits
+        )
+        self._decided, self._audits, self._events = {}, [], []
+        self._failed, self._portal = defaultdict(list), []
+
+
+def _tls_of(decision: Decision) -> TlsRequirement:
+    if decision.method == "tls_required" and decision.tls in ("verified", "starttls"):
+        return "starttls" if decision.tls == "starttls" else "verified"
+    if decision.method in ("smime", "openpgp") and decision.tls == "verified":
+        return "verified"
+    return "opportunistic"
+
+
+def _address_key(address: str) -> str:
+    return normalize_address(address)
+
+
+def recipient_key_states(
+    session: Session, keys: TenantKeys, addresses: Sequence[str], now: datetime
+) -> dict[str, RecipientKeys]:
+    """Each address's S/MIME and OpenPGP key state (valid, expired, revoked, none),
+    one query for the batch; nothing is asked when the tenant holds no keys."""
+    has_any = session.scalar(
+        select(RecipientKey.id).where(RecipientKey.tenant_id == keys.tenant_id).limit(1)
+    )
+    if has_any is None or not addresses:
+        return {}
+    by_index = {keys.blind_index(INDEX_LABEL, _address_key(a)): _address_key(a) for a in addresses}
+    rows = session.execute(
+        select(
+            RecipientKey.address_index,
+            RecipientKey.kind,
+            RecipientKey.revoked,
+            RecipientKey.can_encrypt,
+            RecipientKey.not_before,
+            RecipientKey.not_after,
+        ).where(
+            RecipientKey.tenant_id == keys.tenant_id,
+            RecipientKey.address_index.in_(sorted(by_index)),
+        )
+    ).all()
+    found: dict[str, dict[str, set[KeyState]]] = defaultdict(lambda: defaultdict(set))
+    for index, kind, revoked, can_encrypt, not_before, not_after in rows:
+        state: KeyState
+        if revoked:
+            state = "revoked"
+        elif not_after is not None and not_after <= now:
+            state = "expired"
+        elif can_encrypt and (not_before is None or not_before <= now):
+            state = "valid"
+        else:
+            state = "none"
+        found[by_index[index]][kind].add(state)
+    result: dict[str, RecipientKeys] = {}
+    for address, kinds in found.items():
+        result[address] = RecipientKeys(
+            smime=_best(kinds.get("smime", set())), openpgp=_best(kinds.get("openpgp", set()))
+        )
+    return result
+
+
+def _best(states: set[KeyState]) -> KeyState:
+    best: tuple[KeyState, ...] = ("valid", "revoked", "expired")
+    for state in best:
+        if state in states:
+            return state
+    return "none"
