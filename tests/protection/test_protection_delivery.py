@@ -74,7 +74,9 @@ def mx_records(domain: str) -> dict[str, dict[str, list[str]]]:
 
 
 def openssl(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["openssl", *map(str, args)], capture_output=True, timeout=60, check=False)
+    return subprocess.run(
+        ["openssl", *map(str, args)], capture_output=True, timeout=60, check=False
+    )
 
 
 def test_phi_to_a_recipient_with_an_smime_certificate_arrives_encrypted_and_signed(

@@ -54,7 +54,9 @@ def patient() -> str:
 
 def set_policy(runtime, tenant, document: dict) -> None:
     with runtime.bound_session(tenant[1]) as session:
-        put_policy(session, tenant[1].tenant_id, PolicyDocument.model_validate(document), actor=SYSTEM)
+        put_policy(
+            session, tenant[1].tenant_id, PolicyDocument.model_validate(document), actor=SYSTEM
+        )
 
 
 def test_a_message_without_phi_goes_by_opportunistic_tls_and_is_audited(runtime, tenant):
@@ -63,7 +65,10 @@ def test_a_message_without_phi_goes_by_opportunistic_tls_and_is_audited(runtime,
 
     assert envelopes[message_id].tls == "opportunistic"
     stored = message(runtime, tenant, message_id)
-    assert (stored.protection_method, stored.protection_tls) == ("tls_opportunistic", "opportunistic")
+    assert (stored.protection_method, stored.protection_tls) == (
+        "tls_opportunistic",
+        "opportunistic",
+    )
     assert stored.protection_reasons == ["phi.none", "tls.opportunistic"]
     [audited] = decisions(runtime, message_id)
     assert audited == {
