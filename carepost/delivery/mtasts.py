@@ -19,6 +19,7 @@ policy until it expires. Tests point the fetch at a loopback server with
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,7 @@ Mode = Literal["enforce", "testing", "none"]
 MAX_POLICY_BYTES = 64 * 1024
 MAX_AGE_LIMIT = 31_557_600
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_MAX_AGE = re.compile(r"^[0-9]{1,10}$")
 _HOST_PATTERN = re.compile(
     r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
@@ -99,7 +101,7 @@ def parse_policy(text: str) -> StsPolicy:
         case _:
             raise PolicyError("mode is not enforce, testing or none")
     raw_age = fields.get("max_age", "")
-    if not raw_age.isdigit() or len(raw_age) > 10:
+    if not _MAX_AGE.match(raw_age):
         raise PolicyError("max_age is not a number of seconds")
     if mode != "none" and not patterns:
         raise PolicyError("a policy in enforce or testing mode names its mx hosts")
@@ -148,7 +150,9 @@ def fetch_policy(domain: str, options: FetchOptions = FetchOptions()) -> StsPoli
     host = f"mta-sts.{domain}"
     target = options.address or host
     netloc = target if options.port == 443 else f"{target}:{options.port}"
-    verify: str | bool = str(options.ca_file) if options.ca_file else True
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(options.ca_file)) if options.ca_file else True
+    )
     with (
         httpx.Client(
             verify=verify, timeout=options.timeout, follow_redirects=False, trust_env=False
@@ -174,17 +178,23 @@ def fetch_policy(domain: str, options: FetchOptions = FetchOptions()) -> StsPoli
 
 
 def discover(
-    resolver: dns.resolver.Resolver, domain: str, options: FetchOptions = FetchOptions()
+    resolver: dns.resolver.Resolver,
+    domain: str,
+    options: FetchOptions = FetchOptions(),
+    *,
+    known_id: str | None = None,
 ) -> tuple[str | None, StsPolicy | None]:
-    """The TXT id and the policy it announces (None, None when the domain has none;
-    id and None when the policy could not be fetched). Never raises for the network."""
+    """The TXT id and the policy it announces: (None, None) when the domain has none
+    (or DNS failed); (id, None) when the policy could not be fetched, or when the id
+    is ``known_id`` (the cached policy is current: section 5.1, not fetched again).
+    Never raises for the network."""
     try:
         policy_id = lookup_policy_id(resolver, domain)
     except dns.exception.DNSException as error:
         log.info("mta_sts.dns_failed", domain=domain, error=type(error).__name__)
         return None, None
-    if policy_id is None:
-        return None, None
+    if policy_id is None or policy_id == known_id:
+        return policy_id, None
     try:
         return policy_id, fetch_policy(domain, options)
     except (PolicyError, httpx.HTTPError) as error:

@@ -133,8 +133,10 @@ def domain_tls(
 
 
 def _refresh(row: DomainTlsRecord, lookup: DomainTlsLookup, now: datetime) -> None:
-    policy_id, policy = mtasts.discover(lookup.resolver, row.domain, lookup.fetch)
     cached = row.mta_sts_expires_at is not None and row.mta_sts_expires_at > now
+    policy_id, policy = mtasts.discover(
+        lookup.resolver, row.domain, lookup.fetch, known_id=row.mta_sts_id if cached else None
+    )
     if policy is not None and policy_id is not None:
         row.mta_sts_id = policy_id
         row.mta_sts_mode = policy.mode
