@@ -18,6 +18,7 @@ from carepost.core.database import utcnow
 from carepost.e2ee import directory
 from carepost.messages.delivery import claim_due_messages, prepare_envelopes
 from carepost.messages.models import Message
+from carepost.messages.service import message_out
 from carepost.policy.documents import PolicyDocument
 from carepost.policy.service import put_policy
 from carepost.protection import stage as stage_module
@@ -256,3 +257,16 @@ def test_identical_content_is_scanned_once_and_personalized_parts_each_time(
     # subject, text and html of the first; only the personalized text of the last.
     assert scanned.count("text") == 2
     assert scanned.count("subject") == 1
+
+
+def test_the_message_log_shows_the_decision(runtime, tenant):
+    message_id = send(runtime, tenant, to=patient(), text=f"Card {CARD}")
+    prepare(runtime, tenant, [message_id])
+    shown = message_out(message(runtime, tenant, message_id), show_phi=False)
+
+    assert shown.protection is not None
+    assert shown.protection.model_dump() == {
+        "method": "block",
+        "tls": "none",
+        "reasons": ["dlp.block:credit_card"],
+    }
