@@ -6,6 +6,7 @@ clear; a blocked message reaches nobody."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import uuid
 from datetime import timedelta
@@ -230,3 +231,32 @@ def test_a_blocked_message_fails_and_reaches_nobody(runtime, tenant, with_settin
     stored = message(runtime, tenant, message_id)
     assert stored.state == "failed"
     assert "dlp.block:credit_card" in stored.state_reason
+
+
+def test_decisions_fallbacks_and_blocks_leave_no_phi_in_the_logs(
+    runtime, tenant, with_settings, log_file
+):
+    start = log_file.stat().st_size if log_file.exists() else 0
+    domain = f"sts-{uuid.uuid4().hex[:8]}.example"
+    enforced_mta_sts(runtime, domain)
+    local = phi_value("mailbox").lower()
+    canary = phi_value("name")
+    ids = [
+        send(runtime, tenant, to=f"{local}@{domain}", text=f"{canary}: SSN {SSN}"),
+        send(runtime, tenant, to=f"{local}@patient.example", text=f"{canary} DOB: 03/14/1975"),
+        send(runtime, tenant, to=f"{local}@patient.example", text="Card 4111 1111 1111 1111"),
+    ]
+    with running_peer() as peer, LoopbackDns(mx_records(domain)) as dns:
+        deliver_due_messages(mx_runtime(with_settings, dns, peer.port), budget_seconds=30)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    with log_file.open(encoding="utf-8", errors="replace") as handle:
+        handle.seek(start)
+        written = handle.read()
+    for secret in (local, canary, SSN, "4111 1111 1111 1111"):
+        assert secret not in written
+    for message_id in ids:
+        for entry in decisions(runtime, message_id):
+            assert canary not in str(entry) and SSN not in str(entry) and local not in str(entry)
+        stored = message(runtime, tenant, message_id)
+        assert canary not in stored.state_reason and local not in stored.state_reason
