@@ -260,3 +260,20 @@ def test_decisions_fallbacks_and_blocks_leave_no_phi_in_the_logs(
             assert canary not in str(entry) and SSN not in str(entry) and local not in str(entry)
         stored = message(runtime, tenant, message_id)
         assert canary not in stored.state_reason and local not in stored.state_reason
+
+
+def test_a_delivery_over_starttls_is_remembered_for_the_domain(
+    runtime, tenant, with_settings, tmp_path
+):
+    domain = f"seen-{uuid.uuid4().hex[:8]}.example"
+    certificate = self_signed_certificate(tmp_path, names=(f"mx.{domain}",))
+    send(runtime, tenant, to=f"pat@{domain}", text="See you at the open day.")
+    with (
+        running_peer(tls_context=server_tls_context(certificate)) as peer,
+        LoopbackDns(mx_records(domain)) as dns,
+    ):
+        deliver_due_messages(mx_runtime(with_settings, dns, peer.port), budget_seconds=30)
+        assert [m.tls for m in peer.messages] == [True]
+    with runtime.database.session() as session:
+        row = session.get(DomainTlsRecord, domain)
+        assert row is not None and row.starttls_seen is True
