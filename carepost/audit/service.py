@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -247,29 +247,35 @@ def record_many(
     last_seq, prev_hash = head
     seq = last_seq - len(entries)
     now = utcnow()
-    events = []
+    rows = []
     for entry in entries:
         seq += 1
-        event = AuditEvent(
-            id=new_id(),
-            chain=chain,
-            seq=seq,
-            tenant_id=tenant_id,
-            occurred_at=now,
-            actor_type=actor.type,
-            actor_id=actor.id,
-            actor_label=actor.label,
-            action=entry.action,
-            outcome=entry.outcome,
-            object_type=entry.object_type,
-            object_id=str(entry.object_id),
-            client_address=actor.client_address,
-            reason=entry.reason,
-            details=json.loads(json.dumps(entry.details or {}, default=str)),
-            prev_hash=prev_hash,
-        )
-        event.hash = prev_hash = event_hash(event)
-        events.append(event)
-    session.add_all(events)
+        # The content event_hash reads, built directly: one Core INSERT for all the
+        # rows costs a fraction of as many ORM objects (a batch has hundreds).
+        row: dict[str, Any] = {
+            "chain": chain,
+            "seq": seq,
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "occurred_at": now,
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "actor_label": actor.label,
+            "action": entry.action,
+            "outcome": entry.outcome,
+            "object_type": entry.object_type,
+            "object_id": str(entry.object_id),
+            "client_address": actor.client_address,
+            "reason": entry.reason,
+            "details": json.loads(json.dumps(entry.details or {}, default=str)),
+            "prev_hash": prev_hash,
+        }
+        content = row | {
+            "id": str(row["id"]),
+            "tenant_id": str(tenant_id) if tenant_id else None,
+            "occurred_at": _timestamp(now),
+        }
+        row["hash"] = prev_hash = content_hash(content)
+        rows.append(row)
+    session.execute(insert(AuditEvent), rows)
     session.execute(update(AuditHead).where(AuditHead.chain == chain).values(last_hash=prev_hash))
-    session.flush()

@@ -6,7 +6,8 @@ For one message (:meth:`ProtectionStage.protect`):
 1. **Facts.** The DLP scan of what it carries (subject, text, HTML before tracking,
    attachments) with the built-in and the tenant's detectors; each part's findings
    are cached by the part's digest, so a campaign of identical content is scanned
-   once and only the personalized parts of each copy are scanned again. The
+   once and only the personalized parts of each copy are scanned again; detectors
+   no rule of the policy reads are not run (:func:`used_detectors`). The
    template's PHI flag (``Message.uses_phi``), the recipient's key states from the
    key directory (valid, expired, revoked, none: one query a batch), the sender's
    settings from the policy document, and, only when the decision depends on it, the
@@ -51,6 +52,7 @@ from carepost.core.errors import CarepostError
 from carepost.core.logging import get_logger
 from carepost.crypto.keyring import TenantKeys
 from carepost.delivery.transport import TlsRequirement
+from carepost.dlp.detectors import BUILTIN, Detector
 from carepost.dlp.extraction import Attachment, MessageContent
 from carepost.dlp.findings import Finding, ScanSummary, SkippedPart
 from carepost.dlp.scanner import TenantRules, scan_message
@@ -68,7 +70,7 @@ from carepost.policy.decision import (
     SenderSettings,
     decide_protection,
 )
-from carepost.policy.documents import PolicyDocument
+from carepost.policy.documents import PolicyDocument, ProtectionRules, RulesOverride, selects
 from carepost.policy.service import get_policy
 from carepost.protection.domain_tls import (
     NOTHING_KNOWN,
@@ -131,6 +133,7 @@ class ProtectionStage:
     key_states: dict[str, RecipientKeys] = field(default_factory=dict)
     _rules: TenantRules | None = None
     _rules_key: str = ""
+    _detectors: tuple[Detector, ...] = BUILTIN
     _domains: dict[str, DomainTlsFacts] = field(default_factory=dict)
     _decided: dict[uuid.UUID, Decision] = field(default_factory=dict)
     _audits: list[audit.Entry] = field(default_factory=list)
@@ -166,7 +169,8 @@ class ProtectionStage:
     def _tenant_rules(self) -> tuple[TenantRules, str]:
         if self._rules is None:
             self._rules = tenant_rules(self.session, self.keys.tenant_id)
-            self._rules_key = _rules_key(self._rules)
+            self._detectors = used_detectors(self.policy)
+            self._rules_key = _rules_key(self._rules) + ",".join(d.name for d in self._detectors)
         return self._rules, self._rules_key
 
     def scan(self, message: Message) -> ScanSummary:
@@ -197,7 +201,9 @@ class ProtectionStage:
             cache_key = (tenant, rules_key, digest)
             cached = _scan_cache.get(cache_key)
             if cached is None:
-                result = scan_message(content, keys=self.keys, rules=rules)
+                result = scan_message(
+                    content, keys=self.keys, rules=rules, detectors=self._detectors
+                )
                 cached = (result.findings, result.skipped)
                 _scan_cache[cache_key] = cached
                 if len(_scan_cache) > SCAN_CACHE_SIZE:
@@ -369,6 +375,19 @@ class ProtectionStage:
         )
         self._decided, self._audits, self._events = {}, [], []
         self._failed, self._portal = defaultdict(list), []
+
+
+def used_detectors(policy: PolicyDocument) -> tuple[Detector, ...]:
+    """The built-in detectors some rule of the policy reads (block, portal or PHI, in
+    the defaults or an override): the others cannot change a decision, so a send-time
+    scan skips them (``us_phone`` is the costly one, and no default rule reads it)."""
+    selectors: set[str] = set()
+    every: list[ProtectionRules | RulesOverride] = [policy.defaults]
+    every += [*policy.domains.values(), *policy.templates.values()]
+    for rules in every:
+        for names in (rules.block_detectors, rules.portal_detectors, rules.phi_detectors):
+            selectors.update(names or ())
+    return tuple(d for d in BUILTIN if any(selects(s, d.name) for s in selectors))
 
 
 def _tls_of(decision: Decision) -> TlsRequirement:

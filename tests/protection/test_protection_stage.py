@@ -13,7 +13,8 @@ from email.policy import SMTP as SMTP_POLICY
 import pytest
 from sqlalchemy import update
 
-from carepost.audit.service import SYSTEM
+from carepost.audit.service import SYSTEM, chain_for
+from carepost.audit.verify import verify_chains
 from carepost.core.database import utcnow
 from carepost.e2ee import directory
 from carepost.messages.delivery import claim_due_messages, prepare_envelopes
@@ -270,3 +271,33 @@ def test_the_message_log_shows_the_decision(runtime, tenant):
         "tls": "none",
         "reasons": ["dlp.block:credit_card"],
     }
+
+
+def test_a_batch_of_decisions_keeps_the_audit_chain_intact(runtime, tenant):
+    ids = [send(runtime, tenant, to=patient(), text=f"Note {n}") for n in range(5)]
+    ids.append(send(runtime, tenant, to=patient(), text=f"SSN {SSN}"))
+    prepare(runtime, tenant, ids)
+
+    assert all(len(decisions(runtime, message_id)) == 1 for message_id in ids)
+    with runtime.database.session() as session:
+        report = verify_chains(session, chain=chain_for(tenant[1].tenant_id))
+    assert report.ok, report.describe()
+
+
+def test_only_detectors_some_rule_reads_run_at_send_time(runtime, tenant):
+    default = {d.name for d in stage_module.used_detectors(PolicyDocument())}
+    assert default == {"ssn", "mbi", "icd10", "date_of_birth", "credit_card"}
+    document = {"domains": {"phones.example": {"phi_detectors": ["us_phone"]}}}
+    set_policy(runtime, tenant, document)
+    assert "us_phone" in {
+        d.name for d in stage_module.used_detectors(PolicyDocument.model_validate(document))
+    }
+    to_phones = send(
+        runtime, tenant, to="pat@phones.example", text="Call us back at (415) 555-2671."
+    )
+    elsewhere = send(runtime, tenant, to=patient(), text="Call us back at (415) 555-2671.")
+    prepare(runtime, tenant, [to_phones, elsewhere])
+
+    assert message(runtime, tenant, to_phones).protection_method == "portal"
+    assert "phi.dlp:us_phone" in message(runtime, tenant, to_phones).protection_reasons
+    assert message(runtime, tenant, elsewhere).protection_method == "tls_opportunistic"
