@@ -53,8 +53,9 @@ from carepost.delivery.dkim import DkimSigner
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
+from carepost.policy.decision import Decision
 from carepost.protection import fallback as protection_fallback
-from carepost.protection.stage import ProtectionStage
+from carepost.protection.stage import ProtectionStage, protection_values
 from carepost.tracking.service import TrackingChoice, tracking_choice
 
 log = get_logger(__name__)
@@ -135,6 +136,8 @@ class Outgoing:
 
     envelope: ports.Envelope
     messages: dict[str, Message] = field(default_factory=dict)  # recipient -> message
+    # recipient -> the protection decision, written on the row with the outcome
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
 
 def _attachments(message: Message) -> tuple[ports.Attachment, ...]:
@@ -229,7 +232,8 @@ def prepare_envelopes(
             tls=protected.tls,
             mx_patterns=protected.mx_patterns,
         )
-        prepared.append(Outgoing(envelope, {message.to_address: message}))
+        decided = {message.to_address: protected.decision} if protected.decision else {}
+        prepared.append(Outgoing(envelope, {message.to_address: message}, decided))
     protection.finish()
     for message_id, _contact, _kind, detail in failed:
         session.execute(
@@ -297,7 +301,9 @@ def record_results(
     now = now or utcnow()
     counts: dict[str, int] = defaultdict(int)
     events: list[EventRow] = []
-    delivered: dict[str, list[tuple[Message, dict[str, Any]]]] = defaultdict(list)
+    # By server reply and protection decision: one UPDATE per distinct pair.
+    delivered: dict[tuple[str, str], list[tuple[Message, dict[str, Any]]]] = defaultdict(list)
+    protection: dict[str, dict[str, Any]] = {}
     for outgoing, report in results:
         answered = {outcome.recipient: outcome for outcome in report.outcomes}
         for recipient, message in outgoing.messages.items():
@@ -313,13 +319,22 @@ def record_results(
                 "host": report.host,
                 "tls": report.tls,
             }
+            decided = protection_values(outgoing.decisions.get(recipient))
             if outcome.status == "delivered":
-                delivered[reply].append((message, detail))
+                key = repr(sorted(decided.items()))
+                protection[key] = decided
+                delivered[(reply, key)].append((message, detail))
                 continue
             if outcome.status == "tls_unavailable":
                 # Never in the clear: the policy's fallback (portal, or wait and bounce).
                 kind = protection_fallback.tls_unavailable(
-                    session, keys, message, detail, owner=owner, now=now
+                    session,
+                    keys,
+                    message,
+                    outgoing.decisions.get(recipient),
+                    detail,
+                    owner=owner,
+                    now=now,
                 )
                 if kind == "deferred":
                     kind = _record_failure(
@@ -331,19 +346,28 @@ def record_results(
                         owner=owner,
                         lifetime=lifetime,
                         now=now,
+                        protection=decided,
                     )
                 counts[kind] += 1
                 if kind not in ("lost", "portal"):
                     events.append((message.id, message.contact_id, kind, detail))
                 continue
             kind = _record_failure(
-                session, keys, message, outcome, detail, owner=owner, lifetime=lifetime, now=now
+                session,
+                keys,
+                message,
+                outcome,
+                detail,
+                owner=owner,
+                lifetime=lifetime,
+                now=now,
+                protection=decided,
             )
             counts[kind] += 1
             if kind != "lost":
                 events.append((message.id, message.contact_id, kind, detail))
     dialect = dialect_of(session)
-    for reply, group in delivered.items():
+    for (reply, decided_key), group in delivered.items():
         changed = set(
             session.scalars(
                 update(Message)
@@ -359,6 +383,7 @@ def record_results(
                     last_event_at=now,
                     lease_until=None,
                     lease_owner="",
+                    **protection[decided_key],
                 )
                 .returning(Message.id)
                 .execution_options(synchronize_session=False)
@@ -385,11 +410,13 @@ def _record_failure(
     owner: str,
     lifetime: timedelta,
     now: datetime,
+    protection: dict[str, Any] | None = None,
 ) -> str:
     """Record a deferral (or, past the lifetime, a bounce) or a bounce; returns the
     kind of event, or ``lost`` when the row is no longer ours."""
     reply = detail["reply"]
     values: dict[str, Any] = {"lease_until": None, "lease_owner": "", "last_event_at": now}
+    values.update(protection or {})
     kind: str = outcome.status
     if outcome.status in ("deferred", "tls_unavailable"):
         retry_at = ports.next_attempt(

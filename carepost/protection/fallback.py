@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages.events import write_events
 from carepost.messages.models import Message, MessageState
-from carepost.policy.decision import rules_for
+from carepost.policy.decision import Decision, rules_for
 from carepost.policy.service import get_policy
 from carepost.protection.domain_tls import note_starttls
 from carepost.protection.stage import PORTAL_HELD, PROTECTOR
@@ -36,6 +36,7 @@ def tls_unavailable(
     session: Session,
     keys: TenantKeys,
     message: Message,
+    decision: Decision | None,
     detail: dict[str, Any],
     *,
     owner: str,
@@ -43,14 +44,12 @@ def tls_unavailable(
 ) -> str:
     """``portal`` when the message went to the portal, ``lost`` when the row is no
     longer this worker's, ``deferred`` when the caller is to record a deferral."""
-    reasons = list(
-        session.scalar(select(Message.protection_reasons).where(Message.id == message.id)) or []
-    )
+    reasons = list(decision.reasons) if decision is not None else []
     policy = get_policy(session, keys.tenant_id).document
     domain = message.to_address.rpartition("@")[2]
     template = str(message.template_id) if message.template_id else None
     rules, _names = rules_for(policy, domain, template)
-    phi = "phi.none" not in reasons
+    phi = decision is None or decision.phi
     detail["tls_unavailable"] = True
     if not phi or rules.phi_without_tls == "block":
         return "deferred"

@@ -279,9 +279,12 @@ class ProtectionStage:
             except CarepostError as error:
                 decision = self._without_key(decision, error)
             else:
-                self._record(message, decision)
+                self._record(message, decision, on_row=False)
                 return Protected(False, data, _tls_of(decision), tls.mx_patterns, decision)
-        self._record(message, decision)
+        held = decision.method in ("block", "portal")
+        # What goes on has its decision written with its outcome (record_results): one
+        # UPDATE of the row, not two.
+        self._record(message, decision, on_row=held)
         if decision.method == "block":
             blocking = [r for r in decision.reasons if r.startswith(("dlp.block:", "fallback."))]
             reason = "blocked by the protection policy (" + ", ".join(blocking) + ")"
@@ -310,8 +313,9 @@ class ProtectionStage:
             (message.id, message.contact_id, "portal", {"portal_item": str(item_id)})
         )
 
-    def _record(self, message: Message, decision: Decision) -> None:
-        self._decided[message.id] = decision
+    def _record(self, message: Message, decision: Decision, *, on_row: bool) -> None:
+        if on_row:
+            self._decided[message.id] = decision
         self._audits.append(
             audit.Entry(
                 action="message.protection",
@@ -329,7 +333,8 @@ class ProtectionStage:
 
     def finish(self) -> None:
         """Write what the batch decided: message rows (one UPDATE per distinct
-        decision), the held messages' states, their events and the audit entries."""
+        decision) of the held messages, their states and events, and every decision's
+        audit entry."""
         session = self.session
         dialect = dialect_of(session)
         groups: dict[tuple[str, str, tuple[str, ...]], set[uuid.UUID]] = defaultdict(set)
@@ -375,6 +380,17 @@ class ProtectionStage:
         )
         self._decided, self._audits, self._events = {}, [], []
         self._failed, self._portal = defaultdict(list), []
+
+
+def protection_values(decision: Decision | None) -> dict[str, Any]:
+    """The message row's columns for a decision (none for no decision)."""
+    if decision is None:
+        return {}
+    return {
+        "protection_method": decision.method,
+        "protection_tls": decision.tls,
+        "protection_reasons": list(decision.reasons[:MAX_REASONS]),
+    }
 
 
 def used_detectors(policy: PolicyDocument) -> tuple[Detector, ...]:

@@ -16,8 +16,9 @@ from sqlalchemy import update
 from carepost.audit.service import SYSTEM, chain_for
 from carepost.audit.verify import verify_chains
 from carepost.core.database import utcnow
+from carepost.delivery.transport import DeliveryReport, RecipientOutcome
 from carepost.e2ee import directory
-from carepost.messages.delivery import claim_due_messages, prepare_envelopes
+from carepost.messages.delivery import claim_due_messages, prepare_envelopes, record_results
 from carepost.messages.models import Message
 from carepost.messages.service import message_out
 from carepost.policy.documents import PolicyDocument
@@ -36,6 +37,7 @@ from tests.protection.protection_support import (
 SSN = "536-22-8145"  # passes the SSN rules (area, group, serial, not a published one)
 CARD = "4111 1111 1111 1111"  # a Visa test number (Luhn)
 
+OWNER = "stage-test"
 pytestmark = pytest.mark.usefixtures("empty_queue")
 
 
@@ -43,10 +45,25 @@ def prepare(runtime, tenant, ids, **changes):
     settings = runtime.settings.model_copy(update={"mta_sts_enabled": False, **changes})
     with runtime.database.session() as session:
         claim_due_messages(
-            session, owner="stage-test", limit=100, now=utcnow(), lease=timedelta(minutes=5)
+            session, owner=OWNER, limit=100, now=utcnow(), lease=timedelta(minutes=5)
         )
     with runtime.bound_session(tenant[1]) as session:
         prepared = prepare_envelopes(session, tenant[1], ids, settings=settings)
+    # What goes on has its decision written with its outcome: here, as if a receiver
+    # took every envelope (the SMTP side is tests/protection/test_protection_delivery.py).
+    taken = [
+        (
+            outgoing,
+            DeliveryReport(
+                tuple(RecipientOutcome(r, "delivered", 250, None, "ok") for r in outgoing.messages),
+                host="receiver.test",
+                tls=False,
+            ),
+        )
+        for outgoing in prepared
+    ]
+    with runtime.bound_session(tenant[1]) as session:
+        record_results(session, tenant[1], taken, owner=OWNER, lifetime=timedelta(days=1))
     return {next(iter(o.messages.values())).id: o.envelope for o in prepared}
 
 
