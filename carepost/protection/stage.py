@@ -55,6 +55,7 @@ from carepost.delivery.transport import TlsRequirement
 from carepost.dlp.detectors import BUILTIN, Detector
 from carepost.dlp.extraction import Attachment, MessageContent
 from carepost.dlp.findings import Finding, ScanSummary, SkippedPart
+from carepost.dlp.mime import content_from_mime
 from carepost.dlp.scanner import TenantRules, scan_message
 from carepost.dlp.service import tenant_rules
 from carepost.e2ee.certificates import normalize_address
@@ -173,10 +174,17 @@ class ProtectionStage:
             self._rules_key = _rules_key(self._rules) + ",".join(d.name for d in self._detectors)
         return self._rules, self._rules_key
 
-    def scan(self, message: Message) -> ScanSummary:
-        """The DLP summary of what the message carries, part by part from the cache."""
-        rules, rules_key = self._tenant_rules()
+    def scan(self, message: Message, built: EmailMessage | None = None) -> ScanSummary:
+        """The DLP summary of what the message carries, part by part from the cache.
+
+        The stored content is read (before link tracking, so copies of one content
+        have one digest); a message stored without text or HTML (raw MIME relayed
+        as it came) is read from the built message, whole, with its MIME parts."""
         body = message.body or {}
+        if built is not None and body.get("text") is None and body.get("html") is None:
+            parsed = content_from_mime(built)
+            raw = _digest("mime", built.as_bytes())
+            return self._scan_chunks([(raw, parsed.content)], parsed.skipped)
         attachments = [
             Attachment(a["filename"], a["content_type"], base64.b64decode(a["content"]))
             for a in message.attachments or []
@@ -194,8 +202,14 @@ class ProtectionStage:
                 "attachments", *(p for a in attachments for p in (a.name, a.content_type, a.data))
             )
             chunks.append((key, MessageContent(attachments=attachments)))
+        return self._scan_chunks(chunks)
+
+    def _scan_chunks(
+        self, chunks: list[tuple[str, MessageContent]], skipped_before: Sequence[SkippedPart] = ()
+    ) -> ScanSummary:
+        rules, rules_key = self._tenant_rules()
         findings: list[Finding] = []
-        skipped: list[SkippedPart] = []
+        skipped: list[SkippedPart] = list(skipped_before)
         tenant = str(self.keys.tenant_id)
         for digest, content in chunks:
             cache_key = (tenant, rules_key, digest)
@@ -230,14 +244,16 @@ class ProtectionStage:
 
     # --- decision ----------------------------------------------------------------
 
-    def decide(self, message: Message) -> tuple[Decision, DomainTlsFacts]:
+    def decide(
+        self, message: Message, built: EmailMessage | None = None
+    ) -> tuple[Decision, DomainTlsFacts]:
         domain = message.to_address.rpartition("@")[2].lower()
         if message.created_by_type == PORTAL_NOTICE:
             return Decision("tls_opportunistic", "opportunistic", ("portal.notice",), False), (
                 NOTHING_KNOWN
             )
         facts = MessageFacts(
-            dlp=self.scan(message),
+            dlp=self.scan(message, built),
             template_phi=message.uses_phi,
             template_id=str(message.template_id) if message.template_id else None,
         )
@@ -265,7 +281,7 @@ class ProtectionStage:
     # --- the stage -----------------------------------------------------------------
 
     def protect(self, message: Message, built: EmailMessage) -> Protected:
-        decision, tls = self.decide(message)
+        decision, tls = self.decide(message, built)
         if decision.method in ("smime", "openpgp"):
             try:
                 data = protect_message(

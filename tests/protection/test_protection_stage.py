@@ -16,6 +16,7 @@ from sqlalchemy import update
 from carepost.audit.service import SYSTEM, chain_for
 from carepost.audit.verify import verify_chains
 from carepost.core.database import utcnow
+from carepost.delivery.mime import Attachment, OutgoingMessage, build_message
 from carepost.delivery.transport import DeliveryReport, RecipientOutcome
 from carepost.e2ee import directory
 from carepost.messages.delivery import claim_due_messages, prepare_envelopes, record_results
@@ -318,3 +319,23 @@ def test_only_detectors_some_rule_reads_run_at_send_time(runtime, tenant):
     assert message(runtime, tenant, to_phones).protection_method == "portal"
     assert "phi.dlp:us_phone" in message(runtime, tenant, to_phones).protection_reasons
     assert message(runtime, tenant, elsewhere).protection_method == "tls_opportunistic"
+
+
+def test_a_message_stored_as_raw_mime_is_scanned_from_the_built_message(runtime, tenant):
+    relayed = build_message(
+        OutgoingMessage(
+            from_address="care@clinic.example", from_name=None, to_address=patient(),
+            to_name=None, reply_to=None, subject="Forwarded", html=None, text="See attached.",
+            attachments=(Attachment("chart.txt", "text/plain", f"SSN {SSN}".encode()),),
+        )
+    )  # fmt: skip
+    stored = Message(
+        tenant_id=tenant[1].tenant_id, to_address=patient(), subject="Forwarded", body={},
+        from_address="care@clinic.example", purpose="transactional", uses_phi=False,
+    )  # fmt: skip
+    with runtime.bound_session(tenant[1]) as session:
+        stage = stage_module.ProtectionStage.for_batch(
+            session, tenant[1], [stored], settings=runtime.settings, now=utcnow()
+        )
+        summary = stage.scan(stored, relayed)
+    assert summary.counts.get("ssn") == 1
