@@ -271,9 +271,12 @@ class ProtectionStage:
             )
 
         first = decide(NOTHING_KNOWN)
-        if first.method in ("tls_opportunistic", "block") or first.reasons[-1:] == (
-            "sender.force_portal",
-        ):
+        settled = (
+            first.method == "tls_opportunistic"
+            or (first.method == "block" and any(r.startswith("dlp.block:") for r in first.reasons))
+            or "sender.force_portal" in first.reasons
+        )
+        if settled:
             return first, NOTHING_KNOWN  # what the domain's TLS is changes nothing
         known = self.domain_facts(domain)
         return decide(known), known

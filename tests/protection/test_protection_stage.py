@@ -339,3 +339,24 @@ def test_a_message_stored_as_raw_mime_is_scanned_from_the_built_message(runtime,
         )
         summary = stage.scan(stored, relayed)
     assert summary.counts.get("ssn") == 1
+
+
+def test_phi_the_policy_would_block_without_tls_goes_by_verified_tls_where_known(runtime, tenant):
+    set_policy(runtime, tenant, {"defaults": {"phi_without_tls": "block"}})
+    domain = f"sts-{uuid.uuid4().hex[:8]}.example"
+    now = utcnow()
+    with runtime.database.session() as session:
+        session.add(
+            DomainTlsRecord(
+                domain=domain, mta_sts_id="1", mta_sts_mode="enforce", mta_sts_mx=[f"mx.{domain}"],
+                mta_sts_max_age=86400, mta_sts_expires_at=now + timedelta(days=1),
+                dane_usable=False, starttls_seen=False, checked_at=now,
+                next_check_at=now + timedelta(hours=1),
+            )
+        )  # fmt: skip
+    known = send(runtime, tenant, to=f"pat@{domain}", text=f"SSN {SSN}")
+    unknown = send(runtime, tenant, to=patient(), text=f"SSN {SSN}")
+    envelopes = prepare(runtime, tenant, [known, unknown], mta_sts_enabled=True)
+
+    assert envelopes[known].tls == "verified"
+    assert message(runtime, tenant, unknown).state == "failed"
