@@ -24,6 +24,7 @@ from carepost.messages.models import Message
 from carepost.messages.service import message_out
 from carepost.policy.documents import PolicyDocument
 from carepost.policy.service import put_policy
+from carepost.protection import facts as facts_module
 from carepost.protection import stage as stage_module
 from carepost.protection.models import DomainTlsRecord
 from tests.canaries import phi_value
@@ -261,13 +262,13 @@ def test_identical_content_is_scanned_once_and_personalized_parts_each_time(
     runtime, tenant, monkeypatch
 ):
     scanned: list[str] = []
-    real = stage_module.scan_message
+    real = facts_module.scan_message
 
     def counting(content, **kwargs):
         scanned.append("subject" if content.subject else "text" if content.text else "other")
         return real(content, **kwargs)
 
-    monkeypatch.setattr(stage_module, "scan_message", counting)
+    monkeypatch.setattr(facts_module, "scan_message", counting)
     text = f"Campaign text {uuid.uuid4().hex}"
     same = [send(runtime, tenant, to=patient(), text=text) for _ in range(3)]
     personal = send(runtime, tenant, to=patient(), text=text + " for Ann")
@@ -303,12 +304,12 @@ def test_a_batch_of_decisions_keeps_the_audit_chain_intact(runtime, tenant):
 
 
 def test_only_detectors_some_rule_reads_run_at_send_time(runtime, tenant):
-    default = {d.name for d in stage_module.used_detectors(PolicyDocument())}
+    default = {d.name for d in facts_module.used_detectors(PolicyDocument())}
     assert default == {"ssn", "mbi", "icd10", "date_of_birth", "credit_card"}
     document = {"domains": {"phones.example": {"phi_detectors": ["us_phone"]}}}
     set_policy(runtime, tenant, document)
     assert "us_phone" in {
-        d.name for d in stage_module.used_detectors(PolicyDocument.model_validate(document))
+        d.name for d in facts_module.used_detectors(PolicyDocument.model_validate(document))
     }
     to_phones = send(
         runtime, tenant, to="pat@phones.example", text="Call us back at (415) 555-2671."
