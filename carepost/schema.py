@@ -17,6 +17,7 @@ from carepost.imports import models as imports_models
 from carepost.messages import models as messages_models
 from carepost.policy import models as policy_models
 from carepost.portal import models as portal_models
+from carepost.protection import models as protection_models
 from carepost.segments import models as segments_models
 from carepost.templates import models as templates_models
 from carepost.tenancy import models as tenancy_models
@@ -39,6 +40,7 @@ DOMAIN_MODELS = (
     imports_models,
     messages_models,
     policy_models,
+    protection_models,
     segments_models,
     templates_models,
     tenancy_models,

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -211,3 +211,71 @@ def record(
     session.execute(update(AuditHead).where(AuditHead.chain == chain).values(last_hash=event.hash))
     session.flush()
     return event
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event for :func:`record_many`."""
+
+    action: str
+    object_type: str = ""
+    object_id: str | uuid.UUID = ""
+    outcome: str = "success"
+    reason: str = ""
+    details: dict[str, Any] | None = None
+
+
+def record_many(
+    session: Session, *, tenant_id: uuid.UUID | None, actor: Actor, entries: Sequence[Entry]
+) -> None:
+    """Append several events to the tenant's chain at once (a delivery batch's
+    protection decisions): one update of the chain's head for all, the same chain
+    as :func:`record` one by one would make."""
+    if not entries:
+        return
+    chain = chain_for(tenant_id)
+    head = session.execute(
+        update(AuditHead)
+        .where(AuditHead.chain == chain)
+        .values(seq=AuditHead.seq + len(entries))
+        .returning(AuditHead.seq, AuditHead.last_hash)
+    ).one_or_none()
+    if head is None:
+        ensure_chain(session, chain)
+        record_many(session, tenant_id=tenant_id, actor=actor, entries=entries)
+        return
+    last_seq, prev_hash = head
+    seq = last_seq - len(entries)
+    now = utcnow()
+    rows = []
+    for entry in entries:
+        seq += 1
+        # The content event_hash reads, built directly: one Core INSERT for all the
+        # rows costs a fraction of as many ORM objects (a batch has hundreds).
+        row: dict[str, Any] = {
+            "chain": chain,
+            "seq": seq,
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "occurred_at": now,
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "actor_label": actor.label,
+            "action": entry.action,
+            "outcome": entry.outcome,
+            "object_type": entry.object_type,
+            "object_id": str(entry.object_id),
+            "client_address": actor.client_address,
+            "reason": entry.reason,
+            "details": json.loads(json.dumps(entry.details or {}, default=str)),
+            "prev_hash": prev_hash,
+        }
+        content = row | {
+            "id": str(row["id"]),
+            "tenant_id": str(tenant_id) if tenant_id else None,
+            "occurred_at": _timestamp(now),
+        }
+        row["hash"] = prev_hash = content_hash(content)
+        rows.append(row)
+    session.execute(insert(AuditEvent), rows)
+    session.execute(update(AuditHead).where(AuditHead.chain == chain).values(last_hash=prev_hash))

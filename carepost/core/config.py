@@ -86,6 +86,25 @@ class Settings(BaseSettings):
         default=None, description="Resolver address for MX lookups; /etc/resolv.conf when unset."
     )
     dns_port: int = Field(default=53, ge=1, le=65535)
+    # Recipient domains' TLS (carepost/protection, docs/email-delivery.md): MTA-STS
+    # policies (RFC 8461) and DANE TLSA (RFC 7672), asked through dns_nameserver.
+    mta_sts_enabled: bool = Field(
+        default=True,
+        description="Look up recipient domains' MTA-STS policies and DANE TLSA records "
+        "when a message's protection depends on them.",
+    )
+    mta_sts_timeout: float = Field(default=10.0, gt=0, le=60)
+    mta_sts_address: str | None = Field(
+        default=None,
+        description="Fetch MTA-STS policies from this address instead of resolving "
+        "mta-sts.<domain> (tests, split-horizon DNS); the certificate is still "
+        "verified against mta-sts.<domain>.",
+    )
+    mta_sts_port: int = Field(default=443, ge=1, le=65535)
+    mta_sts_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle for MTA-STS policy hosts (system CAs when unset).",
+    )
     web_copy_days: int = Field(
         default=90,
         ge=1,

@@ -20,20 +20,36 @@ before the reply) the message is not offered to another destination: the outbox
 retries it later, and the receiver may then see it twice. That window is SMTP's own
 (RFC 1047).
 
+An envelope may require TLS (``Envelope.tls``, set by the protection policy,
+:mod:`carepost.protection`): ``starttls`` is STARTTLS at TLS 1.2 or later without
+checking the certificate; ``verified`` is the same with the certificate verified, by
+the MX host's usable DANE TLSA records (:mod:`carepost.delivery.dane`, looked up per
+host) or else by PKIX against the MX host name, and only to MX hosts the domain's
+MTA-STS policy names (``Envelope.mx_patterns``). Such an envelope never falls back to
+plaintext: when no destination gives the TLS it needs the outcome is
+``tls_unavailable`` and the outbox falls back as the policy says. Through a smarthost
+the requirement applies to the smarthost hop, which must then use verified TLS
+(``smarthost_tls`` starttls or implicit): the smarthost enforces the rest.
+
 A transport belongs to one event loop (its limits are asyncio primitives).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
+import ssl
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import dns.asyncresolver
 
 from carepost.core.config import Settings
 from carepost.core.logging import get_logger
+from carepost.delivery import dane
+from carepost.delivery.mtasts import mx_allowed
 from carepost.delivery.mx import MxLookupError, make_resolver, resolve_mx
 from carepost.delivery.smtp_session import (
     ConnectionPool,
@@ -103,9 +119,7 @@ class Routing:
         if self.smarthost is not None:
             return [self.smarthost]
         assert self.resolver is not None
-        hosts = await resolve_mx(
-            domain, self.resolver, allow_non_global=self.allow_non_global
-        )
+        hosts = await resolve_mx(domain, self.resolver, allow_non_global=self.allow_non_global)
         found = [
             Destination(name=host.name, address=address, port=self.mx_port)
             for host in hosts
@@ -122,8 +136,14 @@ class SmtpTransport:
     options: SessionOptions
     domain_concurrency: int = 10
     domain_rate: float = 0.0
+    # The CA bundle verified TLS checks against (system CAs when None): the
+    # smarthost's, or the one for MX hosts.
+    ca_file: str | None = None
     _limits: dict[str, DomainLimits] = field(default_factory=dict)
     _pools: dict[Destination, ConnectionPool] = field(default_factory=dict)
+    # Pools of envelopes that require TLS, per destination and TLS variant.
+    _required_pools: dict[tuple[Destination, str], ConnectionPool] = field(default_factory=dict)
+    _required_options: dict[str, SessionOptions] = field(default_factory=dict)
     _swept_at: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -166,6 +186,7 @@ class SmtpTransport:
             options=options,
             domain_concurrency=settings.smtp_domain_concurrency,
             domain_rate=settings.smtp_domain_rate,
+            ca_file=str(ca_file) if ca_file else None,
         )
 
     def _domain_limits(self, domain: str) -> DomainLimits:
@@ -201,9 +222,79 @@ class SmtpTransport:
                         for r in envelope.recipients
                     )
                     return DeliveryReport(outcomes=outcomes, host=None, tls=False)
-                return await self._deliver_to(destinations, envelope)
+                if envelope.tls != "opportunistic":
+                    return await self._deliver_required(destinations, envelope)
+                return await self._deliver_to(destinations, envelope, self._pool)
         finally:
             limits.users -= 1
+
+    async def _deliver_required(
+        self, destinations: list[Destination], envelope: Envelope
+    ) -> DeliveryReport:
+        """Deliver an envelope that requires TLS, with a pool per TLS variant."""
+        variants: dict[Destination, str] = {}
+        if self.routing.smarthost is not None:
+            if self.options.tls not in ("verify", "implicit"):
+                return self._unavailable(envelope, "the smarthost is not reached over verified TLS")
+            self._ensure_smarthost_variant()
+            variants = {d: "smarthost" for d in destinations}
+        else:
+            if envelope.mx_patterns:
+                destinations = [d for d in destinations if mx_allowed(envelope.mx_patterns, d.name)]
+                if not destinations:
+                    return self._unavailable(envelope, "no MX host matches the MTA-STS policy")
+            records: dict[str, tuple[dane.Tlsa, ...]] = {}
+            if envelope.tls == "verified" and self.routing.resolver is not None:
+                for name in {d.name for d in destinations}:
+                    records[name] = await dane.lookup_tlsa(self.routing.resolver, name)
+            for destination in destinations:
+                tlsa = records.get(destination.name, ())
+                variants[destination] = self._variant(envelope.tls, tlsa)
+
+        def pool_for(destination: Destination) -> ConnectionPool:
+            key = (destination, variants[destination])
+            pool = self._required_pools.get(key)
+            if pool is None:
+                options = self._required_options[variants[destination]]
+                pool = self._required_pools[key] = ConnectionPool(destination, options)
+            return pool
+
+        return await self._deliver_to(destinations, envelope, pool_for, required=True)
+
+    def _variant(self, requirement: str, tlsa: tuple[dane.Tlsa, ...]) -> str:
+        """The name of the session options for a requirement (made once each)."""
+        if tlsa:
+            digest = hashlib.sha256(repr(sorted(tlsa, key=repr)).encode()).hexdigest()[:16]
+            key = f"dane:{digest}"
+            mode: TlsMode = "encrypt"
+        elif requirement == "verified":
+            key, mode = "verified", "verify"
+        else:
+            key, mode = "starttls", "encrypt"
+        if key not in self._required_options:
+            self._required_options[key] = replace(
+                self.options, tls=mode, tls_context=self._required_context(mode), tlsa=tlsa
+            )
+        return key
+
+    def _required_context(self, mode: TlsMode) -> ssl.SSLContext:
+        context = tls_context_for(mode, self.ca_file)
+        assert context is not None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def _ensure_smarthost_variant(self) -> None:
+        if "smarthost" not in self._required_options:
+            self._required_options["smarthost"] = replace(
+                self.options, tls_context=self._required_context(self.options.tls)
+            )
+
+    @staticmethod
+    def _unavailable(envelope: Envelope, text: str) -> DeliveryReport:
+        outcomes = tuple(
+            RecipientOutcome(r, "tls_unavailable", None, "4.7.5", text) for r in envelope.recipients
+        )
+        return DeliveryReport(outcomes=outcomes, host=None, tls=False)
 
     def _sweep(self) -> None:
         """Now and then, close idle connections past their time and forget the pools
@@ -216,17 +307,26 @@ class SmtpTransport:
         for destination, pool in list(self._pools.items()):
             if pool.sweep(now):
                 del self._pools[destination]
+        for key, pool in list(self._required_pools.items()):
+            if pool.sweep(now):
+                del self._required_pools[key]
         for domain, limits in list(self._limits.items()):
             if limits.users == 0 and limits.rate.full(now):
                 del self._limits[domain]
 
     async def _deliver_to(
-        self, destinations: list[Destination], envelope: Envelope
+        self,
+        destinations: list[Destination],
+        envelope: Envelope,
+        pool_for: Callable[[Destination], ConnectionPool],
+        *,
+        required: bool = False,
     ) -> DeliveryReport:
         failure = SessionFailure("no destination to deliver to")
         last_host: str | None = None
+        tls_failure: SessionFailure | None = None
         for destination in destinations:
-            pool = self._pool(destination)
+            pool = pool_for(destination)
             last_host = destination.name
             fresh = False
             while True:
@@ -234,6 +334,8 @@ class SmtpTransport:
                     connection = await pool.acquire(fresh=fresh)
                 except SessionFailure as error:
                     failure = error
+                    if error.tls_failed:
+                        tls_failure = error
                     # The reply text stays out of logs: servers quote addresses in it.
                     log.info(
                         "delivery.smtp.connect_failed",
@@ -257,8 +359,14 @@ class SmtpTransport:
                     break
                 await pool.release(connection)
                 return DeliveryReport(
-                    outcomes=tuple(outcomes), host=destination.name, tls=connection.tls
+                    outcomes=tuple(outcomes),
+                    host=destination.name,
+                    tls=connection.tls,
+                    mx=self.routing.smarthost is None,
                 )
+        if required and tls_failure is not None:
+            # Some destination could not give the TLS required: never in the clear.
+            return self._unavailable(envelope, tls_failure.text)
         return self._report(envelope, failure, last_host, False)
 
     @staticmethod
@@ -270,4 +378,6 @@ class SmtpTransport:
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
+        pools += list(self._required_pools.values())
+        self._required_pools = {}
         await asyncio.gather(*(pool.aclose() for pool in pools))

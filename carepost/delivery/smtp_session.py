@@ -38,6 +38,7 @@ from aiosmtplib.email import quote_address
 
 from carepost.core.errors import CarepostError
 from carepost.core.logging import get_logger
+from carepost.delivery import dane
 from carepost.delivery.transport import (
     Envelope,
     OutcomeStatus,
@@ -165,6 +166,9 @@ class SessionOptions:
     password: str | None = None
     max_messages: int = 1000
     idle_seconds: float = 30.0
+    # DANE TLSA records the server's certificate must match (RFC 7672), checked
+    # after STARTTLS in place of PKIX (the context then does not verify).
+    tlsa: tuple[dane.Tlsa, ...] = ()
 
 
 def tls_context_for(mode: TlsMode, ca_file: str | None) -> ssl.SSLContext | None:
@@ -220,7 +224,9 @@ async def _start_tls(smtp: SMTP, destination: Destination, options: SessionOptio
     if not smtp.supports_extension("starttls"):
         if options.tls == "opportunistic":
             return False
-        raise SessionFailure("the server does not offer STARTTLS, which the TLS policy requires")
+        raise SessionFailure(
+            "the server does not offer STARTTLS, which the TLS policy requires", tls_failed=True
+        )
     try:
         await smtp.starttls(tls_context=options.tls_context, server_hostname=destination.name)
     except SMTPResponseException as error:
@@ -229,6 +235,13 @@ async def _start_tls(smtp: SMTP, destination: Destination, options: SessionOptio
         raise SessionFailure.from_error(error) from None
     except NETWORK_ERRORS as error:
         raise SessionFailure(f"{_describe(error)} during STARTTLS", tls_failed=True) from None
+    if options.tlsa:
+        ssl_object = smtp.get_transport_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der or not dane.verify(options.tlsa, [der]):
+            raise SessionFailure(
+                "the server's certificate does not match its DANE TLSA records", tls_failed=True
+            )
     await _greet(smtp)  # RFC 3207 section 4.2: forget the pre-TLS EHLO
     return True
 

@@ -6,8 +6,9 @@ forward-paths) with the message bytes, already built and signed. A :class:`Trans
 hands it to the next hop and reports, for each recipient, what the receiving server
 said: ``delivered`` (2xx: it took responsibility), ``deferred`` (4xx or any network or
 TLS trouble: try again later, see :mod:`carepost.delivery.retry`) or ``bounced`` (5xx:
-give up now). ``deliver`` never raises for trouble on the network; a deferral is an
-outcome like any other.
+give up now), or ``tls_unavailable`` (the envelope requires TLS the destinations
+could not give: the caller falls back by policy). ``deliver`` never raises for
+trouble on the network; a deferral is an outcome like any other.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from carepost.core.config import Settings
 
-OutcomeStatus = Literal["delivered", "deferred", "bounced"]
+OutcomeStatus = Literal["delivered", "deferred", "bounced", "tls_unavailable"]
+# What the envelope's content needs of the connection (carepost.policy.decision):
+# "verified" STARTTLS with the MX certificate verified (PKIX against the MX name, or
+# DANE TLSA), "starttls" STARTTLS without verification, "opportunistic" TLS when
+# offered. The two required levels never fall back to plaintext, ask for TLS 1.2 at
+# least, and end as ``tls_unavailable`` when TLS cannot be had.
+TlsRequirement = Literal["verified", "starttls", "opportunistic"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,9 @@ class Envelope:
     mail_from: str
     recipients: tuple[str, ...]
     data: bytes
+    tls: TlsRequirement = "opportunistic"
+    # The MTA-STS policy's mx patterns (enforce mode): only matching MX hosts are used.
+    mx_patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,9 @@ class DeliveryReport:
     outcomes: tuple[RecipientOutcome, ...]
     host: str | None
     tls: bool
+    # True when ``host`` is the recipient domain's MX (not a smarthost): then ``tls``
+    # says something of the domain (carepost.protection.domain_tls).
+    mx: bool = False
 
 
 class Transport(Protocol):

@@ -34,6 +34,8 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email import message_from_bytes
+from email import policy as email_policy
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -54,6 +56,9 @@ from carepost.gateway.raw import gateway_message_bytes, is_raw
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
+from carepost.policy.decision import Decision
+from carepost.protection import fallback as protection_fallback
+from carepost.protection.stage import ProtectionStage, protection_values
 from carepost.tracking.service import TrackingChoice, tracking_choice
 
 log = get_logger(__name__)
@@ -134,6 +139,8 @@ class Outgoing:
 
     envelope: ports.Envelope
     messages: dict[str, Message] = field(default_factory=dict)  # recipient -> message
+    # recipient -> the protection decision, written on the row with the outcome
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
 
 def _attachments(message: Message) -> tuple[ports.Attachment, ...]:
@@ -200,21 +207,30 @@ def prepare_envelopes(
     prepared: list[Outgoing] = []
     failed: list[EventRow] = []
     signers: dict[str, list[DkimSigner]] = {}  # per From domain: one lookup a batch
-    for message in session.scalars(query):
+    messages = list(session.scalars(query))
+    # DLP, policy decision, E2E encryption, portal and block (carepost/protection).
+    protection = ProtectionStage.for_batch(session, keys, messages, settings=settings, now=utcnow())
+    for message in messages:
         try:
             domain = ports.domain_of(message.from_address)
             if domain not in signers:
                 signers[domain] = ports.signing_keys_for(session, keys, domain)
             if is_raw(message.body):
-                # Relayed by the SMTP gateway: the customer's MIME, as it came.
+                # Relayed by the SMTP gateway: the customer's MIME, as it came; parsed
+                # only for the protection stage, sent as the bytes it came in.
                 raw = gateway_message_bytes(
                     message.id, message.body, from_domain=domain, secret=secret
                 )
-                data = ports.sign_all(raw, signers[domain])
+                built = message_from_bytes(raw, policy=email_policy.default)
             else:
                 outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
                 built = ports.build_message(outgoing)
-                data = ports.sign_all(ports.message_bytes(built), signers[domain])
+                raw = None
+            protected = protection.protect(message, built)
+            if protected.held:
+                continue  # to the portal, or blocked: recorded by the stage
+            clear = raw if raw is not None else ports.message_bytes(built)
+            data = ports.sign_all(protected.data or clear, signers[domain])
         except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))
@@ -222,8 +238,16 @@ def prepare_envelopes(
         mail_from = ports.return_path(
             message.id, bounce_domain=settings.bounce_domain, secret=secret
         )
-        envelope = ports.Envelope(mail_from, (message.to_address,), data)
-        prepared.append(Outgoing(envelope, {message.to_address: message}))
+        envelope = ports.Envelope(
+            mail_from,
+            (message.to_address,),
+            data,
+            tls=protected.tls,
+            mx_patterns=protected.mx_patterns,
+        )
+        decided = {message.to_address: protected.decision} if protected.decision else {}
+        prepared.append(Outgoing(envelope, {message.to_address: message}, decided))
+    protection.finish()
     for message_id, _contact, _kind, detail in failed:
         session.execute(
             update(Message)
@@ -290,7 +314,9 @@ def record_results(
     now = now or utcnow()
     counts: dict[str, int] = defaultdict(int)
     events: list[EventRow] = []
-    delivered: dict[str, list[tuple[Message, dict[str, Any]]]] = defaultdict(list)
+    # By server reply and protection decision: one UPDATE per distinct pair.
+    delivered: dict[tuple[str, str], list[tuple[Message, dict[str, Any]]]] = defaultdict(list)
+    protection: dict[str, dict[str, Any]] = {}
     for outgoing, report in results:
         answered = {outcome.recipient: outcome for outcome in report.outcomes}
         for recipient, message in outgoing.messages.items():
@@ -306,17 +332,55 @@ def record_results(
                 "host": report.host,
                 "tls": report.tls,
             }
+            decided = protection_values(outgoing.decisions.get(recipient))
             if outcome.status == "delivered":
-                delivered[reply].append((message, detail))
+                key = repr(sorted(decided.items()))
+                protection[key] = decided
+                delivered[(reply, key)].append((message, detail))
+                continue
+            if outcome.status == "tls_unavailable":
+                # Never in the clear: the policy's fallback (portal, or wait and bounce).
+                kind = protection_fallback.tls_unavailable(
+                    session,
+                    keys,
+                    message,
+                    outgoing.decisions.get(recipient),
+                    detail,
+                    owner=owner,
+                    now=now,
+                )
+                if kind == "deferred":
+                    kind = _record_failure(
+                        session,
+                        keys,
+                        message,
+                        outcome,
+                        detail,
+                        owner=owner,
+                        lifetime=lifetime,
+                        now=now,
+                        protection=decided,
+                    )
+                counts[kind] += 1
+                if kind not in ("lost", "portal"):
+                    events.append((message.id, message.contact_id, kind, detail))
                 continue
             kind = _record_failure(
-                session, keys, message, outcome, detail, owner=owner, lifetime=lifetime, now=now
+                session,
+                keys,
+                message,
+                outcome,
+                detail,
+                owner=owner,
+                lifetime=lifetime,
+                now=now,
+                protection=decided,
             )
             counts[kind] += 1
             if kind != "lost":
                 events.append((message.id, message.contact_id, kind, detail))
     dialect = dialect_of(session)
-    for reply, group in delivered.items():
+    for (reply, decided_key), group in delivered.items():
         changed = set(
             session.scalars(
                 update(Message)
@@ -332,6 +396,7 @@ def record_results(
                     last_event_at=now,
                     lease_until=None,
                     lease_owner="",
+                    **protection[decided_key],
                 )
                 .returning(Message.id)
                 .execution_options(synchronize_session=False)
@@ -344,6 +409,7 @@ def record_results(
             else:
                 counts["lost"] += 1  # another worker took it over: its outcome stands
     write_events(session, keys.tenant_id, events, now=now)
+    protection_fallback.note_tls(session, results)
     return dict(counts)
 
 
@@ -357,13 +423,15 @@ def _record_failure(
     owner: str,
     lifetime: timedelta,
     now: datetime,
+    protection: dict[str, Any] | None = None,
 ) -> str:
     """Record a deferral (or, past the lifetime, a bounce) or a bounce; returns the
     kind of event, or ``lost`` when the row is no longer ours."""
     reply = detail["reply"]
     values: dict[str, Any] = {"lease_until": None, "lease_owner": "", "last_event_at": now}
+    values.update(protection or {})
     kind: str = outcome.status
-    if outcome.status == "deferred":
+    if outcome.status in ("deferred", "tls_unavailable"):
         retry_at = ports.next_attempt(
             message.attempts, message.first_queued_at, now, lifetime=lifetime
         )
@@ -374,6 +442,8 @@ def _record_failure(
         else:
             values["next_attempt_at"] = retry_at
             detail["next_attempt_at"] = retry_at.isoformat()
+    if kind == "tls_unavailable":  # the policy says wait: as a deferral
+        kind = "deferred" if "next_attempt_at" in values else "bounced"
     values["state"] = {
         "deferred": MessageState.DEFERRED,
         "bounced": MessageState.BOUNCED,

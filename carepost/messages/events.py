@@ -42,6 +42,7 @@ KINDS = (
     "clicked",
     "unsubscribed",
     "complained",
+    "portal",
 )
 # Events that move the message to a state (the others leave it where it is).
 STATE_OF_KIND = {

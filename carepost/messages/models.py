@@ -138,6 +138,11 @@ class Message(IdMixin, TimestampMixin, TenantOwned, Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     created_by_type: Mapped[str] = mapped_column(String(20), default="")
     created_by_id: Mapped[str] = mapped_column(String(64), default="")
+    # The protection decision of the last preparation (carepost/protection, migration
+    # 0021): method, TLS requirement and reason codes (detector names, never content).
+    protection_method: Mapped[str | None] = mapped_column(String(20), default=None)
+    protection_tls: Mapped[str | None] = mapped_column(String(16), default=None)
+    protection_reasons: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
 
 class MessageEvent(Base):

@@ -111,6 +111,15 @@ class MessageEventOut(BaseModel):
     detail: dict[str, Any]
 
 
+class ProtectionOut(BaseModel):
+    """How the message was protected when it was prepared for delivery (docs/policy.md):
+    the method, the TLS the delivery required, and the reason codes (no PHI)."""
+
+    method: str
+    tls: str | None
+    reasons: list[str]
+
+
 class MessageOut(BaseModel):
     """A message of the log. Recipient, subject and metadata need phi:read."""
 
@@ -135,6 +144,7 @@ class MessageOut(BaseModel):
     last_event_at: datetime | None
     created_at: datetime
     events: list[MessageEventOut] | None = None
+    protection: ProtectionOut | None = None
 
 
 class MessageSearch(BaseModel):

@@ -660,6 +660,10 @@ def send_messages(
                 "created_at": now,
                 "created_by_type": context.actor.type,
                 "created_by_id": context.actor.id,
+                # Decided when the message is prepared for delivery (carepost/protection).
+                "protection_method": None,
+                "protection_tls": None,
+                "protection_reasons": None,
             }
         )
         detail: dict[str, Any] = {"reasons": list(decision.reasons)} if reason else {}

@@ -21,7 +21,7 @@ from carepost.contacts.fields import normalize_email
 from carepost.core.errors import NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages.models import PRIORITY_NAMES, Message, MessageEvent, MessageState
-from carepost.messages.schemas import MessageEventOut, MessageOut
+from carepost.messages.schemas import MessageEventOut, MessageOut, ProtectionOut
 from carepost.messages.sending import EMAIL_INDEX_LABEL
 
 SEALED_COLUMNS = ("to_address", "to_name", "subject", "body", "data", "attachments", "meta")
@@ -122,6 +122,13 @@ def message_out(
         first_queued_at=message.first_queued_at,
         last_event_at=message.last_event_at,
         created_at=message.created_at,
+        protection=None
+        if message.protection_method is None
+        else ProtectionOut(
+            method=message.protection_method,
+            tls=message.protection_tls,
+            reasons=list(message.protection_reasons or []),
+        ),
         events=None
         if events is None
         else [

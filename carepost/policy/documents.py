@@ -106,6 +106,17 @@ class RulesOverride(_Rules):
     incomplete_scan_is_phi: bool | None = None
 
 
+class SenderRules(BaseModel):
+    """What a sender (an address, or ``*`` for every sender of the tenant) asks for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Every message of the sender goes by portal pickup.
+    force_portal: bool = False
+    # Every message of the sender counts as PHI whatever DLP finds.
+    treat_as_phi: bool = False
+
+
 class PolicyDocument(BaseModel):
     """A tenant's policy: defaults, then the recipient domain's override, then the
     template's (the most specific last)."""
@@ -116,6 +127,21 @@ class PolicyDocument(BaseModel):
     defaults: ProtectionRules = Field(default_factory=ProtectionRules)
     domains: dict[str, RulesOverride] = Field(default_factory=dict, max_length=MAX_OVERRIDES)
     templates: dict[str, RulesOverride] = Field(default_factory=dict, max_length=MAX_OVERRIDES)
+    # Per sender address (or "*"): carepost/protection reads these at send time.
+    senders: dict[str, SenderRules] = Field(default_factory=dict, max_length=MAX_OVERRIDES)
+
+    @field_validator("senders", mode="before")
+    @classmethod
+    def _sender_addresses(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        cleaned: dict[str, object] = {}
+        for name, rules in value.items():
+            address = str(name).strip().lower()
+            if address != "*" and (address.count("@") != 1 or len(address) > 320):
+                raise ValueError("keys are sender addresses or *")
+            cleaned[address] = rules
+        return cleaned
 
     @field_validator("domains", mode="before")
     @classmethod

@@ -42,7 +42,7 @@ def _changed_sections(before: PolicyDocument, after: PolicyDocument) -> list[str
     for name, value in sorted(new["defaults"].items()):
         if old["defaults"].get(name) != value:
             changed.append(f"defaults.{name}")
-    for section in ("domains", "templates"):
+    for section in ("domains", "templates", "senders"):
         for key in sorted(set(old[section]) | set(new[section])):
             if old[section].get(key) != new[section].get(key):
                 changed.append(f"{section}.{key}")

@@ -31,6 +31,7 @@ MESSAGE_KINDS = (
     "clicked",
     "unsubscribed",
     "complained",
+    "portal",
 )
 EVENT_TYPES = (*(f"message.{kind}" for kind in MESSAGE_KINDS), "webhook.test")
 ALL_EVENTS = "*"

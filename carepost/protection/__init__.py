@@ -1,0 +1,1 @@
+"""Send-time protection: every outgoing message leaves as the policy decides (docs/policy.md)."""
