@@ -164,3 +164,8 @@ def list_remove_batch(
 ) -> list[Transition]:
     _change_members(step, contexts, adding=False)
     return [Transition("removed", step.next) for _ in contexts]
+
+
+from carepost.workflows.update_field import update_group as _update_group  # noqa: E402
+
+register_batch_handler("update_field")(_update_group)

@@ -384,3 +384,8 @@ def _move_to_workflow(step: GoToWorkflow, ctx: RunContext, detail: dict[str, Any
     )
     detail["step"] = entry
     return Transition("moved_to" if inserted else "loop_prevented", end="completed", detail=detail)
+
+
+from carepost.workflows.update_field import update_field as _update_field  # noqa: E402
+
+register_handler("update_field")(_update_field)

@@ -329,3 +329,7 @@ class GoToWorkflow(StepBase):
 
 
 register_step(GoToWorkflow)
+
+
+# Step types in their own modules register themselves on import.
+from carepost.workflows import update_field as _update_field  # noqa: E402,F401

@@ -239,6 +239,7 @@ def check_graph(
     graph = load_graph(raw, pointer=pointer)
     problems = structural_problems(graph, pointer=pointer)
     problems += reference_problems(session, tenant_id, graph, pointer=pointer)
+    problems += _update_field_problems(session, tenant_id, graph, pointer, utcnow())
     if problems:
         failed = ValidationFailed(
             f"the workflow has {len(problems)} problem(s): {problems[0].message}",
@@ -246,3 +247,11 @@ def check_graph(
         )
         raise failed
     return graph
+
+
+def _update_field_problems(
+    session: Session, tenant_id: uuid.UUID, graph: GraphShape, pointer: str, now: Any
+) -> list[FieldError]:
+    from carepost.workflows.update_field import graph_problems
+
+    return graph_problems(session, tenant_id, graph, pointer, now)
