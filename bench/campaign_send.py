@@ -132,10 +132,9 @@ def dataset(runtime: Runtime, scale: int, events: int, *, slug: str = datagen.SL
     return tenant_id
 
 
-def _prepare(session: Session, keys: TenantKeys) -> uuid.UUID:
-    """The organization's address, a verified sending domain, a segment, a template and
-    a draft campaign; returns the campaign's id."""
-    tenant_id = keys.tenant_id
+def verified_sender(session: Session, tenant_id: uuid.UUID) -> None:
+    """The organization's address (CAN-SPAM) and DOMAIN as a verified sending domain
+    (the bench has no DNS to publish in: it is recorded as verified)."""
     tenancy.update_tenant_settings(
         session, tenant_id=tenant_id, actor=SYSTEM, physical_address=ADDRESS
     )
@@ -145,7 +144,6 @@ def _prepare(session: Session, keys: TenantKeys) -> uuid.UUID:
         )
     )
     if domain is None:
-        # The bench has no DNS to publish in: the domain is recorded as verified.
         session.add(
             SendingDomain(
                 tenant_id=tenant_id,
@@ -155,6 +153,13 @@ def _prepare(session: Session, keys: TenantKeys) -> uuid.UUID:
                 created_by_id="bench",
             )
         )
+
+
+def _prepare(session: Session, keys: TenantKeys) -> uuid.UUID:
+    """The organization's address, a verified sending domain, a segment, a template and
+    a draft campaign; returns the campaign's id."""
+    tenant_id = keys.tenant_id
+    verified_sender(session, tenant_id)
     run = uuid.uuid4().hex[:8]
     segment = segments.create_segment(
         session,

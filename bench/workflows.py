@@ -48,17 +48,15 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from bench import datagen
-from bench.campaign_send import ADDRESS, DOMAIN, dataset, resident_bytes
+from bench.campaign_send import DOMAIN, dataset, resident_bytes, verified_sender
 from carepost.audit.service import SYSTEM
 from carepost.contacts import lists
 from carepost.core.database import utcnow
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import current_tenant_keys
-from carepost.domains.models import SendingDomain
 from carepost.messages.models import Message, MessageEvent
 from carepost.segments import service as segments
 from carepost.templates import service as templates
-from carepost.tenancy import service as tenancy
 from carepost.workflows import engine, service, triggers
 from carepost.workflows.handlers import HANDLERS
 from carepost.workflows.models import RunStatus, Workflow, WorkflowRun
@@ -113,20 +111,7 @@ def _prepare(runtime: Runtime, tenant_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UU
     (workflow id, segment id, the last step's type)."""
     tag = uuid.uuid4().hex[:8]
     with runtime.tenant_session(tenant_id) as session:
-        tenancy.update_tenant_settings(
-            session, tenant_id=tenant_id, actor=SYSTEM, physical_address=ADDRESS
-        )
-        if session.scalar(select(SendingDomain.id).where(SendingDomain.name == DOMAIN)) is None:
-            # The bench has no DNS to publish in: the domain is recorded as verified.
-            session.add(
-                SendingDomain(
-                    tenant_id=tenant_id,
-                    name=DOMAIN,
-                    state="verified",
-                    created_by_type="system",
-                    created_by_id="bench",
-                )
-            )
+        verified_sender(session, tenant_id)
         segment = segments.create_segment(
             session,
             tenant_id,

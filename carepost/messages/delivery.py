@@ -338,6 +338,7 @@ def record_results(
                 protection[key] = decided
                 delivered[(reply, key)].append((message, detail))
                 continue
+            kind = "deferred"
             if outcome.status == "tls_unavailable":
                 # Never in the clear: the policy's fallback (portal, or wait and bounce).
                 kind = protection_fallback.tls_unavailable(
@@ -349,35 +350,20 @@ def record_results(
                     owner=owner,
                     now=now,
                 )
-                if kind == "deferred":
-                    kind = _record_failure(
-                        session,
-                        keys,
-                        message,
-                        outcome,
-                        detail,
-                        owner=owner,
-                        lifetime=lifetime,
-                        now=now,
-                        protection=decided,
-                    )
-                counts[kind] += 1
-                if kind not in ("lost", "portal"):
-                    events.append((message.id, message.contact_id, kind, detail))
-                continue
-            kind = _record_failure(
-                session,
-                keys,
-                message,
-                outcome,
-                detail,
-                owner=owner,
-                lifetime=lifetime,
-                now=now,
-                protection=decided,
-            )
+            if kind == "deferred":
+                kind = _record_failure(
+                    session,
+                    keys,
+                    message,
+                    outcome,
+                    detail,
+                    owner=owner,
+                    lifetime=lifetime,
+                    now=now,
+                    protection=decided,
+                )
             counts[kind] += 1
-            if kind != "lost":
+            if kind not in ("lost", "portal"):
                 events.append((message.id, message.contact_id, kind, detail))
     dialect = dialect_of(session)
     for (reply, decided_key), group in delivered.items():
