@@ -240,6 +240,7 @@ def check_graph(
     problems = structural_problems(graph, pointer=pointer)
     problems += reference_problems(session, tenant_id, graph, pointer=pointer)
     problems += _update_field_problems(session, tenant_id, graph, pointer, utcnow())
+    problems += _goto_workflow_problems(session, tenant_id, graph, pointer)
     if problems:
         failed = ValidationFailed(
             f"the workflow has {len(problems)} problem(s): {problems[0].message}",
@@ -255,3 +256,44 @@ def _update_field_problems(
     from carepost.workflows.update_field import graph_problems
 
     return graph_problems(session, tenant_id, graph, pointer, now)
+
+
+def _goto_workflow_problems(
+    session: Session, tenant_id: uuid.UUID, graph: GraphShape, pointer: str
+) -> list[FieldError]:
+    """Go To another workflow: the target is one of the organization's workflows, not
+    archived, and the step named (if any) is in its current version. (A target
+    still in draft or paused is accepted: until it runs, contacts reaching the step
+    end with ``target_unavailable``.)"""
+    from carepost.workflows.models import Workflow, WorkflowStatus, WorkflowVersion
+    from carepost.workflows.steps import GoToWorkflow, parse_graph
+
+    problems: list[FieldError] = []
+    for index, step in enumerate(graph.steps):
+        if not isinstance(step, GoToWorkflow):
+            continue
+        where = _at(pointer, index, "")
+        target = session.get(Workflow, step.workflow_id)
+        if target is None or target.tenant_id != tenant_id:
+            problems.append(
+                FieldError(f"{where}/workflow_id", f"step {step.id}: no such workflow")
+            )
+            continue
+        if target.status == WorkflowStatus.ARCHIVED:
+            problems.append(
+                FieldError(f"{where}/workflow_id", f"step {step.id}: that workflow is archived")
+            )
+            continue
+        if step.step is None:
+            continue
+        version = session.get(WorkflowVersion, (target.id, target.current_version))
+        steps = parse_graph(version.graph).by_id() if version is not None else {}
+        if step.step not in steps:
+            problems.append(
+                FieldError(
+                    f"{where}/step",
+                    f"step {step.id}: the target workflow's current version has no step "
+                    f"{step.step!r}",
+                )
+            )
+    return problems

@@ -7,8 +7,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+
 from carepost.audit.service import SYSTEM
 from carepost.contacts import upserts
+from carepost.core.errors import ValidationFailed
 from carepost.delivery.feedback_keys import cached_feedback_secret
 from carepost.tracking.links import click_token, open_token
 from carepost.workflows.models import RunStatus
@@ -172,12 +175,17 @@ def test_a_custom_field_changed_by_an_upsert_batch_wakes_only_its_contacts(journ
 
 
 def test_go_to_another_workflow_moves_the_contact_and_never_loops(journey):
+    gone = journey.workflow([{"id": "x", "type": "exit"}])
     target = journey.workflow(
         [
             {"id": "first", "type": "wait_duration", "duration": {"days": 1}, "next": "later"},
-            {"id": "later", "type": "goto_workflow", "workflow_id": str(uuid.uuid4())},
+            {"id": "later", "type": "goto_workflow", "workflow_id": str(gone)},
         ]
     )
+    with journey.session() as session:
+        from carepost.workflows import service
+
+        service.change_status(session, journey.tenant_id, gone, "archive", actor=SYSTEM)
     source = journey.workflow(
         [{"id": "move", "type": "goto_workflow", "workflow_id": str(target), "step": "later"}]
     )
@@ -190,7 +198,7 @@ def test_go_to_another_workflow_moves_the_contact_and_never_loops(journey):
     moved = journey.run(target, person)
     assert (moved.current_step, moved.source) == ("later", "workflow_goto")
     journey.advance(now)
-    # The target's Go To names no workflow of ours: the run ends safely.
+    # The target's Go To names a workflow archived since: the run ends safely.
     assert journey.history(target, person) == [("later", "target_unavailable")]
 
     # A and B pointing at each other: the no re-entry rule stops the bounce.
@@ -199,8 +207,6 @@ def test_go_to_another_workflow_moves_the_contact_and_never_loops(journey):
     b = journey.workflow([{"id": "x", "type": "exit"}])
     a = journey.workflow([{"id": "to_b", "type": "goto_workflow", "workflow_id": str(b)}])
     with journey.session() as session:
-        from carepost.workflows import service
-
         service.update_workflow(
             session,
             journey.tenant_id,
@@ -216,3 +222,27 @@ def test_go_to_another_workflow_moves_the_contact_and_never_loops(journey):
     assert journey.history(a, person) == [("to_b", "moved_to")]
     assert journey.history(b, person) == [("to_a", "loop_prevented")]
     assert journey.run(b, person).status == RunStatus.COMPLETED
+
+
+def test_go_to_another_workflow_is_checked_before_activation(journey):
+    archived = journey.workflow([{"id": "x", "type": "exit"}])
+    live = journey.workflow([{"id": "a", "type": "exit"}])
+    with journey.session() as session:
+        from carepost.workflows import service, validation
+
+        service.change_status(session, journey.tenant_id, archived, "archive", actor=SYSTEM)
+        steps = [
+            {"id": "one", "type": "goto_workflow", "workflow_id": str(uuid.uuid4())},
+            {"id": "two", "type": "goto_workflow", "workflow_id": str(archived)},
+            {"id": "three", "type": "goto_workflow", "workflow_id": str(live), "step": "nope"},
+            {"id": "four", "type": "goto_workflow", "workflow_id": str(live), "step": "a"},
+        ]
+        with pytest.raises(ValidationFailed) as refused:
+            validation.check_graph(session, journey.tenant_id, {"steps": steps})
+    errors = {e.field: e.message for e in refused.value.errors}
+    pointer = "#/body/draft/steps"
+    assert errors[f"{pointer}/0/workflow_id"] == "step one: no such workflow"
+    assert errors[f"{pointer}/1/workflow_id"] == "step two: that workflow is archived"
+    assert "no step 'nope'" in errors[f"{pointer}/2/step"]
+    # (steps two to four are also unreachable: a Go To ends its path)
+    assert f"{pointer}/3/step" not in errors and f"{pointer}/3/workflow_id" not in errors
