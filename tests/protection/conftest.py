@@ -15,11 +15,6 @@ from tests.e2ee.conftest import make_gpg, test_ca  # noqa: F401 - fixtures used 
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def empty_queue(runtime: Runtime) -> None:
     """Nothing due in the shared database (a worker run claims every tenant's rows)."""
     with runtime.database.session() as session:

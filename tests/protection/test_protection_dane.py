@@ -4,8 +4,10 @@ server that marks its answers DNSSEC-validated (AD) or not."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dns.flags
@@ -97,12 +99,19 @@ def transport(dns_port: int, mx_port: int, ca_file: Path | None = None) -> SmtpT
     return made
 
 
-async def deliver(envelope: Envelope, dns: LoopbackDns, port: int, ca_file: Path | None = None):
-    sender = transport(dns.port, port, ca_file)
-    try:
-        return await sender.deliver(envelope)
-    finally:
-        await sender.aclose()
+def deliver(envelope: Envelope, dns: LoopbackDns, port: int, ca_file: Path | None = None):
+    """Deliver on an event loop of its own thread: these tests run after the browser
+    tests, whose Playwright keeps a loop running in the main thread until the end."""
+
+    async def go():
+        sender = transport(dns.port, port, ca_file)
+        try:
+            return await sender.deliver(envelope)
+        finally:
+            await sender.aclose()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, go()).result()
 
 
 @pytest.fixture
@@ -119,22 +128,20 @@ def envelope(domain: str, **fields) -> Envelope:
     return Envelope("bounce@clinic.test", (f"pat@{domain}",), DATA, **fields)
 
 
-@pytest.mark.anyio
-async def test_a_validated_dane_ee_record_verifies_a_certificate_no_ca_signed(domain, certificate):
+def test_a_validated_dane_ee_record_verifies_a_certificate_no_ca_signed(domain, certificate):
     record = dane.record_for(der_of(certificate))
     tlsa = f"3 1 1 {record.data.hex()}"
     with (
         running_peer(tls_context=server_tls_context(certificate)) as peer,
         ValidatingDns(domain_records(domain, tlsa)) as dns,
     ):
-        report = await deliver(envelope(domain, tls="verified"), dns, peer.port)
+        report = deliver(envelope(domain, tls="verified"), dns, peer.port)
         received = peer.messages
     assert [o.status for o in report.outcomes] == ["delivered"]
     assert [(m.data, m.tls) for m in received] == [(DATA, True)]
 
 
-@pytest.mark.anyio
-async def test_a_certificate_that_does_not_match_its_tlsa_records_is_refused(
+def test_a_certificate_that_does_not_match_its_tlsa_records_is_refused(
     domain, certificate, tmp_path
 ):
     stranger = der_of(self_signed_certificate(other_directory(tmp_path), names=("x.test",)))
@@ -143,38 +150,36 @@ async def test_a_certificate_that_does_not_match_its_tlsa_records_is_refused(
         running_peer(tls_context=server_tls_context(certificate)) as peer,
         ValidatingDns(domain_records(domain, tlsa)) as dns,
     ):
-        report = await deliver(envelope(domain, tls="verified"), dns, peer.port)
+        report = deliver(envelope(domain, tls="verified"), dns, peer.port)
         received = peer.messages
     assert [o.status for o in report.outcomes] == ["tls_unavailable"]
     assert "DANE" in report.outcomes[0].text
     assert received == []
 
 
-@pytest.mark.anyio
-async def test_tlsa_records_not_validated_by_dnssec_are_ignored(domain, certificate):
+def test_tlsa_records_not_validated_by_dnssec_are_ignored(domain, certificate):
     record = dane.record_for(der_of(certificate))
     with (
         running_peer(tls_context=server_tls_context(certificate)) as peer,
         ValidatingDns(domain_records(domain, f"3 1 1 {record.data.hex()}"), validated=False) as dns,
     ):
         # Without AD the records do not count: PKIX applies, and no CA signed it.
-        report = await deliver(envelope(domain, tls="verified"), dns, peer.port)
+        report = deliver(envelope(domain, tls="verified"), dns, peer.port)
         received = peer.messages
     assert [o.status for o in report.outcomes] == ["tls_unavailable"]
     assert received == []
 
 
-@pytest.mark.anyio
-async def test_mta_sts_mx_patterns_keep_delivery_off_other_hosts(domain, certificate):
+def test_mta_sts_mx_patterns_keep_delivery_off_other_hosts(domain, certificate):
     with (
         running_peer(tls_context=server_tls_context(certificate)) as peer,
         LoopbackDns(domain_records(domain, None)) as dns,
     ):
-        refused = await deliver(
+        refused = deliver(
             envelope(domain, tls="verified", mx_patterns=(f"*.elsewhere.{domain}",)),
             dns, peer.port, certificate,
         )  # fmt: skip
-        allowed = await deliver(
+        allowed = deliver(
             envelope(domain, tls="verified", mx_patterns=(f"mx.{domain}",)),
             dns, peer.port, certificate,
         )  # fmt: skip
@@ -184,26 +189,24 @@ async def test_mta_sts_mx_patterns_keep_delivery_off_other_hosts(domain, certifi
     assert [m.tls for m in received] == [True]
 
 
-@pytest.mark.anyio
-async def test_required_tls_asks_for_tls_1_2_at_least(domain, certificate):
+def test_required_tls_asks_for_tls_1_2_at_least(domain, certificate):
     context = server_tls_context(certificate)
     context.maximum_version = ssl.TLSVersion.TLSv1_1
     with (
         running_peer(tls_context=context) as peer,
         LoopbackDns(domain_records(domain, None)) as dns,
     ):
-        report = await deliver(envelope(domain, tls="starttls"), dns, peer.port)
+        report = deliver(envelope(domain, tls="starttls"), dns, peer.port)
         received = peer.messages
     assert [o.status for o in report.outcomes] == ["tls_unavailable"]
     assert received == []
 
 
-@pytest.mark.anyio
-async def test_starttls_required_without_starttls_is_never_sent_in_the_clear(domain):
+def test_starttls_required_without_starttls_is_never_sent_in_the_clear(domain):
     with running_peer() as peer, LoopbackDns(domain_records(domain, None)) as dns:
-        required = await deliver(envelope(domain, tls="starttls"), dns, peer.port)
+        required = deliver(envelope(domain, tls="starttls"), dns, peer.port)
         assert peer.messages == []
-        opportunistic = await deliver(envelope(domain), dns, peer.port)
+        opportunistic = deliver(envelope(domain), dns, peer.port)
         received = peer.messages
     assert [o.status for o in required.outcomes] == ["tls_unavailable"]
     assert [o.status for o in opportunistic.outcomes] == ["delivered"]
