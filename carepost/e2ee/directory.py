@@ -409,11 +409,14 @@ def import_from_message(
     *,
     actor: audit.Actor,
     now: datetime | None = None,
+    source: str = "received",
+    include_smime: bool = True,
 ) -> list[RecipientKey]:
     """Add the keys a received message carries for its From address: the signer's
     certificate of an S/MIME signature, an ``Autocrypt`` header (Autocrypt 1.1
     section 2.1) and attached ``application/pgp-keys``. Keys for other addresses,
-    expired or unusable ones are skipped; nothing else of the message is kept."""
+    expired or unusable ones are skipped; nothing else of the message is kept.
+    ``include_smime=False`` skips the S/MIME signer (its signature did not verify)."""
     now = now or utcnow()
     message = message_from_bytes(raw, policy=default_policy)
     _name, sender = parseaddr(str(message.get("From", "")))
@@ -422,7 +425,7 @@ def import_from_message(
     except ValidationFailed:
         raise ValidationFailed("the message has no valid From address", field="message") from None
     added: list[RecipientKey] = []
-    for certificate in _smime_signer_certificates(message):
+    for certificate in _smime_signer_certificates(message) if include_smime else []:
         try:
             added.append(
                 add_key(
@@ -430,7 +433,7 @@ def import_from_message(
                     tenant_id,
                     address=sender,
                     material=certificate_pem(certificate).encode("ascii"),
-                    source="received",
+                    source=source,
                     actor=actor,
                     now=now,
                     kind="smime",
@@ -439,7 +442,7 @@ def import_from_message(
         except KeyRejected:
             continue
     for data in _pgp_key_blobs(message, sender):
-        added.extend(_add_pgp_certs(session, tenant_id, sender, data, "received", actor, now))
+        added.extend(_add_pgp_certs(session, tenant_id, sender, data, source, actor, now))
     return added
 
 

@@ -23,7 +23,7 @@ from carepost.crypto.fields import EncryptedString
 from carepost.tenancy.models import TenantOwned
 
 KINDS = ("smime", "openpgp")
-SOURCES = ("upload", "received", "wkd")
+SOURCES = ("upload", "received", "wkd", "gateway")
 
 
 class RecipientKey(IdMixin, TenantOwned, Base):

@@ -49,6 +49,7 @@ from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.domains.senders import check_sender
+from carepost.gateway import keys as gateway_keys
 from carepost.gateway import service
 from carepost.gateway.service import ClientView
 
@@ -139,6 +140,7 @@ class GatewayHandler:
         self.settings = runtime.settings
         self.writer = GroupWriter(runtime)
         self.verified = service.VerifiedSecrets()
+        self.discovering: set[asyncio.Future[int]] = set()
 
     # --- identification ----------------------------------------------------------
 
@@ -248,7 +250,39 @@ class GatewayHandler:
             log.error("gateway.store_failed", client=str(client.id), error=type(exc).__name__)
             return "451 4.3.0 Temporary failure, try again later"
         log.info("gateway.accepted", client=str(client.id), messages=len(ids), bytes=len(data))
+        if gateway_keys.offers_keys(parsed):
+            self._discover_later(client, data, parsed)
         return f"250 2.0.0 OK queued as {ids[0]}"
+
+    # --- key discovery (after the commit, off the reply's path) --------------------------
+
+    def _discover_later(self, client: ClientView, data: bytes, parsed: MimeMessage) -> None:
+        future = asyncio.get_running_loop().run_in_executor(
+            None, self._discover, client, data, parsed
+        )
+        self.discovering.add(future)
+        future.add_done_callback(self.discovering.discard)
+
+    def _discover(self, client: ClientView, data: bytes, parsed: MimeMessage) -> int:
+        try:
+            keys = self.writer._tenant_keys(client.tenant_id)
+            with self.runtime.bound_session(keys) as db:
+                return gateway_keys.discover(
+                    db,
+                    client.tenant_id,
+                    data,
+                    parsed,
+                    actor=service.client_actor(client),
+                    client_id=client.id,
+                )
+        except Exception as exc:  # noqa: BLE001 - the relay is done; only log why
+            log.warning("gateway.keys_failed", client=str(client.id), error=type(exc).__name__)
+            return 0
+
+    async def discovery_done(self) -> None:
+        """Wait for the key discoveries started so far (tests, shutdown)."""
+        while self.discovering:
+            await asyncio.gather(*list(self.discovering), return_exceptions=True)
 
 
 @dataclass(eq=False)

@@ -67,6 +67,11 @@ class ClientView:
         )
 
 
+def client_actor(client: ClientView) -> audit.Actor:
+    """The audit actor of what a client's relayed mail does."""
+    return audit.Actor(GATEWAY_ACTOR_TYPE, str(client.id), client.name)
+
+
 def normalize_fingerprint(value: str) -> str:
     cleaned = value.replace(":", "").replace(" ", "").lower()
     if not _FINGERPRINT.match(cleaned):

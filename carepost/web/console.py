@@ -60,6 +60,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/messages", "Message log", "reports:read"),
     ("/portal", "Secure portal", "reports:read"),
     ("/domains", "Domains & DKIM", "tenant:read"),
+    ("/gateway", "SMTP gateway", "tenant:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
     ("/webhooks", "Webhooks", "webhooks:read"),

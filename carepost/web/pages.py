@@ -48,6 +48,7 @@ from carepost.web import (
     webhooks,
     workflows,
 )
+from carepost.web import gateway as gateway_pages
 from carepost.web.console import ConsoleRedirect, redirect
 from carepost.web.errors import render_error_page
 
@@ -76,6 +77,7 @@ ROUTERS = (
     domains.router,
     workflows.router,
     portal.router,
+    gateway_pages.router,
 )
 
 

@@ -89,6 +89,8 @@ PAGES = (
     PageCase("/workflows/contacts/{contact_id}", "workflows:read"),
     PageCase("/portal", "reports:read"),
     PageCase("/portal/messages/{message_id}", "reports:read"),
+    # SMTP gateway clients (carepost/web/gateway.py).
+    PageCase("/gateway", "tenant:read"),
 )
 
 ACTIONS = (
@@ -224,6 +226,18 @@ ACTIONS = (
     # The secure portal (carepost/web/portal.py), keyed by the outbox message id.
     ActionCase("/portal/messages/{message_id}/reveal", "phi:read"),
     ActionCase("/portal/messages/{message_id}/recall", "messages:send"),
+    # SMTP gateway clients (carepost/web/gateway.py).
+    ActionCase(
+        "/gateway/clients",
+        "domains:write",
+        {
+            "name": "Exchange",
+            "sender_domains": "lab.clinic.example",
+            "max_message_mib": "25",
+            "max_recipients": "100",
+        },
+    ),
+    ActionCase("/gateway/clients/{gateway_client_id}/delete", "domains:write"),
 )
 
 # The sign-in sequence has its own tests (test_console_signin.py).
@@ -284,4 +298,5 @@ OBJECT_PLACEHOLDERS = {
     "{domain_id}": "domain_id",
     "{workflow_id}": "workflow_id",
     "{version}": "version",
+    "{gateway_client_id}": "gateway_client_id",
 }

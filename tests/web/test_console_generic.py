@@ -17,6 +17,7 @@ from carepost.accounts.permissions import PERMISSIONS, Role, permissions_for
 from carepost.audit.models import AuditHead
 from carepost.audit.service import SYSTEM, chain_for
 from carepost.domains import service as domains
+from carepost.gateway.models import GatewayClient
 from carepost.messages import campaigns
 from carepost.messages.schemas import CampaignIn
 from carepost.segments import service as segments
@@ -70,6 +71,7 @@ class Organization:
     campaign_id: uuid.UUID
     message_id: uuid.UUID | None = None
     workflow_id: uuid.UUID | None = None
+    gateway_client_id: uuid.UUID | None = None
 
     def fill(self, path: str) -> str:
         return (
@@ -89,7 +91,27 @@ class Organization:
             .replace("{message_id}", str(self.message_id))
             .replace("{workflow_id}", str(self.workflow_id))
             .replace("{version}", "1")
+            .replace("{gateway_client_id}", str(self.gateway_client_id))
         )
+
+
+def make_gateway_client(runtime, tenant) -> uuid.UUID:
+    """A gateway client (AUTH only: no network, so no gateway test ever meets it)."""
+    with runtime.bound_session(tenant[1]) as session:
+        client = GatewayClient(
+            tenant_id=tenant[0].id,
+            name="Exchange",
+            username=f"gw-{uuid.uuid4().hex[:12]}",
+            secret_hash="not used by these tests",
+            networks=[],
+            cert_fingerprints=[],
+            sender_domains=["lab.clinic.example"],
+            max_message_bytes=1024 * 1024,
+            max_recipients=10,
+        )
+        session.add(client)
+        session.flush()
+        return client.id
 
 
 def _make_org(runtime) -> Organization:
@@ -163,6 +185,7 @@ def _make_org(runtime) -> Organization:
     job_id = held_upload(runtime, tenant, b"email,first_name\nann@clinic.example,Ann\n")
     message_id = make_message(runtime, tenant)
     workflow_id = make_workflow(runtime, tenant, template.id, contact.id)
+    gateway_client_id = make_gateway_client(runtime, tenant)
     return Organization(
         tenant,
         people,
@@ -181,6 +204,7 @@ def _make_org(runtime) -> Organization:
         campaign.id,
         message_id,
         workflow_id,
+        gateway_client_id,
     )
 
 
