@@ -33,6 +33,7 @@ class PortalItemOut(BaseModel):
     first_opened_at: datetime | None
     locked: bool
     has_password: bool
+    has_question: bool = False
     replies: int
     events: list[PortalEventOut] | None = None
     reply_list: list[PortalReplyOut] | None = None
@@ -59,3 +60,10 @@ class PortalSettingsIn(BaseModel):
 
 class PortalSettingsOut(PortalSettingsIn):
     effective_notice_subject: str
+
+
+class PortalQuestionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=300)
+    answer: str = Field(min_length=3, max_length=200, description="Stored hashed only")

@@ -37,6 +37,9 @@ EVENT_LABELS = {
     "downloaded": "Attachment downloaded",
     "replied": "Replied",
     "password_set": "Recipient set a password",
+    "question_set": "Question set",
+    "answer_failed": "Wrong answer",
+    "client_throttled": "Refused: too many attempts from one address",
     "recalled": "Recalled",
     "expired": "Expired, content deleted",
 }

@@ -267,6 +267,7 @@ RECIPIENT_ROUTES = frozenset(
         ("GET", "/s/{token}/attachments/{index}"),
         ("POST", "/s/{token}/reply"),
         ("POST", "/s/{token}/set-password"),
+        ("POST", "/s/{token}/answer"),
     }
 )
 
