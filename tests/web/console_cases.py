@@ -89,6 +89,7 @@ PAGES = (
     PageCase("/workflows/contacts/{contact_id}", "workflows:read"),
     PageCase("/portal", "reports:read"),
     PageCase("/portal/messages/{message_id}", "reports:read"),
+    PageCase("/portal/settings", "tenant:read"),
 )
 
 ACTIONS = (
@@ -224,6 +225,11 @@ ACTIONS = (
     # The secure portal (carepost/web/portal.py), keyed by the outbox message id.
     ActionCase("/portal/messages/{message_id}/reveal", "phi:read"),
     ActionCase("/portal/messages/{message_id}/recall", "messages:send"),
+    ActionCase(
+        "/portal/settings",
+        "tenant:write",
+        {"notice_subject": "", "expiry_days": "14", "logo_url": "", "brand_color": "#0b5394"},
+    ),
 )
 
 # The sign-in sequence has its own tests (test_console_signin.py).
