@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from carepost.core.text import SingleLineText
+
 
 class PortalEventOut(BaseModel):
     kind: str
@@ -42,7 +44,7 @@ class PortalItemOut(BaseModel):
 class PortalSettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    notice_subject: str = Field(
+    notice_subject: SingleLineText = Field(
         default="",
         max_length=200,
         description='The notice\'s subject; empty for "You have a secure message from <name>". '
@@ -52,7 +54,7 @@ class PortalSettingsIn(BaseModel):
     logo_url: str = Field(
         default="",
         max_length=500,
-        pattern=r"^(|/[^\s]*|data:image/(png|jpeg|gif|svg\+xml);base64,[A-Za-z0-9+/=]+)$",
+        pattern=r"^(|/[^\s\x00-\x1f\x7f]*|data:image/(png|jpeg|gif|svg\+xml);base64,[A-Za-z0-9+/=]+)$",
         description="Same-origin path or data: URL (the pages' CSP allows no other images)",
     )
     brand_color: str = Field(default="#0b5394", pattern=r"^#[0-9a-fA-F]{6}$")
@@ -65,5 +67,5 @@ class PortalSettingsOut(PortalSettingsIn):
 class PortalQuestionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=300)
-    answer: str = Field(min_length=3, max_length=200, description="Stored hashed only")
+    question: SingleLineText = Field(min_length=1, max_length=300)
+    answer: SingleLineText = Field(min_length=3, max_length=200, description="Stored hashed only")
