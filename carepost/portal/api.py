@@ -17,7 +17,12 @@ from carepost.api.pagination import Page, decode_cursor, encode_cursor
 from carepost.core.database import utcnow
 from carepost.core.runtime import Runtime
 from carepost.portal import sender, service
-from carepost.portal.schemas import PortalItemOut, PortalSettingsIn, PortalSettingsOut
+from carepost.portal.schemas import (
+    PortalItemOut,
+    PortalQuestionIn,
+    PortalSettingsIn,
+    PortalSettingsOut,
+)
 
 router = APIRouter(prefix="/portal", tags=["portal"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -87,3 +92,24 @@ def put_portal_settings(
         service.save_settings(session, principal.tenant_id, body, actor=principal.actor)
         session.flush()
         return service.settings_out(session, principal.tenant_id)
+
+
+@router.post(
+    "/messages/{portal_item_id}/question",
+    summary="Set a question the recipient may answer instead of an emailed code",
+)
+def set_portal_question(
+    portal_item_id: uuid.UUID, body: PortalQuestionIn, runtime: RuntimeDep, principal: Sender
+) -> PortalItemOut:
+    with runtime.bound_session(principal.keys) as session:
+        item = sender.set_question(
+            session,
+            principal.tenant_id,
+            portal_item_id,
+            body.question,
+            body.answer,
+            actor=principal.actor,
+            now=utcnow(),
+        )
+        session.flush()
+        return sender.item_out(session, item, detail=True)

@@ -33,11 +33,15 @@ class EventKind:
     OPENED = "opened"
     CODE_SENT = "code_sent"
     CODE_FAILED = "code_failed"
+    PASSWORD_FAILED = "password_failed"
     VERIFIED = "verified"
     LOCKED = "locked"
     DOWNLOADED = "downloaded"
     REPLIED = "replied"
     PASSWORD_SET = "password_set"
+    QUESTION_SET = "question_set"
+    ANSWER_FAILED = "answer_failed"
+    THROTTLED = "client_throttled"
     RECALLED = "recalled"
     EXPIRED = "expired"
 
@@ -76,6 +80,12 @@ class PortalItem(IdMixin, TimestampMixin, TenantOwned, Base):
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    # A question the sender set, as an alternative to the emailed code: the question
+    # sealed, the answer only as a keyed hash (tenant index key) of its normal form.
+    question: Mapped[str | None] = mapped_column(
+        EncryptedString("portal_items.question"), default=None
+    )
+    answer_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     # Raised to end every recipient session of the item (new password, recall).
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -106,7 +116,10 @@ class PortalEvent(Base):
     """Something that happened to an item; ``detail`` holds codes and counts, never PHI."""
 
     __tablename__ = "portal_events"
-    __table_args__ = (Index("ix_portal_events_item", "item_id", "id"),)
+    __table_args__ = (
+        Index("ix_portal_events_item", "item_id", "id"),
+        Index("ix_portal_events_client", "tenant_id", "client_hash", "occurred_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -114,6 +127,9 @@ class PortalEvent(Base):
     kind: Mapped[str] = mapped_column(String(20))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A keyed hash (tenant index key) of the recipient's client address, for the
+    # per-address throttle across items; never the address itself.
+    client_hash: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class PortalSettings(Base):

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from carepost.core.text import SingleLineText
+
 
 class PortalEventOut(BaseModel):
     kind: str
@@ -33,6 +35,7 @@ class PortalItemOut(BaseModel):
     first_opened_at: datetime | None
     locked: bool
     has_password: bool
+    has_question: bool = False
     replies: int
     events: list[PortalEventOut] | None = None
     reply_list: list[PortalReplyOut] | None = None
@@ -41,7 +44,7 @@ class PortalItemOut(BaseModel):
 class PortalSettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    notice_subject: str = Field(
+    notice_subject: SingleLineText = Field(
         default="",
         max_length=200,
         description='The notice\'s subject; empty for "You have a secure message from <name>". '
@@ -51,7 +54,7 @@ class PortalSettingsIn(BaseModel):
     logo_url: str = Field(
         default="",
         max_length=500,
-        pattern=r"^(|/[^\s]*|data:image/(png|jpeg|gif|svg\+xml);base64,[A-Za-z0-9+/=]+)$",
+        pattern=r"^(|/[^\s\x00-\x1f\x7f]*|data:image/(png|jpeg|gif|svg\+xml);base64,[A-Za-z0-9+/=]+)$",
         description="Same-origin path or data: URL (the pages' CSP allows no other images)",
     )
     brand_color: str = Field(default="#0b5394", pattern=r"^#[0-9a-fA-F]{6}$")
@@ -59,3 +62,10 @@ class PortalSettingsIn(BaseModel):
 
 class PortalSettingsOut(PortalSettingsIn):
     effective_notice_subject: str
+
+
+class PortalQuestionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: SingleLineText = Field(min_length=1, max_length=300)
+    answer: SingleLineText = Field(min_length=3, max_length=200, description="Stored hashed only")

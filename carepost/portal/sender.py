@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer
 
 from carepost.audit import service as audit
-from carepost.core.errors import NotFound
+from carepost.core.errors import Conflict, NotFound
 from carepost.portal import service
 from carepost.portal.models import PortalEvent, PortalItem, PortalReply
 from carepost.portal.schemas import PortalEventOut, PortalItemOut, PortalReplyOut
@@ -87,6 +87,7 @@ def item_out(
         first_opened_at=item.first_opened_at,
         locked=item.locked_until is not None,
         has_password=bool(item.password_hash),
+        has_question=bool(item.answer_hash),
         replies=replies or 0,
         events=events,
         reply_list=reply_list,
@@ -157,3 +158,24 @@ def replies_of(session: Session, item_id: uuid.UUID) -> list[PortalReply]:
             .order_by(PortalReply.created_at)
         )
     )
+
+
+def set_question(
+    session: Session,
+    tenant_id: uuid.UUID,
+    item_id: uuid.UUID,
+    question: str,
+    answer: str,
+    *,
+    actor: audit.Actor,
+    now: datetime,
+) -> PortalItem:
+    item = session.scalar(
+        select(PortalItem).where(PortalItem.id == item_id, PortalItem.tenant_id == tenant_id)
+    )
+    if item is None:
+        raise NotFound("no such portal message")
+    if item.state != "active":
+        raise Conflict("the message is no longer in the portal")
+    service.set_question(session, item, question, answer, now=now, actor=actor)
+    return item

@@ -50,6 +50,16 @@ SESSION_LIFETIME = timedelta(minutes=15)
 MAX_REPLY = 20_000
 MIN_PASSWORD = 10
 DEFAULT_EXPIRY_DAYS = 30
+# Per client address, across the tenant's items: code requests and wrong codes, passwords
+# and answers count; past the limit every such request answers 429 until the window moves.
+CLIENT_WINDOW = timedelta(minutes=15)
+CLIENT_MAX_ATTEMPTS = 20
+CLIENT_ATTEMPT_KINDS = (
+    EventKind.CODE_SENT,
+    EventKind.CODE_FAILED,
+    EventKind.PASSWORD_FAILED,
+    EventKind.ANSWER_FAILED,
+)
 PORTAL_ACTOR = audit.Actor("system", "", "carepost portal")
 CREATED_BY = "portal"
 _hasher = PasswordHasher()
@@ -96,13 +106,17 @@ def record_event(
     detail: dict[str, Any] | None = None,
     outcome: str = "success",
 ) -> None:
-    """The sender's view of the item (``portal_events``) and the audit trail, together."""
+    """The sender's view of the item (``portal_events``) and the audit trail, together.
+
+    A recipient's event carries a keyed hash of the client address (the audit entry,
+    as before, the address itself) so that the throttle can count it across items."""
     detail = detail or {}
     session.add(
         PortalEvent(
-            tenant_id=item.tenant_id, item_id=item.id, kind=kind, occurred_at=now, detail=detail
+            tenant_id=item.tenant_id, item_id=item.id, kind=kind, occurred_at=now, detail=detail,
+            client_hash=client_hash(actor.client_address) if actor.type == "recipient" else None,
         )
-    )
+    )  # fmt: skip
     audit.record(
         session,
         tenant_id=item.tenant_id,
@@ -189,6 +203,45 @@ def is_locked(item: PortalItem, now: datetime) -> bool:
     return item.locked_until is not None and item.locked_until > now
 
 
+def client_hash(client_address: str) -> str | None:
+    """The tenant-keyed HMAC of a client address (none without an address)."""
+    if not client_address:
+        return None
+    return current_tenant_keys().blind_index("portal.client", client_address)
+
+
+def client_throttled(
+    session: Session, item: PortalItem, *, now: datetime, client_address: str
+) -> bool:
+    """True (and a ``client_throttled`` event) when this address made too many attempts
+    on any of the tenant's items within the window."""
+    hashed = client_hash(client_address)
+    if hashed is None:
+        return False
+    attempts = session.scalar(
+        select(func.count())
+        .select_from(PortalEvent)
+        .where(
+            PortalEvent.tenant_id == item.tenant_id,
+            PortalEvent.client_hash == hashed,
+            PortalEvent.kind.in_(CLIENT_ATTEMPT_KINDS),
+            PortalEvent.occurred_at > now - CLIENT_WINDOW,
+        )
+    )
+    if (attempts or 0) < CLIENT_MAX_ATTEMPTS:
+        return False
+    record_event(
+        session, item, EventKind.THROTTLED, now=now,
+        actor=recipient_actor(item, client_address), outcome="failure",
+        detail={"window_minutes": int(CLIENT_WINDOW.total_seconds() // 60)},
+    )  # fmt: skip
+    return True
+
+
+class ClientThrottled(Exception):
+    """Too many attempts from one client address across items."""
+
+
 class Throttled(Exception):
     """Too many codes asked for, or the item is locked after wrong attempts."""
 
@@ -201,6 +254,8 @@ def send_code(
     session: Session, item: PortalItem, *, now: datetime, client_address: str = ""
 ) -> uuid.UUID:
     """A fresh six-digit code by email (the notice address: the recipient's own)."""
+    if client_throttled(session, item, now=now, client_address=client_address):
+        raise ClientThrottled()
     if is_locked(item, now):
         raise Throttled(item.locked_until)
     recent = session.scalar(
@@ -288,8 +343,10 @@ def _opened(
 def verify_code(
     session: Session, item: PortalItem, code: str, *, now: datetime, client_address: str = ""
 ) -> str:
-    """ "ok", "wrong", "expired" (no live code: ask for another) or "locked"."""
+    """ "ok", "wrong", "expired" (no live code: ask for another), "locked" or "throttled"."""
     actor = recipient_actor(item, client_address)
+    if client_throttled(session, item, now=now, client_address=client_address):
+        return "throttled"
     if is_locked(item, now):
         return "locked"
     challenge = session.scalar(
@@ -314,8 +371,10 @@ def verify_code(
 def verify_password(
     session: Session, item: PortalItem, password: str, *, now: datetime, client_address: str = ""
 ) -> str:
-    """ "ok", "wrong" or "locked"; the same counter and lockout as codes."""
+    """ "ok", "wrong", "locked" or "throttled"; the same counter and lockout as codes."""
     actor = recipient_actor(item, client_address)
+    if client_throttled(session, item, now=now, client_address=client_address):
+        return "throttled"
     if is_locked(item, now):
         return "locked"
     if not item.password_hash:
@@ -323,7 +382,7 @@ def verify_password(
     try:
         _hasher.verify(item.password_hash, password)
     except (VerificationError, InvalidHashError):
-        return _fail(session, item, "password_failed", now=now, actor=actor)
+        return _fail(session, item, EventKind.PASSWORD_FAILED, now=now, actor=actor)
     _opened(session, item, "password", now=now, actor=actor)
     return "ok"
 
@@ -483,3 +542,50 @@ def save_settings(
         object_id=str(tenant_id),
         details={"expiry_days": body.expiry_days, "brand_color": body.brand_color},
     )
+
+
+def normal_answer(answer: str) -> str:
+    """Case and runs of whitespace do not matter."""
+    return " ".join(answer.casefold().split())
+
+
+def _answer_hash(item: PortalItem, answer: str) -> str:
+    return current_tenant_keys().blind_index("portal.answer", f"{item.id}:{normal_answer(answer)}")
+
+
+def set_question(
+    session: Session,
+    item: PortalItem,
+    question: str,
+    answer: str,
+    *,
+    now: datetime,
+    actor: audit.Actor,
+) -> None:
+    """The sender's question (sealed) and its answer (a keyed hash of its normal form)."""
+    if not question.strip():
+        raise ValidationFailed("ask a question", field="#/body/question")
+    if len(question.strip()) > 300:
+        raise ValidationFailed("at most 300 characters", field="#/body/question")
+    if len(normal_answer(answer)) < 3 or len(answer) > 200:
+        raise ValidationFailed("use an answer of 3 to 200 characters", field="#/body/answer")
+    item.question = question.strip()
+    item.answer_hash = _answer_hash(item, answer)
+    record_event(session, item, EventKind.QUESTION_SET, now=now, actor=actor)
+
+
+def verify_answer(
+    session: Session, item: PortalItem, answer: str, *, now: datetime, client_address: str = ""
+) -> str:
+    """ "ok", "wrong", "locked" or "throttled"; the same counter and lockout as codes."""
+    actor = recipient_actor(item, client_address)
+    if client_throttled(session, item, now=now, client_address=client_address):
+        return "throttled"
+    if is_locked(item, now):
+        return "locked"
+    if not item.answer_hash:
+        return "wrong"
+    if not secrets.compare_digest(_answer_hash(item, answer), item.answer_hash):
+        return _fail(session, item, EventKind.ANSWER_FAILED, now=now, actor=actor)
+    _opened(session, item, "question", now=now, actor=actor)
+    return "ok"

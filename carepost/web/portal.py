@@ -15,12 +15,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from carepost.api.pagination import decode_cursor, encode_cursor
 from carepost.core.database import utcnow
+from carepost.core.errors import CarepostError, FieldError, ValidationFailed
 from carepost.messages import service as messages
-from carepost.portal import sender
-from carepost.web.console import Console, page, parse_id, redirect
+from carepost.portal import sender, service
+from carepost.portal.schemas import PortalSettingsIn, PortalSettingsOut
+from carepost.web.console import Console, form_data, page, parse_id, redirect
+from carepost.web.forms import BoundForm, Field, FormData, FormSpec
+from carepost.web.views import notice_for
 
 router = APIRouter(include_in_schema=False)
 READ = "reports:read"
@@ -37,6 +42,9 @@ EVENT_LABELS = {
     "downloaded": "Attachment downloaded",
     "replied": "Replied",
     "password_set": "Recipient set a password",
+    "question_set": "Question set",
+    "answer_failed": "Wrong answer",
+    "client_throttled": "Refused: too many attempts from one address",
     "recalled": "Recalled",
     "expired": "Expired, content deleted",
 }
@@ -119,3 +127,107 @@ def portal_recall(message_id: str, console: Annotated[Console, Depends(page(SEND
             return redirect(console.request, f"/portal/messages/{parsed}")
         sender.recall_item(session, tenant_id, item.id, actor=console.principal.actor, now=utcnow())
     return redirect(console.request, f"/portal/messages/{parsed}")
+
+
+SETTINGS_FORM = FormSpec(
+    id="portal-settings",
+    submit="Save portal settings",
+    fields=(
+        Field(
+            "notice_subject",
+            "Notice subject",
+            hint='Empty for "You have a secure message from <organization>". '
+            "Never put health information here: the notice travels as ordinary email.",
+            attrs={"maxlength": "200"},
+        ),
+        Field(
+            "expiry_days",
+            "Keep messages for (days)",
+            "number",
+            hint="Between 1 and 365. After this the content is deleted.",
+            required=True,
+            attrs={"min": "1", "max": "365", "inputmode": "numeric"},
+        ),
+        Field(
+            "logo_url",
+            "Logo",
+            hint="A path on this site (/static/...) or a data:image URL; other sites' images "
+            "are blocked by the pages' security policy.",
+            attrs={"maxlength": "500"},
+        ),
+        Field(
+            "brand_color",
+            "Colour",
+            hint="Six hex digits, such as #0b5394. Choose one with enough contrast on white.",
+            required=True,
+            attrs={"maxlength": "7", "pattern": "#[0-9a-fA-F]{6}"},
+        ),
+    ),
+)
+SETTINGS_NOTICES = {"saved": "Portal settings saved."}
+
+
+def _settings_bound(found: PortalSettingsOut) -> BoundForm:
+    return SETTINGS_FORM.bind(
+        notice_subject=found.notice_subject,
+        expiry_days=str(found.expiry_days),
+        logo_url=found.logo_url,
+        brand_color=found.brand_color,
+    )
+
+
+def _settings_page(console: Console, form: BoundForm, *, status: int = 200) -> Response:
+    with console.session() as session:
+        found = service.settings_out(session, console.principal.tenant_id)
+    return console.render(
+        "portal/console_settings.html",
+        status=status,
+        form=form,
+        effective_subject=found.effective_notice_subject,
+        editable=console.can("tenant:write"),
+        notice=notice_for(console.request, SETTINGS_NOTICES),
+        title="Secure portal settings",
+    )
+
+
+@router.get("/portal/settings")
+def portal_settings(console: Annotated[Console, Depends(page("tenant:read"))]) -> Response:
+    with console.session() as session:
+        found = service.settings_out(session, console.principal.tenant_id)
+    return _settings_page(console, _settings_bound(found))
+
+
+@router.post("/portal/settings")
+def save_portal_settings(
+    console: Annotated[Console, Depends(page("tenant:write"))],
+    data: Annotated[FormData, Depends(form_data)],
+) -> Response:
+    form = SETTINGS_FORM.bind(data)
+    try:
+        form.validate()
+        days = form.value("expiry_days").strip()
+        if not days.isdigit() or len(days) > 4:
+            raise ValidationFailed("enter a whole number", field="expiry_days")
+        try:
+            body = PortalSettingsIn(
+                notice_subject=form.value("notice_subject"),
+                expiry_days=int(days),
+                logo_url=form.value("logo_url").strip(),
+                brand_color=form.value("brand_color").strip(),
+            )
+        except ValidationError as exc:
+            raise ValidationFailed(
+                "check the highlighted fields",
+                errors=[
+                    FieldError(str(e["loc"][-1]) if e["loc"] else "expiry_days", e["msg"].lower())
+                    for e in exc.errors()
+                ],
+            ) from None
+        with console.session() as session:
+            service.save_settings(
+                session, console.principal.tenant_id, body, actor=console.principal.actor
+            )
+    except CarepostError as exc:
+        form.failed(exc)
+        return _settings_page(console, form, status=exc.status)
+    return redirect(console.request, "/portal/settings?done=saved")

@@ -179,6 +179,7 @@ def _access_page(visit: Visit, *, status: int = 200, **context: Any) -> HTMLResp
         "portal/access.html",
         status=status,
         has_password=bool(item.password_hash),
+        question=item.question if item.answer_hash else None,
         **context,
     )
 
@@ -243,6 +244,10 @@ def request_code(
             return _forbidden(visit)
         try:
             service.send_code(visit.session, visit.item, now=visit.now, client_address=visit.client)
+        except service.ClientThrottled:
+            return _access_page(
+                visit, status=429, code_sent=False, locked=True, error=_VERIFY_ERRORS["throttled"]
+            )
         except service.Throttled as throttled:
             return _access_page(
                 visit,
@@ -278,7 +283,10 @@ _VERIFY_ERRORS = {
     "wrong": "That code is not right. Check the latest email and try again.",
     "expired": "That code has expired or was already used. Ask for a new code.",
     "locked": "Too many wrong attempts. This message is locked for 15 minutes.",
+    "throttled": "Too many attempts were made from your network. "
+    "Please wait 15 minutes and try again.",
 }
+_REFUSED = ("locked", "throttled")
 
 
 @router.post("/s/{token}/verify")
@@ -299,10 +307,10 @@ def verify_code(
             return _proven_redirect(visit)
         return _access_page(
             visit,
-            status=429 if outcome == "locked" else 400,
+            status=429 if outcome in _REFUSED else 400,
             code_sent=outcome != "expired",
             error=_VERIFY_ERRORS[outcome],
-            locked=outcome == "locked",
+            locked=outcome in _REFUSED,
         )
 
     return _run(request, runtime, token, handle)
@@ -326,12 +334,37 @@ def sign_in_password(
             return _proven_redirect(visit)
         return _access_page(
             visit,
-            status=429 if outcome == "locked" else 400,
+            status=429 if outcome in _REFUSED else 400,
             code_sent=False,
-            locked=outcome == "locked",
-            error=_VERIFY_ERRORS["locked"]
-            if outcome == "locked"
-            else "That password is not right.",
+            locked=outcome in _REFUSED,
+            error=_VERIFY_ERRORS[outcome] if outcome in _REFUSED else "That password is not right.",
+        )
+
+    return _run(request, runtime, token, handle)
+
+
+@router.post("/s/{token}/answer")
+def answer_question(
+    request: Request,
+    token: str,
+    runtime: RuntimeDep,
+    answer: Annotated[str, Form(max_length=200)] = "",
+    csrf_token: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    def handle(visit: Visit) -> Response:
+        if not visit.csrf_ok(csrf_token):
+            return _forbidden(visit)
+        outcome = service.verify_answer(
+            visit.session, visit.item, answer, now=visit.now, client_address=visit.client
+        )
+        if outcome == "ok":
+            return _proven_redirect(visit)
+        return _access_page(
+            visit,
+            status=429 if outcome in _REFUSED else 400,
+            code_sent=False,
+            locked=outcome in _REFUSED,
+            error=_VERIFY_ERRORS[outcome] if outcome in _REFUSED else "That answer is not right.",
         )
 
     return _run(request, runtime, token, handle)

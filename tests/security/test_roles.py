@@ -567,6 +567,10 @@ MATRIX |= {
         SENDERS,
         Call("portal_item"),
     ),
+    RouteKey("POST", f"{V1}/portal/messages/{{portal_item_id}}/question"): (
+        SENDERS,
+        Call("portal_item", lambda: {"question": "Your pet's name?", "answer": "Rex"}),
+    ),
     RouteKey("GET", f"{V1}/portal/settings"): (ALL, Call()),
     RouteKey("PUT", f"{V1}/portal/settings"): (MANAGERS, Call(body=lambda: {"expiry_days": 30})),
 }

@@ -193,6 +193,9 @@ API_CASES |= {
 API_CASES |= {
     RouteKey("GET", f"{V1}/portal/messages/{{portal_item_id}}"): RouteCase("portal_item"),
     RouteKey("POST", f"{V1}/portal/messages/{{portal_item_id}}/recall"): RouteCase("portal_item"),
+    RouteKey("POST", f"{V1}/portal/messages/{{portal_item_id}}/question"): RouteCase(
+        "portal_item", {"question": "Your pet's name?", "answer": "Mallory"}
+    ),
 }
 
 

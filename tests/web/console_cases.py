@@ -91,6 +91,7 @@ PAGES = (
     PageCase("/portal/messages/{message_id}", "reports:read"),
     # SMTP gateway clients (carepost/web/gateway.py).
     PageCase("/gateway", "tenant:read"),
+    PageCase("/portal/settings", "tenant:read"),
 )
 
 ACTIONS = (
@@ -238,6 +239,11 @@ ACTIONS = (
         },
     ),
     ActionCase("/gateway/clients/{gateway_client_id}/delete", "domains:write"),
+    ActionCase(
+        "/portal/settings",
+        "tenant:write",
+        {"notice_subject": "", "expiry_days": "14", "logo_url": "", "brand_color": "#0b5394"},
+    ),
 )
 
 # The sign-in sequence has its own tests (test_console_signin.py).
@@ -281,6 +287,7 @@ RECIPIENT_ROUTES = frozenset(
         ("GET", "/s/{token}/attachments/{index}"),
         ("POST", "/s/{token}/reply"),
         ("POST", "/s/{token}/set-password"),
+        ("POST", "/s/{token}/answer"),
     }
 )
 
