@@ -12,6 +12,7 @@ from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from carepost.core.text import SingleLineText
 from carepost.core.types import IsoDateTime
 
 ExportFormat = Literal["csv", "jsonl"]
@@ -27,12 +28,12 @@ class AuditFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    actor_id: str | None = Field(default=None, min_length=1, max_length=64)
-    actor_type: str | None = Field(default=None, min_length=1, max_length=20)
-    action: str | None = Field(default=None, min_length=1, max_length=81)
-    object_type: str | None = Field(default=None, min_length=1, max_length=40)
-    object_id: str | None = Field(default=None, min_length=1, max_length=64)
-    outcome: str | None = Field(default=None, min_length=1, max_length=20)
+    actor_id: SingleLineText | None = Field(default=None, min_length=1, max_length=64)
+    actor_type: SingleLineText | None = Field(default=None, min_length=1, max_length=20)
+    action: SingleLineText | None = Field(default=None, min_length=1, max_length=81)
+    object_type: SingleLineText | None = Field(default=None, min_length=1, max_length=40)
+    object_id: SingleLineText | None = Field(default=None, min_length=1, max_length=64)
+    outcome: SingleLineText | None = Field(default=None, min_length=1, max_length=20)
     since: IsoDateTime | None = None
     until: IsoDateTime | None = None
 

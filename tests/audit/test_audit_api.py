@@ -64,6 +64,18 @@ def test_a_unix_timestamp_is_not_taken_for_a_date_time(client, tenant, make_api_
         assert error["pointer"] == "#/query/since" and "ISO 8601" in error["detail"]
 
 
+def test_a_filter_with_a_control_character_is_refused_before_the_database(
+    client, tenant, make_api_key
+):
+    # The API fuzzer's case: PostgreSQL cannot even bind a NUL in a text parameter.
+    headers = make_api_key(tenant)
+    for route in ("/api/v1/audit/events", "/api/v1/audit/export"):
+        for name in ("action", "actor_id", "object_type", "object_id", "outcome"):
+            response = client.get(route, params={name: "a\x00b"}, headers=headers)
+            assert response.status_code == 422, (route, name)
+            assert response.json()["errors"][0]["pointer"] == f"#/query/{name}"
+
+
 def test_a_cursor_beyond_a_64_bit_sequence_is_refused(client, tenant, make_api_key):
     # "merged_into" decodes to 8 bytes over 2**63: SQLite could not even bind it.
     headers = make_api_key(tenant, scopes=["audit:read"])
