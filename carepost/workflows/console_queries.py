@@ -26,7 +26,6 @@ from carepost.workflows.models import (
 from carepost.workflows.service import get_workflow
 
 
-
 def run_counts(
     session: Session, tenant_id: uuid.UUID, workflow_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, int]]:
