@@ -247,9 +247,16 @@ def _ocsp_status(
     client: httpx.Client,
     now: datetime,
 ) -> RevocationStatus:
-    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+    # CertID hashes: SHA-1 is what RFC 5019 responders are required to understand
+    # (an identifier, not a signature).
+    certid_hash = hashes.SHA1()  # noqa: S303
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, certid_hash).build()
     data = _fetch(
-        client, "POST", url, MAX_OCSP_BYTES, content=request.public_bytes(serialization.Encoding.DER)
+        client,
+        "POST",
+        url,
+        MAX_OCSP_BYTES,
+        content=request.public_bytes(serialization.Encoding.DER),
     )
     response = ocsp.load_der_ocsp_response(data)
     if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
@@ -302,7 +309,11 @@ def _crl_status(
             crl = x509.load_pem_x509_crl(data)
         else:
             crl = x509.load_der_x509_crl(data)
-        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):
+        issuer_key = issuer.public_key()
+        signed = isinstance(issuer_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) and (
+            crl.is_signature_valid(issuer_key)
+        )
+        if crl.issuer != issuer.subject or not signed:
             raise ValueError("the CRL is not signed by the certificate's issuer")
         if crl.next_update_utc is None or crl.next_update_utc < now - CLOCK_SKEW:
             raise ValueError("the CRL is stale")

@@ -183,11 +183,11 @@ class Responder:
 @contextmanager
 def serve(responder: Responder) -> Iterator[Responder]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             responder.requests.append(f"GET {self.path}")
             self._reply(responder.issuer.crl(), "application/pkix-crl")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             responder.requests.append(f"POST {self.path}")
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self._reply(responder.ocsp_response(body), "application/ocsp-response")

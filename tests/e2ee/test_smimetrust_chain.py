@@ -88,8 +88,13 @@ def test_good_chain_with_crl_only(
     cache = trust.CrlCache()
     for _ in range(3):
         decision = trust.evaluate(
-            leaf, [intermediate.certificate], [root.certificate], NOW, client=client,
-            use_system_store=False, cache=cache,
+            leaf,
+            [intermediate.certificate],
+            [root.certificate],
+            NOW,
+            client=client,
+            use_system_store=False,
+            cache=cache,
         )
         assert decision.usable and decision.reason == "not revoked (CRL)"
     # Cached until its nextUpdate: fetched once.
@@ -102,8 +107,9 @@ def test_unknown_ca_is_refused_with_a_clear_reason(
     stranger = make_ca("someone else's root")
     leaf, _ = make_leaf(intermediate, ADDRESS, crl_url=f"{responder.url}/crl")
     with pytest.raises(KeyRejected) as caught:
-        trust.verify_chain(leaf, [intermediate.certificate], [stranger.certificate], NOW,
-                           use_system_store=False)
+        trust.verify_chain(
+            leaf, [intermediate.certificate], [stranger.certificate], NOW, use_system_store=False
+        )
     assert caught.value.detail == "the certificate does not chain to a trusted CA"
     # Nor does the system bundle know our test root.
     decision = trust.evaluate(leaf, [intermediate.certificate], [], NOW, client=client)
@@ -116,8 +122,10 @@ def test_expired_intermediate_is_refused(
     root: Authority, responder: Responder, client: httpx.Client
 ) -> None:
     expired = make_ca(
-        "expired intermediate", root,
-        not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=1),
+        "expired intermediate",
+        root,
+        not_before=NOW - timedelta(days=400),
+        not_after=NOW - timedelta(days=1),
     )
     leaf, _ = make_leaf(expired, ADDRESS)
     decision = _evaluate(leaf, expired, root, client)
@@ -193,16 +201,28 @@ def test_administrator_vouched_certificate_without_a_chain(
 ) -> None:
     leaf, _ = make_leaf(intermediate, ADDRESS, crl_url=f"{responder.url}/crl")
     vouched = trust.evaluate(
-        leaf, [intermediate.certificate], [], NOW, client=client, require_chain=False,
-        use_system_store=False, cache=trust.CrlCache(),
+        leaf,
+        [intermediate.certificate],
+        [],
+        NOW,
+        client=client,
+        require_chain=False,
+        use_system_store=False,
+        cache=trust.CrlCache(),
     )
     # No anchor: the chain fails, yet the issuer is known, so revocation is still checked.
     assert vouched.usable and vouched.reason == "not revoked (CRL)"
     intermediate.revoked.add(leaf.serial_number)
     try:
         revoked = trust.evaluate(
-            leaf, [intermediate.certificate], [], NOW, client=client, require_chain=False,
-            use_system_store=False, cache=trust.CrlCache(),
+            leaf,
+            [intermediate.certificate],
+            [],
+            NOW,
+            client=client,
+            require_chain=False,
+            use_system_store=False,
+            cache=trust.CrlCache(),
         )
     finally:
         intermediate.revoked.discard(leaf.serial_number)
@@ -210,13 +230,13 @@ def test_administrator_vouched_certificate_without_a_chain(
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
-def test_openssl_verify_agrees_with_the_chain_decisions(
-    root: Authority, tmp_path: Path
-) -> None:
+def test_openssl_verify_agrees_with_the_chain_decisions(root: Authority, tmp_path: Path) -> None:
     good_intermediate = make_ca("openssl intermediate", root)
     expired = make_ca(
-        "openssl expired intermediate", root,
-        not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=1),
+        "openssl expired intermediate",
+        root,
+        not_before=NOW - timedelta(days=400),
+        not_after=NOW - timedelta(days=1),
     )
     stranger = make_ca("openssl stranger root")
     cases = {
@@ -228,21 +248,28 @@ def test_openssl_verify_agrees_with_the_chain_decisions(
         leaf, _ = make_leaf(issuer, ADDRESS)
         (tmp_path / f"{name}-ca.pem").write_bytes(anchor.pem)
         (tmp_path / f"{name}-inter.pem").write_bytes(issuer.pem)
-        (tmp_path / f"{name}-leaf.pem").write_bytes(
-            leaf.public_bytes(serialization.Encoding.PEM)
-        )
+        (tmp_path / f"{name}-leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
         result = subprocess.run(
             [
-                "openssl", "verify", "-purpose", "smimeencrypt",
-                "-CAfile", str(tmp_path / f"{name}-ca.pem"),
-                "-untrusted", str(tmp_path / f"{name}-inter.pem"),
+                "openssl",
+                "verify",
+                "-purpose",
+                "smimeencrypt",
+                "-CAfile",
+                str(tmp_path / f"{name}-ca.pem"),
+                "-untrusted",
+                str(tmp_path / f"{name}-inter.pem"),
                 str(tmp_path / f"{name}-leaf.pem"),
             ],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         try:
-            trust.verify_chain(leaf, [issuer.certificate], [anchor.certificate], NOW,
-                               use_system_store=False)
+            trust.verify_chain(
+                leaf, [issuer.certificate], [anchor.certificate], NOW, use_system_store=False
+            )
             ours = True
         except KeyRejected:
             ours = False
