@@ -48,6 +48,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from carepost.e2ee.certificates import certificate_addresses, normalize_address
 from carepost.e2ee.errors import KeyRejected
 
 RevocationMode = Literal["hard", "soft"]
@@ -411,6 +412,26 @@ def evaluate(
             return TrustDecision(False, reason, chain, status)
         return TrustDecision(True, f"{reason} (soft-fail)", chain, status)
     return TrustDecision(True, status.reason, chain, status)
+
+
+def leaf_and_intermediates(
+    certificates: Sequence[x509.Certificate], address: str
+) -> tuple[x509.Certificate, list[x509.Certificate]] | None:
+    """From the certificates a received signature carries (in any order): the one
+    for ``address`` (a non-CA certificate naming it as an rfc822Name), and the
+    others as candidate intermediates; None when none names the address."""
+    wanted = normalize_address(address)
+    for index, certificate in enumerate(certificates):
+        if wanted in certificate_addresses(certificate) and not _is_ca(certificate):
+            return certificate, [c for i, c in enumerate(certificates) if i != index]
+    return None
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _issuer_among(

@@ -275,3 +275,14 @@ def test_openssl_verify_agrees_with_the_chain_decisions(root: Authority, tmp_pat
             ours = False
         assert (result.returncode == 0) is ours, (name, result.stdout, result.stderr)
         assert ours is (name == "good")
+
+
+def test_the_leaf_and_intermediates_of_a_received_signature(
+    root: Authority, intermediate: Authority
+) -> None:
+    leaf, _ = make_leaf(intermediate, ADDRESS)
+    carried = [intermediate.certificate, root.certificate, leaf]
+    found = trust.leaf_and_intermediates(carried, "Bob@Patient.example")
+    assert found == (leaf, [intermediate.certificate, root.certificate])
+    assert trust.leaf_and_intermediates(carried, "eve@elsewhere.example") is None
+    assert trust.verify_chain(found[0], found[1], [root.certificate], NOW, use_system_store=False)
