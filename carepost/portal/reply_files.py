@@ -13,6 +13,7 @@ import io
 import re
 import unicodedata
 import zipfile
+from urllib.parse import quote
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,3 +142,10 @@ def meta(files: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for f in files
     ]
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII name and the UTF-8 one (RFC 6266 / RFC 8187)."""
+    name = safe_filename(name)
+    plain = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
