@@ -214,7 +214,6 @@ SETTINGS_FORM = FormSpec(
             "policy: S/MIME or OpenPGP when the sender has a key in the key directory, "
             "verified TLS where the domain guarantees it, otherwise the policy's fallback "
             "(the portal). Never in clear.",
-            required=True,
             choices=(
                 Choice("notice", "Email the sender a notice; read replies here"),
                 Choice("deliver", "Deliver the reply to the sender, protected by policy"),

@@ -216,7 +216,10 @@ def test_the_setting_is_read_and_saved_through_the_api_audited(client, runtime, 
     with runtime.bound_session(tenant[1]) as session:
         details = session.scalars(
             select(AuditEvent.details)
-            .where(AuditEvent.action == "portal.settings_update")
+            .where(
+                AuditEvent.action == "portal.settings_update",
+                AuditEvent.object_id == str(tenant[1].tenant_id),
+            )
             .order_by(AuditEvent.seq.desc())
         ).first()
     assert details is not None and details["reply_delivery"] == "deliver"
