@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query
 
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
-from carepost.audit import service as audit
 from carepost.api.pagination import Page, decode_cursor, encode_cursor
+from carepost.audit import service as audit
 from carepost.core.database import utcnow
 from carepost.core.runtime import Runtime
 from carepost.portal import sender, service

@@ -18,8 +18,7 @@ from carepost.core.config import get_settings
 from carepost.core.database import new_id
 from carepost.messages.models import Message
 from carepost.portal import content as portal_content
-from carepost.portal import presets
-from carepost.portal import service
+from carepost.portal import presets, service
 from carepost.portal.models import EventKind, ItemState, PortalItem
 
 

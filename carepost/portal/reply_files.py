@@ -13,10 +13,10 @@ import io
 import re
 import unicodedata
 import zipfile
-from urllib.parse import quote
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from carepost.core.errors import FieldError, ValidationFailed
 from carepost.dlp.extraction import DOCX_TYPE

@@ -55,13 +55,15 @@ def _deliver_setting(runtime, tenant, mode: str = "deliver") -> None:
 
 def _reply(runtime, tenant, sender: str, text: str, files=()) -> tuple[PortalReply, uuid.UUID]:
     message_id = send(
-        runtime, tenant, to=f"p-{uuid.uuid4().hex[:6]}@patients.example", text="Hi", **{"from": sender}
+        runtime,
+        tenant,
+        to=f"p-{uuid.uuid4().hex[:6]}@patients.example",
+        text="Hi",
+        **{"from": sender},
     )
     item_id = handoff(runtime, tenant[1], message_id)
     with runtime.database.session() as session:  # the original and its notice: not ours here
-        session.execute(
-            update(Message).where(Message.state == "queued").values(state="cancelled")
-        )
+        session.execute(update(Message).where(Message.state == "queued").values(state="cancelled"))
     with runtime.bound_session(tenant[1]) as session:
         item = session.get(PortalItem, item_id)
         row = service.reply(
@@ -77,7 +79,9 @@ def _reply(runtime, tenant, sender: str, text: str, files=()) -> tuple[PortalRep
 def _prepare(runtime, tenant, ids, **changes):
     settings = runtime.settings.model_copy(update={"mta_sts_enabled": False, **changes})
     with runtime.database.session() as session:
-        claim_due_messages(session, owner=OWNER, limit=100, now=utcnow(), lease=timedelta(minutes=5))
+        claim_due_messages(
+            session, owner=OWNER, limit=100, now=utcnow(), lease=timedelta(minutes=5)
+        )
     with runtime.bound_session(tenant[1]) as session:
         prepared = prepare_envelopes(session, tenant[1], ids, settings=settings)
     taken = [
@@ -113,15 +117,15 @@ def test_by_default_the_sender_gets_a_notice_not_the_reply(runtime, tenant):
     row, item_id = _reply(runtime, tenant, "care@clinic.example", f"Reply {secret}")
     assert row.delivery_id is None
     with runtime.bound_session(tenant[1]) as session:
-        rows = list(
-            session.scalars(select(Message).where(Message.created_by_id == str(item_id)))
-        )
+        rows = list(session.scalars(select(Message).where(Message.created_by_id == str(item_id))))
         subjects = sorted(m.subject for m in rows)
     assert "A secure reply is waiting" in subjects and service.REPLY_SUBJECT not in subjects
 
 
 def test_a_delivered_reply_goes_smime_when_the_sender_has_a_certificate(
-    runtime, tenant, test_ca  # noqa: F811
+    runtime,
+    tenant,
+    test_ca,  # noqa: F811
 ):
     sender = f"care-{uuid.uuid4().hex[:6]}@clinic.example"
     with runtime.bound_session(tenant[1]) as session:
@@ -203,9 +207,13 @@ def test_a_sender_domain_with_enforced_mta_sts_gets_the_reply_by_verified_tls(ru
     assert (stored.protection_method, stored.protection_tls) == ("tls_required", "verified")
 
 
-def test_the_setting_is_read_and_saved_through_the_api_audited(client, runtime, tenant, make_api_key):
+def test_the_setting_is_read_and_saved_through_the_api_audited(
+    client, runtime, tenant, make_api_key
+):
     headers = make_api_key(tenant)
-    assert client.get("/api/v1/portal/settings", headers=headers).json()["reply_delivery"] == "notice"
+    assert (
+        client.get("/api/v1/portal/settings", headers=headers).json()["reply_delivery"] == "notice"
+    )
     saved = client.put(
         "/api/v1/portal/settings", json={"reply_delivery": "deliver"}, headers=headers
     )

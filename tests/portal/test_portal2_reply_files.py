@@ -103,8 +103,9 @@ def test_a_reply_with_files_is_stored_sealed_and_shown_to_both_sides(
                     shown = value.decode("latin-1") if isinstance(value, bytes) else str(value)
                     assert secret not in shown and filename not in shown and SSN not in shown
         detail = session.scalar(
-            select(PortalEvent.detail)
-            .where(PortalEvent.item_id == deposit.item_id, PortalEvent.kind == "replied")
+            select(PortalEvent.detail).where(
+                PortalEvent.item_id == deposit.item_id, PortalEvent.kind == "replied"
+            )
         )
         assert detail["attachments"] == 2 and detail["delivery"] == "notice"
 
@@ -176,7 +177,10 @@ def test_viewer_without_phi_read_cannot_download_reply_files(
     client, runtime, deposit, make_user, sign_in
 ):
     sign_in_with_code(client, runtime, deposit)
-    assert _reply(client, deposit, "With a file", [("a.pdf", PDF, "application/pdf")]).status_code == 200
+    assert (
+        _reply(client, deposit, "With a file", [("a.pdf", PDF, "application/pdf")]).status_code
+        == 200
+    )
     with runtime.bound_session(deposit.keys) as session:
         reply_id = session.scalar(
             select(PortalReply.id).where(PortalReply.item_id == deposit.item_id)
@@ -213,9 +217,10 @@ def test_refused_files_keep_the_reply_and_say_why_next_to_the_field(
     assert 'aria-invalid="true"' in refused.text
     assert draft in refused.text  # the text is kept for another try
     with runtime.bound_session(deposit.keys) as session:
-        assert session.scalar(
-            select(PortalReply.id).where(PortalReply.item_id == deposit.item_id)
-        ) is None
+        assert (
+            session.scalar(select(PortalReply.id).where(PortalReply.item_id == deposit.item_id))
+            is None
+        )
 
 
 def test_an_empty_reply_is_tied_to_its_field(client, runtime, deposit):
@@ -240,9 +245,10 @@ def test_files_need_a_proven_visit_and_a_csrf_token(client, runtime, deposit):
     )
     assert "This form expired" in forged.text
     with runtime.bound_session(deposit.keys) as session:
-        assert session.scalar(
-            select(PortalReply.id).where(PortalReply.item_id == deposit.item_id)
-        ) is None
+        assert (
+            session.scalar(select(PortalReply.id).where(PortalReply.item_id == deposit.item_id))
+            is None
+        )
 
 
 def test_a_docx_and_an_image_are_accepted(client, runtime, deposit):

@@ -81,12 +81,17 @@ def test_a_question_sent_with_the_message_opens_the_portal(
     [path] = LINK.findall(notice.body["text"])
     with runtime.bound_session(keys) as session:
         # One copy: the item's; the preset is gone.
-        assert session.scalar(select(PortalPreset).where(PortalPreset.message_id == message_id)) is None
+        assert (
+            session.scalar(select(PortalPreset).where(PortalPreset.message_id == message_id))
+            is None
+        )
         item = session.get(PortalItem, item_id)
         assert item is not None and item.question == QUESTION and item.answer_hash
         kinds = list(
             session.scalars(
-                select(PortalEvent.kind).where(PortalEvent.item_id == item_id).order_by(PortalEvent.id)
+                select(PortalEvent.kind)
+                .where(PortalEvent.item_id == item_id)
+                .order_by(PortalEvent.id)
             )
         )
         assert kinds == ["deposited", "question_set"]
@@ -164,7 +169,11 @@ def test_a_bad_question_or_answer_is_refused_naming_the_field_never_the_value(
             assert portal["answer"].split("\x00")[0] not in response.text
     batch = client.post(
         "/api/v1/messages/batch",
-        json={"items": [_message("p@patients.example", name, portal={"question": "Q?", "answer": "a"})]},
+        json={
+            "items": [
+                _message("p@patients.example", name, portal={"question": "Q?", "answer": "a"})
+            ]
+        },
         headers=headers,
     )
     assert batch.status_code == 422
