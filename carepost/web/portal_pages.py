@@ -221,7 +221,8 @@ def open_item(request: Request, token: str, runtime: RuntimeDep) -> Response:
 
 @router.get("/s/{token}/brand.css")
 def brand_css(request: Request, token: str, runtime: RuntimeDep) -> Response:
-    """The tenant's colour as a stylesheet (the CSP allows no inline styles)."""
+    """The tenant's colour, and the portal's own few rules, as a stylesheet (the CSP
+    allows no inline styles)."""
     try:
         with _visit(request, runtime, token, live=False) as visit:
             color = visit.brand.brand_color
@@ -232,6 +233,9 @@ def brand_css(request: Request, token: str, runtime: RuntimeDep) -> Response:
     css = (
         f":root {{ --primary: {color}; --primary-hover: {color}; }}\n"
         f".portal__brand {{ border-top: 6px solid {color}; }}\n"
+        # Plain-text bodies and replies wrap on a phone instead of running off the page.
+        ".portal__text { white-space: pre-wrap; overflow-wrap: anywhere; }\n"
+        ".portal__sent, .portal__sent ul { padding-left: 1.25rem; }\n"
     )
     return Response(css, media_type="text/css")
 
