@@ -18,9 +18,7 @@ from sqlalchemy import select, update
 from carepost.audit.models import AuditEvent
 from carepost.audit.service import SYSTEM
 from carepost.core.database import utcnow
-from carepost.delivery.transport import DeliveryReport, RecipientOutcome
 from carepost.e2ee import directory
-from carepost.messages.delivery import claim_due_messages, prepare_envelopes, record_results
 from carepost.messages.models import Message
 from carepost.portal import reply_files, service
 from carepost.portal.models import PortalItem, PortalReply
@@ -29,21 +27,11 @@ from carepost.protection.models import DomainTlsRecord
 from tests.canaries import phi_value
 from tests.e2ee.conftest import test_ca  # noqa: F401 - the e2ee tests' PKI
 from tests.portal.conftest import handoff
+from tests.protection.conftest import empty_queue  # noqa: F401 - a fixture used here too
 from tests.protection.protection_support import decisions, send
+from tests.protection.test_protection_stage import prepare
 
-OWNER = "portal2-delivery"
 PDF = b"%PDF-1.4\n%%EOF\n"
-
-
-@pytest.fixture
-def empty_queue(runtime) -> None:
-    """Nothing due in the shared database (a worker run claims every tenant's rows)."""
-    with runtime.database.session() as session:
-        session.execute(
-            update(Message)
-            .where(Message.state.in_(("queued", "deferred", "sending")))
-            .values(state="cancelled")
-        )
 
 
 def _deliver_setting(runtime, tenant, mode: str = "deliver") -> None:
@@ -74,30 +62,6 @@ def _reply(runtime, tenant, sender: str, text: str, files=()) -> tuple[PortalRep
         _ = (row.body, row.attachments)
         session.expunge(row)
     return row, item_id
-
-
-def _prepare(runtime, tenant, ids, **changes):
-    settings = runtime.settings.model_copy(update={"mta_sts_enabled": False, **changes})
-    with runtime.database.session() as session:
-        claim_due_messages(
-            session, owner=OWNER, limit=100, now=utcnow(), lease=timedelta(minutes=5)
-        )
-    with runtime.bound_session(tenant[1]) as session:
-        prepared = prepare_envelopes(session, tenant[1], ids, settings=settings)
-    taken = [
-        (
-            outgoing,
-            DeliveryReport(
-                tuple(RecipientOutcome(r, "delivered", 250, None, "ok") for r in outgoing.messages),
-                host="receiver.test",
-                tls=False,
-            ),
-        )
-        for outgoing in prepared
-    ]
-    with runtime.bound_session(tenant[1]) as session:
-        record_results(session, tenant[1], taken, owner=OWNER, lifetime=timedelta(days=1))
-    return {next(iter(o.messages.values())).id: o.envelope for o in prepared}
 
 
 def _stored(runtime, tenant, message_id) -> Message:
@@ -156,7 +120,7 @@ def test_a_delivered_reply_goes_smime_when_the_sender_has_a_certificate(
         )
     assert "A secure reply is waiting" not in subjects
 
-    envelopes = _prepare(runtime, tenant, [row.delivery_id])
+    envelopes = prepare(runtime, tenant, [row.delivery_id])
     wire = envelopes[row.delivery_id].data
     assert secret.encode() not in wire and PDF not in wire
     outer = message_from_bytes(wire, policy=SMTP_POLICY)
@@ -174,7 +138,7 @@ def test_without_a_key_or_guaranteed_tls_the_reply_goes_to_the_portal_never_in_c
     row, _item_id = _reply(
         runtime, tenant, f"care-{uuid.uuid4().hex[:6]}@clinic.example", f"Reply {secret}"
     )
-    envelopes = _prepare(runtime, tenant, [row.delivery_id])
+    envelopes = prepare(runtime, tenant, [row.delivery_id])
     assert row.delivery_id not in envelopes  # held, not sent
     stored = _stored(runtime, tenant, row.delivery_id)
     assert stored.protection_method == "portal"
@@ -200,7 +164,7 @@ def test_a_sender_domain_with_enforced_mta_sts_gets_the_reply_by_verified_tls(ru
         )  # fmt: skip
     _deliver_setting(runtime, tenant)
     row, _item_id = _reply(runtime, tenant, f"care@{domain}", "Reply by TLS")
-    envelopes = _prepare(runtime, tenant, [row.delivery_id], mta_sts_enabled=True)
+    envelopes = prepare(runtime, tenant, [row.delivery_id], mta_sts_enabled=True)
     envelope = envelopes[row.delivery_id]
     assert (envelope.tls, envelope.mx_patterns) == ("verified", (f"*.{domain}",))
     stored = _stored(runtime, tenant, row.delivery_id)
