@@ -717,7 +717,11 @@ def _store_portal_presets(
 ) -> None:
     """The portal's identity question set with a message (``portal``): hashed and stored
     by the portal (carepost/portal/presets.py), never in the message or its metadata."""
-    presets = [(i.message_id, i.request.portal) for i in written if i.request.portal]
+    presets = [
+        (i.message_id, identity)
+        for i in written
+        if (identity := getattr(i.request, "portal", None)) is not None
+    ]
     if presets:
         store_presets(session, keys, presets, now=now)
 
