@@ -227,6 +227,7 @@ ACTIONS = (
     # The secure portal (carepost/web/portal.py), keyed by the outbox message id.
     ActionCase("/portal/messages/{message_id}/reveal", "phi:read"),
     ActionCase("/portal/messages/{message_id}/recall", "messages:send"),
+    ActionCase("/portal/messages/{message_id}/replies/{reply_id}/attachments/{index}", "phi:read"),
     # SMTP gateway clients (carepost/web/gateway.py).
     ActionCase(
         "/gateway/clients",
