@@ -1,9 +1,11 @@
 """REST routes for the SMTP gateway's clients (``/gateway/clients``): list, read,
-create (the SMTP AUTH secret is in the creation's answer only), delete.
+create (the SMTP AUTH secret is in the creation's answer only), change
+(``PATCH``), rotate the secret (``POST .../secret``: the new one is in that answer
+only, the old one stops working), delete.
 
-Reading needs ``tenant:read`` (no secret is ever returned but once); creating and
-deleting need ``domains:write`` (owners and admins: a client sends as the
-organization's domains).
+Reading needs ``tenant:read`` (no secret is ever returned but once); creating,
+changing, rotating and deleting need ``domains:write`` (owners and admins: a client
+sends as the organization's domains).
 """
 
 from __future__ import annotations
@@ -43,6 +45,20 @@ class ClientCreate(BaseModel):
     )
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     max_recipients: int = Field(default=100, ge=1, le=1000)
+
+
+class ClientUpdate(BaseModel):
+    """The fields to change; a field left out stays as it is (a list given replaces
+    the whole list)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: SingleLineText | None = Field(default=None, min_length=1, max_length=100)
+    sender_domains: list[SingleLineText] | None = Field(default=None, min_length=1, max_length=50)
+    networks: list[SingleLineText] | None = Field(default=None, max_length=100)
+    cert_fingerprints: list[SingleLineText] | None = Field(default=None, max_length=20)
+    max_message_bytes: int | None = Field(default=None, ge=1024, le=100 * 1024 * 1024)
+    max_recipients: int | None = Field(default=None, ge=1, le=1000)
 
 
 class ClientOut(BaseModel):
@@ -113,6 +129,38 @@ def create_client(body: ClientCreate, runtime: RuntimeDep, principal: Writer) ->
 def get_client(client_id: uuid.UUID, runtime: RuntimeDep, principal: Reader) -> ClientOut:
     with runtime.bound_session(principal.keys) as session:
         return ClientOut.of(service.get_client(session, principal.tenant_id, client_id))
+
+
+@router.patch("/clients/{client_id}", summary="Change a gateway client")
+def update_client(
+    client_id: uuid.UUID, body: ClientUpdate, runtime: RuntimeDep, principal: Writer
+) -> ClientOut:
+    with runtime.bound_session(principal.keys) as session:
+        row = service.update_client(
+            session,
+            principal.tenant_id,
+            client_id,
+            actor=principal.actor,
+            name=body.name,
+            sender_domains=body.sender_domains,
+            networks=body.networks,
+            cert_fingerprints=body.cert_fingerprints,
+            max_message_bytes=body.max_message_bytes,
+            max_recipients=body.max_recipients,
+        )
+        return ClientOut.of(row)
+
+
+@router.post(
+    "/clients/{client_id}/secret",
+    summary="Rotate a gateway client's SMTP AUTH secret (the new one is shown once)",
+)
+def rotate_secret(client_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) -> ClientCreated:
+    with runtime.bound_session(principal.keys) as session:
+        row, secret = service.rotate_secret(
+            session, principal.tenant_id, client_id, actor=principal.actor
+        )
+        return ClientCreated(**ClientOut.of(row).model_dump(), secret=secret)
 
 
 @router.delete(

@@ -127,6 +127,10 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/promote"): RouteCase("rotated_domain"),
     RouteKey("GET", f"{V1}/gateway/clients/{{client_id}}"): RouteCase("gateway_client"),
     RouteKey("DELETE", f"{V1}/gateway/clients/{{client_id}}"): RouteCase("gateway_client"),
+    RouteKey("PATCH", f"{V1}/gateway/clients/{{client_id}}"): RouteCase(
+        "gateway_client", {"name": "Mallory", "networks": ["198.51.100.0/24"]}
+    ),
+    RouteKey("POST", f"{V1}/gateway/clients/{{client_id}}/secret"): RouteCase("gateway_client"),
     RouteKey("GET", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase("dlp_rule"),
     RouteKey("PATCH", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase(
         "dlp_rule", {"terms": ["mallory"], "severity": "low"}
