@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,8 +21,8 @@ from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
 from carepost.core.runtime import Runtime
 from carepost.core.text import SingleLineText
-from carepost.gateway import service
-from carepost.gateway.models import GatewayClient
+from carepost.gateway import replies, service
+from carepost.gateway.models import GatewayClient, InboundRoute
 
 router = APIRouter(prefix="/gateway", tags=["smtp gateway"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -171,4 +171,82 @@ def rotate_secret(client_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) 
 def delete_client(client_id: uuid.UUID, runtime: RuntimeDep, principal: Writer) -> Response:
     with runtime.bound_session(principal.keys) as session:
         service.delete_client(session, principal.tenant_id, client_id, actor=principal.actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- inbound secure replies: the organization's route ----------------------------------
+
+
+class RouteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: SingleLineText = Field(min_length=1, max_length=253, description="Its mail server")
+    port: int = Field(default=25, ge=1, le=65535)
+    tls_mode: Literal["verify", "encrypt"] = Field(
+        default="verify",
+        description="verify: certificate checked against host; encrypt: TLS, any certificate",
+    )
+    ca_certificate: str = Field(
+        default="", max_length=20_000, description="PEM CA certificates to trust (optional)"
+    )
+    enabled: bool = True
+
+
+class RouteOut(BaseModel):
+    host: str
+    port: int
+    tls_mode: str
+    ca_certificate: bool
+    enabled: bool
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: InboundRoute) -> RouteOut:
+        return cls(
+            host=row.host,
+            port=row.port,
+            tls_mode=row.tls_mode,
+            ca_certificate=bool(row.ca_certificate),
+            enabled=row.enabled,
+            updated_at=row.updated_at,
+        )
+
+
+@router.get(
+    "/inbound-route",
+    summary="Where inbound secure replies are delivered (null when there is no route)",
+)
+def get_route(runtime: RuntimeDep, principal: Reader) -> RouteOut | None:
+    with runtime.bound_session(principal.keys) as session:
+        row = replies.get_route(session, principal.tenant_id)
+        return None if row is None else RouteOut.of(row)
+
+
+@router.put(
+    "/inbound-route",
+    summary="Set the mail server inbound secure replies are delivered to (TLS required)",
+)
+def set_route(body: RouteIn, runtime: RuntimeDep, principal: Writer) -> RouteOut:
+    with runtime.bound_session(principal.keys) as session:
+        row = replies.set_route(
+            session,
+            principal.tenant_id,
+            host=body.host,
+            port=body.port,
+            tls_mode=body.tls_mode,
+            ca_certificate=body.ca_certificate,
+            enabled=body.enabled,
+            actor=principal.actor,
+        )
+        return RouteOut.of(row)
+
+
+@router.delete(
+    "/inbound-route",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove the inbound route (replies are refused at RCPT from then on)",
+)
+def delete_route(runtime: RuntimeDep, principal: Writer) -> Response:
+    with runtime.bound_session(principal.keys) as session:
+        replies.delete_route(session, principal.tenant_id, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.core.database import new_id, utcnow
-from carepost.core.errors import FieldError, NotFound, ValidationFailed
+from carepost.core.errors import FieldError, ValidationFailed
 from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
 from carepost.domains.models import SendingDomain
@@ -142,10 +142,11 @@ def set_route(
     return route
 
 
-def delete_route(session: Session, tenant_id: uuid.UUID, *, actor: audit.Actor) -> None:
+def delete_route(session: Session, tenant_id: uuid.UUID, *, actor: audit.Actor) -> bool:
+    """Remove the route (replies are refused at RCPT from then on); False if none."""
     route = get_route(session, tenant_id)
     if route is None:
-        raise NotFound("No inbound route")
+        return False
     session.delete(route)
     audit.record(
         session,
@@ -155,6 +156,7 @@ def delete_route(session: Session, tenant_id: uuid.UUID, *, actor: audit.Actor) 
         object_type="inbound_route",
         object_id=str(route.id),
     )
+    return True
 
 
 # --- receiving ---------------------------------------------------------------------
