@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
 from carepost.domains import service as domains
 from carepost.domains.senders import PROVEN_STATES
-from carepost.gateway import service
+from carepost.gateway import replies, service
 from carepost.gateway.models import GatewayClient
 from carepost.web.console import Console, form_data, page, parse_id, redirect
 from carepost.web.forms import BoundForm, Choice, Field, FormData, FormSpec
@@ -298,3 +298,107 @@ def rotate_secret(gateway_client_id: str, console: Writer) -> Response:
             actor=console.principal.actor,
         )
     return _detail(console, client, secret=secret)
+
+
+# --- inbound secure replies: the organization's route ---------------------------------
+
+ROUTE_FORM = FormSpec(
+    id="inroute",
+    submit="Save inbound route",
+    fields=(
+        Field(
+            "host",
+            "Mail server",
+            hint="Your own mail server's host name, for example mail.clinic.example.",
+            required=True,
+            attrs={"maxlength": "253"},
+        ),
+        Field("port", "Port", "number", required=True, attrs={"min": "1", "max": "65535"}),
+        Field(
+            "tls_mode",
+            "TLS",
+            "select",
+            hint="TLS is always required; choose whether its certificate is checked.",
+            required=True,
+            choices=(
+                Choice("verify", "Required, certificate checked against the host name"),
+                Choice("encrypt", "Required, any certificate"),
+            ),
+        ),
+        Field(
+            "ca_certificate",
+            "CA certificate",
+            "textarea",
+            hint="Optional. PEM certificate of a private CA that signed the server's.",
+        ),
+        Field(
+            "enabled",
+            "Accept replies",
+            "select",
+            required=True,
+            choices=(Choice("yes", "Yes"), Choice("no", "No: refuse them for now")),
+        ),
+    ),
+)
+
+
+def _route_page(
+    console: Console, *, form: BoundForm | None = None, status: int = 200, saved: bool = False
+) -> Response:
+    with console.session() as session:
+        route = replies.get_route(session, console.principal.tenant_id)
+    if form is None and console.can("domains:write"):
+        form = (
+            ROUTE_FORM.bind(port="25", tls_mode="verify", enabled="yes")
+            if route is None
+            else ROUTE_FORM.bind(
+                host=route.host,
+                port=str(route.port),
+                tls_mode=route.tls_mode,
+                ca_certificate=route.ca_certificate,
+                enabled="yes" if route.enabled else "no",
+            )
+        )
+    return console.render(
+        "gateway/inbound_route.html",
+        status=status,
+        title="Inbound secure replies",
+        route=route,
+        form=form,
+        saved=saved,
+    )
+
+
+@router.get("/gateway/inbound-route")
+def route_page(console: Reader) -> Response:
+    return _route_page(console)
+
+
+@router.post("/gateway/inbound-route")
+def save_route(console: Writer, data: Annotated[FormData, Depends(form_data)]) -> Response:
+    form = ROUTE_FORM.bind(data)
+    try:
+        form.validate()
+        port = _number(form, "port", 1, 65535)
+        with console.session() as session:
+            replies.set_route(
+                session,
+                console.principal.tenant_id,
+                host=form.value("host"),
+                port=port,
+                tls_mode=form.value("tls_mode"),
+                ca_certificate=form.value("ca_certificate"),
+                enabled=form.value("enabled") != "no",
+                actor=console.principal.actor,
+            )
+    except CarepostError as exc:
+        form.failed(exc)
+        return _route_page(console, form=form, status=exc.status)
+    return _route_page(console, saved=True)
+
+
+@router.post("/gateway/inbound-route/delete")
+def delete_route(console: Writer) -> Response:
+    with console.session() as session:
+        replies.delete_route(session, console.principal.tenant_id, actor=console.principal.actor)
+    return redirect(console.request, "/gateway/inbound-route")

@@ -92,6 +92,7 @@ PAGES = (
     # SMTP gateway clients (carepost/web/gateway.py).
     PageCase("/gateway", "tenant:read"),
     PageCase("/gateway/clients/{gateway_client_id}", "tenant:read"),
+    PageCase("/gateway/inbound-route", "tenant:read"),
     PageCase("/portal/settings", "tenant:read"),
 )
 
@@ -252,6 +253,12 @@ ACTIONS = (
         },
     ),
     ActionCase("/gateway/clients/{gateway_client_id}/secret", "domains:write"),
+    ActionCase(
+        "/gateway/inbound-route",
+        "domains:write",
+        {"host": "mail.clinic.example", "port": "25", "tls_mode": "verify", "enabled": "yes"},
+    ),
+    ActionCase("/gateway/inbound-route/delete", "domains:write"),
     ActionCase(
         "/portal/settings",
         "tenant:write",
