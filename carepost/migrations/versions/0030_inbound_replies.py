@@ -1,7 +1,7 @@
 """gateway: inbound secure replies (the organization's route, each reply received)
 
 Revision ID: 0030
-Revises: 0025
+Revises: 0029
 Create Date: 2026-12-04 22:50:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0030"
-down_revision = "0025"
+down_revision = "0029"
 branch_labels = None
 depends_on = None
 
