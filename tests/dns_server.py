@@ -95,13 +95,26 @@ class _TcpServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
+def _bind_pair(host: str, port: int) -> tuple[_UdpServer, _TcpServer]:
+    """UDP and TCP servers on one port. The kernel picks a free UDP port; its TCP twin
+    may be taken by another socket, so a random port is tried again a few times."""
+    for _attempt in range(20):
+        udp = _UdpServer((host, port), _Udp)
+        try:
+            return udp, _TcpServer((host, udp.server_address[1]), _Tcp)
+        except OSError:
+            udp.server_close()
+            if port:
+                raise
+    raise OSError("no port free for both UDP and TCP on " + host)
+
+
 @contextmanager
 def dns_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[Zone, str, int]]:
     """Serve a fresh zone on ``host`` (UDP and TCP on the same port); yields (zone, host, port)."""
     zone = Zone()
-    udp = _UdpServer((host, port), _Udp)
+    udp, tcp = _bind_pair(host, port)
     bound_port = udp.server_address[1]
-    tcp = _TcpServer((host, bound_port), _Tcp)
     udp.zone = tcp.zone = zone  # type: ignore[attr-defined]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (udp, tcp)]
     for thread in threads:

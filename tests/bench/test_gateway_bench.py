@@ -7,5 +7,6 @@ from bench.gateway import measure
 
 
 def test_gateway_bench_runs_tiny():
-    sink, gateway = measure(60, connections=5)
+    sink, gateway, sink_cpu_us, gateway_cpu_us = measure(60, connections=5)
     assert sink > 0 and gateway > 0
+    assert sink_cpu_us > 0 and gateway_cpu_us > 0
