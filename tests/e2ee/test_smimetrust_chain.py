@@ -133,31 +133,33 @@ def test_expired_intermediate_is_refused(
     assert decision.reason == "an intermediate certificate of the chain has expired"
 
 
-def test_leaf_revoked_by_crl_is_refused(
-    root: Authority, intermediate: Authority, responder: Responder, client: httpx.Client
+@pytest.mark.parametrize(
+    ("where", "reason", "requests"),
+    [
+        ("crl", "the certificate is revoked (CRL)", None),
+        ("ocsp", "the certificate is revoked (OCSP)", ["POST /ocsp"]),
+    ],
+)
+def test_a_revoked_leaf_is_refused(
+    root: Authority,
+    intermediate: Authority,
+    responder: Responder,
+    client: httpx.Client,
+    where: str,
+    reason: str,
+    requests: list[str] | None,
 ) -> None:
-    leaf, _ = make_leaf(intermediate, ADDRESS, crl_url=f"{responder.url}/crl")
+    url = {f"{where}_url": f"{responder.url}/{where}"}
+    leaf, _ = make_leaf(intermediate, ADDRESS, **url)
     intermediate.revoked.add(leaf.serial_number)
     try:
         decision = _evaluate(leaf, intermediate, root, client, revocation_mode="soft")
     finally:
         intermediate.revoked.discard(leaf.serial_number)
     assert not decision.usable
-    assert decision.reason == "the certificate is revoked (CRL)"
-
-
-def test_leaf_revoked_by_ocsp_is_refused(
-    root: Authority, intermediate: Authority, responder: Responder, client: httpx.Client
-) -> None:
-    leaf, _ = make_leaf(intermediate, ADDRESS, ocsp_url=f"{responder.url}/ocsp")
-    intermediate.revoked.add(leaf.serial_number)
-    try:
-        decision = _evaluate(leaf, intermediate, root, client, revocation_mode="soft")
-    finally:
-        intermediate.revoked.discard(leaf.serial_number)
-    assert not decision.usable
-    assert decision.reason == "the certificate is revoked (OCSP)"
-    assert responder.requests == ["POST /ocsp"]
+    assert decision.reason == reason
+    if requests is not None:
+        assert responder.requests == requests
 
 
 def test_a_crl_signed_by_another_key_is_not_believed(
