@@ -46,6 +46,7 @@ from carepost.web import (
     templates_pages,
     users,
     webhooks,
+    workflow_triggers,
     workflows,
 )
 from carepost.web import gateway as gateway_pages
@@ -76,6 +77,7 @@ ROUTERS = (
     webhooks.router,
     domains.router,
     workflows.router,
+    workflow_triggers.router,
     portal.router,
     gateway_pages.router,
 )

@@ -54,7 +54,7 @@ from carepost.web.tables import MASK
 from carepost.web.views import alert_response, notice_for
 from carepost.webhooks import service as webhooks
 from carepost.workflows import console_queries as queries
-from carepost.workflows import service, triggers
+from carepost.workflows import entry, service, triggers
 from carepost.workflows.models import IN_FLIGHT, Workflow, WorkflowStatus
 from carepost.workflows.simulate import simulate
 from carepost.workflows.steps import STEP_TYPES
@@ -461,10 +461,15 @@ def builder_context(
 
 
 def _page_context(console: Console, session: Session, workflow: Workflow) -> dict[str, Any]:
+    # The trigger page's module imports this one (pickers): imported here, not at the top.
+    from carepost.web.workflow_triggers import describe_trigger
+
     tenant_id = console.principal.tenant_id
+    trigger = entry.get_trigger(session, tenant_id, workflow.id)
     return {
         "title": workflow.name,
         "audiences": _audiences(session, tenant_id),
+        "trigger_text": describe_trigger(trigger, load_pickers(session, tenant_id)),
     }
 
 

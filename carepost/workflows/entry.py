@@ -22,14 +22,16 @@ A trigger names no PHI: ids, field keys and numbers.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from sqlalchemy import Table, and_, exists, select, update
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import Table, and_, delete, exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
@@ -48,7 +50,7 @@ from carepost.segments.service import segment_rule
 from carepost.workflows import triggers
 from carepost.workflows.models import RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from carepost.workflows.service import get_workflow, version_graph
-from carepost.workflows.trigger_models import WorkflowTrigger
+from carepost.workflows.trigger_models import WorkflowTrigger, WorkflowTriggerBaseline
 
 log = get_logger(__name__)
 PAGE = triggers.ENROLL_BATCH
@@ -61,9 +63,14 @@ class ListJoin(BaseModel):
 
 
 class SegmentEntry(BaseModel):
+    """``existing_members``: ``enroll`` takes everyone in the segment at the first
+    evaluation; ``skip`` only contacts who enter it after the trigger was set (the
+    members at that moment are remembered in ``workflow_trigger_baseline``)."""
+
     model_config = ConfigDict(extra="forbid")
     kind: Literal["segment_entry"]
     segment_id: uuid.UUID
+    existing_members: Literal["enroll", "skip"] = "enroll"
 
 
 class DateMilestone(BaseModel):
@@ -83,10 +90,24 @@ class FormSubmitted(BaseModel):
     form_id: uuid.UUID
 
 
+EVENT_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+
 class NamedEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["event"]
-    name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")
+    name: str = Field(json_schema_extra={"pattern": f"^{EVENT_NAME.pattern}$"})
+
+    @field_validator("name")
+    @classmethod
+    def _event_name(cls, value: str) -> str:
+        if not EVENT_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "event_name",
+                "use up to 64 lower-case letters, digits, '_', '.' or '-', starting with a "
+                "letter (for example portal_login)",
+            )
+        return value
 
 
 TriggerSpec = Annotated[
@@ -182,6 +203,7 @@ def set_trigger(
     """Set (or with None remove) the workflow's trigger, checked; the stored config."""
     workflow = get_workflow(session, tenant_id, workflow_id)
     row = session.get(WorkflowTrigger, workflow.id)
+    before = row.config if row is not None else None
     if raw is None:
         if row is not None:
             session.delete(row)
@@ -195,6 +217,8 @@ def set_trigger(
         row.kind, row.ref, row.config = spec.kind, _ref(spec), config
         row.updated_at, row.checked_at = utcnow(), None
     session.flush()
+    if config != before:
+        _reset_baseline(session, workflow, config)
     audit.record(
         session,
         tenant_id=tenant_id,
@@ -254,18 +278,75 @@ def _not_in(workflow: Workflow) -> Any:
     )
 
 
+def _baseline_of(workflow: Workflow) -> Any:
+    return and_(
+        WorkflowTriggerBaseline.workflow_id == workflow.id,
+        WorkflowTriggerBaseline.tenant_id == workflow.tenant_id,
+    )
+
+
+def _reset_baseline(session: Session, workflow: Workflow, config: Any) -> None:
+    """A changed trigger forgets the old baseline; a ``segment_entry`` trigger set with
+    ``existing_members: skip`` remembers the segment's members now (one INSERT … SELECT)."""
+    session.execute(delete(WorkflowTriggerBaseline).where(_baseline_of(workflow)))
+    if not config or config.get("kind") != "segment_entry":
+        return
+    spec = TRIGGER_ADAPTER.validate_python(config)
+    if spec.existing_members != "skip":
+        return
+    keys = current_tenant_keys()
+    predicate = compile_predicate(
+        segment_rule(session, keys.tenant_id, spec.segment_id), keys, dialect_of(session)
+    )
+    members = select(
+        literal(workflow.id, WorkflowTriggerBaseline.workflow_id.type),
+        Contact.id,
+        literal(workflow.tenant_id, WorkflowTriggerBaseline.tenant_id.type),
+    ).where(Contact.tenant_id == workflow.tenant_id, predicate)
+    session.execute(
+        insert(WorkflowTriggerBaseline).from_select(
+            ["workflow_id", "contact_id", "tenant_id"], members
+        )
+    )
+
+
 def enroll_segment_entries(
-    session: Session, keys: TenantKeys, workflow: Workflow, segment_id: uuid.UUID, now: datetime
+    session: Session,
+    keys: TenantKeys,
+    workflow: Workflow,
+    segment_id: uuid.UUID,
+    now: datetime,
+    *,
+    skip_existing: bool = False,
 ) -> int:
-    """Enroll the segment's members not yet in the workflow (set-based pages)."""
+    """Enroll the segment's members not yet in the workflow (set-based pages). With
+    ``skip_existing`` the baseline's contacts who left the segment are forgotten first
+    and those still in it are not enrolled."""
     predicate = compile_predicate(
         segment_rule(session, keys.tenant_id, segment_id), keys, dialect_of(session)
     )
+    conditions = [Contact.tenant_id == keys.tenant_id, predicate, _not_in(workflow)]
+    if skip_existing:
+        still_member = (
+            select(Contact.id)
+            .where(
+                Contact.id == WorkflowTriggerBaseline.contact_id,
+                Contact.tenant_id == keys.tenant_id,
+                predicate,
+            )
+            .exists()
+        )
+        session.execute(
+            delete(WorkflowTriggerBaseline).where(_baseline_of(workflow), ~still_member)
+        )
+        conditions.append(
+            ~exists().where(
+                _baseline_of(workflow), WorkflowTriggerBaseline.contact_id == Contact.id
+            )
+        )
     enrolled, after = 0, None
     while True:
-        query = select(Contact.id).where(
-            Contact.tenant_id == keys.tenant_id, predicate, _not_in(workflow)
-        )
+        query = select(Contact.id).where(*conditions)
         if after is not None:
             query = query.where(Contact.id > after)
         page = list(session.scalars(query.order_by(Contact.id).limit(PAGE)))
@@ -393,7 +474,14 @@ def _evaluate(session: Session, keys: TenantKeys, workflow_id: uuid.UUID, now: d
         return 0
     spec = TRIGGER_ADAPTER.validate_python(row.config)
     if isinstance(spec, SegmentEntry):
-        count = enroll_segment_entries(session, keys, workflow, spec.segment_id, now)
+        count = enroll_segment_entries(
+            session,
+            keys,
+            workflow,
+            spec.segment_id,
+            now,
+            skip_existing=spec.existing_members == "skip",
+        )
     elif isinstance(spec, DateMilestone):
         count = enroll_milestones(session, keys, workflow, spec, now)
     else:

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.core.database import Base, UTCDateTime
@@ -33,3 +33,18 @@ class WorkflowTrigger(TenantOwned, Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WorkflowTriggerBaseline(TenantOwned, Base):
+    """The members of a ``segment_entry`` trigger's segment when it was set with
+    ``existing_members: skip``: they are not enrolled while they stay members. Each
+    evaluation first deletes the rows of contacts no longer in the segment, so a member
+    who leaves and comes back *enters* and is enrolled. No foreign key to ``contacts``
+    (a deleted contact's row goes at the next evaluation: it no longer matches)."""
+
+    __tablename__ = "workflow_trigger_baseline"
+
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)

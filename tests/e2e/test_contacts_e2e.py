@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.canaries import phi_value
-from tests.e2e.conftest import open_page, sign_in
+from tests.e2e.conftest import open_page, settle, sign_in
 from tests.web.people import create_person
 
 pytestmark = pytest.mark.e2e
@@ -188,13 +188,13 @@ def test_a_marketer_works_with_contacts(page: Page, live_server, practice, scree
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Segments").click()
     page.get_by_role("link", name="New segment").click()
     page.get_by_role("button", name="Advanced (JSON)").click()
-    expect(page.locator(".htmx-request, .htmx-settling")).to_have_count(0)
+    settle(page)
     rule = page.get_by_label("Rule (JSON)")
     rule.fill('{"all": [{"field": "journey_stage", "op": "equals", "value": "at-risk"},')
     rule.press("Tab")
     expect(page.locator("#builder-faults")).to_contain_text("Not valid JSON")
     # Each edit swaps the builder: type again once the swap has settled, as a person would.
-    expect(page.locator(".htmx-request, .htmx-settling")).to_have_count(0)
+    settle(page)
     rule = page.get_by_label("Rule (JSON)")
     rule.fill(
         '{"all": [{"field": "journey_stage", "op": "equals", "value": "at-risk"}, '

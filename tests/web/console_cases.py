@@ -86,6 +86,7 @@ PAGES = (
     PageCase("/workflows/{workflow_id}/versions/{version}", "workflows:read"),
     PageCase("/workflows/{workflow_id}/runs", "workflows:read"),
     PageCase("/workflows/{workflow_id}/runs/{contact_id}", "workflows:read"),
+    PageCase("/workflows/{workflow_id}/trigger", "workflows:read"),
     PageCase("/workflows/contacts/{contact_id}", "workflows:read"),
     PageCase("/portal", "reports:read"),
     PageCase("/portal/messages/{message_id}", "reports:read"),
@@ -224,6 +225,10 @@ ACTIONS = (
     ActionCase("/workflows/{workflow_id}/enroll", "workflows:enroll", {"audience": ""}),
     ActionCase("/workflows/{workflow_id}/simulate", "workflows:read", {"contact_id": ""}),
     ActionCase("/workflows/{workflow_id}/simulate/reveal", "phi:read", {"contact_id": ""}),
+    ActionCase(
+        "/workflows/{workflow_id}/trigger", "workflows:write", {"kind": "event", "name": "x"}
+    ),
+    ActionCase("/workflows/{workflow_id}/trigger/delete", "workflows:write"),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
     # The secure portal (carepost/web/portal.py), keyed by the outbox message id.
