@@ -230,6 +230,8 @@ def describe_step(step: wb.Step, pickers: Pickers) -> str:
         return f"to step {step.get('target')}"
     if kind in ("list_add", "list_remove"):
         return f"“{pickers.name('lists', step.get('list_id'))}”"
+    if kind == "segment_add":
+        return f"“{pickers.name('segments', step.get('segment_id'))}”"
     if kind == "set_stage":
         return f"to “{pickers.name('stages', step.get('stage'))}”"
     if kind == "webhook":
