@@ -6,6 +6,7 @@ into the contact's timeline. No script errors, no CSP violations; screenshots go
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,51 @@ def test_add_to_segment_step(page: Page, live_server, runtime, marketer, screens
     expect(page.locator("#included-list")).to_contain_text("Added to segment: VIP patients")
     expect(page.locator("#segment-count")).to_contain_text("2")
     shoot(page, screenshots, "segment-included")
+
+
+def test_branch_conditions_as_rows(
+    page: Page, live_server, runtime, marketer, screenshots, chromium
+):
+    tenant, email, password, data = marketer
+    sign_in(page, tenant[0].slug, email, password)
+    new_workflow(page, "Branch on rows")
+
+    add_step(page, "at the start", "branch")
+    condition = page.locator("#condition-0")
+    expect(condition).to_have_attribute("data-mode", "rows")
+    # Choosing the kind redraws the row for it (HTMX), as in the segment builder.
+    condition.get_by_label("Condition kind").select_option("list")
+    settle(page)
+    page.locator("#c0-r1-list").select_option(label="New patients")
+    settle(page)
+    # A second row, negated: not suppressed for email.
+    page.locator("#condition-0").get_by_role("button", name="Add condition").click()
+    settle(page)
+    page.locator("#c0-r2-kind").select_option("suppressed")
+    settle(page)
+    page.locator("#c0-r2-suppressed").select_option("email")
+    page.locator("#c0-r2-not").check()
+    settle(page)
+    shoot(page, screenshots, "branch-rows")
+    save_step(page)
+    expect(page.locator("#step-branch-1")).to_contain_text("in the list “New patients”")
+    expect(page.get_by_text("If condition 1 holds")).to_be_visible()
+
+    # Editing it again shows the same rows; JSON is one click away, and back.
+    page.get_by_role("button", name="Edit step branch-1").click()
+    settle(page)
+    expect(page.locator("#c0-r1-list")).to_have_value(str(data["list_id"]))
+    expect(page.locator("#c0-r2-not")).to_be_checked()
+    page.get_by_role("button", name="Edit condition 1 as JSON").click()
+    settle(page)
+    shown = json.loads(page.locator("#sf-conditions-0-rule").input_value())
+    assert shown == {"all": [{"list": str(data["list_id"])}, {"not": {"suppressed": "email"}}]}
+    page.get_by_role("button", name="Edit condition 1 as rows").click()
+    settle(page)
+    expect(page.locator("#condition-0")).to_have_attribute("data-mode", "rows")
+    page.locator("#c0-row-2").get_by_role("button", name="Remove this condition").click()
+    settle(page)
+    expect(page.locator("#c0-r2-kind")).to_have_count(0)
+    save_step(page)
+    expect(page.locator("#builder-valid")).to_be_visible()
+    shoot(page, screenshots, "branch-saved")
