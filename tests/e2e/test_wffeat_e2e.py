@@ -143,3 +143,47 @@ def test_branch_conditions_as_rows(
     save_step(page)
     expect(page.locator("#builder-valid")).to_be_visible()
     shoot(page, screenshots, "branch-saved")
+
+
+def test_workflow_steps_in_the_contact_timeline(
+    page: Page, live_server, runtime, marketer, screenshots, chromium
+):
+    from datetime import timedelta
+
+    from carepost.contacts import events
+    from tests.web.test_wffeat_timeline import journey_for
+
+    tenant, email, password, data = marketer
+    contact_id = data["contacts"][0]
+    now = utcnow()
+    with runtime.bound_session(tenant[1]) as session:
+        events.record_events(
+            session,
+            tenant[1],
+            [
+                {
+                    "contact_id": str(contact_id),
+                    "kind": "portal_login",
+                    "occurred_at": (now - timedelta(minutes=minutes)).isoformat(),
+                }
+                for minutes in (2, 30)
+            ],
+            actor=SYSTEM,
+        )
+    journey_for(runtime, tenant, contact_id, now - timedelta(minutes=25))
+    sign_in(page, tenant[0].slug, email, password)
+    page.goto(f"{live_server}/contacts/{contact_id}")
+    items = page.locator("#timeline > li")
+    expect(items).to_have_count(4)
+    # Newest first: the login 2 minutes ago, the End step (10 minutes ago), the Wait
+    # step (25 minutes ago), the login 30 minutes ago.
+    expect(items.nth(0)).to_contain_text("portal_login")
+    expect(items.nth(1)).to_contain_text("workflow step")
+    expect(items.nth(1)).to_contain_text("End done — end")
+    expect(items.nth(2)).to_contain_text("Wait pause — waited")
+    expect(items.nth(3)).to_contain_text("portal_login")
+    expect(items.nth(1).get_by_role("link", name="Check-in journey")).to_be_visible()
+    page.locator("#timeline-section").scroll_into_view_if_needed()
+    shoot(page, screenshots, "contact-timeline")
+    items.nth(2).get_by_role("link", name="Check-in journey").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check-in journey")
