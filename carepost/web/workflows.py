@@ -236,6 +236,17 @@ def describe_step(step: wb.Step, pickers: Pickers) -> str:
         return f"“{pickers.name('segments', step.get('segment_id'))}”"
     if kind == "set_stage":
         return f"to “{pickers.name('stages', step.get('stage'))}”"
+    if kind == "update_field":
+        key = str(step.get("field") or "")
+        label = wb.UPDATABLE_STANDARD.get(key) or pickers.name("fields", key)
+        action = step.get("action") or "set"
+        if action == "set":
+            return f"set “{label}” to {wb.text_of(step.get('value'))}"
+        if action == "increment":
+            return f"add {wb.text_of(step.get('by', 1))} to “{label}”"
+        return {"clear": "clear", "now": "stamp now in", "today": "stamp today in"}.get(
+            str(action), str(action)
+        ) + f" “{label}”"
     if kind == "webhook":
         return pickers.name("endpoints", step.get("endpoint_id"))
     if kind == "exit":
