@@ -245,7 +245,7 @@ def included_list(
         )
         if found is not None:
             return found
-    name = f"{INCLUDED_LIST_PREFIX}{row.name}"[:190]
+    name = f"{INCLUDED_LIST_PREFIX}{row.name}"[:185]
     with session.no_autoflush:
         taken = session.scalar(
             select(ContactList.id).where(

@@ -200,3 +200,22 @@ def test_concurrent_first_additions_make_one_list(journey):
         thread.join()
     assert not errors
     assert _count(journey, segment_id) == 4
+
+
+def test_a_taken_list_name_gets_the_segment_id(journey):
+    long_name = "V" * 200
+    segment_id = _segment(journey, long_name)
+    person = journey.contact()
+    with journey.session() as session:
+        lists.create_list(
+            session,
+            journey.tenant_id,
+            name=f"Added to segment: {long_name}"[:185],
+            description="",
+            actor=SYSTEM,
+        )
+        segments.add_to_segment(session, journey.tenant_id, segment_id, [person], actor=SYSTEM)
+        row = segments.get_segment(session, journey.tenant_id, segment_id)
+        made = lists.get_list(session, journey.tenant_id, row.include_list_id)
+    assert made.name.endswith(f"({segment_id.hex[:8]})") and len(made.name) <= 200
+    assert _count(journey, segment_id) == 1
