@@ -481,6 +481,7 @@ def builder_context(
     if state.form_step is not None and state.form_step.get("type") == "branch":
         vocab = segment_vocabulary(session, tenant_id)
         editors = wc.editors_for(state.form_step, state.conditions, vocab)
+        wc.count_rows(session, console.principal.keys, editors, vocab)
     return {
         "cond_editors": editors,
         "svocab": vocab,

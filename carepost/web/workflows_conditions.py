@@ -22,6 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from carepost.core.errors import ValidationFailed
+from carepost.crypto.keyring import TenantKeys
+from carepost.segments import service as segments
 from carepost.web import segments_builder as sb
 from carepost.web.forms import FormData
 from carepost.web.segments import Vocabulary, _fill_defaults
@@ -39,6 +44,7 @@ class ConditionEditor:
     builder: sb.Builder
     row_faults: dict[int, list[str]] = field(default_factory=dict)
     note: str = ""
+    count: int | None = None  # contacts the rows' rule selects now (None: not counted)
 
 
 def _text(data: Mapping[str, Any], name: str) -> str:
@@ -116,6 +122,22 @@ def place_fault(editor: ConditionEditor | None, pointer: str, message: str) -> b
         return False
     editor.row_faults.setdefault(target.id, []).append(message)
     return True
+
+
+def count_rows(
+    session: Session, keys: TenantKeys, editors: list[ConditionEditor], vocab: Vocabulary
+) -> None:
+    """The live count of each rows editor whose rule the compiler accepts (counts only,
+    as the segment builder shows: no PHI)."""
+    for editor in editors:
+        if editor.mode != "rows" or editor.row_faults:
+            continue
+        try:
+            editor.count = segments.count_rule(
+                session, keys, sb.to_rule(editor.builder, vocab.specs)
+            )
+        except ValidationFailed:
+            editor.count = None
 
 
 def editors_for(

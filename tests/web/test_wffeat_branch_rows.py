@@ -33,6 +33,7 @@ def test_rows_edit_a_branch_condition(owner, sign_in, runtime, tenant):
     graph = _graph({"suppressed": "any"})
     form = _act(b, base, graph, "edit:choose")
     assert 'data-mode="rows"' in form.text
+    assert 'id="condition-0-count"' in form.text  # the rows' live count
     assert 'name="c0.r1_kind"' in form.text and 'name="c0.mode" value="rows"' in form.text
     rows = {
         "editing": "choose",
