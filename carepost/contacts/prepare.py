@@ -94,6 +94,11 @@ def _attribute(name: str, raw: Any, stages: Collection[str]) -> str | None:
     return raw
 
 
+def normalize_attribute(name: str, raw: Any) -> str | None:
+    """A language (BCP 47) or time zone (IANA) as stored, or ValidationFailed on ``name``."""
+    return _attribute(name, raw, ())
+
+
 @dataclass(frozen=True)
 class PreparationContext:
     """What checking a contact needs of its tenant: the custom fields and the stages."""

@@ -1,10 +1,12 @@
 """Saved segments, their snapshots, and the event index that campaign rules need.
 
 A segment is a named rule (JSON, checked when saved and parsed again at each use:
-segments are dynamic, nothing is cached). A snapshot freezes a segment's members
-at one instant (``INSERT … SELECT`` of the compiled rule), so a campaign sends to
-exactly the people the segment held when it was sent ("snapshot on send"); the
-snapshot keeps a copy of the rule it was taken with, and outlives its segment.
+segments are dynamic, nothing is cached), plus the members of its *included list*
+when contacts were added to it by hand (a workflow's Add to Segment step). A
+snapshot freezes a segment's members at one instant (``INSERT … SELECT`` of the
+compiled rule), so a campaign sends to exactly the people the segment held when it
+was sent ("snapshot on send"); the snapshot keeps a copy of the rule it was taken
+with, and outlives its segment.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class Segment(IdMixin, TimestampMixin, TenantOwned, Base):
     rule: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_by_type: Mapped[str] = mapped_column(String(20))
     created_by_id: Mapped[str] = mapped_column(String(64), default="")
+    # Contacts added to the segment by hand (the workflows' Add to Segment step): the
+    # members of this static list belong to the segment besides those of its rule.
+    # Made on the first addition; deleting the list drops the additions (SET NULL).
+    include_list_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("lists.id", ondelete="SET NULL"), default=None
+    )
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     updated_by_type: Mapped[str | None] = mapped_column(String(20), default=None)
     updated_by_id: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -52,6 +52,12 @@ class SegmentOut(BaseModel):
     name: str
     description: str
     rule: dict[str, Any]
+    include_list_id: uuid.UUID | None = Field(
+        default=None,
+        description="The static list of contacts added to the segment by hand (a "
+        "workflow's Add to Segment step): its members belong to the segment besides "
+        "those of the rule",
+    )
     created_at: datetime
     created_by_type: str
     created_by_id: str
@@ -66,6 +72,7 @@ class SegmentOut(BaseModel):
             name=row.name,
             description=row.description,
             rule=row.rule,
+            include_list_id=row.include_list_id,
             created_at=row.created_at,
             created_by_type=row.created_by_type,
             created_by_id=row.created_by_id,

@@ -8,6 +8,12 @@ invalid) and runs the compiled SQL. Nothing is cached, so nothing goes stale.
 A snapshot freezes the members at one instant with one ``INSERT … SELECT``, for a
 campaign to send to later.
 
+Contacts *added* to a segment (the workflows' Add to Segment step,
+:func:`add_to_segment`) join the segment's **included list**, a static list made on
+the first addition; every use of the segment (:func:`segment_node`) takes the rule
+OR "a current member of the included list". The rule stays what the marketer wrote;
+the additions are visible and removable as the list's members.
+
 Audit: ``segment.create``/``update``/``delete`` name what changed; a snapshot
 records its member count; viewing members' PHI is ``contact.view_phi`` (``via:
 segment``) with the page's ids; an export records its row count and column names,
@@ -27,6 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
 from carepost.audit import service as audit
+from carepost.contacts import lists
+from carepost.contacts.activity_models import ContactList
 from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.fields import STANDARD_FIELDS
 from carepost.contacts.id_sets import dialect_of
@@ -36,7 +44,7 @@ from carepost.core.errors import Conflict, NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys, bind_tenant_keys
 from carepost.segments.compiler import compile_count, compile_predicate
 from carepost.segments.models import Segment, SegmentSnapshot, SegmentSnapshotMember
-from carepost.segments.nodes import Node
+from carepost.segments.nodes import AnyOf, ListCondition, Node
 from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary
 from carepost.tenancy.scoped import get_owned, page_owned
@@ -195,11 +203,96 @@ def delete_segment(
     )
 
 
+def segment_node(
+    session: Session, tenant_id: uuid.UUID, row: Segment, *, now: datetime | None = None
+) -> Node:
+    """A saved segment's meaning now: its rule, OR a current member of its included
+    list (contacts added by hand) when it has one that still exists."""
+    vocabulary = load_vocabulary(session, tenant_id)
+    node = parse_rule(row.rule, vocabulary, now=now or utcnow(), pointer="#/segment/rule")
+    if row.include_list_id is not None and row.include_list_id in vocabulary.list_ids:
+        return AnyOf((node, ListCondition(row.include_list_id)))
+    return node
+
+
 def segment_rule(session: Session, tenant_id: uuid.UUID, segment_id: uuid.UUID) -> Node:
     """A saved segment's rule, parsed now (a rule made invalid since, say by deleting
-    a list it names, is a 422 pointing into the stored rule)."""
+    a list it names, is a 422 pointing into the stored rule), with its additions."""
     row = get_segment(session, tenant_id, segment_id)
-    return parse_for(session, tenant_id, row.rule, pointer="#/segment/rule")
+    return segment_node(session, tenant_id, row)
+
+
+INCLUDED_LIST_PREFIX = "Added to segment: "
+
+
+def included_list(
+    session: Session, tenant_id: uuid.UUID, segment_id: uuid.UUID, *, actor: audit.Actor
+) -> uuid.UUID:
+    """The segment's included list, made on first use. The segment row is locked
+    (PostgreSQL) while looking, so two workers adding at once make one list."""
+    row = session.scalar(
+        select(Segment)
+        .where(Segment.tenant_id == tenant_id, Segment.id == segment_id)
+        .with_for_update()
+    )
+    if row is None:
+        raise NotFound("no such segment")
+    if row.include_list_id is not None:
+        found = session.scalar(
+            select(ContactList.id).where(
+                ContactList.tenant_id == tenant_id, ContactList.id == row.include_list_id
+            )
+        )
+        if found is not None:
+            return found
+    name = f"{INCLUDED_LIST_PREFIX}{row.name}"[:185]
+    with session.no_autoflush:
+        taken = session.scalar(
+            select(ContactList.id).where(
+                ContactList.tenant_id == tenant_id, ContactList.name == name
+            )
+        )
+    if taken is not None:
+        name = f"{name} ({row.id.hex[:8]})"
+    made = lists.create_list(
+        session,
+        tenant_id,
+        name=name,
+        description=(
+            f"Contacts added to the segment {row.name!r} by workflows: members of this "
+            "list are in the segment besides those its rule selects."
+        ),
+        actor=actor,
+    )
+    row.include_list_id = made.id
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="segment.update",
+        object_type="segment",
+        object_id=row.id,
+        details={"fields": ["include_list_id"]},
+    )
+    return made.id
+
+
+def add_to_segment(
+    session: Session,
+    tenant_id: uuid.UUID,
+    segment_id: uuid.UUID,
+    contact_ids: Sequence[uuid.UUID],
+    *,
+    actor: audit.Actor,
+    now: datetime | None = None,
+) -> lists.MembershipOutcome:
+    """Add contacts to a segment by hand: they join its included list (which is made
+    on first use), so every later count, snapshot or branch sees them."""
+    list_id = included_list(session, tenant_id, segment_id, actor=actor)
+    return lists.change_members(
+        session, tenant_id, list_id, add=contact_ids, remove=[], actor=actor, now=now
+    )
 
 
 def count_segment(session: Session, keys: TenantKeys, segment_id: uuid.UUID) -> int:
@@ -393,7 +486,7 @@ def snapshot_segment(
 ) -> uuid.UUID:
     """Freeze the segment's members now (one ``INSERT … SELECT``); returns the snapshot id."""
     segment = get_segment(session, keys.tenant_id, segment_id)
-    node = parse_for(session, keys.tenant_id, segment.rule, now=now, pointer="#/segment/rule")
+    node = segment_node(session, keys.tenant_id, segment, now=now)
     snapshot = SegmentSnapshot(
         id=new_id(),
         tenant_id=keys.tenant_id,

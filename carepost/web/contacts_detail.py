@@ -10,8 +10,12 @@ a view that cannot be audited is not shown. With HTMX the reveal swaps the page 
 in place (``hx-select``); without it the browser shows the answer as a page.
 
 The timeline is paged newest first by an opaque cursor; "Load more" fetches the next
-entries with HTMX (or follows a link without it). Encrypted event properties are
-shown only on a revealed page, and each page that shows any is audited
+entries with HTMX (or follows a link without it). For a person who may read workflows
+it merges the contact's events with the workflow steps the contact took (each step
+entered, from ``workflow_run_steps``), ordered by time (at one instant, events first);
+the cursor names the last entry's instant, id and source (``e.`` or ``w.``).
+Encrypted event properties are shown only on a revealed page, and each page that
+shows any is audited
 (``via=events``), as the API does.
 """
 
@@ -45,10 +49,14 @@ from carepost.web.contacts_forms import (
 )
 from carepost.web.forms import BoundForm, Choice
 from carepost.web.tables import MASK
+from carepost.web.workflows_builder import label_of
+from carepost.workflows import console_queries as workflow_queries
+from carepost.workflows.console_queries import StepTaken
 
 router = APIRouter(include_in_schema=False)
 templates.env.globals["MASK"] = MASK
 templates.env.filters["purpose"] = purpose_label
+templates.env.globals["step_label"] = label_of
 
 TIMELINE_PAGE = 25
 PHI_PERMISSION = "phi:read"
@@ -62,8 +70,36 @@ NOTICES = {
 
 @dataclass
 class Timeline:
-    entries: list[events.TimelineEntry]
+    entries: list[events.TimelineEntry | StepTaken]
     more_url: str | None
+
+
+def _when(entry: events.TimelineEntry | StepTaken) -> datetime:
+    return entry.entered_at if isinstance(entry, StepTaken) else entry.occurred_at
+
+
+def _order(entry: events.TimelineEntry | StepTaken) -> tuple[datetime, int, int]:
+    """Newest first; at one instant events before steps, then by id."""
+    return (_when(entry), 0 if isinstance(entry, StepTaken) else 1, entry.id)
+
+
+def encode_cursor(entry: events.TimelineEntry | StepTaken) -> str:
+    tag = "w" if isinstance(entry, StepTaken) else "e"
+    return f"{tag}.{events.encode_event_cursor(_when(entry), entry.id)}"
+
+
+def decode_cursor(text: str | None) -> tuple[datetime, int, bool] | None:
+    """(instant, id, whether the entry was a workflow step); a bare event cursor too."""
+    if not text:
+        return None
+    tag, dot, rest = text.partition(".")
+    if not dot:
+        tag, rest = "e", text
+    if tag not in ("e", "w"):
+        raise ValidationFailed("the cursor is not valid", field="#/query/cursor")
+    decoded = events.decode_event_cursor(rest)
+    assert decoded is not None
+    return decoded[0], decoded[1], tag == "w"
 
 
 @dataclass
@@ -124,18 +160,32 @@ def read_timeline(
 ) -> Timeline:
     """One page of the timeline; encrypted properties only on a revealed page (audited)."""
     with_properties = revealed and console.can(PHI_PERMISSION)
-    entries = events.contact_timeline(
-        session,
-        console.principal.tenant_id,
-        contact.id,
-        kind=None,
-        before=events.decode_event_cursor(cursor),
-        limit=TIMELINE_PAGE + 1,
-        with_properties=with_properties,
+    before = decode_cursor(cursor)
+    # After a step's cursor, the events of its instant were shown already (events first).
+    event_before = None if before is None else (before[0], -1 if before[2] else before[1])
+    entries: list[events.TimelineEntry | StepTaken] = list(
+        events.contact_timeline(
+            session,
+            console.principal.tenant_id,
+            contact.id,
+            kind=None,
+            before=event_before,
+            limit=TIMELINE_PAGE + 1,
+            with_properties=with_properties,
+        )
     )
+    if console.can("workflows:read"):
+        entries += workflow_queries.contact_steps(
+            session, console.principal.tenant_id, contact.id, before=before, limit=TIMELINE_PAGE + 1
+        )
+        entries.sort(key=_order, reverse=True)
     more = len(entries) > TIMELINE_PAGE
     entries = entries[:TIMELINE_PAGE]
-    if audit and with_properties and any(entry.sealed for entry in entries):
+    if (
+        audit
+        and with_properties
+        and any(isinstance(entry, events.TimelineEntry) and entry.sealed for entry in entries)
+    ):
         service.record_phi_view(
             session,
             tenant_id=console.principal.tenant_id,
@@ -145,9 +195,7 @@ def read_timeline(
         )
     more_url = None
     if more:
-        last = entries[-1]
-        cursor_text = events.encode_event_cursor(last.occurred_at, last.id)
-        more_url = timeline_url(contact.id, cursor_text, revealed=with_properties)
+        more_url = timeline_url(contact.id, encode_cursor(entries[-1]), revealed=with_properties)
     return Timeline(entries, more_url)
 
 

@@ -157,20 +157,21 @@ def _ids(data: Mapping[str, Any], name: str) -> list[int]:
     return list(dict.fromkeys(int(v) for v in _many(data, name) if _ROW_ID.match(v)))[:MAX_ROWS]
 
 
-def read_form(data: Mapping[str, Any]) -> Builder:
+def read_form(data: Mapping[str, Any], prefix: str = "") -> Builder:
     """The builder as the form posted it (unknown or malformed parts fall back to defaults:
-    the parser, not this, says what is wrong with a value)."""
-    builder = Builder(match="any" if _one(data, "match") == "any" else "all")
+    the parser, not this, says what is wrong with a value). ``prefix`` starts every
+    input's name when one form holds several builders (a workflow branch's conditions)."""
+    builder = Builder(match="any" if _one(data, prefix + "match") == "any" else "all")
     groups: dict[int, Group] = {}
-    for group_id in _ids(data, "group"):
+    for group_id in _ids(data, prefix + "group"):
         groups[group_id] = Group(
             group_id,
-            match="all" if _one(data, f"g{group_id}_match") == "all" else "any",
-            negate=_one(data, f"g{group_id}_not") == "1",
+            match="all" if _one(data, f"{prefix}g{group_id}_match") == "all" else "any",
+            negate=_one(data, f"{prefix}g{group_id}_not") == "1",
         )
     placed: set[int] = set()
-    for row_id in _ids(data, "row"):
-        p = f"r{row_id}_"
+    for row_id in _ids(data, prefix + "row"):
+        p = f"{prefix}r{row_id}_"
         row = Row(
             row_id,
             kind=_one(data, p + "kind", "field"),

@@ -97,6 +97,7 @@ def _detail(console: Console, segment_id: str, *, status: int = 200, **extra: An
         title=row.name,
         segment=row,
         summary=sb.describe(row.rule, dict(vocab.lists)),
+        included=dict(vocab.lists).get(str(row.include_list_id)) if row.include_list_id else None,
         count=count,
         fault=fault,
         members=[{"id": str(m.id), "stage": m.journey_stage} for m in members],

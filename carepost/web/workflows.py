@@ -47,8 +47,10 @@ from carepost.segments.rules import parse_rule
 from carepost.segments.vocabulary import load_vocabulary as rule_vocabulary
 from carepost.templates import service as templates
 from carepost.web import workflows_builder as wb
+from carepost.web import workflows_conditions as wc
 from carepost.web.console import Console, form_data, page, parse_id, redirect, sentence
 from carepost.web.forms import Choice, Field, FormData, FormSpec
+from carepost.web.segments import load_vocabulary as segment_vocabulary
 from carepost.web.segments_builder import describe as describe_rule
 from carepost.web.tables import MASK
 from carepost.web.views import alert_response, notice_for
@@ -230,8 +232,21 @@ def describe_step(step: wb.Step, pickers: Pickers) -> str:
         return f"to step {step.get('target')}"
     if kind in ("list_add", "list_remove"):
         return f"“{pickers.name('lists', step.get('list_id'))}”"
+    if kind == "segment_add":
+        return f"“{pickers.name('segments', step.get('segment_id'))}”"
     if kind == "set_stage":
         return f"to “{pickers.name('stages', step.get('stage'))}”"
+    if kind == "update_field":
+        key = str(step.get("field") or "")
+        label = wb.UPDATABLE_STANDARD.get(key) or pickers.name("fields", key)
+        action = step.get("action") or "set"
+        if action == "set":
+            return f"set “{label}” to {wb.text_of(step.get('value'))}"
+        if action == "increment":
+            return f"add {wb.text_of(step.get('by', 1))} to “{label}”"
+        return {"clear": "clear", "now": "stamp now in", "today": "stamp today in"}.get(
+            str(action), str(action)
+        ) + f" “{label}”"
     if kind == "webhook":
         return pickers.name("endpoints", step.get("endpoint_id"))
     if kind == "exit":
@@ -282,6 +297,8 @@ class BuilderState:
     general: list[str] = field(default_factory=list)
     valid: bool = False
     checked: bool = False
+    # A branch form's condition editors as posted (rows or JSON), by condition index.
+    conditions: dict[int, wc.ConditionEditor] = field(default_factory=dict)
 
     @property
     def graph_text(self) -> str:
@@ -322,9 +339,14 @@ def check(session: Session, tenant_id: uuid.UUID, state: BuilderState) -> None:
 
 
 def _check_rules(
-    session: Session, tenant_id: uuid.UUID, step: wb.Step, faults: dict[str, str]
+    session: Session,
+    tenant_id: uuid.UUID,
+    step: wb.Step,
+    faults: dict[str, str],
+    editors: dict[int, wc.ConditionEditor] | None = None,
 ) -> None:
-    """A branch's rules through the segment compiler, each fault at its condition."""
+    """A branch's rules through the segment compiler, each fault at its condition (and
+    next to the row it points at, when the condition is edited as rows)."""
     if step.get("type") != "branch":
         return
     vocabulary = rule_vocabulary(session, tenant_id)
@@ -338,6 +360,8 @@ def _check_rules(
             first = (exc.errors or [FieldError("rule", exc.detail)])[0]
             where = first.field.removeprefix("rule")
             faults[name] = f"{where.lstrip('/') + ': ' if where else ''}{first.message}"
+            if editors is not None:
+                wc.place_fault(editors.get(number), first.field, first.message)
 
 
 def apply_action(
@@ -358,7 +382,9 @@ def apply_action(
         step_id = action.removeprefix("edit:")
         _, step = wb._find(state.graph, step_id)
         state.editing, state.form_step = step_id, step
-    elif action in ("save", "cond_add", "refresh") or action.startswith("cond_remove:"):
+    elif action in ("save", "cond_add", "refresh") or action.startswith(
+        ("cond_remove:", "cond_rows:", "cond_mode:")
+    ):
         if not editing:
             return
         if editing == "new":
@@ -372,11 +398,15 @@ def apply_action(
                 chosen = _text(data, key)
                 if chosen:
                     posted[f"f.conditions.{key.removeprefix('preset.')}.rule"] = chosen
+        editors: dict[int, wc.ConditionEditor] = {}
+        if step_type == "branch":
+            vocab = segment_vocabulary(session, tenant_id)
+            editors = wc.read_conditions(data, action, posted, vocab)
         step, faults = wb.step_from_form(posted, step_type, step_id)
         name = _text(data, "f.name").strip()
         if name:
             step["name"] = name[:200]
-        if action == "refresh":
+        if action == "refresh" or action.startswith(("cond_rows:", "cond_mode:")):
             faults = {}
         elif action == "cond_add":
             step.setdefault("conditions", []).append({"rule": {}, "next": ""})
@@ -386,12 +416,14 @@ def apply_action(
             conditions = step.get("conditions") or []
             if number.isdigit() and int(number) < len(conditions) and len(conditions) > 1:
                 del conditions[int(number)]
+                editors = wc.remove(editors, int(number))
             faults = {}
         else:
-            _check_rules(session, tenant_id, step, faults)
+            _check_rules(session, tenant_id, step, faults, editors)
         if action != "save" or faults:
             state.editing, state.new_type, state.slot = editing, new_type, slot
             state.form_step, state.form_faults = step, faults
+            state.conditions = editors
             return
         if editing == "new":
             if step_type == "branch":
@@ -444,7 +476,15 @@ def builder_context(
     if not state.checked:
         check(session, tenant_id, state)
     pickers = load_pickers(session, tenant_id)
+    editors: list[wc.ConditionEditor] = []
+    vocab = None
+    if state.form_step is not None and state.form_step.get("type") == "branch":
+        vocab = segment_vocabulary(session, tenant_id)
+        editors = wc.editors_for(state.form_step, state.conditions, vocab)
+        wc.count_rows(session, console.principal.keys, editors, vocab)
     return {
+        "cond_editors": editors,
+        "svocab": vocab,
         "workflow": workflow,
         "state": state,
         "pickers": pickers,

@@ -50,7 +50,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "goto": ("Go to", "Jump to another step of this workflow"),
     "list_add": ("Add to list", "Add the contact to a static list"),
     "list_remove": ("Remove from list", "Remove the contact from a static list"),
+    "segment_add": ("Add to segment", "Make the contact a member of a segment, whatever its rule"),
     "set_stage": ("Set journey stage", "Move the contact to a journey stage"),
+    "update_field": ("Update contact field", "Set, clear, stamp or count a field of the contact"),
     "webhook": ("Call webhook", "Send a signed event (ids only) to a webhook endpoint"),
     "exit": ("End", "End the contact's run here"),
 }
@@ -63,7 +65,9 @@ SHORT = {
     "goto": "goto",
     "list_add": "add",
     "list_remove": "remove",
+    "segment_add": "segment",
     "set_stage": "stage",
+    "update_field": "field",
     "webhook": "webhook",
     "exit": "end",
 }
@@ -525,6 +529,14 @@ def _one(value: str | list[str]) -> str:
     return value[-1] if isinstance(value, list) else value
 
 
+# The standard contact fields Update Contact Field sets (carepost.workflows.update_field).
+UPDATABLE_STANDARD = {
+    "first_name": "First name",
+    "last_name": "Last name",
+    "phone": "Phone number",
+    "language": "Language",
+    "timezone": "Time zone",
+}
 JSON_FIELDS = re.compile(r"(^|\.)rule$|^conditions\.\d+\.rule$")
 
 
@@ -556,7 +568,16 @@ def step_from_form(
         if text == "":
             continue
         value: Any = text
-        if JSON_FIELDS.search(name) or name in json_names:
+        if step_type == "update_field" and name == "value":
+            # Typed as the contacts API takes it: a number, true/false or a JSON list
+            # as such, anything else (a phone, a tag, a date) as text; a standard
+            # field (a name, a phone) is always text.
+            if _one(data.get(PREFIX + "field", "")) not in UPDATABLE_STANDARD:
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    value = text
+        elif JSON_FIELDS.search(name) or name in json_names:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:

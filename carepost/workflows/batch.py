@@ -169,3 +169,7 @@ def list_remove_batch(
 from carepost.workflows.update_field import update_group as _update_group  # noqa: E402
 
 register_batch_handler("update_field")(_update_group)
+
+from carepost.workflows.segment_step import add_group as _segment_add_group  # noqa: E402
+
+register_batch_handler("segment_add")(_segment_add_group)

@@ -1,7 +1,8 @@
 """Read-only questions the workflow console asks that the service does not answer itself:
 runs by status for many workflows at once, each email step's sent/opened/clicked
-figures, the published versions with who published them and what changed, and one
-contact's runs. Ids, codes and counts only: nothing here reads PHI.
+figures, the published versions with who published them and what changed, one
+contact's runs and the steps they took (for the contact's timeline). Ids, codes and
+counts only: nothing here reads PHI.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Uuid, and_, case, cast, distinct, func, select
+from sqlalchemy import ColumnElement, Uuid, and_, case, cast, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
 from carepost.accounts.models import User
@@ -224,3 +226,62 @@ def contact_runs(
         .order_by(WorkflowRun.entered_at.desc())
     ).all()
     return [(w, r) for w, r in rows]
+
+
+@dataclass(frozen=True)
+class StepTaken:
+    """One step a contact's run entered: a timeline entry of the contact's page."""
+
+    id: int
+    entered_at: datetime
+    left_at: datetime | None
+    workflow_id: uuid.UUID
+    workflow_name: str
+    step_id: str
+    step_type: str
+    outcome: str
+
+
+def contact_steps(
+    session: Session,
+    tenant_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    *,
+    before: tuple[datetime, int, bool] | None,
+    limit: int,
+) -> list[StepTaken]:
+    """The steps the contact's runs entered, newest first (``entered_at``, then id).
+
+    ``before`` is a merged timeline's cursor: (instant, id, whether the cursor's entry
+    is a step). At one instant the timeline shows events before steps, so after an
+    event's cursor every step of that instant is still to come."""
+    query = (
+        select(
+            WorkflowRunStep.id,
+            WorkflowRunStep.entered_at,
+            WorkflowRunStep.left_at,
+            Workflow.id,
+            Workflow.name,
+            WorkflowRunStep.step_id,
+            WorkflowRunStep.step_type,
+            WorkflowRunStep.outcome,
+        )
+        .join(WorkflowRun, WorkflowRun.id == WorkflowRunStep.run_id)
+        .join(Workflow, Workflow.id == WorkflowRunStep.workflow_id)
+        .where(
+            WorkflowRun.tenant_id == tenant_id,
+            WorkflowRun.contact_id == contact_id,
+            WorkflowRunStep.tenant_id == tenant_id,
+        )
+        .order_by(WorkflowRunStep.entered_at.desc(), WorkflowRunStep.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        at, last_id, was_step = before
+        same_instant = (
+            and_(WorkflowRunStep.entered_at == at, WorkflowRunStep.id < last_id)
+            if was_step
+            else WorkflowRunStep.entered_at == at
+        )
+        query = query.where(or_(WorkflowRunStep.entered_at < at, same_instant))
+    return [StepTaken(*row) for row in session.execute(query)]

@@ -130,6 +130,7 @@ CONTACT_FREE_STEPS = frozenset(
         "goto",
         "list_add",
         "list_remove",
+        "segment_add",
         "set_stage",
         "webhook",
         "exit",

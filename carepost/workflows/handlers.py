@@ -389,3 +389,7 @@ def _move_to_workflow(step: GoToWorkflow, ctx: RunContext, detail: dict[str, Any
 from carepost.workflows.update_field import update_field as _update_field  # noqa: E402
 
 register_handler("update_field")(_update_field)
+
+from carepost.workflows.segment_step import add_one as _segment_add  # noqa: E402
+
+register_handler("segment_add")(_segment_add)

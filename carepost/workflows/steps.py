@@ -332,4 +332,5 @@ register_step(GoToWorkflow)
 
 
 # Step types in their own modules register themselves on import.
+from carepost.workflows import segment_step as _segment_step  # noqa: E402,F401
 from carepost.workflows import update_field as _update_field  # noqa: E402,F401

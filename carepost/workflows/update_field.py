@@ -1,5 +1,14 @@
 """The Update Contact Field step (``update_field``): set, clear, stamp or count a
-tenant custom field of the run's contact.
+tenant custom field of the run's contact, or set or clear one of its standard fields.
+
+Standard fields (:data:`STANDARD`): ``first_name``, ``last_name`` and ``phone`` (PHI:
+encrypted columns; the phone normalized to E.164 by phonenumbers, its blind index
+rewritten), ``language`` (BCP 47) and ``timezone`` (IANA), with ``set`` and ``clear``
+only; each value is checked by the contacts domain's own normalizer at design time
+and again at run time. The email address and external id are identifiers (unique,
+matched by imports) and the journey stage has its own step: the step refuses them.
+No value ever goes to the run's history, the audit entry or a log line: outcome
+codes, field names and counts only.
 
 Actions: ``set`` (``value``, checked and coerced by the field's type exactly as the
 contacts API does, :func:`carepost.contacts.values.normalize_value`), ``clear``,
@@ -27,6 +36,8 @@ from sqlalchemy.orm import Session
 
 from carepost.audit import service as audit
 from carepost.contacts import custom_fields, sync
+from carepost.contacts.fields import STANDARD_FIELDS, IndexKind
+from carepost.contacts.prepare import normalize_attribute
 from carepost.contacts.tokens import FieldType
 from carepost.contacts.values import FieldSpec, merge_custom, normalize_value
 from carepost.core.errors import FieldError, ValidationFailed
@@ -37,6 +48,16 @@ if TYPE_CHECKING:  # handlers and batch import the steps, which import this modu
 
 Action = Literal["set", "clear", "now", "today", "increment"]
 _DATES = (FieldType.DATE, FieldType.DATETIME)
+# Standard contact fields the step may set or clear (custom field keys never take
+# these names: carepost.contacts.custom_fields.RESERVED_KEYS).
+STANDARD = ("first_name", "last_name", "phone", "language", "timezone")
+# Standard fields the step refuses, and why.
+REFUSED = {
+    "email": "the email address is an identifier: workflows do not change it",
+    "external_id": "the external id is an identifier: workflows do not change it",
+    "birth_date": "the birth date is not changed by workflows",
+    "journey_stage": "use the Set journey stage step",
+}
 
 
 class UpdateField(Linear):
@@ -85,12 +106,44 @@ def new_value(step: UpdateField, spec: FieldSpec, current: Any, now: datetime) -
     return normalize_value(spec, step.value, field=where, now=now)
 
 
+def standard_value(name: str, raw: Any) -> str | None:
+    """A standard field's value as stored (None: cleared), or ValidationFailed on ``value``.
+    The messages never quote the value (it may be PHI)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValidationFailed(f"{name.replace('_', ' ')} takes text", field="value")
+    try:
+        if name in ("language", "timezone"):
+            return normalize_attribute(name, raw.strip())
+        return STANDARD_FIELDS[name].normalize(raw) or None
+    except ValidationFailed as failed:
+        message = failed.errors[0].message if failed.errors else failed.detail
+        raise ValidationFailed(message, field="value") from None
+
+
+def standard_problems(step: UpdateField) -> list[tuple[str, str]]:
+    if step.action not in ("set", "clear"):
+        return [("action", f"{step.field.replace('_', ' ')} can only be set or cleared")]
+    if step.action == "set":
+        try:
+            if standard_value(step.field, step.value) is None:
+                return [("value", "set needs a value (use clear to empty the field)")]
+        except ValidationFailed as failed:
+            return [("value", failed.errors[0].message if failed.errors else str(failed))]
+    return []
+
+
 def step_problems(
     step: UpdateField, spec: FieldSpec | None, now: datetime
 ) -> list[tuple[str, str]]:
     """(field of the step, message) of what is wrong with the step against the schema."""
+    if step.field in STANDARD:
+        return standard_problems(step)
+    if step.field in REFUSED:
+        return [("field", REFUSED[step.field])]
     if spec is None:
-        return [("field", "no such contact field (a custom field key)")]
+        return [("field", "no such contact field (a custom field key or a standard field)")]
     if step.action in ("now", "today") and spec.type not in _DATES:
         return [("action", f"{step.action} needs a date or date-time field")]
     if step.action == "increment" and spec.type is not FieldType.NUMBER:
@@ -126,6 +179,8 @@ def update_group(
 
     first = contexts[0]
     session, keys = first.session, first.keys
+    if step.field in STANDARD:
+        return update_standard(step, contexts)
     schema = custom_fields.load_schema(session, keys.tenant_id)
     spec = schema.get(step.field)
     if spec is None:
@@ -157,6 +212,56 @@ def update_group(
             session, keys, schema, [(c.id, c.custom, c.birth_date) for c in changed]
         )
         from carepost.workflows.wakeups import on_fields_changed  # runs awaiting a change
+
+        on_fields_changed(session, keys.tenant_id, {step.field: [c.id for c in changed]})
+        audit.record(
+            session,
+            tenant_id=keys.tenant_id,
+            actor=first.actor,
+            action="contact.workflow_update",
+            object_type="contact",
+            object_id=str(changed[0].id) if len(changed) == 1 else "",
+            details={"fields": [step.field], "updated": len(changed), "step_id": step.id},
+        )
+    return transitions
+
+
+def update_standard(step: UpdateField, contexts: Sequence[RunContext]) -> list[Transition]:
+    """Set or clear a standard field of the group's contacts: the encrypted column (and
+    the phone's blind index) through the ORM, one flush; runs waiting for a change of
+    the field wake; one audit entry with the field name and the count."""
+    from carepost.workflows.handlers import Transition
+
+    first = contexts[0]
+    session, keys = first.session, first.keys
+    try:
+        value = standard_value(step.field, step.value if step.action == "set" else None)
+    except ValidationFailed:
+        return [Transition("invalid", step.next) for _ in contexts]
+    spec = STANDARD_FIELDS.get(step.field)
+    token = None
+    if value is not None and spec is not None and spec.index is not IndexKind.NONE:
+        token = keys.blind_index(spec.index_label, value)
+    transitions: list[Transition] = []
+    changed: list[Any] = []
+    for ctx in contexts:
+        contact = ctx.contact
+        if contact is None:
+            transitions.append(Transition("no_contact", step.next))
+            continue
+        if getattr(contact, step.field) == value:
+            transitions.append(Transition("unchanged", step.next))
+            continue
+        transitions.append(Transition("updated", step.next))
+        if not ctx.dry_run:
+            setattr(contact, step.field, value)
+            if spec is not None and spec.index is not IndexKind.NONE:
+                setattr(contact, spec.index_column, token)
+            contact.updated_at = ctx.now
+            changed.append(contact)
+    if changed:
+        session.flush()
+        from carepost.workflows.wakeups import on_fields_changed
 
         on_fields_changed(session, keys.tenant_id, {step.field: [c.id for c in changed]})
         audit.record(

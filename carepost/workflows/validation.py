@@ -241,6 +241,7 @@ def check_graph(
     problems += reference_problems(session, tenant_id, graph, pointer=pointer)
     problems += _update_field_problems(session, tenant_id, graph, pointer, utcnow())
     problems += _goto_workflow_problems(session, tenant_id, graph, pointer)
+    problems += _segment_problems(session, tenant_id, graph, pointer)
     if problems:
         failed = ValidationFailed(
             f"the workflow has {len(problems)} problem(s): {problems[0].message}",
@@ -256,6 +257,14 @@ def _update_field_problems(
     from carepost.workflows.update_field import graph_problems
 
     return graph_problems(session, tenant_id, graph, pointer, now)
+
+
+def _segment_problems(
+    session: Session, tenant_id: uuid.UUID, graph: GraphShape, pointer: str
+) -> list[FieldError]:
+    from carepost.workflows.segment_step import graph_problems
+
+    return graph_problems(session, tenant_id, graph, pointer)
 
 
 def _goto_workflow_problems(
@@ -275,9 +284,7 @@ def _goto_workflow_problems(
         where = _at(pointer, index, "")
         target = session.get(Workflow, step.workflow_id)
         if target is None or target.tenant_id != tenant_id:
-            problems.append(
-                FieldError(f"{where}/workflow_id", f"step {step.id}: no such workflow")
-            )
+            problems.append(FieldError(f"{where}/workflow_id", f"step {step.id}: no such workflow"))
             continue
         if target.status == WorkflowStatus.ARCHIVED:
             problems.append(

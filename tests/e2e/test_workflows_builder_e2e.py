@@ -89,6 +89,8 @@ def test_build_activate_enroll_publish(
 
     # 4. A branch: a rule naming a field that does not exist is refused at its condition.
     add_step(page, "after event-1", "branch")
+    page.get_by_role("button", name="Edit condition 1 as JSON").click()
+    settle(page)
     page.locator("#sf-conditions-0-rule").fill('{"field": "favourite_colour", "op": "is_set"}')
     save_step(page)
     expect(page.locator("#sf-conditions-0-rule-error")).to_be_visible()
