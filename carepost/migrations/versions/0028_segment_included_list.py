@@ -1,7 +1,7 @@
 """segments: the list of contacts added to a segment by hand (by workflows)
 
 Revision ID: 0028
-Revises: 0030
+Revises: 0033
 Create Date: 2026-12-05 00:20:00.000000
 
 A dynamic segment is a rule; the workflows' Add to Segment step adds contacts to the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0028"
-down_revision = "0030"
+down_revision = "0033"
 branch_labels = None
 depends_on = None
 
