@@ -51,7 +51,6 @@ from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.fields import STANDARD_FIELDS, normalize_email
 from carepost.contacts.id_sets import dialect_of, id_in, text_in
 from carepost.contacts.models import Contact
-from carepost.contacts.sync import write_rows
 from carepost.core.config import Settings
 from carepost.core.database import new_id, new_ids, utcnow
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
@@ -60,6 +59,7 @@ from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
 from carepost.messages.events import write_events
 from carepost.messages.models import PRIORITIES, Message, MessageState
+from carepost.messages.outbox import Sealer, write_outbox_rows
 from carepost.messages.schemas import MessageIn
 
 MESSAGES_TABLE: Table = Message.__table__  # type: ignore[assignment]
@@ -86,13 +86,16 @@ class SendOutcome:
     errors: list[FieldError] = field(default_factory=list)  # field: a JSON pointer
 
     def as_dict(self) -> dict[str, Any]:
+        """For pydantic-core's ``to_json`` (which writes the id as its canonical text)."""
         return {
             "index": self.index,
-            "id": str(self.id) if self.id else None,
+            "id": self.id,
             "state": self.state,
             "reason": self.reason,
             "duplicate": self.duplicate,
-            "errors": [{"pointer": e.field, "detail": e.message} for e in self.errors],
+            "errors": [{"pointer": e.field, "detail": e.message} for e in self.errors]
+            if self.errors
+            else [],
         }
 
 
@@ -150,6 +153,7 @@ class _BatchFacts:
 
     addresses: dict[str, str] = field(default_factory=dict)  # "" when not valid
     senders: dict[str, str | None] = field(default_factory=dict)
+    names: dict[str, bool] = field(default_factory=dict)  # sender name: one line
 
     def address(self, value: str, item: _Item, pointer: str) -> str:
         found = self.addresses.get(value)
@@ -161,6 +165,14 @@ class _BatchFacts:
             self.addresses[value] = found
         if not found:
             _fail(item, pointer, "not a valid email address")
+        return found
+
+    def one_line(self, name: str) -> bool:
+        """Whether a sender name is one line without control characters (a batch
+        repeats one or a few names)."""
+        found = self.names.get(name)
+        if found is None:
+            found = self.names[name] = not has_forbidden_characters(name)
         return found
 
     def sender_refused(self, session: Session, tenant_id: uuid.UUID, address: str) -> str | None:
@@ -214,7 +226,7 @@ def _check_item(
         item.lookup = keys.blind_index(EXTERNAL_ID_INDEX_LABEL, request.external_id.strip())
     if request.to_name is not None and has_forbidden_characters(request.to_name):
         _fail(item, "to_name", "must be one line without control characters")
-    if request.from_name is not None and has_forbidden_characters(request.from_name):
+    if request.from_name is not None and not facts.one_line(request.from_name):
         _fail(item, "from_name", "must be one line without control characters")
     # A batch comes from one or a few senders: each is checked once.
     item.from_address = facts.address(request.from_address, item, "from")
@@ -602,6 +614,7 @@ def send_messages(
     suppressions = _suppressions(session, tenant_id, {i.to_index for i in good})
     consents = _consents(session, tenant_id, {i.contact_id for i in good if i.contact_id})
     rows, events = [], []
+    seal = Sealer(keys, MESSAGES_TABLE)
     decided: dict[tuple[SuppressionMatch | None, str, bool], Decision] = {}
     for item in good:
         request = item.request
@@ -630,17 +643,17 @@ def send_messages(
                 "tenant_id": tenant_id,
                 "contact_id": item.contact_id,
                 "campaign_id": context.campaign_id,
-                "to_address": item.address,
+                "to_address": seal.text("to_address", item.address),
                 "to_index": item.to_index,
-                "to_name": request.to_name,
+                "to_name": seal.text("to_name", request.to_name),
                 "from_address": item.from_address,
                 "from_name": request.from_name,
                 "reply_to": item.reply_to,
-                "subject": content.subject,
-                "body": {"html": content.html, "text": content.text},
-                "data": request.data or None,
-                "attachments": item.attachments or None,
-                "metadata": request.metadata or None,
+                "subject": seal.text("subject", content.subject),
+                "body": seal.json("body", {"html": content.html, "text": content.text}),
+                "data": seal.json("data", request.data or None),
+                "attachments": seal.json("attachments", item.attachments or None),
+                "metadata": seal.json("metadata", request.metadata or None),
                 "tags": list(request.tags),
                 "template_id": content.template_id,
                 "variant": content.variant,
@@ -672,8 +685,8 @@ def send_messages(
         events.append((message_id, item.contact_id, state, detail))
         results[item.index] = SendOutcome(item.index, state, message_id, reason)
     if rows:
-        # COPY / driver executemany with each column's own processing (encryption).
-        write_rows(
+        # Binary COPY / driver executemany with each column's own processing (encryption).
+        write_outbox_rows(
             session,
             MESSAGES_TABLE,
             MESSAGE_COLUMNS,
