@@ -12,14 +12,24 @@ sends the same N messages (about 2 KB, one recipient each) twice, from
   **committed** to the outbox before its 250.
 
 Prints ``gateway sink messages/s=<n>``, ``gateway gateway messages/s=<n>`` and
-``gateway ratio=<gateway/sink>`` (goal >= 0.5). The run fails when a count is off
-(the gateway's is the number of queued outbox rows).
+``gateway ratio=<gateway/sink>`` (goal >= 0.5), each with the process's CPU
+microseconds per message (clients and server share this process, so the difference
+is what the gateway costs; load-independent, unlike the rates), and ``uptime``'s
+load. The run fails when a count is off (the gateway's is the number of queued
+outbox rows).
+
+The messages are bench/smtp_baseline.py's (``build_messages``, imported, not
+copied); its :class:`~bench.smtp_baseline.Sink` speaks no STARTTLS, so the sink here
+is the same counting handler behind aiosmtpd's STARTTLS with the gateway's
+certificate: the same client, TLS on both sides.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import resource
 import smtplib
 import ssl
 import threading
@@ -37,6 +47,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from bench.scratch import scratch_tenant
+from bench.smtp_baseline import SENDER, build_messages
 from carepost.audit.service import SYSTEM
 from carepost.core.runtime import Runtime
 from carepost.domains.models import SendingDomain
@@ -44,21 +55,21 @@ from carepost.gateway import service
 from carepost.gateway.server import gateway_controller
 from carepost.messages.models import Message
 
+# smtp_baseline's messages use reserved .test names, which the outbox refuses as
+# addresses: the same messages, with these domains instead.
 FROM_DOMAIN = "bench.clinic.example"
-SENDER = f"care@{FROM_DOMAIN}"
-BODY_LINE = b"Your appointment is confirmed. Reply to this message with questions.\r\n"
+RENAMED = ((b"@sink.test", b"@example.org"), (b"bench.carepost.test", FROM_DOMAIN.encode()))
+GATEWAY_SENDER = SENDER.replace("bench.carepost.test", FROM_DOMAIN)
 
 
-def build_messages(count: int) -> list[tuple[str, bytes]]:
+def gateway_messages(count: int) -> list[tuple[str, bytes]]:
+    """bench/smtp_baseline.py's messages, renamed (:data:`RENAMED`)."""
     messages = []
-    for number in range(count):
-        recipient = f"patient{number}@example.org"
-        head = (
-            f"From: Clinic <{SENDER}>\r\nTo: {recipient}\r\nSubject: Reminder {number}\r\n"
-            f"Message-ID: <{number}@{FROM_DOMAIN}>\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-        ).encode()
-        messages.append((recipient, head + BODY_LINE * 28))
+    for recipient, data in build_messages(count):
+        for old, new in RENAMED:
+            data = data.replace(old, new)
+            recipient = recipient.replace(old.decode(), new.decode())
+        messages.append((recipient, data))
     return messages
 
 
@@ -105,7 +116,7 @@ def send_all(
             if login:
                 smtp.login(*login)
             for recipient, data in share:
-                smtp.sendmail(SENDER, [recipient], data)
+                smtp.sendmail(GATEWAY_SENDER, [recipient], data)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=connections) as pool:
@@ -136,9 +147,14 @@ class _SinkController(Controller):
         )
 
 
-def measure(count: int, connections: int) -> tuple[float, float]:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(count: int, connections: int) -> tuple[float, float, float, float]:
     """Messages per second accepted by the bare sink and durably queued by the gateway."""
-    messages = build_messages(count)
+    messages = gateway_messages(count)
     with scratch_tenant() as scratch:
         cert, key = certificate(scratch.workdir)
         settings = scratch.runtime.settings.model_copy(
@@ -172,8 +188,10 @@ def measure(count: int, connections: int) -> tuple[float, float]:
         counter = _Counter()
         sink = _SinkController(counter, context)
         sink.start()
+        cpu = _cpu_seconds()
         try:
             sink_seconds = send_all(sink.port, messages, connections, None)
+            sink_cpu = _cpu_seconds() - cpu
         finally:
             sink.stop()
         if counter.accepted != count:
@@ -181,8 +199,10 @@ def measure(count: int, connections: int) -> tuple[float, float]:
 
         gateway = gateway_controller(runtime, host="127.0.0.1", port=_free_port())
         gateway.start()
+        cpu = _cpu_seconds()
         try:
             gateway_seconds = send_all(gateway.port, messages, connections, (username, secret))
+            gateway_cpu = _cpu_seconds() - cpu
         finally:
             gateway.stop()
         with runtime.database.session() as session:
@@ -193,7 +213,8 @@ def measure(count: int, connections: int) -> tuple[float, float]:
             )
         if queued != count:
             raise RuntimeError(f"the gateway queued {queued} of {count}")
-    return count / sink_seconds, count / gateway_seconds
+    micro = 1e6 / count
+    return count / sink_seconds, count / gateway_seconds, sink_cpu * micro, gateway_cpu * micro
 
 
 def _free_port() -> int:
@@ -209,11 +230,18 @@ def run(argv: list[str] | None = None) -> float:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=50)
     options, _unknown = parser.parse_known_args(argv or [])
-    sink, gateway = measure(options.messages, options.connections)
+    sink, gateway, sink_cpu, gateway_cpu = measure(options.messages, options.connections)
     ratio = gateway / sink
-    print(f"gateway sink messages/s={sink:.0f} connections={options.connections}")
-    print(f"gateway gateway messages/s={gateway:.0f} (durably queued)")
-    print(f"gateway ratio={ratio:.2f} (goal >= 0.5)")
+    load = os.getloadavg()
+    print(
+        f"gateway sink messages/s={sink:.0f} cpu_us_per_message={sink_cpu:.0f} "
+        f"connections={options.connections}"
+    )
+    print(
+        f"gateway gateway messages/s={gateway:.0f} cpu_us_per_message={gateway_cpu:.0f} "
+        "(durably queued)"
+    )
+    print(f"gateway ratio={ratio:.2f} (goal >= 0.5) load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}")
     return ratio
 
 

@@ -9,6 +9,7 @@ from carepost.accounts import tasks as accounts_tasks
 from carepost.audit import tasks as audit_tasks
 from carepost.core.worker import JobRegistry
 from carepost.domains import tasks as domains_tasks
+from carepost.gateway import tasks as gateway_tasks
 from carepost.imports import tasks as imports_tasks
 from carepost.messages import tasks as messages_tasks
 from carepost.portal import tasks as portal_tasks
@@ -27,4 +28,5 @@ def all_jobs() -> JobRegistry:
     workflows_tasks.register_jobs(registry)
     workflows_tasks.register_trigger_jobs(registry)
     portal_tasks.register_jobs(registry)
+    gateway_tasks.register_jobs(registry)
     return registry

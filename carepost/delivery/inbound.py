@@ -1,8 +1,14 @@
-"""The inbound SMTP listener for bounces and complaints (aiosmtpd), and what it does
-with each report.
+"""The inbound SMTP listener (aiosmtpd) for bounces, complaints and secure replies,
+and what it does with each report.
 
-It accepts mail only for the bounce domain (``CAREPOST_BOUNCE_DOMAIN``): any other
-recipient gets ``550 5.7.1 relaying denied``, so it can never be used as a relay. A
+It accepts mail only for the bounce domain (``CAREPOST_BOUNCE_DOMAIN``) and, for
+inbound secure replies (:mod:`carepost.gateway.replies`), for addresses of a verified
+sending domain of an organization with an enabled inbound route: any other recipient
+gets ``550 5.7.1 relaying denied``, so it can never be used as a relay. One
+transaction is for one kind and one organization: a recipient of another gets
+``452 4.5.3`` (the sender sends it in a new transaction). A secure reply is
+committed to the database before ``250`` (``451`` if it cannot be), then opened and
+handed to the organization's mail server after the reply, off the event loop. A
 message over ``CAREPOST_INBOUND_MAX_BYTES`` gets ``552``. Everything accepted is
 parsed as a DSN (RFC 3464, :mod:`carepost.delivery.bounces`) or an ARF complaint
 (RFC 5965, :mod:`carepost.delivery.arf`) and mapped to its message by:
@@ -33,6 +39,7 @@ Run it with ``carepost inbound serve``; see docs/bounces-and-complaints.md.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -52,11 +59,13 @@ from carepost.delivery.arf import parse_arf
 from carepost.delivery.bounces import DsnReport, RecipientStatus, parse_dsn, redact_addresses
 from carepost.delivery.feedback_keys import cached_feedback_secret
 from carepost.delivery.message_ledger import message_ledger
+from carepost.gateway import replies
 
 INBOUND_ACTOR = Actor(type="system", id="inbound", label="bounce and complaint processor")
 OutcomeKind = Literal["hard_bounce", "soft_bounce", "delayed", "complaint", "ignored", "unmatched"]
 
 log = get_logger(__name__)
+_BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 
 
 @dataclass(frozen=True)
@@ -190,12 +199,18 @@ def _suppress(
 
 
 class BounceHandler:
-    """aiosmtpd handler: RCPT policy (bounce domain only) and DATA processing."""
+    """aiosmtpd handler: RCPT policy (the bounce domain, organizations' reply
+    addresses) and DATA processing."""
 
     def __init__(self, runtime: Runtime, *, bounce_domain: str, secret: bytes) -> None:
         self.runtime = runtime
         self.bounce_domain = bounce_domain.lower().rstrip(".")
         self.secret = secret
+        self.delivering: set[asyncio.Future[str]] = set()
+
+    def _reply_tenant(self, address: str) -> uuid.UUID | None:
+        with self.runtime.database.session() as session:
+            return replies.tenant_for_recipient(session, address)
 
     async def handle_RCPT(
         self,
@@ -206,14 +221,33 @@ class BounceHandler:
         rcpt_options: list[str],
     ) -> str:
         domain = address.rpartition("@")[2].lower().rstrip(".")
-        if domain != self.bounce_domain:
-            return "550 5.7.1 Relaying denied"
+        kind: tuple[str, uuid.UUID | None]
+        if domain == self.bounce_domain:
+            kind = ("report", None)
+        else:
+            try:
+                tenant_id = await asyncio.get_running_loop().run_in_executor(
+                    None, self._reply_tenant, address
+                )
+            except Exception as exc:  # noqa: BLE001 - the sender retries later
+                log.error("inbound.rcpt_failed", error=type(exc).__name__)
+                return "451 4.3.0 Temporary failure, try again later"
+            if tenant_id is None:
+                return "550 5.7.1 Relaying denied"
+            kind = ("reply", tenant_id)
+        chosen = getattr(envelope, "carepost_kind", None)
+        if chosen is not None and chosen != kind:
+            return "452 4.5.3 Too many recipients"  # another kind or organization: later
+        envelope.carepost_kind = kind  # type: ignore[attr-defined]
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content or b""
         data = content if isinstance(content, bytes) else content.encode("utf-8", "replace")
+        kind = getattr(envelope, "carepost_kind", ("report", None))
+        if kind[0] == "reply" and isinstance(kind[1], uuid.UUID):
+            return await self._reply(envelope, kind[1], data)
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(
                 None,
@@ -234,6 +268,42 @@ class BounceHandler:
             suppressed=outcome.suppressed,
         )
         return "250 2.0.0 OK"
+
+    async def _reply(self, envelope: Envelope, tenant_id: uuid.UUID, data: bytes) -> str:
+        if _BARE.search(data):
+            return "550 5.6.0 Bare LF or CR in message data refused (RFC 5321)"
+        loop = asyncio.get_running_loop()
+        try:
+            reply_id = await loop.run_in_executor(
+                None,
+                lambda: replies.store_reply(
+                    self.runtime,
+                    tenant_id,
+                    mail_from=envelope.mail_from or "",
+                    recipients=list(envelope.rcpt_tos),
+                    data=data,
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - the sender must retry, never lose a reply
+            log.error("inbound.reply_store_failed", error=type(exc).__name__)
+            return "451 4.3.0 Temporary failure, try again later"
+        log.info("inbound.reply_received", reply=str(reply_id), bytes=len(data))
+        future = loop.run_in_executor(None, self._deliver, tenant_id, reply_id)
+        self.delivering.add(future)
+        future.add_done_callback(self.delivering.discard)
+        return f"250 2.0.0 OK queued as {reply_id}"
+
+    def _deliver(self, tenant_id: uuid.UUID, reply_id: uuid.UUID) -> str:
+        try:
+            return replies.deliver_reply(self.runtime, tenant_id, reply_id)
+        except Exception as exc:  # noqa: BLE001 - stored: the worker's job retries it
+            log.error("inbound.reply_failed", reply=str(reply_id), error=type(exc).__name__)
+            return "error"
+
+    async def replies_done(self) -> None:
+        """Wait for the deliveries started so far (tests, shutdown)."""
+        while self.delivering:
+            await asyncio.gather(*list(self.delivering), return_exceptions=True)
 
 
 def inbound_controller(

@@ -1,5 +1,5 @@
 """``carepost gateway``: the SMTP gateway (``serve``) and its clients (``add``,
-``list``, ``delete``)."""
+``list``, ``update``, ``rotate-secret``, ``delete``)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,65 @@ def list_clients(tenant: TenantOption) -> None:
                     str(len(row.cert_fingerprints)),
                 )
             out.print(table)
+
+
+@gateway_app.command("update")
+def update(
+    tenant: TenantOption,
+    client_id: Annotated[uuid.UUID, typer.Argument()],
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Sender domain (repeat): the list given replaces the old one."),
+    ] = None,
+    network: Annotated[
+        list[str] | None,
+        typer.Option(help="CIDR network (repeat): the list given replaces the old one."),
+    ] = None,
+    no_networks: Annotated[bool, typer.Option(help="Remove every source network.")] = False,
+    fingerprint: Annotated[
+        list[str] | None,
+        typer.Option(help="Certificate fingerprint (repeat): replaces the old list."),
+    ] = None,
+    no_fingerprints: Annotated[
+        bool, typer.Option(help="Remove every certificate fingerprint.")
+    ] = False,
+    max_message_bytes: Annotated[int | None, typer.Option(min=1024)] = None,
+    max_recipients: Annotated[int | None, typer.Option(min=1, max=1000)] = None,
+) -> None:
+    """Change a gateway client; what is not given stays as it is.
+
+    Example: carepost gateway update --tenant clinic CLIENT_ID --network 40.92.0.0/15
+    """
+    with open_runtime() as runtime:
+        organization = find_tenant(runtime, tenant)
+        with runtime.database.session() as session:
+            service.update_client(
+                session,
+                organization.id,
+                client_id,
+                actor=operator(),
+                name=name,
+                sender_domains=domain or None,
+                networks=[] if no_networks else (network or None),
+                cert_fingerprints=[] if no_fingerprints else (fingerprint or None),
+                max_message_bytes=max_message_bytes,
+                max_recipients=max_recipients,
+            )
+            out.print("updated.")
+
+
+@gateway_app.command("rotate-secret")
+def rotate_secret(tenant: TenantOption, client_id: Annotated[uuid.UUID, typer.Argument()]) -> None:
+    """Give a client a new SMTP AUTH secret (printed once); the old one stops working."""
+    with open_runtime() as runtime:
+        organization = find_tenant(runtime, tenant)
+        with runtime.database.session() as session:
+            client, secret = service.rotate_secret(
+                session, organization.id, client_id, actor=operator()
+            )
+            out.print(f"username: {client.username}")
+            out.print(f"secret:   {secret}   (shown once: store it in the mail server now)")
 
 
 @gateway_app.command("delete")

@@ -347,8 +347,13 @@ class GroupWriter:
                     # The domain must still be a verified sending domain of the tenant
                     # (it may have been deleted since the client was configured).
                     accepted = []
+                    # One check per From domain of the batch, not per message.
+                    refusals: dict[str, str | None] = {}
                     for item in items:
-                        if check_sender(db, tenant_id, item.header_from) is None:
+                        domain = item.header_from.rpartition("@")[2]
+                        if domain not in refusals:
+                            refusals[domain] = check_sender(db, tenant_id, item.header_from)
+                        if refusals[domain] is None:
                             accepted.append(item)
                         else:
                             item.error = MessageRefused(

@@ -213,6 +213,90 @@ def delete_client(
     )
 
 
+def update_client(
+    session: Session,
+    tenant_id: uuid.UUID,
+    client_id: uuid.UUID,
+    *,
+    actor: audit.Actor,
+    name: str | None = None,
+    sender_domains: Sequence[str] | None = None,
+    networks: Sequence[str] | None = None,
+    cert_fingerprints: Sequence[str] | None = None,
+    max_message_bytes: int | None = None,
+    max_recipients: int | None = None,
+) -> GatewayClient:
+    """Change what is given (None leaves a field as it is), checked as at creation;
+    the audit entry names the fields changed, never their values' content beyond
+    counts and domains. Sessions identified before keep their identity until they end;
+    every new session sees the change."""
+    client = get_client(session, tenant_id, client_id)
+    changed: dict[str, Any] = {}
+    if name is not None:
+        clean = name.strip()
+        if not clean or len(clean) > 100:
+            raise ValidationFailed(
+                "Invalid name", errors=[FieldError("name", "1 to 100 characters")]
+            )
+        if clean != client.name:
+            client.name = clean
+            changed["name"] = True
+    if sender_domains is not None:
+        domains = _domains(session, tenant_id, sender_domains)
+        if domains != list(client.sender_domains):
+            client.sender_domains = domains
+            changed["sender_domains"] = domains
+    if networks is not None:
+        found = _networks(networks)
+        if found != list(client.networks):
+            client.networks = found
+            changed["networks"] = len(found)
+    if cert_fingerprints is not None:
+        prints = sorted({normalize_fingerprint(f) for f in cert_fingerprints})
+        if prints != list(client.cert_fingerprints):
+            client.cert_fingerprints = prints
+            changed["cert_fingerprints"] = len(prints)
+    if max_message_bytes is not None and max_message_bytes != client.max_message_bytes:
+        client.max_message_bytes = max_message_bytes
+        changed["max_message_bytes"] = max_message_bytes
+    if max_recipients is not None and max_recipients != client.max_recipients:
+        client.max_recipients = max_recipients
+        changed["max_recipients"] = max_recipients
+    if changed:
+        session.flush()
+        audit.record(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="gateway.client.update",
+            object_type="gateway_client",
+            object_id=str(client.id),
+            details={"changed": sorted(changed), **changed},
+        )
+    return client
+
+
+def rotate_secret(
+    session: Session, tenant_id: uuid.UUID, client_id: uuid.UUID, *, actor: audit.Actor
+) -> tuple[GatewayClient, str]:
+    """A new SMTP AUTH secret (returned once); the old one stops working for every new
+    session at once. Verifications a gateway process remembers are keyed by the stored
+    hash (:class:`VerifiedSecrets`), so none made with the old hash is believed again."""
+    client = get_client(session, tenant_id, client_id)
+    secret = secrets.token_urlsafe(24)
+    client.secret_hash = hash_password(secret)
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="gateway.client.rotate_secret",
+        object_type="gateway_client",
+        object_id=str(client.id),
+    )
+    return client, secret
+
+
 # --- identification (the SMTP server calls these in a worker thread) -------------------
 
 

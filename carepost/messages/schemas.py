@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from carepost.core.types import IsoDateTime
+from carepost.portal.schemas import PortalIdentityIn
 
 MAX_BATCH = 10_000
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -62,6 +63,11 @@ class MessageIn(BaseModel):
     send_at: IsoDateTime | None = None
     priority: Priority = "normal"
     purpose: SendPurpose = "transactional"
+    portal: PortalIdentityIn | None = Field(
+        default=None,
+        description="A question the recipient may answer at the secure portal instead of an "
+        "emailed code, if the message goes there; the answer is hashed before it is stored",
+    )
 
 
 class BatchItemIn(MessageIn):

@@ -61,6 +61,7 @@ from carepost.messages.events import write_events
 from carepost.messages.models import PRIORITIES, Message, MessageState
 from carepost.messages.outbox import Sealer, write_outbox_rows
 from carepost.messages.schemas import MessageIn
+from carepost.portal.presets import store_presets
 
 MESSAGES_TABLE: Table = Message.__table__  # type: ignore[assignment]
 MESSAGE_COLUMNS = tuple(column.key for column in MESSAGES_TABLE.columns)
@@ -693,6 +694,7 @@ def send_messages(
             [ROW_VALUES(row) for row in rows],
         )
         write_events(session, tenant_id, events, now=now, campaign_id=context.campaign_id)
+        _store_portal_presets(session, keys, good, now)
     for item in bad:
         results[item.index] = SendOutcome(
             item.index,
@@ -721,6 +723,20 @@ def send_messages(
             details={"queued": queued, "suppressed": len(rows) - queued, "failed": len(bad)},
         )
     return [r for r in results if r is not None]
+
+
+def _store_portal_presets(
+    session: Session, keys: TenantKeys, written: Sequence[_Item], now: datetime
+) -> None:
+    """The portal's identity question set with a message (``portal``): hashed and stored
+    by the portal (carepost/portal/presets.py), never in the message or its metadata."""
+    presets = [
+        (i.message_id, identity)
+        for i in written
+        if (identity := getattr(i.request, "portal", None)) is not None
+    ]
+    if presets:
+        store_presets(session, keys, presets, now=now)
 
 
 def send_with_retry(

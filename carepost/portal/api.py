@@ -2,7 +2,8 @@
 its access events and replies' metadata, and recall. Reading needs ``reports:read``,
 recall ``messages:send``; the organization's portal settings (notice subject,
 expiry, branding) need ``tenant:read`` / ``tenant:write``. No PHI travels here
-(reply texts are read in the console, with ``phi:read``, audited)."""
+(reply texts and files are read in the console, with ``phi:read``, audited; the
+files' names show here only with ``phi:read``, audited ``portal.view_phi``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, Query
 from carepost.accounts.principal import Principal
 from carepost.api.deps import get_runtime, require
 from carepost.api.pagination import Page, decode_cursor, encode_cursor
+from carepost.audit import service as audit
 from carepost.core.database import utcnow
 from carepost.core.runtime import Runtime
 from carepost.portal import sender, service
@@ -59,7 +61,20 @@ def get_portal_message(
 ) -> PortalItemOut:
     with runtime.bound_session(principal.keys) as session:
         item = sender.get_item(session, principal.tenant_id, portal_item_id)
-        return sender.item_out(session, item, detail=True)
+        names = principal.can("phi:read")
+        out = sender.item_out(session, item, detail=True, names=names)
+        shown = sum(len(r.attachments) for r in out.reply_list or [])
+        if names and shown:
+            audit.record(
+                session,
+                tenant_id=principal.tenant_id,
+                actor=principal.actor,
+                action="portal.view_phi",
+                object_type="portal_item",
+                object_id=str(item.id),
+                details={"reply_file_names": shown},
+            )
+        return out
 
 
 @router.post(

@@ -18,7 +18,7 @@ from carepost.core.config import get_settings
 from carepost.core.database import new_id
 from carepost.messages.models import Message
 from carepost.portal import content as portal_content
-from carepost.portal import service
+from carepost.portal import presets, service
 from carepost.portal.models import EventKind, ItemState, PortalItem
 
 
@@ -86,4 +86,9 @@ def hand_to_portal(
         actor=service.PORTAL_ACTOR,
         detail={"reasons": item.reasons, "attachments": len(snapshot["attachments"])},
     )
+    if presets.apply_preset(session, item):
+        service.record_event(
+            session, item, EventKind.QUESTION_SET, now=now, actor=service.PORTAL_ACTOR,
+            detail={"set": "with_message"},
+        )  # fmt: skip
     return item.id

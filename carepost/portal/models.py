@@ -110,6 +110,19 @@ class PortalReply(IdMixin, TimestampMixin, TenantOwned, Base):
     body: Mapped[str] = mapped_column(EncryptedString("portal_replies.body"))
     length: Mapped[int] = mapped_column(Integer, default=0)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The recipient's files: [{"filename", "content_type", "content" (base64)}], sealed
+    # like the message content; their names, types and sizes apart (names may be PHI:
+    # sealed too) so that listing them never decrypts the files.
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        EncryptedJSON("portal_replies.attachments"), default=None
+    )
+    attachment_meta: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        EncryptedJSON("portal_replies.attachment_meta"), default=None
+    )
+    # The DLP summary of the text and files (detector names and counts, no PHI).
+    dlp: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The outbox message that carried the reply to the sender ("deliver" setting).
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), default=None)
 
 
 class PortalEvent(Base):
@@ -144,4 +157,22 @@ class PortalSettings(Base):
     expiry_days: Mapped[int] = mapped_column(Integer, default=30)
     logo_url: Mapped[str] = mapped_column(String(500), default="")
     brand_color: Mapped[str] = mapped_column(String(7), default="#0b5394")
+    # "notice": the sender is told by email and reads the reply in the console;
+    # "deliver": the reply itself goes to the sender through the outbox, protected by
+    # the policy engine (the message counts as PHI whatever DLP finds).
+    reply_delivery: Mapped[str] = mapped_column(String(12), default="notice")
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class PortalPreset(IdMixin, TimestampMixin, TenantOwned, Base):
+    """The identity question a sender set when sending (``portal`` of the send request),
+    waiting for the message to be handed to the portal: the question sealed, the answer
+    only as a keyed hash (tenant index key, bound to the message id) of its normal form.
+    Deleted with the message; copied to the item at hand-off."""
+
+    __tablename__ = "portal_presets"
+    __table_args__ = (UniqueConstraint("tenant_id", "message_id"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(EncryptedString("portal_presets.question"))
+    answer_hash: Mapped[str] = mapped_column(String(64))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 
-from carepost.core.text import SingleLineText
+from carepost.core.text import SingleLineText, check_single_line
 
 
 class PortalEventOut(BaseModel):
@@ -17,11 +18,28 @@ class PortalEventOut(BaseModel):
     detail: dict[str, Any]
 
 
+class ReplyAttachmentOut(BaseModel):
+    """A file the recipient sent with a reply: its name (PHI: only with ``phi:read``),
+    size and type; the content is downloaded in the console."""
+
+    index: int
+    name: str | None = Field(description="Null without phi:read (a file name may be PHI)")
+    size: int
+    content_type: str
+
+
 class PortalReplyOut(BaseModel):
     id: uuid.UUID
     created_at: datetime
     length: int
     read_at: datetime | None
+    attachments: list[ReplyAttachmentOut] = Field(default_factory=list)
+    dlp: dict[str, Any] | None = Field(
+        default=None, description="The DLP summary of the reply (detector names and counts)"
+    )
+    delivered_as: uuid.UUID | None = Field(
+        default=None, description='The outbox message that carried it (setting "deliver")'
+    )
 
 
 class PortalItemOut(BaseModel):
@@ -58,6 +76,12 @@ class PortalSettingsIn(BaseModel):
         description="Same-origin path or data: URL (the pages' CSP allows no other images)",
     )
     brand_color: str = Field(default="#0b5394", pattern=r"^#[0-9a-fA-F]{6}$")
+    reply_delivery: Literal["notice", "deliver"] = Field(
+        default="notice",
+        description='"notice": the sender is emailed that a reply waits in the console; '
+        '"deliver": the reply itself is sent to the sender through the outbox, protected by '
+        "the policy (S/MIME or OpenPGP with a key, else TLS required, else the portal)",
+    )
 
 
 class PortalSettingsOut(PortalSettingsIn):
@@ -69,3 +93,27 @@ class PortalQuestionIn(BaseModel):
 
     question: SingleLineText = Field(min_length=1, max_length=300)
     answer: SingleLineText = Field(min_length=3, max_length=200, description="Stored hashed only")
+
+
+class PortalIdentityIn(BaseModel):
+    """The question the recipient answers at the portal instead of an emailed code, set
+    with the message (``portal`` of ``POST /api/v1/messages``). The answer is hashed
+    before anything is stored and never shown, logged or kept with the message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: SingleLineText = Field(min_length=1, max_length=300)
+    answer: SecretStr = Field(
+        min_length=3, max_length=200, description="Stored only as a keyed hash"
+    )
+
+    @field_validator("answer")
+    @classmethod
+    def _one_line(cls, value: SecretStr) -> SecretStr:
+        answer = value.get_secret_value()
+        check_single_line(answer)
+        if len(" ".join(answer.casefold().split())) < 3:
+            raise PydanticCustomError(
+                "answer_too_short", "use an answer of 3 to 200 characters (spaces aside)"
+            )
+        return value

@@ -1,5 +1,6 @@
 """The sender's view of portal items: list, one item with its events and replies'
-metadata, reading a reply (PHI: audited by the caller), recall."""
+metadata (files: size and type; their names with phi:read), reading a reply and
+downloading its files (PHI: audited), recall."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from carepost.audit import service as audit
 from carepost.core.errors import Conflict, NotFound
 from carepost.portal import service
 from carepost.portal.models import PortalEvent, PortalItem, PortalReply
-from carepost.portal.schemas import PortalEventOut, PortalItemOut, PortalReplyOut
+from carepost.portal.schemas import (
+    PortalEventOut,
+    PortalItemOut,
+    PortalReplyOut,
+    ReplyAttachmentOut,
+)
 
 _SEALED = ("to_address", "content", "attachment_meta")
 
@@ -54,8 +60,34 @@ def reply_counts(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, 
     return {item_id: count for item_id, count in rows}
 
 
+def reply_out(reply: PortalReply, *, names: bool) -> PortalReplyOut:
+    """A reply's metadata; its files' names (PHI) only for ``names`` (phi:read)."""
+    return PortalReplyOut(
+        id=reply.id,
+        created_at=reply.created_at,
+        length=reply.length,
+        read_at=reply.read_at,
+        attachments=[
+            ReplyAttachmentOut(
+                index=index,
+                name=f["filename"] if names else None,
+                size=int(f["size"]),
+                content_type=f["content_type"],
+            )
+            for index, f in enumerate(reply.attachment_meta or [])
+        ],
+        dlp=reply.dlp,
+        delivered_as=reply.delivery_id,
+    )
+
+
 def item_out(
-    session: Session, item: PortalItem, *, detail: bool, replies: int | None = None
+    session: Session,
+    item: PortalItem,
+    *,
+    detail: bool,
+    replies: int | None = None,
+    names: bool = False,
 ) -> PortalItemOut:
     events = None
     reply_list = None
@@ -67,12 +99,12 @@ def item_out(
             )
         ]
         reply_list = [
-            PortalReplyOut(id=r.id, created_at=r.created_at, length=r.length, read_at=r.read_at)
+            reply_out(r, names=names)
             for r in session.scalars(
                 select(PortalReply)
                 .where(PortalReply.item_id == item.id)
-                .options(defer(PortalReply.body))
-                .order_by(PortalReply.created_at)
+                .options(defer(PortalReply.body), defer(PortalReply.attachments))
+                .order_by(PortalReply.created_at, PortalReply.id)
             )
         ]
         replies = len(reply_list)
@@ -155,7 +187,8 @@ def replies_of(session: Session, item_id: uuid.UUID) -> list[PortalReply]:
         session.scalars(
             select(PortalReply)
             .where(PortalReply.item_id == item_id)
-            .order_by(PortalReply.created_at)
+            .options(defer(PortalReply.attachments))
+            .order_by(PortalReply.created_at, PortalReply.id)
         )
     )
 

@@ -9,10 +9,12 @@ a random token and, for codes, the code. Never the message's subject or content.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,16 +22,20 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from carepost.audit import service as audit
 from carepost.contacts.fields import normalize_email
 from carepost.core.database import new_id, utcnow
-from carepost.core.errors import ValidationFailed
+from carepost.core.errors import FieldError, ValidationFailed
 from carepost.crypto.keyring import current_tenant_keys
+from carepost.dlp.extraction import Attachment as DlpAttachment
+from carepost.dlp.extraction import MessageContent, ScanLimits
+from carepost.dlp.service import scan_for_tenant
 from carepost.messages.events import write_events
 from carepost.messages.models import PRIORITIES, Message, MessageState
 from carepost.messages.sending import EMAIL_INDEX_LABEL
+from carepost.portal import presets, reply_files
 from carepost.portal.models import (
     EventKind,
     ItemState,
@@ -42,6 +48,8 @@ from carepost.portal.models import (
 from carepost.portal.schemas import PortalSettingsIn, PortalSettingsOut
 from carepost.tenancy.models import Tenant
 
+normal_answer = presets.normal_answer
+
 CODE_LIFETIME = timedelta(minutes=10)
 CODES_PER_HOUR = 5
 MAX_FAILURES = 5
@@ -50,6 +58,7 @@ SESSION_LIFETIME = timedelta(minutes=15)
 MAX_REPLY = 20_000
 MIN_PASSWORD = 10
 DEFAULT_EXPIRY_DAYS = 30
+REPLY_SCAN_LIMITS = ScanLimits(max_seconds=3.0, max_attachments=reply_files.MAX_FILES)
 # Per client address, across the tenant's items: code requests and wrong codes, passwords
 # and answers count; past the limit every such request answers 429 until the window moves.
 CLIENT_WINDOW = timedelta(minutes=15)
@@ -80,6 +89,7 @@ class Branding:
     brand_color: str
     notice_subject: str
     expiry_days: int
+    reply_delivery: str = "notice"
 
 
 def branding(session: Session, tenant_id: uuid.UUID) -> Branding:
@@ -93,6 +103,7 @@ def branding(session: Session, tenant_id: uuid.UUID) -> Branding:
         notice_subject=(row.notice_subject if row and row.notice_subject else "")
         or f"You have a secure message from {name}",
         expiry_days=row.expiry_days if row else DEFAULT_EXPIRY_DAYS,
+        reply_delivery=row.reply_delivery if row and row.reply_delivery else "notice",
     )
 
 
@@ -141,8 +152,13 @@ def queue_notice(
     idempotency_key: str,
     now: datetime,
     created_by_id: str,
+    created_by_type: str = CREATED_BY,
+    attachments: list[dict[str, Any]] | None = None,
+    phi: bool = False,
 ) -> uuid.UUID:
-    """One transactional outbox row (no PHI: the caller writes the text)."""
+    """One transactional outbox row. Notices (``created_by_type="portal"``) carry no
+    PHI: the caller writes the text. A delivered reply (``phi``) does: it is marked so,
+    and the protection stage decides how it travels like any PHI message."""
     keys = current_tenant_keys()
     address = normalize_email(to_address)
     found = session.scalar(
@@ -166,14 +182,15 @@ def queue_notice(
         body={"html": paragraphs, "text": text},
         purpose="transactional",
         priority=PRIORITIES["high"],
-        uses_phi=False,
+        attachments=attachments or None,
+        uses_phi=phi,
         state=MessageState.QUEUED,
         next_attempt_at=now,
         first_queued_at=now,
         last_event_at=now,
         created_at=now,
         idempotency_key=idempotency_key,
-        created_by_type=CREATED_BY,
+        created_by_type=created_by_type,
         created_by_id=created_by_id,
         tags=["portal"],
     )
@@ -420,23 +437,42 @@ def reply(
     now: datetime,
     base_url: str,
     client_address: str = "",
+    files: Sequence[reply_files.Upload] = (),
 ) -> PortalReply:
-    """Store the reply sealed; tell the sender (no PHI) that one waits in the console."""
+    """Store the reply (and its files) sealed, scanned by DLP; then, by the portal
+    settings, tell the sender (no PHI) that it waits in the console, or deliver it to
+    the sender through the outbox under the protection policy."""
     text = text.strip()
+    problems: list[FieldError] = []
     if not text:
-        raise ValidationFailed("write a reply first", field="#/body/reply")
-    if len(text) > MAX_REPLY:
-        raise ValidationFailed(f"at most {MAX_REPLY} characters", field="#/body/reply")
+        problems.append(FieldError("reply", "write a reply first"))
+    elif len(text) > MAX_REPLY:
+        problems.append(FieldError("reply", f"at most {MAX_REPLY} characters"))
+    try:
+        stored = reply_files.check(files)
+    except ValidationFailed as exc:
+        problems.extend(exc.errors)
+        stored = []
+    if problems:
+        raise ValidationFailed(problems[0].message, errors=problems)
     row = PortalReply(
         id=new_id(), tenant_id=item.tenant_id, item_id=item.id, body=text, length=len(text),
-        created_at=now,
+        attachments=stored or None, attachment_meta=reply_files.meta(stored) or None,
+        dlp=_scan_reply(session, text, stored), created_at=now,
     )  # fmt: skip
     session.add(row)
+    brand = branding(session, item.tenant_id)
     record_event(
         session, item, EventKind.REPLIED, now=now,
-        actor=recipient_actor(item, client_address), detail={"reply_id": str(row.id)},
+        actor=recipient_actor(item, client_address),
+        detail={"reply_id": str(row.id), "attachments": len(stored),
+                "delivery": brand.reply_delivery},
     )  # fmt: skip
-    brand = branding(session, item.tenant_id)
+    if brand.reply_delivery == "deliver":
+        row.delivery_id = _deliver_reply(
+            session, item, row, stored, brand, now=now, base_url=base_url
+        )
+        return row
     queue_notice(
         session,
         tenant_id=item.tenant_id,
@@ -453,6 +489,107 @@ def reply(
         created_by_id=str(item.id),
     )
     return row
+
+
+def sent_replies(session: Session, item: PortalItem) -> list[dict[str, Any]]:
+    """What the recipient sent on this item (shown to them on the message's page):
+    time, text and files' names and sizes, without opening the files."""
+    rows = session.scalars(
+        select(PortalReply)
+        .where(PortalReply.item_id == item.id, PortalReply.tenant_id == item.tenant_id)
+        .options(defer(PortalReply.attachments))
+        .order_by(PortalReply.created_at, PortalReply.id)
+    )
+    return [{"at": r.created_at, "body": r.body, "files": r.attachment_meta or []} for r in rows]
+
+
+def reply_attachment(
+    session: Session,
+    tenant_id: uuid.UUID,
+    item_id: uuid.UUID,
+    reply_id: uuid.UUID,
+    index: int,
+    *,
+    actor: audit.Actor,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """One file of a reply (PHI) for the sender, audited
+    ``portal.reply_attachment_download`` (ids and the index only)."""
+    row = session.scalar(
+        select(PortalReply).where(
+            PortalReply.id == reply_id,
+            PortalReply.item_id == item_id,
+            PortalReply.tenant_id == tenant_id,
+        )
+    )
+    files = (row.attachments or []) if row is not None else []
+    if not 0 <= index < len(files):
+        return None
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="portal.reply_attachment_download",
+        object_type="portal_item",
+        object_id=str(item_id),
+        details={"reply_id": str(reply_id), "attachment": index},
+    )
+    found: dict[str, Any] = files[index]
+    return found
+
+
+REPLY_DELIVERY = "portal_reply"  # Message.created_by_type of a delivered reply
+REPLY_SUBJECT = "Secure reply to your message"
+
+
+def _scan_reply(session: Session, text: str, files: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The DLP summary of a reply (detector names and counts; no matched value)."""
+    keys = current_tenant_keys()
+    content = MessageContent(
+        text=text,
+        attachments=[
+            DlpAttachment(f["filename"], f["content_type"], base64.b64decode(f["content"]))
+            for f in files
+        ],
+    )
+    return scan_for_tenant(session, keys, content, limits=REPLY_SCAN_LIMITS).summary.as_record()
+
+
+def _deliver_reply(
+    session: Session,
+    item: PortalItem,
+    row: PortalReply,
+    files: list[dict[str, Any]],
+    brand: Branding,
+    *,
+    now: datetime,
+    base_url: str,
+) -> uuid.UUID:
+    """The reply itself to the original sender, through the outbox. It counts as PHI
+    (``uses_phi``), so the protection stage sends it S/MIME or OpenPGP when the sender has
+    a key in the key directory, by verified TLS where the domain guarantees it, and
+    otherwise as the policy says (the portal, or held): never in clear. The subject
+    names nothing of the message or the reply."""
+    sent = item.created_at.strftime("%d %B %Y")
+    return queue_notice(
+        session,
+        tenant_id=item.tenant_id,
+        to_address=item.from_address,
+        from_address=item.from_address,
+        from_name=f"{brand.organization} secure portal"[:200],
+        subject=REPLY_SUBJECT,
+        text=(
+            f"A recipient replied through the secure portal to your message of {sent}.\n\n"
+            f"{row.body}\n\n"
+            f"Portal message: {base_url}/portal/messages/{item.message_id}"
+        ),
+        idempotency_key=f"portal-reply-delivery:{row.id}",
+        now=now,
+        created_by_id=str(item.id),
+        created_by_type=REPLY_DELIVERY,
+        attachments=files,
+        phi=True,
+    )
 
 
 def recall(session: Session, item: PortalItem, *, now: datetime, actor: audit.Actor) -> bool:
@@ -517,6 +654,7 @@ def settings_out(session: Session, tenant_id: uuid.UUID) -> PortalSettingsOut:
         expiry_days=brand.expiry_days,
         logo_url=brand.logo_url,
         brand_color=brand.brand_color,
+        reply_delivery=brand.reply_delivery,
         effective_notice_subject=brand.notice_subject,
     )
 
@@ -532,6 +670,7 @@ def save_settings(
     row.expiry_days = body.expiry_days
     row.logo_url = body.logo_url
     row.brand_color = body.brand_color
+    row.reply_delivery = body.reply_delivery
     row.updated_at = utcnow()
     audit.record(
         session,
@@ -540,13 +679,12 @@ def save_settings(
         action="portal.settings_update",
         object_type="tenant",
         object_id=str(tenant_id),
-        details={"expiry_days": body.expiry_days, "brand_color": body.brand_color},
+        details={
+            "expiry_days": body.expiry_days,
+            "brand_color": body.brand_color,
+            "reply_delivery": body.reply_delivery,
+        },
     )
-
-
-def normal_answer(answer: str) -> str:
-    """Case and runs of whitespace do not matter."""
-    return " ".join(answer.casefold().split())
 
 
 def _answer_hash(item: PortalItem, answer: str) -> str:
@@ -585,7 +723,12 @@ def verify_answer(
         return "locked"
     if not item.answer_hash:
         return "wrong"
-    if not secrets.compare_digest(_answer_hash(item, answer), item.answer_hash):
+    # Set after hand-off: bound to the item; set with the message: bound to its id.
+    candidates = (
+        _answer_hash(item, answer),
+        presets.message_answer_hash(current_tenant_keys(), item.message_id, answer),
+    )
+    if not any(secrets.compare_digest(c, item.answer_hash) for c in candidates):
         return _fail(session, item, EventKind.ANSWER_FAILED, now=now, actor=actor)
     _opened(session, item, "question", now=now, actor=actor)
     return "ok"

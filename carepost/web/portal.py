@@ -10,6 +10,7 @@ waiting" email).
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Annotated, Any
 
@@ -19,12 +20,12 @@ from pydantic import ValidationError
 
 from carepost.api.pagination import decode_cursor, encode_cursor
 from carepost.core.database import utcnow
-from carepost.core.errors import CarepostError, FieldError, ValidationFailed
+from carepost.core.errors import CarepostError, FieldError, NotFound, ValidationFailed
 from carepost.messages import service as messages
-from carepost.portal import sender, service
+from carepost.portal import reply_files, sender, service
 from carepost.portal.schemas import PortalSettingsIn, PortalSettingsOut
 from carepost.web.console import Console, form_data, page, parse_id, redirect
-from carepost.web.forms import BoundForm, Field, FormData, FormSpec
+from carepost.web.forms import BoundForm, Choice, Field, FormData, FormSpec
 from carepost.web.views import notice_for
 
 router = APIRouter(include_in_schema=False)
@@ -80,7 +81,9 @@ def _detail(console: Console, message_id: uuid.UUID, *, reveal: bool) -> dict[st
     with console.session() as session:
         messages.get_message(session, tenant_id, message_id)  # 404 for another organization's
         item = sender.item_of_message(session, tenant_id, message_id)
-        facts = sender.item_out(session, item, detail=True) if item is not None else None
+        facts = (
+            sender.item_out(session, item, detail=True, names=False) if item is not None else None
+        )
         replies: list[dict[str, Any]] = []
         if item is not None and reveal:
             now = utcnow()
@@ -88,7 +91,14 @@ def _detail(console: Console, message_id: uuid.UUID, *, reveal: bool) -> dict[st
                 read = sender.read_reply(
                     session, tenant_id, item.id, row.id, actor=console.principal.actor, now=now
                 )
-                replies.append({"id": read.id, "at": read.created_at, "body": read.body})
+                replies.append(
+                    {
+                        "id": read.id,
+                        "at": read.created_at,
+                        "body": read.body,
+                        "files": read.attachment_meta or [],
+                    }
+                )
     return {
         "title": "Secure portal message",
         "message_id": message_id,
@@ -113,6 +123,40 @@ def portal_replies(
     console.principal.require(READ)
     return console.render(
         "portal/console_detail.html", **_detail(console, parse_id(message_id), reveal=True)
+    )
+
+
+@router.post("/portal/messages/{message_id}/replies/{reply_id}/attachments/{index}")
+def portal_reply_attachment(
+    message_id: str,
+    reply_id: str,
+    index: int,
+    console: Annotated[Console, Depends(page(PHI_READ))],
+) -> Response:
+    """A file a recipient sent with a reply (PHI): a CSRF-checked POST (the console's
+    session check), audited ``portal.reply_attachment_download``."""
+    console.principal.require(READ)
+    parsed, reply = parse_id(message_id), parse_id(reply_id)
+    tenant_id = console.principal.tenant_id
+    with console.session() as session:
+        messages.get_message(session, tenant_id, parsed)
+        item = sender.item_of_message(session, tenant_id, parsed)
+        found = (
+            service.reply_attachment(
+                session, tenant_id, item.id, reply, index,
+                actor=console.principal.actor, now=utcnow(),
+            )
+            if item is not None
+            else None
+        )  # fmt: skip
+        if found is None:
+            raise NotFound("no such file")
+        data = base64.b64decode(found["content"])
+        disposition = reply_files.content_disposition(found["filename"])
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": disposition, "Cache-Control": "no-store"},
     )
 
 
@@ -162,6 +206,19 @@ SETTINGS_FORM = FormSpec(
             required=True,
             attrs={"maxlength": "7", "pattern": "#[0-9a-fA-F]{6}"},
         ),
+        Field(
+            "reply_delivery",
+            "Replies",
+            "select",
+            hint="Delivered replies go to the original sender's address under the protection "
+            "policy: S/MIME or OpenPGP when the sender has a key in the key directory, "
+            "verified TLS where the domain guarantees it, otherwise the policy's fallback "
+            "(the portal). Never in clear.",
+            choices=(
+                Choice("notice", "Email the sender a notice; read replies here"),
+                Choice("deliver", "Deliver the reply to the sender, protected by policy"),
+            ),
+        ),
     ),
 )
 SETTINGS_NOTICES = {"saved": "Portal settings saved."}
@@ -173,6 +230,7 @@ def _settings_bound(found: PortalSettingsOut) -> BoundForm:
         expiry_days=str(found.expiry_days),
         logo_url=found.logo_url,
         brand_color=found.brand_color,
+        reply_delivery=found.reply_delivery,
     )
 
 
@@ -214,6 +272,7 @@ def save_portal_settings(
                 expiry_days=int(days),
                 logo_url=form.value("logo_url").strip(),
                 brand_color=form.value("brand_color").strip(),
+                reply_delivery=form.value("reply_delivery").strip() or "notice",
             )
         except ValidationError as exc:
             raise ValidationFailed(

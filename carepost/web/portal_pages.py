@@ -15,13 +15,13 @@ import base64
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,7 +32,7 @@ from carepost.core.errors import CryptoError, ValidationFailed
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys, bind_tenant_keys
 from carepost.portal import content as portal_content
-from carepost.portal import service
+from carepost.portal import reply_files, service
 from carepost.portal.models import PortalItem
 from carepost.tenancy.models import Tenant
 from carepost.web.console import render
@@ -184,11 +184,15 @@ def _access_page(visit: Visit, *, status: int = 200, **context: Any) -> HTMLResp
     )
 
 
-def _read_page(visit: Visit, **context: Any) -> HTMLResponse:
+def _read_page(visit: Visit, *, status: int = 200, **context: Any) -> HTMLResponse:
     content = visit.item.content or {}
     html = content.get("html")
+    context.setdefault("field_errors", {})
     return visit.page(
         "portal/read.html",
+        status=status,
+        sent=service.sent_replies(visit.session, visit.item),
+        limits=reply_files,
         subject=content.get("subject") or "",
         html=portal_content.sanitize_html(html) if html else "",
         text=content.get("text") or "",
@@ -217,7 +221,8 @@ def open_item(request: Request, token: str, runtime: RuntimeDep) -> Response:
 
 @router.get("/s/{token}/brand.css")
 def brand_css(request: Request, token: str, runtime: RuntimeDep) -> Response:
-    """The tenant's colour as a stylesheet (the CSP allows no inline styles)."""
+    """The tenant's colour, and the portal's own few rules, as a stylesheet (the CSP
+    allows no inline styles)."""
     try:
         with _visit(request, runtime, token, live=False) as visit:
             color = visit.brand.brand_color
@@ -228,6 +233,9 @@ def brand_css(request: Request, token: str, runtime: RuntimeDep) -> Response:
     css = (
         f":root {{ --primary: {color}; --primary-hover: {color}; }}\n"
         f".portal__brand {{ border-top: 6px solid {color}; }}\n"
+        # Plain-text bodies and replies wrap on a phone instead of running off the page.
+        ".portal__text { white-space: pre-wrap; overflow-wrap: anywhere; }\n"
+        ".portal__sent, .portal__sent ul { padding-left: 1.25rem; }\n"
     )
     return Response(css, media_type="text/css")
 
@@ -289,6 +297,27 @@ _VERIFY_ERRORS = {
 _REFUSED = ("locked", "throttled")
 
 
+def _sign_in(
+    visit: Visit, csrf_token: str, check: Callable[..., str], secret: str, wrong: str | None
+) -> Response:
+    """The three ways in (a code, a password, the sender's question) answer alike: a
+    session on success; else the access page with the outcome (``wrong``: the message
+    for a wrong password or answer; codes say "wrong" or "expired" themselves)."""
+    if not visit.csrf_ok(csrf_token):
+        return _forbidden(visit)
+    outcome = check(visit.session, visit.item, secret, now=visit.now, client_address=visit.client)
+    if outcome == "ok":
+        return _proven_redirect(visit)
+    refused = outcome in _REFUSED
+    return _access_page(
+        visit,
+        status=429 if refused else 400,
+        code_sent=wrong is None and outcome != "expired",
+        locked=refused,
+        error=_VERIFY_ERRORS[outcome] if refused or wrong is None else wrong,
+    )
+
+
 @router.post("/s/{token}/verify")
 def verify_code(
     request: Request,
@@ -297,23 +326,9 @@ def verify_code(
     code: Annotated[str, Form(max_length=20)] = "",
     csrf_token: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    def handle(visit: Visit) -> Response:
-        if not visit.csrf_ok(csrf_token):
-            return _forbidden(visit)
-        outcome = service.verify_code(
-            visit.session, visit.item, code, now=visit.now, client_address=visit.client
-        )
-        if outcome == "ok":
-            return _proven_redirect(visit)
-        return _access_page(
-            visit,
-            status=429 if outcome in _REFUSED else 400,
-            code_sent=outcome != "expired",
-            error=_VERIFY_ERRORS[outcome],
-            locked=outcome in _REFUSED,
-        )
-
-    return _run(request, runtime, token, handle)
+    return _run(
+        request, runtime, token, lambda v: _sign_in(v, csrf_token, service.verify_code, code, None)
+    )
 
 
 @router.post("/s/{token}/password")
@@ -324,23 +339,13 @@ def sign_in_password(
     password: Annotated[str, Form(max_length=200)] = "",
     csrf_token: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    def handle(visit: Visit) -> Response:
-        if not visit.csrf_ok(csrf_token):
-            return _forbidden(visit)
-        outcome = service.verify_password(
-            visit.session, visit.item, password, now=visit.now, client_address=visit.client
-        )
-        if outcome == "ok":
-            return _proven_redirect(visit)
-        return _access_page(
-            visit,
-            status=429 if outcome in _REFUSED else 400,
-            code_sent=False,
-            locked=outcome in _REFUSED,
-            error=_VERIFY_ERRORS[outcome] if outcome in _REFUSED else "That password is not right.",
-        )
-
-    return _run(request, runtime, token, handle)
+    wrong = "That password is not right."
+    return _run(
+        request,
+        runtime,
+        token,
+        lambda v: _sign_in(v, csrf_token, service.verify_password, password, wrong),
+    )
 
 
 @router.post("/s/{token}/answer")
@@ -351,23 +356,13 @@ def answer_question(
     answer: Annotated[str, Form(max_length=200)] = "",
     csrf_token: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    def handle(visit: Visit) -> Response:
-        if not visit.csrf_ok(csrf_token):
-            return _forbidden(visit)
-        outcome = service.verify_answer(
-            visit.session, visit.item, answer, now=visit.now, client_address=visit.client
-        )
-        if outcome == "ok":
-            return _proven_redirect(visit)
-        return _access_page(
-            visit,
-            status=429 if outcome in _REFUSED else 400,
-            code_sent=False,
-            locked=outcome in _REFUSED,
-            error=_VERIFY_ERRORS[outcome] if outcome in _REFUSED else "That answer is not right.",
-        )
-
-    return _run(request, runtime, token, handle)
+    wrong = "That answer is not right."
+    return _run(
+        request,
+        runtime,
+        token,
+        lambda v: _sign_in(v, csrf_token, service.verify_answer, answer, wrong),
+    )
 
 
 def _proven_or_access(visit: Visit) -> Response | None:
@@ -376,6 +371,14 @@ def _proven_or_access(visit: Visit) -> Response | None:
             visit, status=401, code_sent=False, error="Please confirm it is you first."
         )
     return None
+
+
+def _refused_post(visit: Visit, csrf_token: str) -> Response | None:
+    """A POST on the open message: a proven visit with a good CSRF token, or the answer."""
+    refused = _proven_or_access(visit)
+    if refused is None and not visit.csrf_ok(csrf_token):
+        refused = _read_page(visit, error="This form expired. Please try again.")
+    return refused
 
 
 @router.get("/s/{token}/attachments/{index}")
@@ -400,6 +403,14 @@ def download(request: Request, token: str, index: int, runtime: RuntimeDep) -> R
     return _run(request, runtime, token, handle)
 
 
+def _uploads(files: list[UploadFile] | None) -> list[reply_files.Upload]:
+    """The posted files, each read to one byte past the limit (enough to refuse it)."""
+    return [
+        reply_files.Upload(f.filename or "", f.file.read(reply_files.MAX_FILE_BYTES + 1))
+        for f in (files or [])[: reply_files.MAX_FILES + 1]
+    ]
+
+
 @router.post("/s/{token}/reply")
 def send_reply(
     request: Request,
@@ -407,13 +418,12 @@ def send_reply(
     runtime: RuntimeDep,
     reply: Annotated[str, Form(max_length=service.MAX_REPLY + 1000)] = "",
     csrf_token: Annotated[str, Form(max_length=100)] = "",
+    files: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
     def handle(visit: Visit) -> Response:
-        refused = _proven_or_access(visit)
+        refused = _refused_post(visit, csrf_token)
         if refused is not None:
             return refused
-        if not visit.csrf_ok(csrf_token):
-            return _read_page(visit, error="This form expired. Please try again.")
         try:
             service.reply(
                 visit.session,
@@ -422,9 +432,16 @@ def send_reply(
                 now=visit.now,
                 base_url=visit.runtime.settings.base_url,
                 client_address=visit.client,
+                files=_uploads(files),
             )
         except ValidationFailed as exc:
-            return _read_page(visit, error=f"{exc}".capitalize() + ".", reply_text=reply)
+            return _read_page(
+                visit,
+                status=400,
+                error="Your reply was not sent: " + exc.detail + ".",
+                field_errors={e.field: e.message for e in reversed(exc.errors)},
+                reply_text=reply,
+            )
         return _read_page(visit, notice="Your reply was sent securely.")
 
     return _run(request, runtime, token, handle)
@@ -440,11 +457,9 @@ def set_password(
     csrf_token: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     def handle(visit: Visit) -> Response:
-        refused = _proven_or_access(visit)
+        refused = _refused_post(visit, csrf_token)
         if refused is not None:
             return refused
-        if not visit.csrf_ok(csrf_token):
-            return _read_page(visit, error="This form expired. Please try again.")
         if password != confirm:
             return _read_page(visit, password_error="The two passwords are not the same.")
         try:

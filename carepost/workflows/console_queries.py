@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Uuid, and_, case, cast, distinct, func, select
 from sqlalchemy.orm import Session
 
 from carepost.accounts.models import User
@@ -24,8 +24,6 @@ from carepost.workflows.models import (
     WorkflowVersion,
 )
 from carepost.workflows.service import get_workflow
-
-CHUNK = 500
 
 
 def run_counts(
@@ -59,49 +57,57 @@ class EmailStats:
 def email_stats(
     session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUID
 ) -> dict[str, EmailStats]:
-    """Per email step id: sent, opened, clicked (messages, each counted once)."""
+    """Per email step id: sent, opened, clicked (messages, each counted once).
+
+    Two grouped queries, whatever the number of runs: the sent counts from the run
+    history, and the distinct opened and clicked messages from a join of that history
+    (its ``detail.message_id``) with the message events."""
     workflow = get_workflow(session, tenant_id, workflow_id)
-    rows = session.execute(
-        select(WorkflowRunStep.step_id, WorkflowRunStep.detail).where(
-            WorkflowRunStep.tenant_id == tenant_id,
-            WorkflowRunStep.workflow_id == workflow.id,
-            WorkflowRunStep.step_type == "send_email",
-            WorkflowRunStep.outcome == "sent",
-        )
-    ).all()
+    sent = (
+        WorkflowRunStep.tenant_id == tenant_id,
+        WorkflowRunStep.workflow_id == workflow.id,
+        WorkflowRunStep.step_type == "send_email",
+        WorkflowRunStep.outcome == "sent",
+    )
     stats: dict[str, EmailStats] = {}
-    step_of: dict[uuid.UUID, str] = {}
-    for step_id, detail in rows:
-        stats.setdefault(step_id, EmailStats()).sent += 1
-        message = (detail or {}).get("message_id") if isinstance(detail, dict) else None
-        if message:
-            try:
-                step_of[uuid.UUID(str(message))] = step_id
-            except ValueError:
-                continue
-    messages = list(step_of)
-    for start in range(0, len(messages), CHUNK):
-        chunk = messages[start : start + CHUNK]
-        events = session.execute(
-            select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.detail).where(
+    for step_id, count in session.execute(
+        select(WorkflowRunStep.step_id, func.count()).where(*sent).group_by(WorkflowRunStep.step_id)
+    ):
+        stats[step_id] = EmailStats(sent=int(count))
+    if not stats:
+        return stats
+    machine = func.coalesce(MessageEvent.detail["machine"].as_boolean(), False)
+    engaged = (
+        select(
+            WorkflowRunStep.step_id,
+            func.count(distinct(case((MessageEvent.kind == "opened", MessageEvent.message_id)))),
+            func.count(distinct(case((MessageEvent.kind == "clicked", MessageEvent.message_id)))),
+        )
+        .join(
+            MessageEvent,
+            and_(
+                MessageEvent.message_id == _message_id_of(session, WorkflowRunStep.detail),
                 MessageEvent.tenant_id == tenant_id,
-                MessageEvent.message_id.in_(chunk),
                 MessageEvent.kind.in_(("opened", "clicked")),
-            )
-        ).all()
-        seen: set[tuple[uuid.UUID, str]] = set()
-        for message_id, kind, detail in events:
-            if isinstance(detail, dict) and detail.get("machine"):
-                continue
-            if (message_id, kind) in seen:
-                continue
-            seen.add((message_id, kind))
-            entry = stats[step_of[message_id]]
-            if kind == "opened":
-                entry.opened += 1
-            else:
-                entry.clicked += 1
+                machine.is_(False),
+            ),
+        )
+        .where(*sent)
+        .group_by(WorkflowRunStep.step_id)
+    )
+    for step_id, opened, clicked in session.execute(engaged):
+        entry = stats.setdefault(step_id, EmailStats())
+        entry.opened, entry.clicked = int(opened), int(clicked)
     return stats
+
+
+def _message_id_of(session: Session, detail: Any) -> ColumnElement[Any]:
+    """The run step's ``detail.message_id`` in the form ``message_events.message_id``
+    is stored in: a uuid on PostgreSQL, 32 hex digits on SQLite."""
+    text = detail["message_id"].as_string()
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(text, Uuid())
+    return func.replace(text, "-", "")
 
 
 # --- versions -------------------------------------------------------------------------

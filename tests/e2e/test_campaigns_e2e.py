@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
-from sqlalchemy import update
 
 from carepost.accounts import service as accounts
 from carepost.audit.service import SYSTEM
@@ -23,12 +22,11 @@ from carepost.contacts import service as contacts
 from carepost.core.runtime import Runtime
 from carepost.messages.campaigns import advance_campaigns
 from carepost.messages.delivery import deliver_due_messages
-from carepost.messages.models import Message
 from carepost.templates import service as templates
 from carepost.tenancy import service as tenancy
 from tests.canaries import new_password
 from tests.e2e.conftest import open_page, settle, sign_in
-from tests.messages.smtp_sink import SmtpSink
+from tests.messages.smtp_sink import SmtpSink, delivering_to
 
 pytestmark = pytest.mark.e2e
 PHONE = {"width": 390, "height": 844}
@@ -47,23 +45,7 @@ def sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 def delivering(runtime: Runtime, sink: SmtpSink) -> Runtime:
-    """The suite's runtime with its smarthost pointed at the sink; other tests' queued
-    messages set aside first (a delivery run claims every organization's)."""
-    with runtime.database.session() as session:
-        session.execute(
-            update(Message)
-            .where(Message.state.in_(("queued", "deferred", "sending")))
-            .values(state="cancelled")
-        )
-    settings = runtime.settings.model_copy(
-        update={
-            "smtp_mode": "smarthost",
-            "smarthost_host": "127.0.0.1",
-            "smarthost_port": sink.port,
-            "smarthost_tls": "none",
-        }
-    )
-    return Runtime(settings, runtime.database, runtime.keyring)
+    return delivering_to(runtime, sink)
 
 
 @pytest.fixture

@@ -8,16 +8,15 @@ script errors, no CSP violations; a screenshot of each page goes to
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from carepost.accounts import service as accounts
-from tests.canaries import new_password, phi_value
+from tests.canaries import phi_value
 from tests.e2e.conftest import open_page, sign_in
+from tests.web.people import create_person
 
 pytestmark = pytest.mark.e2e
 PHONE = {"width": 390, "height": 844}
@@ -28,17 +27,8 @@ def practice(runtime, make_tenant, make_api_key):
     """An organization with a marketer (password only: marketers need no second factor)
     and the API key its EHR integration uses."""
     tenant = make_tenant("Lakeside Cardiology")
-    password = new_password()
-    email = f"mara-{uuid.uuid4().hex[:6]}@lakeside.example"
-    with runtime.bound_session(tenant[1]) as session:
-        accounts.create_user(
-            session,
-            tenant_id=tenant[0].id,
-            email=email,
-            role="marketer",
-            name="Mara Lind",
-            password=password,
-        )
+    person = create_person(runtime, tenant, "marketer", name="Mara Lind")
+    email, password = person.email, person.password
     headers = make_api_key(tenant, ["contacts:write", "contacts:read"])
     return tenant, email, password, headers
 

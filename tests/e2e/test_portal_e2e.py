@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
-from sqlalchemy import update
 
 from carepost.audit.service import SYSTEM
 from carepost.core.database import utcnow
@@ -26,7 +25,7 @@ from carepost.messages.sending import SendContext, SendLimits, send_messages
 from carepost.portal.handoff import hand_to_portal
 from tests.canaries import phi_value
 from tests.e2e.conftest import open_page, sign_in
-from tests.messages.smtp_sink import SmtpSink
+from tests.messages.smtp_sink import SmtpSink, delivering_to
 from tests.web.people import create_person
 
 pytestmark = pytest.mark.e2e
@@ -45,23 +44,7 @@ def sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 def delivering(runtime: Runtime, sink: SmtpSink) -> Runtime:
-    """The suite's runtime with its smarthost pointed at the sink; other tests' queued
-    messages set aside first (a delivery run claims every organization's)."""
-    with runtime.database.session() as session:
-        session.execute(
-            update(Message)
-            .where(Message.state.in_(("queued", "deferred", "sending")))
-            .values(state="cancelled")
-        )
-    settings = runtime.settings.model_copy(
-        update={
-            "smtp_mode": "smarthost",
-            "smarthost_host": "127.0.0.1",
-            "smarthost_port": sink.port,
-            "smarthost_tls": "none",
-        }
-    )
-    return Runtime(settings, runtime.database, runtime.keyring)
+    return delivering_to(runtime, sink)
 
 
 def shoot(page: Page, screenshots, name: str) -> None:

@@ -8,14 +8,11 @@ the detail page on a phone. No script errors, no CSP violations; screenshots go 
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from playwright.sync_api import Page, expect
 
-from carepost.accounts import service as accounts
-from tests.canaries import new_password
 from tests.e2e.conftest import open_page, settle, sign_in
+from tests.web.people import create_person
 from tests.web.test_console_segments import make_patients
 
 pytestmark = pytest.mark.e2e
@@ -25,17 +22,8 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture
 def practice(runtime, make_tenant):
     tenant = make_tenant("Lakeside Cardiology")
-    password = new_password()
-    email = f"mara-{uuid.uuid4().hex[:6]}@lakeside.example"
-    with runtime.bound_session(tenant[1]) as session:
-        accounts.create_user(
-            session,
-            tenant_id=tenant[0].id,
-            email=email,
-            role="marketer",
-            name="Mara Lind",
-            password=password,
-        )
+    person = create_person(runtime, tenant, "marketer", name="Mara Lind")
+    email, password = person.email, person.password
     return tenant, email, password, make_patients(runtime, tenant)
 
 

@@ -5,14 +5,11 @@ policy); a screenshot goes to ``$CAREPOST_TEST_ARTIFACTS/screenshots/templates-*
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from playwright.sync_api import Page, expect
 
-from carepost.accounts import service as accounts
-from tests.canaries import new_password
 from tests.e2e.conftest import settle, sign_in
+from tests.web.people import create_person
 
 pytestmark = pytest.mark.e2e
 
@@ -20,17 +17,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def marketer(runtime, make_tenant):
     tenant = make_tenant("Lakeside Family Practice")
-    password = new_password()
-    email = f"nia-{uuid.uuid4().hex[:6]}@lakeside.example"
-    with runtime.bound_session(tenant[1]) as session:
-        accounts.create_user(
-            session,
-            tenant_id=tenant[0].id,
-            email=email,
-            role="marketer",
-            name="Nia Berg",
-            password=password,
-        )
+    person = create_person(runtime, tenant, "marketer", name="Nia Berg")
+    email, password = person.email, person.password
     return tenant, email, password
 
 

@@ -8,17 +8,15 @@ screenshots go to ``$CAREPOST_TEST_ARTIFACTS/screenshots/workflows-*.png``."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from carepost.accounts import service as accounts
 from carepost.core.database import utcnow
 from carepost.workflows import engine
-from tests.canaries import new_password
 from tests.e2e.conftest import settle, sign_in
+from tests.web.people import create_person
 from tests.web.test_workflows_console import _world
 
 pytestmark = pytest.mark.e2e
@@ -27,17 +25,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def marketer(runtime, make_tenant):
     tenant = make_tenant("Riverside Family Practice")
-    password = new_password()
-    email = f"ines-{uuid.uuid4().hex[:6]}@riverside.example"
-    with runtime.bound_session(tenant[1]) as session:
-        accounts.create_user(
-            session,
-            tenant_id=tenant[0].id,
-            email=email,
-            role="marketer",
-            name="Ines Okafor",
-            password=password,
-        )
+    person = create_person(runtime, tenant, "marketer", name="Ines Okafor")
+    email, password = person.email, person.password
     return tenant, email, password, _world(runtime, tenant, members=3)
 
 

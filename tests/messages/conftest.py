@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import update
 
 from carepost.core.runtime import Runtime
-from carepost.messages.models import Message
-from tests.messages.smtp_sink import SmtpSink
+from tests.messages.smtp_sink import SmtpSink, delivering_to, set_aside_queued
 
 
 @pytest.fixture
@@ -21,25 +19,11 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 def empty_queue(runtime: Runtime) -> None:
-    """Nothing due in the shared database: a worker run here claims every tenant's
-    messages, so earlier tests' queued messages are set aside first."""
-    with runtime.database.session() as session:
-        session.execute(
-            update(Message)
-            .where(Message.state.in_(("queued", "deferred", "sending")))
-            .values(state="cancelled")
-        )
+    """Nothing due in the shared database (a worker run claims every tenant's messages)."""
+    set_aside_queued(runtime)
 
 
 @pytest.fixture
-def delivering(runtime: Runtime, smtp_sink: SmtpSink, empty_queue: None) -> Runtime:
+def delivering(runtime: Runtime, smtp_sink: SmtpSink) -> Runtime:
     """The suite's runtime with its smarthost pointed at the sink."""
-    settings = runtime.settings.model_copy(
-        update={
-            "smtp_mode": "smarthost",
-            "smarthost_host": "127.0.0.1",
-            "smarthost_port": smtp_sink.port,
-            "smarthost_tls": "none",
-        }
-    )
-    return Runtime(settings, runtime.database, runtime.keyring)
+    return delivering_to(runtime, smtp_sink)

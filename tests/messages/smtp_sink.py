@@ -16,7 +16,10 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from sqlalchemy import update
 
+from carepost.core.runtime import Runtime
+from carepost.messages.models import Message
 from tests.environment import free_port
 
 
@@ -91,3 +94,29 @@ class SmtpSink:
     def stop(self) -> None:
         self.handler.release.set()
         self.controller.stop()
+
+
+def set_aside_queued(runtime: Runtime) -> None:
+    """Nothing due in the shared database: a worker run in a test claims every
+    tenant's messages, so earlier tests' queued messages are set aside first."""
+    with runtime.database.session() as session:
+        session.execute(
+            update(Message)
+            .where(Message.state.in_(("queued", "deferred", "sending")))
+            .values(state="cancelled")
+        )
+
+
+def delivering_to(runtime: Runtime, sink: SmtpSink) -> Runtime:
+    """The suite's runtime with its smarthost pointed at ``sink``, the queue emptied of
+    earlier tests' messages first."""
+    set_aside_queued(runtime)
+    settings = runtime.settings.model_copy(
+        update={
+            "smtp_mode": "smarthost",
+            "smarthost_host": "127.0.0.1",
+            "smarthost_port": sink.port,
+            "smarthost_tls": "none",
+        }
+    )
+    return Runtime(settings, runtime.database, runtime.keyring)

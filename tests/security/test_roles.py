@@ -490,6 +490,20 @@ MATRIX |= {
     ),
     RouteKey("GET", f"{V1}/gateway/clients/{{client_id}}"): (ALL, Call("gateway_client")),
     RouteKey("DELETE", f"{V1}/gateway/clients/{{client_id}}"): (MANAGERS, Call("gateway_client")),
+    RouteKey("PATCH", f"{V1}/gateway/clients/{{client_id}}"): (
+        MANAGERS,
+        Call("gateway_client", lambda: {"max_recipients": 5}),
+    ),
+    RouteKey("POST", f"{V1}/gateway/clients/{{client_id}}/secret"): (
+        MANAGERS,
+        Call("gateway_client"),
+    ),
+    RouteKey("GET", f"{V1}/gateway/inbound-route"): (ALL, Call()),
+    RouteKey("PUT", f"{V1}/gateway/inbound-route"): (
+        MANAGERS,
+        Call(body=lambda: {"host": "mail.clinic.example", "port": 25}),
+    ),
+    RouteKey("DELETE", f"{V1}/gateway/inbound-route"): (MANAGERS, Call()),
     RouteKey("GET", f"{V1}/dlp/dictionaries"): (MANAGERS, Call()),
     RouteKey("POST", f"{V1}/dlp/dictionaries"): (MANAGERS, Call(body=_new_dlp_rule_body)),
     RouteKey("GET", f"{V1}/dlp/dictionaries/{{rule_id}}"): (MANAGERS, Call("dlp_rule")),

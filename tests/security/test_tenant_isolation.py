@@ -127,6 +127,10 @@ API_CASES: dict[RouteKey, RouteCase] = {
     RouteKey("POST", f"{V1}/domains/{{domain_id}}/promote"): RouteCase("rotated_domain"),
     RouteKey("GET", f"{V1}/gateway/clients/{{client_id}}"): RouteCase("gateway_client"),
     RouteKey("DELETE", f"{V1}/gateway/clients/{{client_id}}"): RouteCase("gateway_client"),
+    RouteKey("PATCH", f"{V1}/gateway/clients/{{client_id}}"): RouteCase(
+        "gateway_client", {"name": "Mallory", "networks": ["198.51.100.0/24"]}
+    ),
+    RouteKey("POST", f"{V1}/gateway/clients/{{client_id}}/secret"): RouteCase("gateway_client"),
     RouteKey("GET", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase("dlp_rule"),
     RouteKey("PATCH", f"{V1}/dlp/dictionaries/{{rule_id}}"): RouteCase(
         "dlp_rule", {"terms": ["mallory"], "severity": "low"}
@@ -1081,6 +1085,53 @@ def _check_portal_settings_write(world: World) -> None:
         assert session.get(PortalSettings, world.b[0].id) is None
     assert world.objects.audit_count(world.b) == b_trail
 
+
+def _b_inbound_route(world: World) -> tuple[Any, ...]:
+    from carepost.audit.service import SYSTEM
+    from carepost.gateway import replies
+
+    with world.objects.runtime.database.session() as session:
+        if replies.get_route(session, world.b[0].id) is None:
+            replies.set_route(
+                session, world.b[0].id, host="mx.b-clinic.example", port=2525, actor=SYSTEM
+            )
+    with world.objects.runtime.database.session() as session:
+        row = replies.get_route(session, world.b[0].id)
+        assert row is not None
+        return (row.host, row.port, row.tls_mode, row.enabled)
+
+
+def _check_inbound_route_read(world: World) -> None:
+    before = _b_inbound_route(world)
+    response = world.client.get(f"{V1}/gateway/inbound-route", headers=world.a_headers)
+    assert response.status_code == 200
+    assert "b-clinic" not in response.text
+    assert _b_inbound_route(world) == before
+
+
+def _check_inbound_route_write(world: World) -> None:
+    before = _b_inbound_route(world)
+    b_trail = world.objects.audit_count(world.b)
+    body = {"host": "mallory.example", "port": 25}
+    assert (
+        world.client.put(
+            f"{V1}/gateway/inbound-route", json=body, headers=world.a_headers
+        ).status_code
+        == 200
+    )
+    assert (
+        world.client.delete(f"{V1}/gateway/inbound-route", headers=world.a_headers).status_code
+        == 204
+    )
+    assert _b_inbound_route(world) == before
+    assert world.objects.audit_count(world.b) == b_trail
+
+
+SCOPED_CHECKS |= {
+    RouteKey("GET", f"{V1}/gateway/inbound-route"): _check_inbound_route_read,
+    RouteKey("PUT", f"{V1}/gateway/inbound-route"): _check_inbound_route_write,
+    RouteKey("DELETE", f"{V1}/gateway/inbound-route"): _check_inbound_route_write,
+}
 
 SCOPED_CHECKS |= {
     RouteKey("GET", f"{V1}/portal/messages"): _check_portal_list,

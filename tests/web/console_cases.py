@@ -91,6 +91,8 @@ PAGES = (
     PageCase("/portal/messages/{message_id}", "reports:read"),
     # SMTP gateway clients (carepost/web/gateway.py).
     PageCase("/gateway", "tenant:read"),
+    PageCase("/gateway/clients/{gateway_client_id}", "tenant:read"),
+    PageCase("/gateway/inbound-route", "tenant:read"),
     PageCase("/portal/settings", "tenant:read"),
 )
 
@@ -227,6 +229,7 @@ ACTIONS = (
     # The secure portal (carepost/web/portal.py), keyed by the outbox message id.
     ActionCase("/portal/messages/{message_id}/reveal", "phi:read"),
     ActionCase("/portal/messages/{message_id}/recall", "messages:send"),
+    ActionCase("/portal/messages/{message_id}/replies/{reply_id}/attachments/{index}", "phi:read"),
     # SMTP gateway clients (carepost/web/gateway.py).
     ActionCase(
         "/gateway/clients",
@@ -239,6 +242,24 @@ ACTIONS = (
         },
     ),
     ActionCase("/gateway/clients/{gateway_client_id}/delete", "domains:write"),
+    ActionCase(
+        "/gateway/clients/{gateway_client_id}",
+        "domains:write",
+        {
+            "name": "Exchange renamed",
+            "sender_domains": "lab.clinic.example",
+            "networks": "192.0.2.0/24",
+            "max_message_mib": "20",
+            "max_recipients": "50",
+        },
+    ),
+    ActionCase("/gateway/clients/{gateway_client_id}/secret", "domains:write"),
+    ActionCase(
+        "/gateway/inbound-route",
+        "domains:write",
+        {"host": "mail.clinic.example", "port": "25", "tls_mode": "verify", "enabled": "yes"},
+    ),
+    ActionCase("/gateway/inbound-route/delete", "domains:write"),
     ActionCase(
         "/portal/settings",
         "tenant:write",

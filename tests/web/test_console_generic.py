@@ -92,6 +92,8 @@ class Organization:
             .replace("{workflow_id}", str(self.workflow_id))
             .replace("{version}", "1")
             .replace("{gateway_client_id}", str(self.gateway_client_id))
+            .replace("{reply_id}", "00000000-0000-4000-8000-000000000001")
+            .replace("{index}", "0")
         )
 
 

@@ -189,6 +189,11 @@ def test_pages_need_no_inline_code_and_label_every_control(case, owner, sign_in,
         tenant = (owner.tenant, owner.keys)
         workflow_id = make_workflow(runtime, tenant, template.id, contact.id)
         path = path.replace("{workflow_id}", str(workflow_id)).replace("{version}", "1")
+    if "{gateway_client_id}" in path:
+        from tests.web.test_console_generic import make_gateway_client
+
+        client_id = make_gateway_client(runtime, (owner.tenant, owner.keys))
+        path = path.replace("{gateway_client_id}", str(client_id))
     page = sign_in(owner).get(path)
     assert page.status_code == 200
     found = audit_page(page.text)

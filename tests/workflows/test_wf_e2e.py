@@ -9,37 +9,15 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import update
-
-from carepost.core.runtime import Runtime
 from carepost.messages.delivery import deliver_due_messages
-from carepost.messages.models import Message
 from carepost.workflows.models import RunStatus
-from tests.messages.smtp_sink import SmtpSink
+from tests.messages.smtp_sink import SmtpSink, delivering_to
 
 BROWSER = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.0 Safari/605.1.15"
 )
 PIXEL = re.compile(r"https?://[^/\"']+(/t/o/[^\"'\s>]+)")
-
-
-def _delivering(runtime: Runtime, sink: SmtpSink) -> Runtime:
-    with runtime.database.session() as session:  # earlier tests' mail is not ours to send
-        session.execute(
-            update(Message)
-            .where(Message.state.in_(("queued", "deferred", "sending")))
-            .values(state="cancelled")
-        )
-    settings = runtime.settings.model_copy(
-        update={
-            "smtp_mode": "smarthost",
-            "smarthost_host": "127.0.0.1",
-            "smarthost_port": sink.port,
-            "smarthost_tls": "none",
-        }
-    )
-    return Runtime(settings, runtime.database, runtime.keyring)
 
 
 def _received(sink: SmtpSink, message_id: str):
@@ -66,7 +44,7 @@ def test_a_journey_over_smtp_branches_on_the_pixel_open(journey, client):
     person = journey.contact(email=f"e2e-{uuid.uuid4().hex[:8]}@patients.example")
     sink = SmtpSink().start()
     try:
-        delivering = _delivering(journey.runtime, sink)
+        delivering = delivering_to(journey.runtime, sink)
         start = datetime.now(UTC)
         journey.enroll(workflow, [person], now=start)
         journey.advance(start)
