@@ -1,4 +1,5 @@
-"""Writing accepted messages into the outbox table: one statement per batch.
+"""Writing accepted messages into the outbox table: one statement per chunk of a batch
+(the outbox writes a batch a chunk at a time, see ``carepost.messages.sending``).
 
 PostgreSQL: one ``COPY messages (…) FROM STDIN (FORMAT BINARY)``. A message row is
 mostly ciphertext (recipient, subject, body, data), stored as ``bytea``; COPY's text
@@ -6,7 +7,7 @@ format sends every byte as two hex digits that the server parses back, which mad
 the text COPY of the messages about half of the request's write cost. In the binary
 format each value travels as its bytes. Binary COPY must name each column's exact
 type (``json`` is not ``jsonb``, ``smallint`` is not ``integer``), so the types are
-read from the catalog for the table the statement resolves to (one query a batch).
+read from the catalog for the table the statement resolves to (one query a chunk).
 
 SQLite: one ``executemany`` (:func:`carepost.contacts.sync.write_rows`).
 
@@ -24,7 +25,8 @@ INSERT's is.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import JSON, Table, text
@@ -92,18 +94,37 @@ def _processors(
 
 
 _PROCESSORS: dict[tuple[str, str, tuple[str, ...]], list[tuple[int, Processor]]] = {}
+RowWriter = Callable[[Sequence[Any]], None]
 
 
-def write_outbox_rows(
-    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """INSERT ``rows`` (tuples in the order of ``columns``, PHI sealed by a
-    :class:`Sealer`) into ``table``."""
-    if not rows:
-        return
+class _Abandoned(Exception):
+    """The COPY was given up because the caller failed: what the server is told (and
+    may log), in place of the caller's exception, whose message may quote a value."""
+
+    def __str__(self) -> str:
+        return "the batch was abandoned"
+
+
+@contextmanager
+def outbox_writer(session: Session, table: Table, columns: Sequence[str]) -> Iterator[RowWriter]:
+    """A function that writes one row (a tuple in the order of ``columns``, PHI sealed
+    by a :class:`Sealer`) into ``table``; the rows are written when the block ends.
+
+    PostgreSQL: the rows stream into one binary COPY as they are given, so the server
+    stores them while the caller prepares the next ones (a batch's rendering and
+    sealing run beside the server's inserts, on another core). The session's
+    connection is busy with the COPY inside the block: no other statement may run
+    there. SQLite: the rows are collected and written with one ``executemany`` when
+    the block ends.
+
+    When the block raises, nothing is written (the COPY is abandoned) and the
+    exception propagates; the server is told only that the batch was abandoned.
+    """
     connection = session.connection()
     dialect = connection.dialect
     if dialect.name != "postgresql":
+        rows: list[Sequence[Any]] = []
+        yield rows.append
         write_rows(session, table, columns, rows, presealed=True)
         return
     names = tuple(columns)
@@ -120,15 +141,39 @@ def write_outbox_rows(
         f"COPY {qualified} ({', '.join(map(preparer.quote, names))}) FROM STDIN (FORMAT BINARY)"
     )
     driver = connection.connection.driver_connection
+    failure: BaseException | None = None
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
             copy.set_types([type_of[name] for name in names])
-            for row in rows:
+            write_row = copy.write_row
+
+            def write(row: Sequence[Any]) -> None:
                 values = list(row)
                 for position, processor in processors:
                     value = values[position]
                     if value is not None:
                         values[position] = processor(value)
-                copy.write_row(values)
+                write_row(values)
+
+            try:
+                yield write
+            except BaseException as error:  # noqa: BLE001 — re-raised below, as it is
+                failure = error
+                raise _Abandoned from None
+    except _Abandoned:
+        assert failure is not None
+        raise failure from None
     except dialect.loaded_dbapi.IntegrityError as error:
         raise IntegrityError(statement, None, error) from error
+
+
+def write_outbox_rows(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT ``rows`` (tuples in the order of ``columns``, PHI sealed by a
+    :class:`Sealer`) into ``table``: :func:`outbox_writer` with all rows at hand."""
+    if not rows:
+        return
+    with outbox_writer(session, table, columns) as write:
+        for row in rows:
+            write(row)

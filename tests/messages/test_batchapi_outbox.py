@@ -7,14 +7,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from carepost.audit.service import SYSTEM
+from carepost.contacts import service as contacts
+from carepost.contacts.activity_models import ContactEvent
 from carepost.core.errors import CryptoError
 from carepost.crypto.fields import EncryptedJSON, EncryptedString
 from carepost.messages import sending
-from carepost.messages.models import Message
+from carepost.messages.models import Message, MessageEvent
 from carepost.messages.outbox import Sealer
 from carepost.messages.schemas import MessageIn
 from carepost.messages.sending import MESSAGES_TABLE, SendContext, SendLimits, send_messages
@@ -105,3 +107,83 @@ def test_a_repeated_key_in_the_copy_is_an_integrity_error(runtime, tenant, monke
     monkeypatch.setattr(sending, "_find_existing", lambda *_args: {})
     with pytest.raises(IntegrityError), runtime.bound_session(keys) as session:
         send_messages(session, keys, [(request, key)], SendContext(actor=SYSTEM, limits=limits))
+
+
+def _counts(runtime, tenant) -> tuple[int, int, int]:
+    tenant_id = tenant[0].id
+    with runtime.database.session() as session:
+        return tuple(  # type: ignore[return-value]
+            int(session.scalar(select(func.count()).select_from(model).where(where)) or 0)
+            for model, where in (
+                (Message, Message.tenant_id == tenant_id),
+                (MessageEvent, MessageEvent.tenant_id == tenant_id),
+                (ContactEvent, ContactEvent.tenant_id == tenant_id),
+            )
+        )
+
+
+def test_a_batch_is_written_chunk_by_chunk_with_its_events_and_timeline(
+    client, runtime, tenant, make_api_key, monkeypatch
+):
+    """Several chunks (PostgreSQL: each written by the writer thread while the next one
+    renders): every message, its event and its contact's timeline entry are stored,
+    and each result names its own message."""
+    monkeypatch.setattr(sending, "WRITE_CHUNK", 3)
+    with runtime.bound_session(tenant[1]) as session:
+        contact_id = contacts.create_contact(
+            session,
+            tenant[1],
+            values={"email": "chunk@example.org", "first_name": "Cy"},
+            actor=SYSTEM,
+        ).id
+    items = [
+        {
+            "from": "care@clinic.example",
+            "subject": "Hi {{ contact.first_name }}" if n % 2 else "Hi {{ n }}",
+            "text": "t",
+            "data": {"n": n},
+        }
+        | ({"contact_id": str(contact_id)} if n % 2 else {"to": f"c{n}@example.org"})
+        for n in range(10)
+    ]
+    items[4]["to"] = "broken"  # a bad item in the second chunk changes nothing else
+    response = client.post(
+        f"{V1}/messages/batch", json={"items": items}, headers=make_api_key(tenant)
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["queued"] == 9 and answer["failed"] == 1
+    assert answer["items"][4]["errors"][0]["pointer"] == "#/body/items/4/to"
+    assert _counts(runtime, tenant) == (9, 9, 5)
+    with runtime.bound_session(tenant[1]) as session:
+        for result, item in zip(answer["items"], items, strict=True):
+            if result["id"] is None:
+                continue
+            stored = session.get(Message, uuid.UUID(result["id"]))
+            assert stored is not None
+            expected = "Hi Cy" if "contact_id" in item else f"Hi {item['data']['n']}"
+            assert stored.subject == expected
+
+
+def test_an_atomic_batch_failing_to_render_in_a_later_chunk_stores_nothing(
+    client, runtime, tenant, make_api_key, monkeypatch
+):
+    """Earlier chunks were written already: the transaction rolls them back."""
+    monkeypatch.setattr(sending, "WRITE_CHUNK", 2)
+    items = [
+        {
+            "to": f"a{n}@example.org",
+            "from": "care@clinic.example",
+            "subject": "s {{ n }}",
+            "text": "t",
+            "data": {"n": n},
+        }
+        for n in range(7)
+    ]
+    del items[5]["data"]  # renders with an undefined variable
+    response = client.post(
+        f"{V1}/messages/batch", json={"items": items, "atomic": True}, headers=make_api_key(tenant)
+    )
+    assert response.status_code == 422, response.text
+    assert [e["pointer"] for e in response.json()["errors"]] == ["#/body/items/5/subject"]
+    assert _counts(runtime, tenant) == (0, 0, 0)
