@@ -48,6 +48,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
 from carepost.core.errors import CarepostError
+from carepost.templates.plaintext import TextSkeleton, text_skeleton
 
 MAX_SOURCE = 200_000  # characters of one template part
 MAX_OUTPUT = 1_000_000  # characters of one rendered part
@@ -357,6 +358,8 @@ class CompiledPart:
     template: Template
     tree: nodes.Template
     pieces: tuple[str | Path, ...] | None = None
+    # An HTML part's text (its plain-text alternative) worked out from ``pieces`` once.
+    text: TextSkeleton | None = None
 
 
 def _variable_path(node: nodes.Node) -> Path | None:
@@ -404,7 +407,11 @@ def _compile_cached(source: str, autoescape: bool, part: str) -> CompiledPart:
         raise _syntax_error(exc, part) from None
     except RecursionError:
         raise TemplateError(f"the {part} nests too deeply", part=part) from None
-    return CompiledPart(part, source, template, display, _substitution(display))
+    pieces = _substitution(display)
+    skeleton = None
+    if autoescape and pieces is not None:
+        skeleton = text_skeleton([p if isinstance(p, str) else None for p in pieces])
+    return CompiledPart(part, source, template, display, pieces, skeleton)
 
 
 def compile_part(source: str, *, part: str, html: bool) -> CompiledPart:

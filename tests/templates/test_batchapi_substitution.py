@@ -114,3 +114,62 @@ def test_the_output_bound_still_holds():
     with pytest.raises(TemplateError) as caught:
         render_part(compiled, {"a": "x" * (MAX_OUTPUT // 2 + 1)})
     assert "longer than" in caught.value.detail
+
+
+HTML_SUBSTITUTIONS = [
+    "<p>Dear {{ a }}, see you on {{ b }}.</p>",
+    "<h1>{{ a }}</h1>{{ b }}<p> {{ a }} </p>\n<ul><li>{{ b }}</li><li> x{{ a }}y </li></ul>",
+    "{{ a }}{{ b }}<br>{{ a }}&nbsp;{{ b }} &amp; {{ a }}",
+    "<pre>  {{ a }}\n {{ b }}  </pre><div>{{ a }}</div>",
+    "<table><tr><td>{{ a }}</td><th>{{ b }}</th></tr></table>",
+    '<img alt="{{ a }}" src="x.png"> {{ b }}',
+    '<a href="https://x.example/{{ a }}">{{ b }}</a>',
+    "<a href='https://x.example'>https://x.example</a>{{ a }}",
+    "<style>p { color: red } {{ a }}</style><p>{{ b }}</p>",
+    "<!-- {{ a }} --><p>{{ b }}</p>",
+    "&{{ a }}; &#{{ b }}; AT&T{{ a }}",
+    "<{{ a }}>{{ b }}</{{ a }}>",
+    "a < b {{ a }} > c",
+    "<p>\u00a0{{ a }}\u00a0</p>\n\n\n<p>{{ b }}\n</p>",
+    "<head><title>{{ a }}</title></head><body>{{ b }}</body>",
+    "{{ a }}",
+    "",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    source=st.sampled_from(HTML_SUBSTITUTIONS),
+    a=st.text(
+        alphabet=st.sampled_from("ab1 -.<>&;#'\"\n\t\u00a0\u2028\ue000\ue001/=x"), max_size=8
+    ),
+    b=st.one_of(st.text(alphabet=st.sampled_from("Pat 5-.é,"), max_size=12), st.integers()),
+)
+def test_the_text_of_a_substitution_is_the_converted_html(source, a, b):
+    from carepost.templates.plaintext import html_to_text
+    from carepost.templates.rendering import PreparedTemplate
+
+    subject = compile_part("s", part="subject", html=False)
+    html = compile_part(source, part="html", html=True)
+    prepared = PreparedTemplate(subject=subject, html=html, text=None)
+    message = prepared.render(contact=None, data={"a": a, "b": b})
+    assert message.html is not None
+    assert message.text == html_to_text(message.html)
+
+
+def test_plain_values_use_the_skeleton_and_links_do_not():
+    plain = compile_part("<p>Dear {{ a }},</p><p>{{ b }}</p>", part="html", html=True)
+    assert plain.text is not None
+    assert plain.text.fill(["<p>Dear ", "Pat O", ",</p><p>", "2027-01-02", "</p>"]) == (
+        "Dear Pat O,\n\n2027-01-02\n"
+    )
+    # Not plain: the HTML is converted instead.
+    assert plain.text.fill(["<p>Dear ", "Pat  O", ",</p><p>", "x", "</p>"]) is None
+    assert plain.text.fill(["<p>Dear ", "Pat &amp; O", ",</p><p>", "x", "</p>"]) is None
+    for source in (
+        '<a href="https://x.example">{{ a }}</a>',
+        '<img alt="{{ a }}">',
+        "<!-- {{ a }} -->",
+        "&{{ a }};",
+    ):
+        assert compile_part(source, part="html", html=True).text is None
