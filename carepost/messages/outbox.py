@@ -1,5 +1,4 @@
-"""Writing accepted messages into the outbox table: one statement per chunk of a batch
-(the outbox writes a batch a chunk at a time, see ``carepost.messages.sending``).
+"""Writing accepted messages into the outbox table: one statement per batch, streamed.
 
 PostgreSQL: one ``COPY messages (…) FROM STDIN (FORMAT BINARY)``. A message row is
 mostly ciphertext (recipient, subject, body, data), stored as ``bytea``; COPY's text
@@ -7,7 +6,7 @@ format sends every byte as two hex digits that the server parses back, which mad
 the text COPY of the messages about half of the request's write cost. In the binary
 format each value travels as its bytes. Binary COPY must name each column's exact
 type (``json`` is not ``jsonb``, ``smallint`` is not ``integer``), so the types are
-read from the catalog for the table the statement resolves to (one query a chunk).
+read from the catalog for the table the statement resolves to (one query a batch).
 
 SQLite: one ``executemany`` (:func:`carepost.contacts.sync.write_rows`).
 
@@ -165,15 +164,3 @@ def outbox_writer(session: Session, table: Table, columns: Sequence[str]) -> Ite
         raise failure from None
     except dialect.loaded_dbapi.IntegrityError as error:
         raise IntegrityError(statement, None, error) from error
-
-
-def write_outbox_rows(
-    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """INSERT ``rows`` (tuples in the order of ``columns``, PHI sealed by a
-    :class:`Sealer`) into ``table``: :func:`outbox_writer` with all rows at hand."""
-    if not rows:
-        return
-    with outbox_writer(session, table, columns) as write:
-        for row in rows:
-            write(row)

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextvars
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,7 +59,7 @@ from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import PRIORITIES, Message, MessageState
-from carepost.messages.outbox import Sealer, write_outbox_rows
+from carepost.messages.outbox import Sealer, outbox_writer
 from carepost.messages.schemas import MessageIn
 from carepost.portal.presets import store_presets
 
@@ -561,77 +559,6 @@ def _render(
         return None
 
 
-# Messages written per chunk: PostgreSQL stores one chunk (its inserts and, at the end of
-# each COPY, the foreign-key checks) while the next one renders.
-WRITE_CHUNK = 1000
-
-
-class _ChunkWriter:
-    """Writes a batch's messages, their events and timeline entries a chunk at a time.
-
-    PostgreSQL: each chunk is written by one worker thread (binary COPY of the messages,
-    then the events and the contacts' timeline, :func:`write_events`), in the
-    caller's transaction, while the caller renders and seals the next chunk: the
-    server's work (a third of a message's CPU, mostly index inserts and the
-    foreign-key checks) runs on another core instead of after the rendering. The
-    caller hands the session over: it runs no statement until the block ends, and
-    the thread runs in a copy of the caller's context (the tenant's bound keys).
-    A failed write (a concurrent request's idempotency key) is raised in the caller,
-    by the next :meth:`write` or at the end of the block, after the thread stopped.
-
-    SQLite (one writer, in process): each chunk is written at once, in this thread.
-    """
-
-    def __init__(
-        self,
-        session: Session,
-        tenant_id: uuid.UUID,
-        campaign_id: uuid.UUID | None,
-        now: datetime,
-    ) -> None:
-        self._session = session
-        self._tenant_id = tenant_id
-        self._campaign_id = campaign_id
-        self._now = now
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: Future[None] | None = None
-
-    def __enter__(self) -> _ChunkWriter:
-        if dialect_of(self._session) == "postgresql":
-            self._session.connection()  # the transaction begins in this thread
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="carepost-outbox")
-        return self
-
-    def _write(self, rows: Sequence[tuple[Any, ...]], events: Sequence[EventRow]) -> None:
-        write_outbox_rows(self._session, MESSAGES_TABLE, MESSAGE_COLUMNS, rows)
-        write_events(
-            self._session, self._tenant_id, events, now=self._now, campaign_id=self._campaign_id
-        )
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def write(self, rows: Sequence[tuple[Any, ...]], events: Sequence[EventRow]) -> None:
-        if not rows:
-            return
-        if self._pool is None:
-            self._write(rows, events)
-            return
-        self._wait()  # one chunk at a time: the session is the thread's until it is done
-        context = contextvars.copy_context()
-        self._pending = self._pool.submit(context.run, self._write, rows, events)
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            if exc_info[0] is None:
-                self._wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-
-
 @dataclass
 class SendContext:
     """Who sends, and the limits of this deployment."""
@@ -689,9 +616,8 @@ def send_messages(
         if refused:
             _fail(item, "from", refused)
     to_render = [i for i in checked if not i.errors]
-    # Everything rendering reads from the database is read now: while a chunk of messages
-    # is written (PostgreSQL: by another thread) this thread renders the next one and
-    # never touches the session.
+    # Everything rendering reads from the database is read now: while the messages
+    # stream into the outbox (one COPY on PostgreSQL) the connection runs nothing else.
     rendering.load(session, keys, tenant_id, to_render, bool(contacts))
     suppressions = _suppressions(session, tenant_id, {i.to_index for i in to_render})
     consents = _consents(session, tenant_id, {i.contact_id for i in to_render if i.contact_id})
@@ -701,92 +627,91 @@ def send_messages(
     decided: dict[tuple[SuppressionMatch | None, str, bool], Decision] = {}
     # Atomic with a bad item already known: rendered for their errors, nothing written.
     doomed = context.atomic and any(i.errors for i in fresh)
-    with _ChunkWriter(session, tenant_id, context.campaign_id, now) as writer:
-        for start in range(0, len(to_render), WRITE_CHUNK):
-            rows: list[tuple[Any, ...]] = []
-            events: list[EventRow] = []
-            for item in to_render[start : start + WRITE_CHUNK]:
-                content = _render(session, keys, item, contacts, context.limits, now, rendering)
-                if content is None:
-                    doomed = doomed or context.atomic
-                    continue
-                if doomed:
-                    continue
-                request = item.request
-                suppression = suppressions.get(item.to_index)
-                contact_consents = consents.get(item.contact_id) if item.contact_id else None
-                if contact_consents:
-                    decision = may_send(
-                        contact_consents,
-                        suppression,
-                        Channel.EMAIL,
-                        request.purpose,
-                        content.uses_phi,
-                        now,
-                    )
-                else:
-                    # Without consents recorded the decision depends on these alone.
-                    shared = (suppression, request.purpose, content.uses_phi)
-                    decision = decided.get(shared) or decided.setdefault(
-                        shared,
-                        may_send(
-                            {}, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now
-                        ),
-                    )
-                state = MessageState.QUEUED if decision.allowed else MessageState.SUPPRESSED
-                reason = "" if decision.allowed else ",".join(decision.reasons)
-                message_id = item.message_id
-                due = max(request.send_at or now, now)
-                row = {
-                    "id": message_id,
-                    "tenant_id": tenant_id,
-                    "contact_id": item.contact_id,
-                    "campaign_id": context.campaign_id,
-                    "to_address": seal.text("to_address", item.address),
-                    "to_index": item.to_index,
-                    "to_name": seal.text("to_name", request.to_name),
-                    "from_address": item.from_address,
-                    "from_name": request.from_name,
-                    "reply_to": item.reply_to,
-                    "subject": seal.text("subject", content.subject),
-                    "body": seal.json("body", {"html": content.html, "text": content.text}),
-                    "data": seal.json("data", request.data or None),
-                    "attachments": seal.json("attachments", item.attachments or None),
-                    "metadata": seal.json("metadata", request.metadata or None),
-                    "tags": list(request.tags),
-                    "template_id": content.template_id,
-                    "variant": content.variant,
-                    "uses_phi": content.uses_phi,
-                    "purpose": request.purpose,
-                    "priority": PRIORITIES[request.priority],
-                    "state": state,
-                    "state_reason": reason[:200],
-                    "attempts": 0,
-                    "next_attempt_at": due,
-                    "lease_until": None,
-                    "lease_owner": "",
-                    "first_queued_at": due,
-                    "last_event_at": now,
-                    "sent_at": None,
-                    "idempotency_key": item.key,
-                    "created_at": now,
-                    "created_by_type": context.actor.type,
-                    "created_by_id": context.actor.id,
-                    # Decided when the message is prepared for delivery (carepost/protection).
-                    "protection_method": None,
-                    "protection_tls": None,
-                    "protection_reasons": None,
-                }
-                rows.append(ROW_VALUES(row))
-                good.append(item)
-                queued += state == MessageState.QUEUED
-                detail: dict[str, Any] = {"reasons": list(decision.reasons)} if reason else {}
-                if request.send_at is not None and request.send_at > now:
-                    detail["send_at"] = due.isoformat()
-                events.append((message_id, item.contact_id, state, detail))
-                results[item.index] = SendOutcome(item.index, state, message_id, reason)
-            if not doomed:
-                writer.write(rows, events)
+    events: list[EventRow] = []
+    with outbox_writer(session, MESSAGES_TABLE, MESSAGE_COLUMNS) as write:
+        for item in to_render:
+            # Rendered, sealed and written one by one: on PostgreSQL the rows stream
+            # into one binary COPY, and the server stores them while the next ones
+            # render (on the other core).
+            content = _render(session, keys, item, contacts, context.limits, now, rendering)
+            if content is None:
+                doomed = doomed or context.atomic
+                continue
+            if doomed:
+                continue
+            request = item.request
+            suppression = suppressions.get(item.to_index)
+            contact_consents = consents.get(item.contact_id) if item.contact_id else None
+            if contact_consents:
+                decision = may_send(
+                    contact_consents,
+                    suppression,
+                    Channel.EMAIL,
+                    request.purpose,
+                    content.uses_phi,
+                    now,
+                )
+            else:
+                # Without consents recorded the decision depends on these alone.
+                shared = (suppression, request.purpose, content.uses_phi)
+                decision = decided.get(shared) or decided.setdefault(
+                    shared,
+                    may_send(
+                        {}, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now
+                    ),
+                )
+            state = MessageState.QUEUED if decision.allowed else MessageState.SUPPRESSED
+            reason = "" if decision.allowed else ",".join(decision.reasons)
+            message_id = item.message_id
+            due = max(request.send_at or now, now)
+            row = {
+                "id": message_id,
+                "tenant_id": tenant_id,
+                "contact_id": item.contact_id,
+                "campaign_id": context.campaign_id,
+                "to_address": seal.text("to_address", item.address),
+                "to_index": item.to_index,
+                "to_name": seal.text("to_name", request.to_name),
+                "from_address": item.from_address,
+                "from_name": request.from_name,
+                "reply_to": item.reply_to,
+                "subject": seal.text("subject", content.subject),
+                "body": seal.json("body", {"html": content.html, "text": content.text}),
+                "data": seal.json("data", request.data or None),
+                "attachments": seal.json("attachments", item.attachments or None),
+                "metadata": seal.json("metadata", request.metadata or None),
+                "tags": list(request.tags),
+                "template_id": content.template_id,
+                "variant": content.variant,
+                "uses_phi": content.uses_phi,
+                "purpose": request.purpose,
+                "priority": PRIORITIES[request.priority],
+                "state": state,
+                "state_reason": reason[:200],
+                "attempts": 0,
+                "next_attempt_at": due,
+                "lease_until": None,
+                "lease_owner": "",
+                "first_queued_at": due,
+                "last_event_at": now,
+                "sent_at": None,
+                "idempotency_key": item.key,
+                "created_at": now,
+                "created_by_type": context.actor.type,
+                "created_by_id": context.actor.id,
+                # Decided when the message is prepared for delivery (carepost/protection).
+                "protection_method": None,
+                "protection_tls": None,
+                "protection_reasons": None,
+            }
+            write(ROW_VALUES(row))
+            good.append(item)
+            queued += state == MessageState.QUEUED
+            detail: dict[str, Any] = {"reasons": list(decision.reasons)} if reason else {}
+            if request.send_at is not None and request.send_at > now:
+                detail["send_at"] = due.isoformat()
+            events.append((message_id, item.contact_id, state, detail))
+            results[item.index] = SendOutcome(item.index, state, message_id, reason)
     bad = [i for i in fresh if i.errors]
     if bad and context.atomic:
         # The transaction rolls back: nothing of the batch stays.
@@ -799,6 +724,7 @@ def send_messages(
             ],
         )
     if good:
+        write_events(session, tenant_id, events, now=now, campaign_id=context.campaign_id)
         _store_portal_presets(session, keys, good, now)
     for item in bad:
         results[item.index] = SendOutcome(

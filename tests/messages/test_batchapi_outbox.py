@@ -17,7 +17,7 @@ from carepost.core.errors import CryptoError
 from carepost.crypto.fields import EncryptedJSON, EncryptedString
 from carepost.messages import sending
 from carepost.messages.models import Message, MessageEvent
-from carepost.messages.outbox import Sealer
+from carepost.messages.outbox import Sealer, outbox_writer
 from carepost.messages.schemas import MessageIn
 from carepost.messages.sending import MESSAGES_TABLE, SendContext, SendLimits, send_messages
 
@@ -122,13 +122,12 @@ def _counts(runtime, tenant) -> tuple[int, int, int]:
         )
 
 
-def test_a_batch_is_written_chunk_by_chunk_with_its_events_and_timeline(
-    client, runtime, tenant, make_api_key, monkeypatch
+def test_a_streamed_batch_stores_each_message_with_its_event_and_timeline(
+    client, runtime, tenant, make_api_key
 ):
-    """Several chunks (PostgreSQL: each written by the writer thread while the next one
-    renders): every message, its event and its contact's timeline entry are stored,
-    and each result names its own message."""
-    monkeypatch.setattr(sending, "WRITE_CHUNK", 3)
+    """Rendered and written one by one (PostgreSQL: streamed into the COPY), a bad item
+    among them: every good message, its event and its contact's timeline entry are
+    stored, and each result names its own message."""
     with runtime.bound_session(tenant[1]) as session:
         contact_id = contacts.create_contact(
             session,
@@ -146,7 +145,7 @@ def test_a_batch_is_written_chunk_by_chunk_with_its_events_and_timeline(
         | ({"contact_id": str(contact_id)} if n % 2 else {"to": f"c{n}@example.org"})
         for n in range(10)
     ]
-    items[4]["to"] = "broken"  # a bad item in the second chunk changes nothing else
+    items[4]["to"] = "broken"  # a bad item changes nothing for the others
     response = client.post(
         f"{V1}/messages/batch", json={"items": items}, headers=make_api_key(tenant)
     )
@@ -165,11 +164,11 @@ def test_a_batch_is_written_chunk_by_chunk_with_its_events_and_timeline(
             assert stored.subject == expected
 
 
-def test_an_atomic_batch_failing_to_render_in_a_later_chunk_stores_nothing(
-    client, runtime, tenant, make_api_key, monkeypatch
+def test_an_atomic_batch_failing_to_render_late_stores_nothing(
+    client, runtime, tenant, make_api_key
 ):
-    """Earlier chunks were written already: the transaction rolls them back."""
-    monkeypatch.setattr(sending, "WRITE_CHUNK", 2)
+    """The messages before the bad one were streamed already: the transaction rolls
+    them back."""
     items = [
         {
             "to": f"a{n}@example.org",
@@ -186,4 +185,18 @@ def test_an_atomic_batch_failing_to_render_in_a_later_chunk_stores_nothing(
     )
     assert response.status_code == 422, response.text
     assert [e["pointer"] for e in response.json()["errors"]] == ["#/body/items/5/subject"]
+    assert _counts(runtime, tenant) == (0, 0, 0)
+
+
+def test_a_failure_while_streaming_abandons_the_write_and_propagates(runtime, tenant):
+    """The caller's own exception comes out (the server is only told the batch was
+    abandoned: an exception's message may quote a value), and nothing is stored."""
+    keys = tenant[1]
+    with (
+        pytest.raises(ValueError, match=r"pat@example\.org"),
+        runtime.bound_session(keys) as session,
+        outbox_writer(session, MESSAGES_TABLE, sending.MESSAGE_COLUMNS) as write,
+    ):
+        assert callable(write)
+        raise ValueError("cannot render for pat@example.org")
     assert _counts(runtime, tenant) == (0, 0, 0)
