@@ -311,10 +311,13 @@ def _resolve_contacts(
     tenant_id: uuid.UUID,
     items: list[_Item],
     needs_contact: Callable[[_Item], bool],
-) -> dict[uuid.UUID, Contact]:
+    fields_read: Callable[[Sequence[_Item]], frozenset[str] | None],
+) -> dict[uuid.UUID, Contact | ports.ContactView]:
     """Fill each item's contact (and address, when named by contact): one SELECT per kind,
-    of the id and address only. Returns, by id, the whole contacts (PHI decrypted) that
-    personalization needs: only those of items whose content reads the contact."""
+    of the id and address only. Returns, by id, the contacts (PHI decrypted) that
+    personalization needs: only those of items whose content reads the contact, and of
+    them only the standard fields the contents read (``fields_read``), or the whole
+    record when a content may read more (custom fields, every field)."""
     dialect = dialect_of(session)
     by_id = {uuid.UUID(i.lookup) for i in items if i.by == "contact_id"}
     by_external = {i.lookup for i in items if i.by == "external_id"}
@@ -360,18 +363,34 @@ def _resolve_contacts(
                 found.email,
                 found.email_index,
             )
-    full: dict[uuid.UUID, Contact] = {}
-    # Personalization needs the whole contact: those it needs, in one go.
-    wanted = {
-        i.contact_id
-        for i in items
-        if i.contact_id is not None and not i.errors and needs_contact(i)
-    }
-    if wanted:
+    full: dict[uuid.UUID, Contact | ports.ContactView] = {}
+    # Personalization needs the contact: those it needs, in one go.
+    reading = [i for i in items if i.contact_id is not None and not i.errors and needs_contact(i)]
+    wanted = {i.contact_id for i in reading if i.contact_id is not None}
+    if not wanted:
+        return full
+    fields = fields_read(reading)
+    if fields is None:
         whole = select(Contact).where(
             Contact.tenant_id == tenant_id, id_in(Contact.id, wanted, dialect)
         )
         full |= {c.id: c for c in session.scalars(whole)}
+        return full
+    # Only the fields read (each decrypted by its column type), as ContactView.of keeps
+    # them: those with a value.
+    names = sorted(fields)
+    some = select(Contact.id, *(getattr(Contact, name) for name in names)).where(
+        Contact.tenant_id == tenant_id, id_in(Contact.id, wanted, dialect)
+    )
+    for contact_id, *values in session.execute(some):
+        full[contact_id] = ports.ContactView(
+            id=contact_id,
+            fields={
+                name: value
+                for name, value in zip(names, values, strict=True)
+                if value not in (None, "")
+            },
+        )
     return full
 
 
@@ -439,6 +458,8 @@ class _Rendering:
     custom_fields: list[str] | None = None
     # Whether a saved template (and variant) names ``contact`` anywhere.
     reading: dict[tuple[uuid.UUID, str | None], bool] = field(default_factory=dict)
+    # The standard contact fields a content reads (None: it may read more).
+    read_fields: dict[tuple[Any, ...], frozenset[str] | None] = field(default_factory=dict)
 
     def raw_content(
         self, subject: str, html: str | None, text: str | None
@@ -514,7 +535,52 @@ class _Rendering:
         if with_contacts and self.custom_fields is None:
             self.custom_fields = list(load_schema(session, tenant_id))
 
-    def contact_view(self, session: Session, contact: Contact) -> ports.ContactView:
+    def fields_read(
+        self, session: Session, keys: TenantKeys, items: Sequence[_Item]
+    ) -> frozenset[str] | None:
+        """The standard contact fields the contents of ``items`` read, or None when one
+        may read more (a custom field, every field) or does not compile (the whole
+        record is read then, as before; the item fails when it renders)."""
+        fields: set[str] = set()
+        for item in items:
+            request = item.request
+            key: tuple[Any, ...] = (
+                (request.subject, request.html, request.text)
+                if request.template_id is None
+                else (request.template_id, request.variant)
+            )
+            if key not in self.read_fields:
+                found: frozenset[str] | None
+                try:
+                    if request.template_id is None:
+                        prepared = self.raw_content(
+                            request.subject or "", request.html, request.text
+                        )
+                    else:
+                        prepared = self.prepared(
+                            session, keys, request.template_id, request.variant
+                        )
+                except CarepostError:
+                    found = None
+                else:
+                    references = ports.contact_references(part.tree for part in prepared.parts())
+                    found = (
+                        None
+                        if references.every_field or references.custom
+                        else frozenset(references.fields)
+                    )
+                self.read_fields[key] = found
+            read = self.read_fields[key]
+            if read is None:
+                return None
+            fields |= read
+        return frozenset(fields)
+
+    def contact_view(
+        self, session: Session, contact: Contact | ports.ContactView
+    ) -> ports.ContactView:
+        if isinstance(contact, ports.ContactView):
+            return contact  # read with only the fields the contents read
         if self.custom_fields is None:
             self.custom_fields = list(load_schema(session, contact.tenant_id))
         return ports.ContactView.of(contact, self.custom_fields)
@@ -524,7 +590,7 @@ def _render(
     session: Session,
     keys: TenantKeys,
     item: _Item,
-    contacts: Mapping[uuid.UUID, Contact],
+    contacts: Mapping[uuid.UUID, Contact | ports.ContactView],
     limits: SendLimits,
     now: datetime,
     shared: _Rendering,
@@ -608,6 +674,7 @@ def send_messages(
         tenant_id,
         checked,
         lambda item: rendering.reads_contact(session, keys, item.request),
+        lambda reading: rendering.fields_read(session, keys, reading),
     )
     for item in checked:
         refused = (

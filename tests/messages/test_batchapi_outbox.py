@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from carepost.audit.service import SYSTEM
+from carepost.contacts import custom_fields, upserts
 from carepost.contacts import service as contacts
 from carepost.contacts.activity_models import ContactEvent
 from carepost.core.errors import CryptoError
@@ -200,3 +201,53 @@ def test_a_failure_while_streaming_abandons_the_write_and_propagates(runtime, te
         assert callable(write)
         raise ValueError("cannot render for pat@example.org")
     assert _counts(runtime, tenant) == (0, 0, 0)
+
+
+def test_contacts_are_read_only_as_far_as_the_contents_need(client, runtime, tenant, make_api_key):
+    """Standard fields only: the fields read, as ContactView.of keeps them (an empty one
+    is undefined); a custom field, or ``contact`` as a whole, reads the whole record."""
+    with runtime.bound_session(tenant[1]) as session:
+        custom_fields.create_field(
+            session, tenant[0].id, key="zip", label="ZIP", type="string", actor=SYSTEM
+        )
+        [created] = upserts.upsert_contacts(
+            session,
+            tenant[1],
+            [{"email": "read@example.org", "first_name": "Ro", "custom": {"zip": "02139"}}],
+            match="email",
+            actor=SYSTEM,
+        )
+    contact_id = str(created.id)
+    base = {"contact_id": contact_id, "from": "care@clinic.example", "text": "t"}
+    batches = {
+        "first": [base | {"subject": "Hi {{ contact.first_name }}"}],
+        "default": [base | {"subject": "Hi {{ contact.last_name | default('there') }}"}],
+        "undefined": [base | {"subject": "Hi {{ contact.last_name }}"}],
+        "custom": [
+            base | {"subject": "Hi {{ contact.first_name }}"},
+            base | {"subject": "Zip {{ contact.custom.zip }} {{ contact.zip }}"},
+        ],
+    }
+    answers = {
+        name: client.post(
+            f"{V1}/messages/batch", json={"items": items}, headers=make_api_key(tenant)
+        ).json()
+        for name, items in batches.items()
+    }
+    assert answers["undefined"]["failed"] == 1
+    assert [answers[n]["failed"] for n in ("first", "default", "custom")] == [0, 0, 0], answers
+    assert (
+        "contact.last_name is undefined" in answers["undefined"]["items"][0]["errors"][0]["detail"]
+    )
+    subjects = {}
+    with runtime.bound_session(tenant[1]) as session:
+        for name in ("first", "default", "custom"):
+            for result in answers[name]["items"]:
+                stored = session.get(Message, uuid.UUID(result["id"]))
+                assert stored is not None
+                subjects.setdefault(name, []).append(stored.subject)
+    assert subjects == {
+        "first": ["Hi Ro"],
+        "default": ["Hi there"],
+        "custom": ["Hi Ro", "Zip 02139 02139"],
+    }
