@@ -36,7 +36,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], object]] = {
     "contacts_batch": lambda _options: contacts_batch.run(),
     "csv_import": csv_import.run,
     "e2ee_encrypt": lambda _options: e2ee_encrypt.run(),
-    "email_batch": lambda _options: email_batch.run(),
+    "email_batch": email_batch.run,
     "email_e2e": email_e2e.run,
     "gateway": gateway.run,
     "segment_count": segment_count.run,

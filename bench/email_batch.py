@@ -9,26 +9,40 @@ carepost (``CAREPOST_DATABASE_URL``; SQLite in a temporary directory when unset)
 (10,000, the API's maximum); half are addressed to contacts (personalized from the
 contact's first name), half to plain addresses with per-message ``data``. Prints
 ``email_batch messages/s=<n> ratio_to_10000_messages_per_s=<r>`` (issue 5: the
-batch API accepts at least 10,000 messages/s into the outbox).
+batch API accepts at least 10,000 messages/s into the outbox), then the process's
+CPU time per message and the load (``os.getloadavg``), the figure to compare runs
+by on a shared machine. On PostgreSQL (a server on this host) it also prints the CPU
+time of the backends that served the run (from ``/proc/<pid>/stat``), per message.
+The request bodies are encoded to JSON before the clock starts: the client's encoding
+is not the API's work.
+
+``--profile PATH``: write a cProfile of the second request (10,000 messages by
+default: the first one warms the caches) to ``PATH`` (``python -m pstats PATH``).
 """
 
 from __future__ import annotations
 
+import cProfile
+import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from bench.contacts_batch import _setup
+from bench.csv_import import _backend_cpu_seconds
 from carepost.accounts import apikeys
 from carepost.accounts.permissions import PERMISSIONS
 from carepost.api.app import create_app
 from carepost.audit.service import SYSTEM
 from carepost.contacts import upserts
 from carepost.domains.models import SendingDomain
+from carepost.messages import api as messages_api
 
 TOTAL = int(os.environ.get("BENCH_MESSAGES", "50000"))
 BATCH = int(os.environ.get("BENCH_BATCH", "10000"))
@@ -56,7 +70,31 @@ def _items(start: int, count: int, contact_ids: list[str]) -> list[dict[str, Any
     return items
 
 
-def run() -> float:
+def _profile_path(options: Sequence[str]) -> str | None:
+    if "--profile" not in options:
+        return None
+    at = list(options).index("--profile")
+    if at + 1 >= len(options):
+        raise SystemExit("email_batch: --profile needs a file name")
+    return options[at + 1]
+
+
+def _profiled(profiler: cProfile.Profile, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` profiled (it runs in the API's thread pool, where the request's work
+    is: a profiler enabled in this thread would not see it)."""
+
+    def profiled(*args: Any) -> Any:
+        profiler.enable()
+        try:
+            return function(*args)
+        finally:
+            profiler.disable()
+
+    return profiled
+
+
+def run(options: Sequence[str] = ()) -> float:
+    profile_to = _profile_path(options)
     workdir = Path(tempfile.mkdtemp(prefix="carepost-bench-"))
     url = os.environ.get("CAREPOST_DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
     runtime, keys, tenant_id, close = _setup(url, workdir)
@@ -87,29 +125,67 @@ def run() -> float:
                 actor=SYSTEM,
             )
         headers = {"Authorization": f"Bearer {secret}"}
+        headers["Content-Type"] = "application/json"
         bodies = [
-            {"items": _items(start, min(BATCH, TOTAL - start), contact_ids)}
+            json.dumps({"items": _items(start, min(BATCH, TOTAL - start), contact_ids)}).encode()
             for start in range(0, TOTAL, BATCH)
         ]
+        sizes = [min(BATCH, TOTAL - start) for start in range(0, TOTAL, BATCH)]
+        engine = runtime.database.engine
+        backends: set[int] = set()
+        if engine.dialect.name == "postgresql":
+
+            @event.listens_for(engine, "connect")
+            def _remember_backend(connection: Any, _record: Any) -> None:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    backends.add(cursor.fetchone()[0])
+
+            engine.dispose()  # the connections made from now on are counted
+        profiler = cProfile.Profile() if profile_to else None
+        sending = messages_api._send_batch
         with TestClient(create_app(runtime), base_url="https://bench") as client:
+            # The API's first request opens the pool's connection: its backend is known
+            # before the clock starts (a backend first seen later counts from zero).
+            assert client.get("/readyz").status_code == 200
+            backend_started = _backend_cpu_seconds(backends)
             started, cpu_started = time.perf_counter(), time.process_time()
-            for number, body in enumerate(bodies):
-                response = client.post("/api/v1/messages/batch", json=body, headers=headers)
+            for number, (body, size) in enumerate(zip(bodies, sizes, strict=True)):
+                if profiler is not None and number == min(1, len(bodies) - 1):
+                    messages_api._send_batch = _profiled(profiler, sending)
+                try:
+                    response = client.post("/api/v1/messages/batch", content=body, headers=headers)
+                finally:
+                    messages_api._send_batch = sending
                 assert response.status_code == 200, response.text[:500]
                 queued = response.json()["queued"]
-                assert queued == len(body["items"]), f"batch {number}: {queued} queued"
+                assert queued == size, f"batch {number}: {queued} queued"
             elapsed = time.perf_counter() - started
             cpu = time.process_time() - cpu_started
+            backend_cpu = _backend_cpu_seconds(backends) - backend_started
         rate = TOTAL / elapsed
-        engine = runtime.database.engine.dialect.name
         print(
             f"email_batch messages/s={rate:.0f} ratio_to_{TARGET}_messages_per_s="
-            f"{rate / TARGET:.2f} messages={TOTAL} batch={BATCH} engine={engine}",
+            f"{rate / TARGET:.2f} messages={TOTAL} batch={BATCH} engine={engine.dialect.name}",
             flush=True,
         )
         # On a shared machine the wall clock also counts other processes' turns; the
         # CPU time of this process (the API and, on SQLite, the database) does not.
-        print(f"email_batch cpu_messages/s={TOTAL / cpu:.0f} (this process's CPU time)", flush=True)
+        print(
+            f"email_batch cpu_messages/s={TOTAL / cpu:.0f} cpu_us_per_message="
+            f"{cpu / TOTAL * 1e6:.0f} (this process's CPU time) load="
+            + " ".join(f"{value:.2f}" for value in os.getloadavg()),
+            flush=True,
+        )
+        if backends:
+            print(
+                f"email_batch postgres_backend_cpu_us_per_message={backend_cpu / TOTAL * 1e6:.0f}"
+                f" backends={len(backends)} (utime+stime from /proc)",
+                flush=True,
+            )
+        if profiler is not None and profile_to:
+            profiler.dump_stats(profile_to)
+            print(f"email_batch profile={profile_to}", flush=True)
         return rate
     finally:
         close()

@@ -27,7 +27,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -51,15 +51,15 @@ from carepost.contacts.custom_fields import load_schema
 from carepost.contacts.fields import STANDARD_FIELDS, normalize_email
 from carepost.contacts.id_sets import dialect_of, id_in, text_in
 from carepost.contacts.models import Contact
-from carepost.contacts.sync import write_rows
 from carepost.core.config import Settings
 from carepost.core.database import new_id, new_ids, utcnow
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
 from carepost.core.text import has_forbidden_characters
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
-from carepost.messages.events import write_events
+from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import PRIORITIES, Message, MessageState
+from carepost.messages.outbox import Sealer, outbox_writer
 from carepost.messages.schemas import MessageIn
 from carepost.portal.presets import store_presets
 
@@ -87,13 +87,16 @@ class SendOutcome:
     errors: list[FieldError] = field(default_factory=list)  # field: a JSON pointer
 
     def as_dict(self) -> dict[str, Any]:
+        """For pydantic-core's ``to_json`` (which writes the id as its canonical text)."""
         return {
             "index": self.index,
-            "id": str(self.id) if self.id else None,
+            "id": self.id,
             "state": self.state,
             "reason": self.reason,
             "duplicate": self.duplicate,
-            "errors": [{"pointer": e.field, "detail": e.message} for e in self.errors],
+            "errors": [{"pointer": e.field, "detail": e.message} for e in self.errors]
+            if self.errors
+            else [],
         }
 
 
@@ -151,6 +154,7 @@ class _BatchFacts:
 
     addresses: dict[str, str] = field(default_factory=dict)  # "" when not valid
     senders: dict[str, str | None] = field(default_factory=dict)
+    names: dict[str, bool] = field(default_factory=dict)  # sender name: one line
 
     def address(self, value: str, item: _Item, pointer: str) -> str:
         found = self.addresses.get(value)
@@ -162,6 +166,14 @@ class _BatchFacts:
             self.addresses[value] = found
         if not found:
             _fail(item, pointer, "not a valid email address")
+        return found
+
+    def one_line(self, name: str) -> bool:
+        """Whether a sender name is one line without control characters (a batch
+        repeats one or a few names)."""
+        found = self.names.get(name)
+        if found is None:
+            found = self.names[name] = not has_forbidden_characters(name)
         return found
 
     def sender_refused(self, session: Session, tenant_id: uuid.UUID, address: str) -> str | None:
@@ -215,7 +227,7 @@ def _check_item(
         item.lookup = keys.blind_index(EXTERNAL_ID_INDEX_LABEL, request.external_id.strip())
     if request.to_name is not None and has_forbidden_characters(request.to_name):
         _fail(item, "to_name", "must be one line without control characters")
-    if request.from_name is not None and has_forbidden_characters(request.from_name):
+    if request.from_name is not None and not facts.one_line(request.from_name):
         _fail(item, "from_name", "must be one line without control characters")
     # A batch comes from one or a few senders: each is checked once.
     item.from_address = facts.address(request.from_address, item, "from")
@@ -299,10 +311,13 @@ def _resolve_contacts(
     tenant_id: uuid.UUID,
     items: list[_Item],
     needs_contact: Callable[[_Item], bool],
-) -> dict[uuid.UUID, Contact]:
+    fields_read: Callable[[Sequence[_Item]], frozenset[str] | None],
+) -> dict[uuid.UUID, Contact | ports.ContactView]:
     """Fill each item's contact (and address, when named by contact): one SELECT per kind,
-    of the id and address only. Returns, by id, the whole contacts (PHI decrypted) that
-    personalization needs: only those of items whose content reads the contact."""
+    of the id and address only. Returns, by id, the contacts (PHI decrypted) that
+    personalization needs: only those of items whose content reads the contact, and of
+    them only the standard fields the contents read (``fields_read``), or the whole
+    record when a content may read more (custom fields, every field)."""
     dialect = dialect_of(session)
     by_id = {uuid.UUID(i.lookup) for i in items if i.by == "contact_id"}
     by_external = {i.lookup for i in items if i.by == "external_id"}
@@ -348,18 +363,34 @@ def _resolve_contacts(
                 found.email,
                 found.email_index,
             )
-    full: dict[uuid.UUID, Contact] = {}
-    # Personalization needs the whole contact: those it needs, in one go.
-    wanted = {
-        i.contact_id
-        for i in items
-        if i.contact_id is not None and not i.errors and needs_contact(i)
-    }
-    if wanted:
+    full: dict[uuid.UUID, Contact | ports.ContactView] = {}
+    # Personalization needs the contact: those it needs, in one go.
+    reading = [i for i in items if i.contact_id is not None and not i.errors and needs_contact(i)]
+    wanted = {i.contact_id for i in reading if i.contact_id is not None}
+    if not wanted:
+        return full
+    fields = fields_read(reading)
+    if fields is None:
         whole = select(Contact).where(
             Contact.tenant_id == tenant_id, id_in(Contact.id, wanted, dialect)
         )
         full |= {c.id: c for c in session.scalars(whole)}
+        return full
+    # Only the fields read (each decrypted by its column type), as ContactView.of keeps
+    # them: those with a value.
+    names = sorted(fields)
+    some = select(Contact.id, *(getattr(Contact, name) for name in names)).where(
+        Contact.tenant_id == tenant_id, id_in(Contact.id, wanted, dialect)
+    )
+    for contact_id, *values in session.execute(some):
+        full[contact_id] = ports.ContactView(
+            id=contact_id,
+            fields={
+                name: value
+                for name, value in zip(names, values, strict=True)
+                if value not in (None, "")
+            },
+        )
     return full
 
 
@@ -427,6 +458,8 @@ class _Rendering:
     custom_fields: list[str] | None = None
     # Whether a saved template (and variant) names ``contact`` anywhere.
     reading: dict[tuple[uuid.UUID, str | None], bool] = field(default_factory=dict)
+    # The standard contact fields a content reads (None: it may read more).
+    read_fields: dict[tuple[Any, ...], frozenset[str] | None] = field(default_factory=dict)
 
     def raw_content(
         self, subject: str, html: str | None, text: str | None
@@ -483,7 +516,71 @@ class _Rendering:
             self.reading[key] = found
         return found
 
-    def contact_view(self, session: Session, contact: Contact) -> ports.ContactView:
+    def load(
+        self,
+        session: Session,
+        keys: TenantKeys,
+        tenant_id: uuid.UUID,
+        items: Sequence[_Item],
+        with_contacts: bool,
+    ) -> None:
+        """Read (and compile) now what rendering ``items`` will need from the database:
+        their saved templates and, when contacts are rendered, the custom fields."""
+        for item in items:
+            request = item.request
+            if request.template_id is not None:
+                # A template that cannot render is remembered: the item fails then.
+                with suppress(CarepostError):
+                    self.prepared(session, keys, request.template_id, request.variant)
+        if with_contacts and self.custom_fields is None:
+            self.custom_fields = list(load_schema(session, tenant_id))
+
+    def fields_read(
+        self, session: Session, keys: TenantKeys, items: Sequence[_Item]
+    ) -> frozenset[str] | None:
+        """The standard contact fields the contents of ``items`` read, or None when one
+        may read more (a custom field, every field) or does not compile (the whole
+        record is read then, as before; the item fails when it renders)."""
+        fields: set[str] = set()
+        for item in items:
+            request = item.request
+            key: tuple[Any, ...] = (
+                (request.subject, request.html, request.text)
+                if request.template_id is None
+                else (request.template_id, request.variant)
+            )
+            if key not in self.read_fields:
+                found: frozenset[str] | None
+                try:
+                    if request.template_id is None:
+                        prepared = self.raw_content(
+                            request.subject or "", request.html, request.text
+                        )
+                    else:
+                        prepared = self.prepared(
+                            session, keys, request.template_id, request.variant
+                        )
+                except CarepostError:
+                    found = None
+                else:
+                    references = ports.contact_references(part.tree for part in prepared.parts())
+                    found = (
+                        None
+                        if references.every_field or references.custom
+                        else frozenset(references.fields)
+                    )
+                self.read_fields[key] = found
+            read = self.read_fields[key]
+            if read is None:
+                return None
+            fields |= read
+        return frozenset(fields)
+
+    def contact_view(
+        self, session: Session, contact: Contact | ports.ContactView
+    ) -> ports.ContactView:
+        if isinstance(contact, ports.ContactView):
+            return contact  # read with only the fields the contents read
         if self.custom_fields is None:
             self.custom_fields = list(load_schema(session, contact.tenant_id))
         return ports.ContactView.of(contact, self.custom_fields)
@@ -493,7 +590,7 @@ def _render(
     session: Session,
     keys: TenantKeys,
     item: _Item,
-    contacts: Mapping[uuid.UUID, Contact],
+    contacts: Mapping[uuid.UUID, Contact | ports.ContactView],
     limits: SendLimits,
     now: datetime,
     shared: _Rendering,
@@ -577,6 +674,7 @@ def send_messages(
         tenant_id,
         checked,
         lambda item: rendering.reads_contact(session, keys, item.request),
+        lambda reading: rendering.fields_read(session, keys, reading),
     )
     for item in checked:
         refused = (
@@ -584,64 +682,71 @@ def send_messages(
         )
         if refused:
             _fail(item, "from", refused)
-    rendered = {
-        item.index: _render(session, keys, item, contacts, context.limits, now, rendering)
-        for item in checked
-        if not item.errors
-    }
-    bad = [i for i in fresh if i.errors]
-    if bad and context.atomic:
-        raise ValidationFailed(
-            f"{len(bad)} of {len(items)} messages are invalid: nothing was queued",
-            errors=[
-                FieldError(f"#/body/items/{i.index}/{e.field}", e.message)
-                for i in bad
-                for e in i.errors
-            ],
-        )
-    good = [i for i in fresh if not i.errors]
-    suppressions = _suppressions(session, tenant_id, {i.to_index for i in good})
-    consents = _consents(session, tenant_id, {i.contact_id for i in good if i.contact_id})
-    rows, events = [], []
+    to_render = [i for i in checked if not i.errors]
+    # Everything rendering reads from the database is read now: while the messages
+    # stream into the outbox (one COPY on PostgreSQL) the connection runs nothing else.
+    rendering.load(session, keys, tenant_id, to_render, bool(contacts))
+    suppressions = _suppressions(session, tenant_id, {i.to_index for i in to_render})
+    consents = _consents(session, tenant_id, {i.contact_id for i in to_render if i.contact_id})
+    good: list[_Item] = []
+    queued = 0
+    seal = Sealer(keys, MESSAGES_TABLE)
     decided: dict[tuple[SuppressionMatch | None, str, bool], Decision] = {}
-    for item in good:
-        request = item.request
-        content = rendered[item.index]
-        assert content is not None
-        suppression = suppressions.get(item.to_index)
-        contact_consents = consents.get(item.contact_id) if item.contact_id else None
-        if contact_consents:
-            decision = may_send(
-                contact_consents, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now
-            )
-        else:
-            # Without consents recorded the decision depends on these alone: decide once.
-            shared = (suppression, request.purpose, content.uses_phi)
-            decision = decided.get(shared) or decided.setdefault(
-                shared,
-                may_send({}, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now),
-            )
-        state = MessageState.QUEUED if decision.allowed else MessageState.SUPPRESSED
-        reason = "" if decision.allowed else ",".join(decision.reasons)
-        message_id = item.message_id
-        due = max(request.send_at or now, now)
-        rows.append(
-            {
+    # Atomic with a bad item already known: rendered for their errors, nothing written.
+    doomed = context.atomic and any(i.errors for i in fresh)
+    events: list[EventRow] = []
+    with outbox_writer(session, MESSAGES_TABLE, MESSAGE_COLUMNS) as write:
+        for item in to_render:
+            # Rendered, sealed and written one by one: on PostgreSQL the rows stream
+            # into one binary COPY, and the server stores them while the next ones
+            # render (on the other core).
+            content = _render(session, keys, item, contacts, context.limits, now, rendering)
+            if content is None:
+                doomed = doomed or context.atomic
+                continue
+            if doomed:
+                continue
+            request = item.request
+            suppression = suppressions.get(item.to_index)
+            contact_consents = consents.get(item.contact_id) if item.contact_id else None
+            if contact_consents:
+                decision = may_send(
+                    contact_consents,
+                    suppression,
+                    Channel.EMAIL,
+                    request.purpose,
+                    content.uses_phi,
+                    now,
+                )
+            else:
+                # Without consents recorded the decision depends on these alone.
+                shared = (suppression, request.purpose, content.uses_phi)
+                decision = decided.get(shared) or decided.setdefault(
+                    shared,
+                    may_send(
+                        {}, suppression, Channel.EMAIL, request.purpose, content.uses_phi, now
+                    ),
+                )
+            state = MessageState.QUEUED if decision.allowed else MessageState.SUPPRESSED
+            reason = "" if decision.allowed else ",".join(decision.reasons)
+            message_id = item.message_id
+            due = max(request.send_at or now, now)
+            row = {
                 "id": message_id,
                 "tenant_id": tenant_id,
                 "contact_id": item.contact_id,
                 "campaign_id": context.campaign_id,
-                "to_address": item.address,
+                "to_address": seal.text("to_address", item.address),
                 "to_index": item.to_index,
-                "to_name": request.to_name,
+                "to_name": seal.text("to_name", request.to_name),
                 "from_address": item.from_address,
                 "from_name": request.from_name,
                 "reply_to": item.reply_to,
-                "subject": content.subject,
-                "body": {"html": content.html, "text": content.text},
-                "data": request.data or None,
-                "attachments": item.attachments or None,
-                "metadata": request.metadata or None,
+                "subject": seal.text("subject", content.subject),
+                "body": seal.json("body", {"html": content.html, "text": content.text}),
+                "data": seal.json("data", request.data or None),
+                "attachments": seal.json("attachments", item.attachments or None),
+                "metadata": seal.json("metadata", request.metadata or None),
                 "tags": list(request.tags),
                 "template_id": content.template_id,
                 "variant": content.variant,
@@ -666,20 +771,26 @@ def send_messages(
                 "protection_tls": None,
                 "protection_reasons": None,
             }
+            write(ROW_VALUES(row))
+            good.append(item)
+            queued += state == MessageState.QUEUED
+            detail: dict[str, Any] = {"reasons": list(decision.reasons)} if reason else {}
+            if request.send_at is not None and request.send_at > now:
+                detail["send_at"] = due.isoformat()
+            events.append((message_id, item.contact_id, state, detail))
+            results[item.index] = SendOutcome(item.index, state, message_id, reason)
+    bad = [i for i in fresh if i.errors]
+    if bad and context.atomic:
+        # The transaction rolls back: nothing of the batch stays.
+        raise ValidationFailed(
+            f"{len(bad)} of {len(items)} messages are invalid: nothing was queued",
+            errors=[
+                FieldError(f"#/body/items/{i.index}/{e.field}", e.message)
+                for i in bad
+                for e in i.errors
+            ],
         )
-        detail: dict[str, Any] = {"reasons": list(decision.reasons)} if reason else {}
-        if request.send_at is not None and request.send_at > now:
-            detail["send_at"] = due.isoformat()
-        events.append((message_id, item.contact_id, state, detail))
-        results[item.index] = SendOutcome(item.index, state, message_id, reason)
-    if rows:
-        # COPY / driver executemany with each column's own processing (encryption).
-        write_rows(
-            session,
-            MESSAGES_TABLE,
-            MESSAGE_COLUMNS,
-            [ROW_VALUES(row) for row in rows],
-        )
+    if good:
         write_events(session, tenant_id, events, now=now, campaign_id=context.campaign_id)
         _store_portal_presets(session, keys, good, now)
     for item in bad:
@@ -697,8 +808,7 @@ def send_messages(
             results[item.index] = SendOutcome(
                 item.index, first.state, first.id, first.reason, True, first.errors
             )
-    queued = sum(1 for r in rows if r["state"] == MessageState.QUEUED)
-    if rows and context.campaign_id is None:
+    if good and context.campaign_id is None:
         # A campaign's batches are audited by the campaign (start, counts), not each.
         audit.record(
             session,
@@ -706,8 +816,8 @@ def send_messages(
             actor=context.actor,
             action="message.send",
             object_type="message",
-            object_id=str(rows[0]["id"]) if len(rows) == 1 else "",
-            details={"queued": queued, "suppressed": len(rows) - queued, "failed": len(bad)},
+            object_id=str(good[0].message_id) if len(good) == 1 else "",
+            details={"queued": queued, "suppressed": len(good) - queued, "failed": len(bad)},
         )
     return [r for r in results if r is not None]
 

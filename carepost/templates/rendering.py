@@ -32,7 +32,13 @@ from carepost.templates import analysis
 from carepost.templates.context import ContactView, build_context
 from carepost.templates.models import Layout, Template, TemplateVariant
 from carepost.templates.plaintext import html_to_text
-from carepost.templates.sandbox import CompiledPart, TemplateError, compile_part, render_part
+from carepost.templates.sandbox import (
+    CompiledPart,
+    TemplateError,
+    compile_part,
+    render_part,
+    substitution_pieces,
+)
 from carepost.tenancy.models import Tenant
 
 __all__ = [
@@ -85,7 +91,13 @@ class PreparedTemplate:
     def render(self, *, contact: ContactView | None, data: Mapping[str, Any]) -> RenderedMessage:
         context = build_context(contact, data, self.organization)
         subject = _one_line(render_part(self.subject, context))
-        html = render_part(self.html, context) if self.html is not None else None
+        html = html_pieces = None
+        if self.html is not None:
+            # A substitution's pieces also give its text (TextSkeleton), without parsing.
+            html_pieces = substitution_pieces(self.html, context)
+            html = (
+                "".join(html_pieces) if html_pieces is not None else render_part(self.html, context)
+            )
         if html is not None and self.layout_html is not None:
             # The body was rendered with autoescape: it is HTML already.
             body = Markup(html)  # noqa: S704
@@ -95,7 +107,11 @@ class PreparedTemplate:
             if self.layout_text is not None:
                 text = render_part(self.layout_text, context | {"content": text})
         elif html is not None:
-            text = html_to_text(html)
+            skeleton = self.html.text if self.html is not None else None
+            filled = None
+            if skeleton is not None and html_pieces is not None and self.layout_html is None:
+                filled = skeleton.fill(html_pieces)
+            text = filled if filled is not None else html_to_text(html)
         else:
             raise TemplateError("a message needs an HTML or a text part", part="html")
         return RenderedMessage(

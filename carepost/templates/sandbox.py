@@ -40,14 +40,15 @@ from types import TracebackType
 from typing import Any
 
 import nh3
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from carepost.core.errors import CarepostError
+from carepost.templates.plaintext import TextSkeleton, text_skeleton
 
 MAX_SOURCE = 200_000  # characters of one template part
 MAX_OUTPUT = 1_000_000  # characters of one rendered part
@@ -338,14 +339,54 @@ def _instrument(tree: nodes.Template) -> nodes.Template:
     return tree
 
 
+# A variable of a substitution: its name and the attributes read from it, in order.
+Path = tuple[str, tuple[str, ...]]
+# Names that mean something else to Jinja than a variable of the context.
+_SPECIAL_NAMES = frozenset({"self", "super", "loop", "caller", "varargs", "kwargs"})
+
+
 @dataclass(frozen=True)
 class CompiledPart:
-    """One template part compiled once: what renders it and the tree it came from."""
+    """One template part compiled once: what renders it and the tree it came from.
+
+    ``pieces``: for a part that is only text and plain variables (``{{ name }}``,
+    ``{{ contact.first_name }}``: no filter, test, call or statement), its text and its
+    variables in order (see :func:`substitution_pieces`); None for any other part."""
 
     part: str
     source: str
     template: Template
     tree: nodes.Template
+    pieces: tuple[str | Path, ...] | None = None
+    # An HTML part's text (its plain-text alternative) worked out from ``pieces`` once.
+    text: TextSkeleton | None = None
+
+
+def _variable_path(node: nodes.Node) -> Path | None:
+    attributes: list[str] = []
+    while isinstance(node, nodes.Getattr) and node.ctx == "load":
+        attributes.append(node.attr)
+        node = node.node
+    if isinstance(node, nodes.Name) and node.ctx == "load" and node.name not in _SPECIAL_NAMES:
+        return node.name, tuple(reversed(attributes))
+    return None
+
+
+def _substitution(tree: nodes.Template) -> tuple[str | Path, ...] | None:
+    """The part's text and variables when it is nothing else (None otherwise)."""
+    pieces: list[str | Path] = []
+    for statement in tree.body:
+        if not isinstance(statement, nodes.Output):
+            return None
+        for child in statement.nodes:
+            if isinstance(child, nodes.TemplateData):
+                pieces.append(child.data)
+                continue
+            path = _variable_path(child)
+            if path is None:
+                return None
+            pieces.append(path)
+    return tuple(pieces)
 
 
 def _syntax_error(exc: TemplateSyntaxError, part: str) -> TemplateError:
@@ -366,7 +407,11 @@ def _compile_cached(source: str, autoescape: bool, part: str) -> CompiledPart:
         raise _syntax_error(exc, part) from None
     except RecursionError:
         raise TemplateError(f"the {part} nests too deeply", part=part) from None
-    return CompiledPart(part, source, template, display)
+    pieces = _substitution(display)
+    skeleton = None
+    if autoescape and pieces is not None:
+        skeleton = text_skeleton([p if isinstance(p, str) else None for p in pieces])
+    return CompiledPart(part, source, template, display, pieces, skeleton)
 
 
 def compile_part(source: str, *, part: str, html: bool) -> CompiledPart:
@@ -389,8 +434,60 @@ def _template_line(traceback: TracebackType | None) -> int | None:
     return line
 
 
+def substitution_pieces(compiled: CompiledPart, context: Mapping[str, Any]) -> list[str] | None:
+    """The output of a part that is only text and plain variables, piece by piece (its
+    text and each variable's output, alternately as in the part), without running the
+    template; None when anything is not plainly there (then :func:`render_part` runs the
+    template, which fails as it should, naming the variable).
+
+    Each variable's output is what the compiled template writes for it: the value
+    looked up in the context (data before globals, :meth:`Context.resolve_or_missing`),
+    each attribute read by the sandbox's own ``getattr``, ``finalize`` (None as nothing)
+    and ``escape`` (HTML parts) or ``str`` (the others), as Jinja's code generator
+    emits for ``{{ … }}`` (``CodeGenerator._output_child_pre``). A part of a few
+    variables renders several times faster so: no context, generator or budget."""
+    pieces = compiled.pieces
+    if pieces is None:
+        return None
+    environment = compiled.template.environment
+    getattr_ = environment.getattr
+    finalize = environment.finalize
+    assert finalize is not None
+    convert: Callable[[Any], str] = escape if environment.autoescape else str
+    out: list[str] = []
+    length = 0
+    try:
+        for piece in pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+                length += len(piece)
+                continue
+            name, attributes = piece
+            if name not in context:
+                return None  # a global or undefined: the template decides
+            value = context[name]
+            for attribute in attributes:
+                if isinstance(value, Undefined):
+                    return None
+                value = getattr_(value, attribute)
+            if isinstance(value, Undefined):
+                return None
+            text = convert(finalize(value))
+            out.append(text)
+            length += len(text)
+    except Exception:  # noqa: BLE001 — the template runs, and reports it as it should
+        return None
+    if length > MAX_OUTPUT:
+        return None  # the template raises the error, with its line
+    return out
+
+
 def render_part(compiled: CompiledPart, context: Mapping[str, Any]) -> str:
     """Render one compiled part under the budget and the output bound."""
+    if compiled.pieces is not None:
+        substituted = substitution_pieces(compiled, context)
+        if substituted is not None:
+            return "".join(substituted)
     budget = _Budget()
     token = _budget.set(budget)
     part = compiled.part
