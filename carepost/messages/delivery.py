@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
-from email.message import EmailMessage
 from email import policy as email_policy
+from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import select, text, update

@@ -44,12 +44,12 @@ def written(**changes) -> bytes:
     return build_bytes(OutgoingMessage(**(values | changes)))
 
 
-def both_signed(signers, data: bytes) -> bytes:
+def both_signed(signers, data: bytes) -> bytes:  # noqa: F811
     return sign_all(data, [signers["rsa-sha256"][0], signers["ed25519-sha256"][0]])
 
 
 @pytest.mark.parametrize("changes", [{}, {"html": None, "attachments": ()}, {"attachments": ()}])
-def test_both_signatures_verify_with_dkimpy(signers, changes):
+def test_both_signatures_verify_with_dkimpy(signers, changes):  # noqa: F811
     signed = both_signed(signers, written(**changes))
     records = dnsfunc_for(published(signers, "rsa-sha256", "ed25519-sha256"))
     verifier = dkimpy.DKIM(signed)
@@ -77,7 +77,7 @@ def test_rsa_signature_verifies_with_mail_dkim(signers, loopback_dns):  # noqa: 
     assert lines[1] == f"rsa-sha256 {DOMAIN} cp-rsa-1 pass"
 
 
-def test_one_canonicalization_serves_every_signer(signers, monkeypatch):
+def test_one_canonicalization_serves_every_signer(signers, monkeypatch):  # noqa: F811
     made = []
     original = Canonical.of.__func__  # type: ignore[attr-defined]
 
