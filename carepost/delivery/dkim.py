@@ -27,13 +27,14 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.canonicalization import Relaxed
 
 from carepost.core.errors import CarepostError
@@ -78,14 +79,16 @@ class DkimSigner:
     def sign(self, data: bytes) -> bytes:
         return self.header(data) + data
 
-    def header(self, data: bytes) -> bytes:
-        """The DKIM-Signature header field this key gives ``data``."""
+    def header(self, data: bytes, canonical: Canonical | None = None) -> bytes:
+        """The DKIM-Signature header field this key gives ``data`` (``canonical``: its
+        :class:`Canonical`, computed here when not given)."""
         return signature_header(
             data,
             domain=self.domain,
             selector=self.selector,
             private_key_pem=self.private_key_pem,
             algorithm=self.algorithm,
+            canonical=canonical,
         )
 
 
@@ -102,11 +105,15 @@ def _split(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return [(m.group(1), m.group(2)) for m in _FIELD.finditer(head)], body
 
 
+_LINE_END = re.compile(rb"\r?\n")
+_BLANKS = re.compile(rb"[\t ]+")
+
+
 def _relaxed_header(name: bytes, value: bytes) -> bytes:
-    """RFC 6376 section 3.4.2, as dkimpy implements it: lowercase name, unfolded value,
-    runs of blanks as one (without the trailing CRLF)."""
-    [(lowered, canonical)] = Relaxed.canonicalize_headers([(name, value)])
-    return bytes(lowered) + b":" + bytes(canonical)[:-2]
+    """RFC 6376 section 3.4.2, as dkimpy implements it (``Relaxed.canonicalize_headers``,
+    the same steps): lowercase name, unfolded value, runs of blanks as one, stripped
+    (without the trailing CRLF)."""
+    return name.lower().rstrip() + b":" + _BLANKS.sub(b" ", _LINE_END.sub(b"", value)).strip()
 
 
 def _relaxed_body(body: bytes) -> bytes:
@@ -114,6 +121,41 @@ def _relaxed_body(body: bytes) -> bytes:
     ends, no empty lines at the end, a CRLF after the last line (nothing for an empty
     body)."""
     return bytes(Relaxed.canonicalize_body(body))
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """What every signature of one message shares (the message is parsed and
+    canonicalized once however many keys sign it): the signed header names, the
+    hash of their relaxed forms so far, and the body hash."""
+
+    include: tuple[bytes, ...]
+    headers_hash: Any = field(repr=False)  # hashlib sha256 over the relaxed fields
+    body_hash: bytes
+
+    @classmethod
+    def of(cls, data: bytes) -> Canonical:
+        fields, body = _split(_BARE_LF.sub(b"\r\n", data))
+        present = {name.lower() for name, _value in fields}
+        signed = [name for name in _SIGNED if name in present]
+        if b"from" not in signed:
+            raise SigningError("the message has no From header to sign")
+        include = (b"from", *signed)
+        # Header fields of one name are signed from the last one up (section 5.4.2);
+        # a name listed once more than it occurs adds nothing (the oversigned From).
+        remaining: dict[bytes, list[bytes]] = {}
+        for name, raw in fields:
+            remaining.setdefault(name.lower(), []).append(raw)
+        hashed = hashlib.sha256()
+        for name in include:
+            instances = remaining.get(name)
+            if instances:
+                hashed.update(_relaxed_header(name, instances.pop()) + b"\r\n")
+        body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest())
+        return cls(include, hashed, body_hash)
+
+
+_SIGNED = tuple(name.lower().encode("ascii") for name in SIGNED_HEADERS)
 
 
 def headers_to_sign(data: bytes) -> list[bytes]:
@@ -191,23 +233,19 @@ def signature_header(
     selector: str,
     private_key_pem: bytes,
     algorithm: Algorithm,
+    canonical: Canonical | None = None,
 ) -> bytes:
     """The DKIM-Signature header field (with its CRLF) of ``data``.
 
     The canonicalization and hashing are RFC 6376's (section 3.4 relaxed forms, 3.5
     tags, 3.7 hash); the signature is OpenSSL's through ``cryptography`` (RSA
     PKCS#1 v1.5 over SHA-256; Ed25519 over the SHA-256 digest, RFC 8463 section 3).
-    dkimpy and OpenDKIM verify the result in the tests."""
+    dkimpy and OpenDKIM verify the result in the tests. ``canonical``: the
+    message's :class:`Canonical`, when several keys sign it."""
     if algorithm not in ALGORITHMS:
         raise SigningError(f"unknown DKIM algorithm {algorithm!r}")
     key = _private_key(private_key_pem, algorithm)
-    fields, body = _split(_BARE_LF.sub(b"\r\n", data))
-    names = [name.lower() for name, _value in fields]
-    signed = [name.lower().encode() for name in SIGNED_HEADERS if name.lower().encode() in names]
-    if b"from" not in signed:
-        raise SigningError("the message has no From header to sign")
-    include = [b"from", *signed]
-    body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest())
+    prepared = canonical or Canonical.of(data)
     tags = [
         b"v=1",
         b"a=" + algorithm.encode("ascii"),
@@ -215,26 +253,18 @@ def signature_header(
         b"d=" + domain.encode("ascii"),
         b"s=" + selector.encode("ascii"),
         b"t=" + str(int(time.time())).encode("ascii"),
-        b"h=" + b":".join(include),
-        b"bh=" + body_hash,
+        b"h=" + b":".join(prepared.include),
+        b"bh=" + prepared.body_hash,
         b"b=",
     ]
     value = _fold(tags, len(b"DKIM-Signature: "))
-    # Header fields of one name are signed from the last one up (section 5.4.2); a
-    # name listed once more than it occurs adds nothing (the oversigned From).
-    remaining: dict[bytes, list[bytes]] = {}
-    for name, raw in fields:
-        remaining.setdefault(name.lower(), []).append(raw)
-    hashed = bytearray()
-    for name in include:
-        instances = remaining.get(name)
-        if instances:
-            hashed += _relaxed_header(name, instances.pop()) + b"\r\n"
-    hashed += _relaxed_header(b"dkim-signature", b" " + value)
+    hashed = prepared.headers_hash.copy()
+    hashed.update(_relaxed_header(b"dkim-signature", b" " + value))
+    digest = hashed.digest()
     if isinstance(key, RSAPrivateKey):
-        signature = key.sign(bytes(hashed), padding.PKCS1v15(), hashes.SHA256())
+        signature = key.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
     else:
-        signature = key.sign(hashlib.sha256(hashed).digest())
+        signature = key.sign(digest)
     encoded = base64.b64encode(signature)
     newline = value.rfind(b"\n")
     column = len(value) - newline - 1 if newline >= 0 else len(b"DKIM-Signature: ") + len(value)
@@ -249,6 +279,8 @@ def sign_all(data: bytes, signers: Iterable[DkimSigner]) -> bytes:
     """``data`` signed by every signer (the last one's signature first; none signs
     another, DKIM-Signature not being among the signed fields)."""
     headers = b""
+    canonical: Canonical | None = None
     for signer in signers:
-        headers = signer.header(data) + headers
+        canonical = canonical or Canonical.of(data)
+        headers = signer.header(data, canonical) + headers
     return headers + data

@@ -24,9 +24,12 @@ the field, never its value (a recipient's name may be PHI).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.policy
 import hashlib
 import re
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +67,8 @@ class _HeaderClasses(HeaderRegistry):
 
 # Line ends we write; the SMTP transport sends these bytes as they are.
 POLICY = email.policy.SMTP.clone(header_factory=_HeaderClasses())
+# What message_bytes writes with: raw values (set_raw) as they were folded here.
+WRITE_POLICY = POLICY.clone(refold_source="none")
 # RFC 5322 section 3.6.8: printable US-ASCII except the colon.
 FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 # RFC 6838 section 4.2 type and subtype names.
@@ -74,6 +79,8 @@ MESSAGE_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,200}@[A-Za-z0-9.-]{
 # Header values longer than this are refused: a folded header stays readable and
 # every line stays far under 998 octets.
 MAX_HEADER_VALUE = 2000
+# A List-Unsubscribe URI alone on its folded line stays under 998 octets.
+MAX_URI = 900
 # Headers carepost writes itself: extra headers may not replace or double them.
 RESERVED_HEADERS = frozenset(
     name.lower()
@@ -253,6 +260,11 @@ def _list_unsubscribe(message: OutgoingMessage) -> list[str]:
                 field="list_unsubscribe_url",
             )
         uris.append(f"<{url}>")
+    if any(len(uri) > MAX_URI for uri in uris):
+        raise MessageError(
+            f"a List-Unsubscribe URI is longer than {MAX_URI} characters",
+            field="list_unsubscribe_url",
+        )
     return uris
 
 
@@ -298,7 +310,9 @@ def build_message(message: OutgoingMessage, *, now: datetime | None = None) -> E
     result["MIME-Version"] = "1.0"
     unsubscribe = _list_unsubscribe(message)
     if unsubscribe:
-        result["List-Unsubscribe"] = ", ".join(unsubscribe)
+        # Raw, folded between the URIs only: refolded by the policy, a long URI would
+        # become encoded-words, which no reader takes for a URI (RFC 2369).
+        result.set_raw("List-Unsubscribe", unsubscribe_field(unsubscribe))
     if message.list_unsubscribe_url is not None:
         result["List-Unsubscribe-Post"] = ONE_CLICK
     for name, value in _extra_headers(message.headers):
@@ -333,5 +347,188 @@ def _finish_parts(message: EmailMessage) -> None:
 
 
 def message_bytes(message: EmailMessage) -> bytes:
-    """The message as SMTP DATA carries it: CRLF line ends, headers folded (policy SMTP)."""
-    return message.as_bytes(policy=POLICY)
+    """The message as SMTP DATA carries it: CRLF line ends, headers folded (policy
+    SMTP); the raw values set here (encoded-words, URI lists) are written as folded."""
+    return message.as_bytes(policy=WRITE_POLICY)
+
+
+# --- The direct writer ---------------------------------------------------------------
+#
+# The delivery worker builds every message it sends: through the email package that
+# costs more than both DKIM signatures (header objects parsed and refolded, the
+# generator, quoted-printable in Python). :func:`build_bytes` writes the same layout
+# straight to bytes: the same checks (the helpers above, in the same order, so the
+# same errors), the same header order and boundaries, quoted-printable and base64
+# from ``binascii`` (C). A header it would have to fold, other than the lists of
+# URIs it folds itself, goes through :func:`build_message` instead (which folds
+# it the email package's way); tests/delivery/test_mimefast_writer.py checks the
+# two agree, part by part, as the email parser reads them.
+
+_CRLF = b"\r\n"
+# ASCII display names the writer takes as they are, or as a quoted-string when they
+# hold one of RFC 5322's specials (``.`` and ``,`` are common: "Dr. Lee, MD").
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]*$")
+_QUOTABLE_NAME = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~.,()<>@:;\[\]-]*$")
+# ASCII file names written as a quoted parameter value without escapes.
+_PLAIN_FILENAME = re.compile(r"^[A-Za-z0-9 ._()+,-]+$")
+# Printable ASCII, blanks included: a header value the writer puts as it is.
+_PLAIN_VALUE = re.compile(r"^[ -~]*$")
+MAX_LINE = 78  # RFC 5322 section 2.1.1's recommended limit, which folding keeps
+
+
+class _Unusual(Exception):
+    """Something the writer leaves to the email package (a header to refold)."""
+
+
+def _plain(name: str, value: str) -> bytes:
+    """``Name: value`` for a printable-ASCII value that fits on one line."""
+    line = f"{name}: {value}"
+    if len(line) > MAX_LINE or "=?" in value or not _PLAIN_VALUE.match(value):
+        raise _Unusual(name)
+    return line.encode("ascii") + _CRLF
+
+
+def _raw_lines(name: str, folded: str) -> bytes:
+    """A value already folded with LF (encoded-words): as the SMTP policy writes a
+    raw value whose lines all fit."""
+    lines = folded.splitlines()
+    if len(lines[0]) + len(name) + 2 > MAX_LINE or any(len(x) > MAX_LINE for x in lines[1:]):
+        raise _Unusual(name)
+    return (f"{name}: " + "\r\n".join(lines)).encode("ascii") + _CRLF
+
+
+def _mailbox_field(name: str, address: Address) -> bytes:
+    display = address.display_name
+    if not display:
+        return _plain(name, address.addr_spec)
+    if display.isascii():
+        if _PLAIN_NAME.match(display):
+            return _plain(name, f"{display} <{address.addr_spec}>")
+        if _QUOTABLE_NAME.match(display):
+            return _plain(name, f'"{display}" <{address.addr_spec}>')
+        raise _Unusual(name)
+    encoded = _encoded_words(name, display)
+    last = encoded.rpartition("\n")[2]
+    prefix = len(name) + 2 if last == encoded else 0
+    fold = " " if prefix + len(last) + len(address.addr_spec) + 3 <= 78 else "\n "
+    return _raw_lines(name, f"{encoded}{fold}<{address.addr_spec}>")
+
+
+def _uri_list(name: str, uris: list[str]) -> bytes:
+    """``<uri>, <uri>`` (RFC 2369), each URI on a line of its own when they do not
+    fit on one: a URI is never split or encoded (a reader must find it as it is)."""
+    line = f"{name}: " + ", ".join(uris)
+    if len(line) > MAX_LINE:
+        line = f"{name}: " + ",\r\n ".join(uris)
+    return line.encode("ascii") + _CRLF
+
+
+def unsubscribe_field(uris: list[str]) -> str:
+    """The List-Unsubscribe value, folded (LF) between URIs when it does not fit on
+    one line: what :func:`build_message` sets raw (the SMTP policy would otherwise
+    turn a long URI into encoded-words, which no reader takes for a URI)."""
+    value = ", ".join(uris)
+    if len("List-Unsubscribe: ") + len(value) > MAX_LINE:
+        return ",\n ".join(uris)
+    return value
+
+
+def _quoted_printable(text: str) -> bytes:
+    """``text`` as UTF-8 quoted-printable with CRLF line ends (RFC 2045 section 6.7:
+    lines of at most 76 octets, trailing blanks encoded), by ``binascii``. The line
+    breaks are those the email package sees in the UTF-8 bytes (CR, LF, CRLF)."""
+    body = _CRLF.join(text.encode("utf-8").splitlines()) + _CRLF
+    return binascii.b2a_qp(body, istext=True)
+
+
+def _base64(content: bytes) -> bytes:
+    """base64 in lines of 76 characters (57 octets), CRLF line ends."""
+    return base64.encodebytes(content).replace(b"\n", _CRLF)
+
+
+def _text_part(subtype: str, text: str) -> bytes:
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    ).encode("ascii") + _quoted_printable(text)
+
+
+def _multipart(subtype: str, boundary: str, parts: list[bytes]) -> tuple[bytes, bytes]:
+    """The Content-Type field and the body of a multipart, as the email generator
+    lays them out (no preamble or epilogue)."""
+    head = f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n'.encode("ascii")
+    delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
+    body = (
+        f"--{boundary}\r\n".encode("ascii")
+        + delimiter.join(parts)
+        + f"\r\n--{boundary}--\r\n".encode("ascii")
+    )
+    return head, body
+
+
+def _attachment_bytes(attachment: Attachment, index: int) -> bytes:
+    filename, maintype, subtype = _attachment_parts(attachment, index)
+    if filename.isascii():
+        if not _PLAIN_FILENAME.match(filename):
+            raise _Unusual("Content-Disposition")
+        disposition = f'attachment; filename="{filename}"'
+    else:
+        disposition = "attachment; filename*=utf-8''" + urllib.parse.quote(filename, safe="")
+    if len(disposition) + len("Content-Disposition: ") > MAX_LINE:
+        raise _Unusual("Content-Disposition")
+    return (
+        f"Content-Type: {maintype}/{subtype}\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        f"Content-Disposition: {disposition}\r\n\r\n"
+    ).encode("ascii") + _base64(attachment.content)
+
+
+def _written(message: OutgoingMessage, now: datetime | None) -> bytes:
+    sender = _mailbox(message.from_address, message.from_name, "from_address")
+    head = [_mailbox_field("From", sender)]
+    recipient = _mailbox(message.to_address, message.to_name, "to_address")
+    head.append(_mailbox_field("To", recipient))
+    if message.reply_to is not None:
+        head.append(_plain("Reply-To", _mailbox(message.reply_to, None, "reply_to").addr_spec))
+    subject = _single_line(message.subject, "subject")
+    if subject.isascii():
+        head.append(_plain("Subject", subject))
+    else:
+        head.append(_raw_lines("Subject", _encoded_words("Subject", subject)))
+    head.append(_plain("Date", format_datetime(now or datetime.now(UTC))))
+    message_id = _message_id(message, sender.addr_spec)
+    head.append(_plain("Message-ID", message_id))
+    head.append(b"MIME-Version: 1.0\r\n")
+    unsubscribe = _list_unsubscribe(message)
+    if unsubscribe:
+        head.append(_uri_list("List-Unsubscribe", unsubscribe))
+    if message.list_unsubscribe_url is not None:
+        head.append(b"List-Unsubscribe-Post: " + ONE_CLICK.encode("ascii") + _CRLF)
+    for name, value in _extra_headers(message.headers):
+        head.append(_plain(name, value))
+    attachments = [_attachment_bytes(a, i) for i, a in enumerate(message.attachments)]
+    # The same boundaries as _finish_parts: parts numbered in walk() order.
+    seed = hashlib.sha256(message_id.encode("ascii")).hexdigest()[:24]
+    text = _text_part("plain", message.text)
+    if message.html is None:
+        content_head, _, content_body = text.partition(b"\r\n\r\n")
+        content_head += _CRLF
+    else:
+        html = _text_part("html", message.html)
+        alternative_number = 1 if attachments else 0
+        content_head, content_body = _multipart(
+            "alternative", f"=_{seed}_{alternative_number}", [text, html]
+        )
+    if attachments:
+        inner = content_head + _CRLF + content_body
+        content_head, content_body = _multipart("mixed", f"=_{seed}_0", [inner, *attachments])
+    return b"".join(head) + content_head + _CRLF + content_body
+
+
+def build_bytes(message: OutgoingMessage, *, now: datetime | None = None) -> bytes:
+    """The message as SMTP DATA carries it, written directly (see above); the same
+    checks and layout as ``message_bytes(build_message(message))``."""
+    try:
+        return _written(message, now)
+    except _Unusual:
+        return message_bytes(build_message(message, now=now))

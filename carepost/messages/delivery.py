@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
+from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -58,6 +59,7 @@ from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
 from carepost.policy.decision import Decision
 from carepost.protection import fallback as protection_fallback
+from carepost.protection.facts import address_key
 from carepost.protection.stage import ProtectionStage, protection_values
 from carepost.tracking.service import TrackingChoice, tracking_choice
 
@@ -194,6 +196,30 @@ def _outgoing_message(
     )
 
 
+class _NotBuilt(EmailMessage):
+    """In place of the built message where the protection stage does not read it
+    (:func:`_stage_reads_the_message`); reading it anyway raises, which fails that
+    message loudly instead of deciding on an empty one."""
+
+    def __getattribute__(self, name: str) -> Any:
+        raise RuntimeError("the protection stage read a message that was not built")
+
+
+NOT_BUILT: EmailMessage = object.__new__(_NotBuilt)
+
+
+def _stage_reads_the_message(protection: ProtectionStage, message: Message) -> bool:
+    """Whether the protection stage needs the built ``EmailMessage``: to encrypt it
+    (E2E is decided only for a recipient with a valid S/MIME or OpenPGP key,
+    carepost.policy.decision) or to scan a message stored without text or HTML
+    (carepost.protection.facts). Otherwise it decides from the stored content."""
+    body = message.body or {}
+    if body.get("text") is None and body.get("html") is None:
+        return True
+    states = protection.key_states.get(address_key(message.to_address))
+    return states is not None and "valid" in (states.smime, states.openpgp)
+
+
 def prepare_envelopes(
     session: Session, keys: TenantKeys, ids: Sequence[uuid.UUID], *, settings: Settings
 ) -> list[Outgoing]:
@@ -224,13 +250,18 @@ def prepare_envelopes(
                 built = message_from_bytes(raw, policy=email_policy.default)
             else:
                 outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
-                built = ports.build_message(outgoing)
-                raw = None
+                if _stage_reads_the_message(protection, message):
+                    built = ports.build_message(outgoing)
+                    raw = ports.message_bytes(built)
+                else:
+                    # Written straight to bytes (the email package's objects cost
+                    # more than both signatures), for the stage to decide on.
+                    built = NOT_BUILT
+                    raw = ports.build_bytes(outgoing)
             protected = protection.protect(message, built)
             if protected.held:
                 continue  # to the portal, or blocked: recorded by the stage
-            clear = raw if raw is not None else ports.message_bytes(built)
-            data = ports.sign_all(protected.data or clear, signers[domain])
+            data = ports.sign_all(protected.data or raw, signers[domain])
         except Exception as exc:  # noqa: BLE001 - one unbuildable message must not stall the rest
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))

@@ -15,6 +15,7 @@ ContactView                        carepost.templates.context
 contact_references, uses_phi       carepost.templates.analysis
 Attachment, OutgoingMessage        carepost.delivery.mime
 build_message, message_bytes       carepost.delivery.mime
+build_bytes                        carepost.delivery.mime
 domain_of                          carepost.delivery.mime
 sign_all                           carepost.delivery.dkim
 signing_keys_for                   carepost.domains.service
@@ -41,6 +42,7 @@ from carepost.delivery.feedback_keys import cached_feedback_secret
 from carepost.delivery.mime import (
     Attachment,
     OutgoingMessage,
+    build_bytes,
     build_message,
     domain_of,
     message_bytes,
@@ -81,6 +83,7 @@ __all__ = [
     "RenderedMessage",
     "TemplateError",
     "Transport",
+    "build_bytes",
     "build_message",
     "cached_feedback_secret",
     "check_sender",

@@ -339,14 +339,14 @@ def test_a_message_that_cannot_be_built_fails_without_stalling_the_batch(
     delivering, smtp_sink, tenant, monkeypatch
 ):
     broken, fine = _send(delivering, tenant, {"to": "broken@example.org"}, {"to": "ok@example.org"})
-    original = ports.build_message
+    original = ports.build_bytes
 
     def build(message):
         if message.to_address == "broken@example.org":
             raise ValueError("cannot carry this address")
         return original(message)
 
-    monkeypatch.setattr(ports, "build_message", build)
+    monkeypatch.setattr(ports, "build_bytes", build)
     _deliver(delivering)
     failed = _message(delivering, tenant, broken)
     assert (failed.state, failed.state_reason) == (
