@@ -40,8 +40,9 @@ from carepost.e2ee.certificates import (
     load_certificate,
     normalize_address,
 )
-from carepost.e2ee.errors import KeyRejected
+from carepost.e2ee.errors import CertificateUntrusted, KeyRejected
 from carepost.e2ee.models import KINDS, SOURCES, RecipientKey, TenantSigningKey
+from carepost.e2ee.trust import TrustChecker, TrustDecision, is_ca_certificate, reason_code
 from carepost.e2ee.wkd import fetch_wkd
 
 INDEX_LABEL = "recipient_keys.address"
@@ -59,6 +60,9 @@ def _checked_address(address: str) -> str:
     if parsed != clean or "@" not in clean or len(clean) > 320:
         raise ValidationFailed("not a valid email address", field="address")
     return clean
+
+
+MAX_CHAIN = 5  # intermediates kept with an uploaded certificate
 
 
 def detect_kind(material: bytes) -> str:
@@ -101,7 +105,7 @@ def examine(material: bytes, address: str, now: datetime, kind: str | None = Non
         return KeyFacts(
             kind,
             info.fingerprint,
-            certificate_pem(certificate),
+            certificate_pem(certificate) + "".join(map(certificate_pem, _chain_of(material))),
             info.algorithm,
             info.can_encrypt,
             info.not_before,
@@ -314,10 +318,15 @@ def usable_keys(
     now: datetime,
     *,
     kind: str | None = None,
+    trust: TrustChecker | None = None,
+    refused: list[TrustDecision] | None = None,
 ) -> list[UsableKey]:
     """The keys for ``address`` that are valid at ``now``, not revoked and that
     carepost can encrypt to; newest expiry first. Each is parsed and checked again
-    (a revocation inside an OpenPGP key counts even if the row missed it)."""
+    (a revocation inside an OpenPGP key counts even if the row missed it). With
+    ``trust`` (the organization's S/MIME trust settings) an S/MIME certificate must
+    also pass its chain and revocation checks; the decisions of those that do not
+    are appended to ``refused``."""
     query = select(RecipientKey).where(
         RecipientKey.tenant_id == tenant_id,
         RecipientKey.address_index == _index(address),
@@ -334,6 +343,12 @@ def usable_keys(
             if row.kind == "smime":
                 certificate = load_certificate(row.material.encode("ascii"))
                 check_certificate(certificate, address, now, "encrypt")
+                if trust is not None:
+                    decision = trust.check(certificate, _bundled(row.material), now)
+                    if not decision.usable:
+                        if refused is not None:
+                            refused.append(decision)
+                        continue
                 usable.append(UsableKey(row, certificate=certificate))
             else:
                 cert = openpgp.load_cert(row.material)
@@ -344,6 +359,27 @@ def usable_keys(
     far = datetime.max.replace(tzinfo=now.tzinfo)
     usable.sort(key=lambda key: key.row.not_after or far, reverse=True)
     return usable
+
+
+def _chain_of(material: bytes) -> list[x509.Certificate]:
+    """The CA certificates uploaded after the recipient's own (its chain), kept with it
+    for chain validation; anything else in the PEM is ignored."""
+    if b"-----BEGIN" not in material:
+        return []
+    try:
+        found = x509.load_pem_x509_certificates(material)[1:]
+    except ValueError:
+        return []
+    return [c for c in found[:MAX_CHAIN] if is_ca_certificate(c)]
+
+
+def _bundled(material: str) -> list[x509.Certificate]:
+    """Certificates stored after the recipient's own in its PEM (its chain, when it was
+    uploaded or received with one): candidate intermediates."""
+    try:
+        return x509.load_pem_x509_certificates(material.encode("ascii"))[1:]
+    except ValueError:
+        return []
 
 
 # --- discovery ----------------------------------------------------------------------
@@ -676,6 +712,7 @@ def protect_message(
     recipients: Sequence[str],
     now: datetime,
     sign: bool = True,
+    trust: TrustChecker | None = None,
 ) -> bytes:
     """The message encrypted (and signed with the tenant's key for its From address
     when ``sign``) for ``recipients`` with their usable keys of ``kind``: the one
@@ -685,7 +722,17 @@ def protect_message(
     if kind == "smime":
         smime_recipients = []
         for index, address in enumerate(recipients):
-            keys = usable_keys(session, tenant_id, address, now, kind="smime")
+            refused: list[TrustDecision] = []
+            keys = usable_keys(
+                session, tenant_id, address, now, kind="smime", trust=trust, refused=refused
+            )
+            if not keys and refused:
+                code = reason_code(refused[0])
+                raise CertificateUntrusted(
+                    f"no trusted S/MIME certificate ({code})",
+                    trust_code=code,
+                    field=f"recipients/{index}",
+                )
             if not keys:
                 raise KeyRejected("no usable S/MIME certificate", field=f"recipients/{index}")
             smime_recipients.append(keys[0].smime_recipient())

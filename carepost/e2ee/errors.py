@@ -13,6 +13,19 @@ class KeyRejected(ValidationFailed):
     title = "Certificate or key rejected"
 
 
+class CertificateUntrusted(KeyRejected):
+    """Every S/MIME certificate of the recipient failed the organization's chain or
+    revocation checks; ``trust_code`` says how (``revoked``, ``untrusted``,
+    ``revocation_unknown``) for the delivery decision's reasons."""
+
+    code = "certificate-untrusted"
+    title = "Certificate not trusted"
+
+    def __init__(self, detail: str, *, trust_code: str, field: str | None = None) -> None:
+        super().__init__(detail, field=field)
+        self.trust_code = trust_code
+
+
 class ProtectionFailed(CarepostError):
     """The message could not be signed or encrypted."""
 

@@ -427,6 +427,11 @@ def leaf_and_intermediates(
     return None
 
 
+def is_ca_certificate(certificate: x509.Certificate) -> bool:
+    """basicConstraints CA set (a certificate that may issue others)."""
+    return _is_ca(certificate)
+
+
 def _is_ca(certificate: x509.Certificate) -> bool:
     try:
         return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -448,3 +453,139 @@ def _issuer_among(
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- the organization's settings, applied at send time --------------------------------
+
+
+def check_trusted_ca(pem: str) -> str:
+    """A trusted CA certificate as an organization uploads it (one PEM certificate of a
+    CA, within its dates), normalized; ValueError in words otherwise (the policy
+    document's validator turns it into a 422 on ``smime_trust/trusted_cas/N``)."""
+    if len(pem) > 20_000:
+        raise ValueError("a certificate is at most 20,000 characters of PEM")
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise ValueError("not a PEM X.509 certificate") from None
+    if not _is_ca(certificate):
+        raise ValueError("not a CA certificate (basicConstraints CA is not set)")
+    now = utc_now()
+    if certificate.not_valid_after_utc <= now:
+        raise ValueError("the CA certificate has expired")
+    if certificate.not_valid_before_utc > now:
+        raise ValueError("the CA certificate is not valid yet")
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def reason_code(decision: TrustDecision) -> str:
+    """A short code for the delivery decision's reasons (``e2e.smime:<code>``)."""
+    if decision.usable:
+        return "trusted"
+    if decision.revocation is not None and decision.revocation.state == "revoked":
+        return "revoked"
+    if decision.revocation is not None and decision.revocation.state == "unknown":
+        return "revocation_unknown"
+    return "untrusted"
+
+
+# A decision is kept this long per (organization settings, certificate): sending does
+# not ask an OCSP responder or fetch a CRL per message. "Unknown" is asked again
+# sooner, a good status at most as long as the OCSP answer or CRL says it holds.
+GOOD_FOR = timedelta(hours=1)
+UNKNOWN_FOR = timedelta(minutes=10)
+BAD_FOR = timedelta(hours=6)
+FETCH_TIMEOUT = 5.0
+_DECISIONS_MAX = 10_000
+
+
+@dataclass
+class TrustChecker:
+    """Applies an organization's S/MIME trust settings to recipient certificates, with
+    a per-process cache of decisions (keyed by the settings and the certificate's
+    fingerprint; never an address) and the shared CRL cache."""
+
+    require_chain: bool
+    revocation: RevocationMode | Literal["off"]
+    use_system_store: bool
+    trusted: tuple[x509.Certificate, ...]
+    key: str
+
+    def check(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        now: datetime,
+    ) -> TrustDecision:
+        fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
+        cached = _DECISIONS.get((self.key, fingerprint))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        decision = self._evaluate(leaf, intermediates, now)
+        if decision.usable and "unknown" not in decision.reason:
+            until = now + GOOD_FOR
+            if decision.revocation is not None and decision.revocation.valid_until is not None:
+                until = min(until, decision.revocation.valid_until)
+        elif decision.revocation is not None and decision.revocation.state == "unknown":
+            until = now + UNKNOWN_FOR
+        else:
+            until = now + BAD_FOR
+        with _DECISIONS_LOCK:
+            if len(_DECISIONS) >= _DECISIONS_MAX:
+                _DECISIONS.clear()
+            _DECISIONS[(self.key, fingerprint)] = (until, decision)
+        return decision
+
+    def _evaluate(
+        self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], now: datetime
+    ) -> TrustDecision:
+        if self.revocation == "off":
+            try:
+                chain = verify_chain(
+                    leaf, intermediates, self.trusted, now, use_system_store=self.use_system_store
+                )
+            except KeyRejected as error:
+                return TrustDecision(False, error.detail)
+            return TrustDecision(True, "chain verified; revocation not checked", chain)
+        with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False) as client:
+            return evaluate(
+                leaf,
+                intermediates,
+                self.trusted,
+                now,
+                client=client,
+                require_chain=self.require_chain,
+                revocation_mode=self.revocation,
+                use_system_store=self.use_system_store,
+                cache=CRL_CACHE,
+            )
+
+
+_DECISIONS: dict[tuple[str, str], tuple[datetime, TrustDecision]] = {}
+_DECISIONS_LOCK = threading.Lock()
+
+
+def checker_for(
+    *, require_chain: bool, revocation: str, use_system_store: bool, trusted_cas: Sequence[str]
+) -> TrustChecker | None:
+    """The checker for an organization's settings, or None when they check nothing
+    (no chain required, revocation off: the certificate's own dates and use only)."""
+    if not require_chain and revocation == "off":
+        return None
+    trusted = tuple(x509.load_pem_x509_certificate(p.encode("ascii")) for p in trusted_cas)
+    digest = hashes.Hash(hashes.SHA256())
+    for part in (str(require_chain), revocation, str(use_system_store), *trusted_cas):
+        digest.update(part.encode("ascii") + b"\0")
+    return TrustChecker(
+        require_chain,
+        revocation,  # type: ignore[arg-type]
+        use_system_store,
+        trusted,
+        digest.finalize().hex(),
+    )
+
+
+def forget_decisions() -> None:
+    """Drop the cached decisions (tests; an operator's refresh)."""
+    with _DECISIONS_LOCK:
+        _DECISIONS.clear()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from carepost.dlp.detectors import ALL_DETECTORS, TENANT_DETECTORS
 
@@ -117,6 +117,46 @@ class SenderRules(BaseModel):
     treat_as_phi: bool = False
 
 
+MAX_TRUSTED_CAS = 20
+MAX_CA_PEM = 20_000
+
+
+def _trusted_ca(pem: str) -> str:
+    from carepost.e2ee.trust import check_trusted_ca  # the policy names no e2ee at import
+
+    return check_trusted_ca(pem)
+
+
+# One PEM CA certificate; a wrong one is refused at its index (trusted_cas/N).
+TrustedCa = Annotated[str, Field(max_length=MAX_CA_PEM), AfterValidator(_trusted_ca)]
+
+
+class SmimeTrust(BaseModel):
+    """How far a recipient's S/MIME certificate is trusted before carepost encrypts to
+    it (carepost/e2ee/trust.py, docs/encryption.md "Chain and revocation"):
+
+    * ``require_chain``: the certificate must chain (emailProtection, within dates)
+      to a trusted CA: the system store when ``use_system_store``, and ``trusted_cas``.
+      Off, an uploaded certificate is used as the administrator vouched for it.
+    * ``revocation``: ``off``; ``soft`` (checked by OCSP, then CRL; used when no
+      answer can be had); ``hard`` (not used unless shown not revoked).
+    * ``trusted_cas``: PEM certificates of CAs (roots or intermediates) the
+      organization trusts, besides or, without ``use_system_store``, instead of the
+      system's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_chain: bool = False
+    revocation: Literal["off", "soft", "hard"] = "off"
+    use_system_store: bool = True
+    trusted_cas: list[TrustedCa] = Field(default_factory=list, max_length=MAX_TRUSTED_CAS)
+
+    @property
+    def checks(self) -> bool:
+        """Whether anything is checked beyond the certificate's own dates and use."""
+        return self.require_chain or self.revocation != "off"
+
+
 class PolicyDocument(BaseModel):
     """A tenant's policy: defaults, then the recipient domain's override, then the
     template's (the most specific last)."""
@@ -129,6 +169,8 @@ class PolicyDocument(BaseModel):
     templates: dict[str, RulesOverride] = Field(default_factory=dict, max_length=MAX_OVERRIDES)
     # Per sender address (or "*"): carepost/protection reads these at send time.
     senders: dict[str, SenderRules] = Field(default_factory=dict, max_length=MAX_OVERRIDES)
+    # Recipient S/MIME certificates: chain and revocation checks before use.
+    smime_trust: SmimeTrust = Field(default_factory=SmimeTrust)
 
     @field_validator("senders", mode="before")
     @classmethod

@@ -52,6 +52,7 @@ from carepost.crypto.keyring import TenantKeys
 from carepost.delivery.transport import TlsRequirement
 from carepost.dlp.findings import ScanSummary
 from carepost.e2ee.directory import protect_message
+from carepost.e2ee.trust import TrustChecker, checker_for
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
 from carepost.policy.decision import (
@@ -102,6 +103,8 @@ class ProtectionStage:
     lookup: DomainTlsLookup | None
     key_states: dict[str, RecipientKeys] = field(default_factory=dict)
     scanner: ContentScanner | None = None
+    # The organization's S/MIME chain and revocation checks (None: dates and use only).
+    smime_trust: TrustChecker | None = None
     _domains: dict[str, DomainTlsFacts] = field(default_factory=dict)
     _decided: dict[uuid.UUID, Decision] = field(default_factory=dict)
     _audits: list[audit.Entry] = field(default_factory=list)
@@ -128,6 +131,13 @@ class ProtectionStage:
             lookup=DomainTlsLookup.from_settings(settings) if settings.mta_sts_enabled else None,
         )
         stage.scanner = ContentScanner(session, keys, stage.policy)
+        trust = stage.policy.smime_trust
+        stage.smime_trust = checker_for(
+            require_chain=trust.require_chain,
+            revocation=trust.revocation,
+            use_system_store=trust.use_system_store,
+            trusted_cas=trust.trusted_cas,
+        )
         stage.key_states = recipient_key_states(
             session, keys, [m.to_address for m in messages], now
         )
@@ -205,6 +215,7 @@ class ProtectionStage:
                     kind=decision.method,
                     recipients=[message.to_address],
                     now=self.now,
+                    trust=self.smime_trust,
                 )
             except CarepostError as error:
                 decision = self._without_key(decision, error)
@@ -228,7 +239,10 @@ class ProtectionStage:
 
     def _without_key(self, decision: Decision, error: CarepostError) -> Decision:
         log.info("protection.e2e_failed", method=decision.method, error=error.code)
-        reasons = (*decision.reasons, f"e2e.{decision.method}:failed")
+        # Why, as a code (the certificate was revoked, did not chain, no revocation
+        # status under hard-fail), or "failed"; never the address or certificate.
+        why = getattr(error, "trust_code", "failed")
+        reasons = (*decision.reasons, f"e2e.{decision.method}:{why}")
         if decision.phi:
             return Decision("portal", "opportunistic", (*reasons, "fallback.portal"), True)
         return Decision("tls_opportunistic", "opportunistic", reasons, False)
