@@ -61,6 +61,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/portal", "Secure portal", "reports:read"),
     ("/domains", "Domains & DKIM", "tenant:read"),
     ("/gateway", "SMTP gateway", "tenant:read"),
+    ("/protection-policy", "Protection policy", "policy:read"),
     ("/users", "Users and roles", "users:read"),
     ("/api-keys", "API keys", "apikeys:read"),
     ("/webhooks", "Webhooks", "webhooks:read"),

@@ -41,6 +41,7 @@ from carepost.web import (
     organization,
     passkeys,
     portal,
+    protection_policy,
     segments,
     signin,
     templates_pages,
@@ -79,6 +80,7 @@ ROUTERS = (
     workflows.router,
     workflow_triggers.router,
     portal.router,
+    protection_policy.router,
     gateway_pages.router,
 )
 

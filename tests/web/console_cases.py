@@ -95,6 +95,7 @@ PAGES = (
     PageCase("/gateway/clients/{gateway_client_id}", "tenant:read"),
     PageCase("/gateway/inbound-route", "tenant:read"),
     PageCase("/portal/settings", "tenant:read"),
+    PageCase("/protection-policy", "policy:read"),
 )
 
 ACTIONS = (
@@ -229,6 +230,12 @@ ACTIONS = (
         "/workflows/{workflow_id}/trigger", "workflows:write", {"kind": "event", "name": "x"}
     ),
     ActionCase("/workflows/{workflow_id}/trigger/delete", "workflows:write"),
+    ActionCase("/protection-policy", "policy:write", {"document": "{}"}),
+    ActionCase(
+        "/protection-policy/smime-trust",
+        "policy:write",
+        {"require_chain": "no", "revocation": "off", "use_system_store": "yes"},
+    ),
     ActionCase("/logout", None),
     ActionCase("/logout/everywhere", None),
     # The secure portal (carepost/web/portal.py), keyed by the outbox message id.
