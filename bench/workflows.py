@@ -32,6 +32,7 @@ per figure with its ratio to the issue's target, and the machine's load.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import resource
 import subprocess
@@ -45,7 +46,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from bench import datagen
 from bench.campaign_send import DOMAIN, dataset, resident_bytes, verified_sender
@@ -150,20 +151,54 @@ def _prepare(runtime: Runtime, tenant_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UU
         return workflow.id, segment.id, str(last["type"])
 
 
-def _advance_until_idle(url: str, moment: datetime) -> tuple[int, int, int]:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _advance_until_idle(url: str, moment: datetime) -> tuple[int, int, int, float]:
     """In a worker process: advance due runs at ``moment`` until none is left;
-    (transitions, resident bytes now, peak resident bytes of the process)."""
+    (transitions, resident bytes now, peak resident bytes of the process, CPU
+    seconds spent). ``BENCH_PROFILE=<dir>``: a cProfile of each call there."""
     global _worker_runtime
     if _worker_runtime is None:
         _worker_runtime = datagen.open_runtime(url)
+    profile_dir = os.environ.get("BENCH_PROFILE")
+    profiler = cProfile.Profile() if profile_dir else None
+    cpu = _cpu_seconds()
+    if profiler is not None:
+        profiler.enable()
     done = 0
     while True:
         executed = engine.advance_due_runs(_worker_runtime, now=moment, max_batches=1000)
         done += executed
         if not executed:
             break
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(f"{profile_dir}/worker-{os.getpid()}-{moment:%d%H}.prof")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return done, resident_bytes(), peak
+    return done, resident_bytes(), peak, _cpu_seconds() - cpu
+
+
+def _backends_cpu(runtime: Runtime) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to this database
+    (from /proc: readable when PostgreSQL runs on this machine; 0 elsewhere)."""
+    if runtime.database.engine.dialect.name != "postgresql":
+        return 0.0
+    with runtime.database.engine.connect() as connection:
+        pids = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _warm(url: str) -> int:
@@ -261,7 +296,7 @@ def run(options: list[str]) -> None:
         tenant_id = dataset(runtime, args.scale, 0)
         workflow_id, segment_id, last = _prepare(runtime, tenant_id)
         try:
-            started = time.perf_counter()
+            started, cpu, db_cpu = time.perf_counter(), _cpu_seconds(), _backends_cpu(runtime)
             with runtime.tenant_session(tenant_id) as session:
                 keys = current_tenant_keys()
                 enrolled = triggers.enroll_segment(
@@ -275,7 +310,13 @@ def run(options: list[str]) -> None:
                 f"(1M in 60 s) engine={engine_name} load={_load()}",
                 flush=True,
             )
+            print(
+                f"workflows enroll_cpu_s bench={_cpu_seconds() - cpu:.1f} "
+                f"postgresql={_backends_cpu(runtime) - db_cpu:.1f} load={_load()}",
+                flush=True,
+            )
             transitions, seconds, rss, peaks = 0, 0.0, [], []
+            worker_cpu = backend_cpu = 0.0
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 list(pool.map(_warm, [url] * workers))
                 for index, moment in enumerate(INSTANTS):
@@ -283,27 +324,38 @@ def run(options: list[str]) -> None:
                         latencies = _Latency(runtime, tenant_id, workflow_id).measure(
                             url, args.samples
                         )
-                    started = time.perf_counter()
+                    started, db_cpu = time.perf_counter(), _backends_cpu(runtime)
                     futures = [
                         pool.submit(_advance_until_idle, url, moment) for _ in range(workers)
                     ]
                     results = [future.result() for future in futures]
                     took = time.perf_counter() - started
-                    done = sum(done for done, _rss, _peak in results)
+                    db_cpu = _backends_cpu(runtime) - db_cpu
+                    done = sum(result[0] for result in results)
+                    cpu = sum(result[3] for result in results)
                     seconds, transitions = seconds + took, transitions + done
+                    worker_cpu, backend_cpu = worker_cpu + cpu, backend_cpu + db_cpu
                     print(
                         f"workflows instant={moment:%Y-%m-%dT%H:%M} transitions={done} "
-                        f"seconds={took:.1f} per_s={done / took:.0f} load={_load()}",
+                        f"seconds={took:.1f} per_s={done / took:.0f} "
+                        f"cpu_s_per_1000: workers={1000 * cpu / max(done, 1):.3f} "
+                        f"postgresql={1000 * db_cpu / max(done, 1):.3f} load={_load()}",
                         flush=True,
                     )
-                    rss.append(sum(now for _done, now, _peak in results))
-                    peaks += [peak for _done, _now, peak in results]
+                    rss.append(sum(result[1] for result in results))
+                    peaks += [result[2] for result in results]
             rate = transitions / seconds
             print(
                 f"workflows transitions/s={rate:.0f} ratio_to_{TRANSITIONS_TARGET}_per_s="
                 f"{rate / TRANSITIONS_TARGET:.2f} transitions={transitions} "
                 f"expected={STEPS_PER_CONTACT * enrolled} workers={workers} last_step={last} "
                 f"engine={engine_name} load={_load()}",
+                flush=True,
+            )
+            print(
+                f"workflows cpu_s_per_1000_transitions workers="
+                f"{1000 * worker_cpu / max(transitions, 1):.3f} "
+                f"postgresql={1000 * backend_cpu / max(transitions, 1):.3f} load={_load()}",
                 flush=True,
             )
             print(

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Engine
@@ -138,14 +138,6 @@ CONTACT_FREE_STEPS = frozenset(
 )
 
 
-def _needs_contacts(graphs: Iterable[GraphShape]) -> bool:
-    return any(
-        getattr(step, "type", "") not in CONTACT_FREE_STEPS
-        for graph in graphs
-        for step in graph.steps
-    )
-
-
 def advance_claimed(
     session: Session,
     keys: TenantKeys,
@@ -160,10 +152,11 @@ def advance_claimed(
     Set-based: every round moves each run one step, with the runs at the same step
     of the same workflow version handled as one group (:func:`_advance_group`),
     until every run waits or has ended. The whole batch is one transaction."""
-    # Not in the session: the batch's changes to them are written at its end in
-    # one statement (:func:`_write_runs`), not by the unit of work one by one.
+    # Not ORM objects: the batch's changes to them are written at its end in one
+    # statement (:func:`_write_runs`), not by the unit of work one by one, and a
+    # plain object costs a tenth of a mapped one to build.
     runs = [
-        WorkflowRun(**row._asdict())
+        _run_of(row)
         for row in session.execute(
             select(*RUN_COLUMNS)
             .where(
@@ -186,17 +179,6 @@ def advance_claimed(
         )
     }
     graphs = _graphs(session, runs)
-    contacts: dict[uuid.UUID, Contact] = {}
-    if _needs_contacts(graphs.values()):
-        contacts = {
-            c.id: c
-            for c in session.scalars(
-                select(Contact).where(
-                    Contact.tenant_id == keys.tenant_id,
-                    Contact.id.in_([run.contact_id for run in runs]),
-                )
-            )
-        }
     open_steps = {
         run_id: _StepRecord(step_id=step_row_id)
         for step_row_id, run_id in session.execute(
@@ -219,14 +201,14 @@ def advance_claimed(
             keys,
             workflows[run.workflow_id],
             run,
-            contacts.get(run.contact_id),
+            None,  # loaded by the rounds for the steps that read it (_Rounds._contacts)
             now,
             limits,
             seq=len(run.visited or []),
             rules=rules,
         )
         walks.append(_Walk(run, context, by_id[key], key, open_steps.get(run.id)))
-    rounds = _Rounds(session, now)
+    rounds = _Rounds(session, now, keys)
     while walks:
         walks = rounds.advance(walks)
     rounds.flush_waits()
@@ -236,6 +218,28 @@ def advance_claimed(
 
 
 RUN_COLUMNS = tuple(WorkflowRun.__table__.c)
+_RUN_NAMES = tuple(column.key for column in RUN_COLUMNS)
+
+
+class RunState:
+    """A run as the engine moves it: the columns of ``workflow_runs`` as plain
+    attributes (what handlers read of ``RunContext.run``), outside the session."""
+
+    __slots__ = _RUN_NAMES
+
+    def __init__(self, **values: Any) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+
+
+def _run_of(row: Sequence[Any]) -> WorkflowRun:
+    run = RunState.__new__(RunState)
+    for name, value in zip(_RUN_NAMES, row, strict=True):
+        setattr(run, name, value)
+    # Duck-typed: a handler reads and sets the same attributes as on a mapped run.
+    return cast(WorkflowRun, run)
+
+
 _CHANGING = (
     "status",
     "current_step",
@@ -297,30 +301,27 @@ _WAIT_TYPES = {
 }
 
 
-def _arrays(rows: Sequence[dict[str, Any]], types: dict[str, str]) -> dict[str, list[Any]]:
-    """One list per column, in the form psycopg sends as a PostgreSQL array."""
-    arrays: dict[str, list[Any]] = {name: [] for name in types}
-    for row in rows:
-        for name, kind in types.items():
-            value = row[name]
-            if kind == "json" and value is not None:
-                value = json.dumps(value)
-            elif kind == "timestamptz" and value is not None:
-                value = value.astimezone(UTC)
-            arrays[name].append(value)
-    return arrays
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"no JSON form for {type(value).__name__}")
 
 
-def _unnest(types: dict[str, str]) -> str:
-    return ", ".join(
-        f"CAST(:{name} AS {'text' if kind == 'json' else kind}[])" for name, kind in types.items()
-    )
+def _recordset(rows: Sequence[dict[str, Any]], types: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The rows as one JSON parameter and the ``json_to_recordset`` that reads them
+    back typed: PostgreSQL parses the lot in C, where one array a column cost the
+    driver a Python call a value to dump (most of a batch's write time)."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in types.items())
+    payload = json.dumps([{name: row[name] for name in types} for row in rows], default=_json_value)
+    return f"json_to_recordset(CAST(:rows AS json)) AS v({columns})", {"rows": payload}
 
 
 def insert_rows(
     session: Session, table: Table, rows: Sequence[dict[str, Any]], types: dict[str, str]
 ) -> None:
-    """Insert rows: on PostgreSQL one ``INSERT … SELECT FROM unnest(<arrays>)``
+    """Insert rows: on PostgreSQL one ``INSERT … SELECT FROM json_to_recordset(…)``
     whatever their number (an executemany is a statement a row there, and a
     multi-row VALUES costs SQLAlchemy a bound parameter a value to compile); on
     SQLite an executemany (no round trips in-process)."""
@@ -330,15 +331,13 @@ def insert_rows(
         session.connection().execute(insert(table), list(rows))
         return
     names = ", ".join(types)
-    selected = ", ".join(
-        f"v.{name}::json" if kind == "json" else f"v.{name}" for name, kind in types.items()
-    )
+    source, parameters = _recordset(rows, types)
     session.connection().execute(
         text(
-            f"INSERT INTO {table.name} ({names}) SELECT {selected} "  # noqa: S608 - names are ours
-            f"FROM unnest({_unnest(types)}) AS v({names})"
+            f"INSERT INTO {table.name} ({names}) "  # noqa: S608 - names are ours
+            f"SELECT {', '.join(f'v.{name}' for name in types)} FROM {source}"
         ),
-        _arrays(rows, types),
+        parameters,
     )
 
 
@@ -347,9 +346,9 @@ def bulk_update(
 ) -> None:
     """Update rows by primary key (``row_id``) with their values.
 
-    PostgreSQL: one ``UPDATE … FROM unnest(<one array per column>)``, a single
-    statement whatever the number of rows (an executemany costs a statement a row
-    on the server). SQLite: an executemany (no round trips in-process)."""
+    PostgreSQL: one ``UPDATE … FROM json_to_recordset(…)``, a single statement
+    whatever the number of rows (an executemany costs a statement a row on the
+    server). SQLite: an executemany (no round trips in-process)."""
     if not rows:
         return
     columns = [name for name in types if name != "row_id"]
@@ -361,15 +360,14 @@ def bulk_update(
         )
         session.connection().execute(statement, list(rows))
         return
-    assignments = ", ".join(
-        f"{name} = v.{name}" + ("::json" if types[name] == "json" else "") for name in columns
-    )
+    assignments = ", ".join(f"{name} = v.{name}" for name in columns)
+    source, parameters = _recordset(rows, types)
     session.connection().execute(
         text(
             f"UPDATE {table.name} AS t SET {assignments} "  # noqa: S608 - names are ours
-            f"FROM unnest({_unnest(types)}) AS v({', '.join(types)}) WHERE t.id = v.row_id"
+            f"FROM {source} WHERE t.id = v.row_id"
         ),
-        _arrays(rows, types),
+        parameters,
     )
 
 
@@ -388,8 +386,9 @@ class _StepRecord:
 class _Rounds:
     """The rounds of one batch: what each run does at its current step, grouped."""
 
-    def __init__(self, session: Session, now: datetime) -> None:
-        self.session, self.now = session, now
+    def __init__(self, session: Session, now: datetime, keys: TenantKeys) -> None:
+        self.session, self.now, self.keys = session, now, keys
+        self._contacts: dict[uuid.UUID, Contact] = {}  # those loaded so far in the batch
         self.executed = 0
         self._dropped: set[uuid.UUID] = set()  # runs whose waits are to be deleted
         self._waits: list[dict[str, object]] = []
@@ -460,7 +459,26 @@ class _Rounds:
         walk.context.seq = len(run.visited)
         return step.id, resumed
 
+    def _load_contacts(self, members: list[_Walk]) -> None:
+        """The contacts of a group at a step that reads them (one query for those not
+        loaded yet): the other steps decrypt no PHI column and pay no query."""
+        missing = {w.run.contact_id for w in members} - self._contacts.keys()
+        if missing:
+            self._contacts.update(
+                (contact.id, contact)
+                for contact in self.session.scalars(
+                    select(Contact).where(
+                        Contact.tenant_id == self.keys.tenant_id,
+                        id_in(Contact.id, missing, dialect_of(self.session)),
+                    )
+                )
+            )
+        for walk in members:
+            walk.context.contact = self._contacts.get(walk.run.contact_id)
+
     def _execute(self, step: StepBase, members: list[_Walk], resumed: bool) -> list[_Walk]:
+        if getattr(step, "type", "") not in CONTACT_FREE_STEPS:
+            self._load_contacts(members)
         contexts = [walk.context for walk in members]
         try:
             with self.session.begin_nested():

@@ -21,6 +21,8 @@ def test_the_command_prints_its_figures(tmp_path, monkeypatch, capsys):
         "worker_peak_rss_mb=",
         "rss_growth_mb=",
         "wake_latency_p99_s=",
+        "cpu_s_per_1000_transitions workers=",
+        "enroll_cpu_s",
         "last_step=update_field",
     ):
         assert figure in figures
