@@ -458,10 +458,12 @@ def utc_now() -> datetime:
 # --- the organization's settings, applied at send time --------------------------------
 
 
-def check_trusted_ca(pem: str) -> str:
+def check_trusted_ca(pem: str, *, check_dates: bool = True) -> str:
     """A trusted CA certificate as an organization uploads it (one PEM certificate of a
     CA, within its dates), normalized; ValueError in words otherwise (the policy
-    document's validator turns it into a 422 on ``smime_trust/trusted_cas/N``)."""
+    document's validator turns it into a 422 on ``smime_trust/trusted_cas/N``).
+    ``check_dates`` False for a stored policy: a CA that expired since it was saved
+    must not make the policy unreadable (chain validation refuses it at send time)."""
     if len(pem) > 20_000:
         raise ValueError("a certificate is at most 20,000 characters of PEM")
     try:
@@ -470,10 +472,9 @@ def check_trusted_ca(pem: str) -> str:
         raise ValueError("not a PEM X.509 certificate") from None
     if not _is_ca(certificate):
         raise ValueError("not a CA certificate (basicConstraints CA is not set)")
-    now = utc_now()
-    if certificate.not_valid_after_utc <= now:
+    if check_dates and certificate.not_valid_after_utc <= utc_now():
         raise ValueError("the CA certificate has expired")
-    if certificate.not_valid_before_utc > now:
+    if check_dates and certificate.not_valid_before_utc > utc_now():
         raise ValueError("the CA certificate is not valid yet")
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 

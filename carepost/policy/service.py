@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from carepost.audit import service as audit
 from carepost.core.database import new_id, utcnow
 from carepost.core.errors import Conflict
-from carepost.policy.documents import DEFAULT_POLICY, PolicyDocument
+from carepost.policy.documents import DEFAULT_POLICY, STORED, PolicyDocument
 from carepost.policy.models import StoredPolicy
 
 
@@ -29,7 +29,9 @@ def get_policy(session: Session, tenant_id: uuid.UUID) -> TenantPolicy:
     row = _row(session, tenant_id)
     if row is None:
         return TenantPolicy(DEFAULT_POLICY, 0, None)
-    return TenantPolicy(PolicyDocument.model_validate(row.document), row.revision, row.updated_at)
+    return TenantPolicy(
+        PolicyDocument.model_validate(row.document, context=STORED), row.revision, row.updated_at
+    )
 
 
 def _row(session: Session, tenant_id: uuid.UUID) -> StoredPolicy | None:
@@ -69,7 +71,11 @@ def put_policy(
             "read it again and reapply your change",
             field="revision",
         )
-    before = DEFAULT_POLICY if row is None else PolicyDocument.model_validate(row.document)
+    before = (
+        DEFAULT_POLICY
+        if row is None
+        else PolicyDocument.model_validate(row.document, context=STORED)
+    )
     now = utcnow()
     if row is None:
         row = StoredPolicy(id=new_id(), tenant_id=tenant_id, revision=0)

@@ -211,19 +211,26 @@ def update_group(
         sync.replace_tokens(
             session, keys, schema, [(c.id, c.custom, c.birth_date) for c in changed]
         )
-        from carepost.workflows.wakeups import on_fields_changed  # runs awaiting a change
-
-        on_fields_changed(session, keys.tenant_id, {step.field: [c.id for c in changed]})
-        audit.record(
-            session,
-            tenant_id=keys.tenant_id,
-            actor=first.actor,
-            action="contact.workflow_update",
-            object_type="contact",
-            object_id=str(changed[0].id) if len(changed) == 1 else "",
-            details={"fields": [step.field], "updated": len(changed), "step_id": step.id},
-        )
+        _changed(step, first, changed)
     return transitions
+
+
+def _changed(step: UpdateField, first: RunContext, changed: Sequence[Any]) -> None:
+    """After a group's contacts changed: the runs waiting for a change of the field
+    wake, and one audit entry names the field and the count (never a value)."""
+    from carepost.workflows.wakeups import on_fields_changed  # runs awaiting a change
+
+    session, tenant_id = first.session, first.keys.tenant_id
+    on_fields_changed(session, tenant_id, {step.field: [c.id for c in changed]})
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=first.actor,
+        action="contact.workflow_update",
+        object_type="contact",
+        object_id=str(changed[0].id) if len(changed) == 1 else "",
+        details={"fields": [step.field], "updated": len(changed), "step_id": step.id},
+    )
 
 
 def update_standard(step: UpdateField, contexts: Sequence[RunContext]) -> list[Transition]:
@@ -261,18 +268,7 @@ def update_standard(step: UpdateField, contexts: Sequence[RunContext]) -> list[T
             changed.append(contact)
     if changed:
         session.flush()
-        from carepost.workflows.wakeups import on_fields_changed
-
-        on_fields_changed(session, keys.tenant_id, {step.field: [c.id for c in changed]})
-        audit.record(
-            session,
-            tenant_id=keys.tenant_id,
-            actor=first.actor,
-            action="contact.workflow_update",
-            object_type="contact",
-            object_id=str(changed[0].id) if len(changed) == 1 else "",
-            details={"fields": [step.field], "updated": len(changed), "step_id": step.id},
-        )
+        _changed(step, first, changed)
     return transitions
 
 

@@ -185,3 +185,31 @@ def test_trusted_cas_must_be_ca_certificates(client, tenant, make_api_key, inter
     )
     assert garbage.status_code == 422
     assert "not a PEM X.509 certificate" in garbage.json()["errors"][0]["detail"]
+
+
+def test_a_trusted_ca_that_expires_after_saving_keeps_the_policy_readable(
+    runtime, tenant, intermediate, responder
+):
+    from datetime import timedelta
+
+    from carepost.policy.models import StoredPolicy
+    from tests.e2ee.smimetrust_pki import NOW
+
+    _trusting(runtime, tenant, make_ca("soon expired root"), "off")
+    expired = make_ca(
+        "expired root", not_before=NOW - timedelta(days=30), not_after=NOW - timedelta(days=1)
+    )
+    with runtime.bound_session(tenant[1]) as session:  # as if it had expired since
+        row = session.scalar(
+            select(StoredPolicy).where(StoredPolicy.tenant_id == tenant[1].tenant_id)
+        )
+        document = dict(row.document)
+        document["smime_trust"] = {
+            **document["smime_trust"],
+            "trusted_cas": [expired.pem.decode("ascii")],
+        }
+        row.document = document
+    to, _serial = _recipient(runtime, tenant, intermediate, ocsp_url=f"{responder.url}/ocsp")
+    stored = _sent(runtime, tenant, to)  # the policy still loads; the chain is refused
+    assert stored.protection_method == "portal"
+    assert "e2e.smime:untrusted" in stored.protection_reasons
