@@ -143,6 +143,7 @@ def settle(page) -> None:
     """Wait until the page's HTMX requests are answered and their content is live."""
     from playwright.sync_api import expect
 
+    page.wait_for_load_state("load")
     expect(page.locator(HTMX_BUSY)).to_have_count(0)
 
 

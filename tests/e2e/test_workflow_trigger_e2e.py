@@ -60,7 +60,9 @@ def test_a_marketer_sets_and_removes_a_segment_trigger(
     page.locator("#trigger-link").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("How contacts enter Welcome on entry")
 
-    # A mistake first: an event name that is not one.
+    # A mistake first: an event name that is not one. htmx is a deferred script that
+    # wires the kind selector once the document is loaded; a change before that is lost.
+    page.wait_for_load_state("load")
     page.get_by_label("Contacts enter when").select_option("event")
     settle(page)
     page.get_by_label("Event name").fill("Portal Login!")
