@@ -111,11 +111,23 @@ def parse_checked(data: bytes) -> MimeMessage:
     return parsed
 
 
+# The From header of nearly every message: ``Name <address>`` or a bare address, with
+# no quotes, comments, groups or second address, which reads the same to any parser.
+# Anything else goes through the email package's address parser.
+_ATOMS = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_PLAIN_FROM = re.compile(rf'[^"<>,;:()\\@\[\]\r\n]*<({_ATOMS})>\s*|\s*({_ATOMS})\s*')
+
+
 def _header_from(parsed: MimeMessage) -> str:
     values = parsed.get_all("From") or []
     if len(values) != 1:
         raise MessageRefused("550 5.6.0 The message must have exactly one From header")
-    addresses = [a for _n, a in getaddresses([str(values[0])]) if a]
+    value = str(values[0])
+    plain = _PLAIN_FROM.fullmatch(value)
+    if plain is not None:
+        addresses = [plain.group(1) or plain.group(2)]
+    else:
+        addresses = [a for _n, a in getaddresses([value]) if a]
     if len(addresses) != 1:
         raise MessageRefused("550 5.6.0 The From header must name exactly one address")
     try:
@@ -128,6 +140,8 @@ def _subject(parsed: MimeMessage) -> str:
     raw = parsed.get("Subject")
     if raw is None:
         return ""
+    if isinstance(raw, str) and "=?" not in raw:
+        return raw[:998]  # no encoded words: decoding would give it back as it is
     try:
         return str(make_header(decode_header(str(raw))))[:998]
     except Exception:  # noqa: BLE001 - an undecodable subject is kept as it came

@@ -32,6 +32,7 @@ from sqlalchemy import JSON, Table, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from carepost.contacts.sync import write_rows
 from carepost.crypto.fields import EncryptedJSON, EncryptedType
@@ -70,6 +71,18 @@ class Sealer:
             return None
         assert column in self._json
         return self._encrypt(self._labels[column], _COMPACT_JSON.encode(value).encode("utf-8"))
+
+
+def column_defaults(table: Table) -> dict[str, Any]:
+    """Each column's constant Python-side default, as an INSERT would apply it; ``None``
+    for the others (no default, or one computed per row: ids, times, empty lists, which
+    the writer sets). The base of a row whose writer names only what it sets."""
+    return {
+        column.key: (
+            column.default.arg if isinstance(column.default, ScalarElementColumnDefault) else None
+        )
+        for column in table.columns
+    }
 
 
 _COLUMN_TYPES = text(
