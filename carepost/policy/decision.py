@@ -36,7 +36,11 @@ from carepost.policy.documents import (
 )
 
 Method = Literal["tls_required", "tls_opportunistic", "smime", "openpgp", "portal", "block"]
-KeyState = Literal["none", "valid", "expired", "revoked"]
+# The last three: a key that failed when used (its certificate did not chain to a
+# trusted CA, its revocation status was unknown under hard-fail, or encryption failed).
+KeyState = Literal[
+    "none", "valid", "expired", "revoked", "untrusted", "revocation_unknown", "failed"
+]
 # What the delivery needs: a verified MX certificate (per MTA-STS or DANE), STARTTLS
 # without verification, TLS when offered, or no delivery at all (block).
 TlsRequirement = Literal["verified", "starttls", "opportunistic", "none"]

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
@@ -57,6 +57,7 @@ from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import Message, MessageState
 from carepost.policy.decision import (
     Decision,
+    KeyState,
     MessageFacts,
     RecipientKeys,
     SenderSettings,
@@ -72,6 +73,12 @@ from carepost.protection.domain_tls import (
 )
 from carepost.protection.facts import ContentScanner, address_key, recipient_key_states
 
+# A key's state once it failed when used (the error's trust code, else "failed").
+KEY_FAILURES: dict[str, KeyState] = {
+    "revoked": "revoked",
+    "untrusted": "untrusted",
+    "revocation_unknown": "revocation_unknown",
+}
 log = get_logger(__name__)
 
 PROTECTOR = audit.Actor("system", "", "carepost protection")
@@ -166,8 +173,13 @@ class ProtectionStage:
     # --- decision ----------------------------------------------------------------
 
     def decide(
-        self, message: Message, built: EmailMessage | None = None
+        self,
+        message: Message,
+        built: EmailMessage | None = None,
+        refused: Mapping[str, KeyState] | None = None,
     ) -> tuple[Decision, DomainTlsFacts]:
+        """The decision for one message. ``refused``: end-to-end methods whose key
+        failed when used (revoked, untrusted, …), decided again without them."""
         domain = message.to_address.rpartition("@")[2].lower()
         if message.created_by_type == PORTAL_NOTICE:
             return Decision("tls_opportunistic", "opportunistic", ("portal.notice",), False), (
@@ -179,6 +191,8 @@ class ProtectionStage:
             template_id=str(message.template_id) if message.template_id else None,
         )
         keys = self.key_states.get(address_key(message.to_address), RecipientKeys())
+        if refused:
+            keys = replace(keys, **dict(refused))
         sender = self.sender_settings(message)
 
         def decide(tls: DomainTlsFacts) -> Decision:
@@ -206,19 +220,27 @@ class ProtectionStage:
 
     def protect(self, message: Message, built: EmailMessage) -> Protected:
         decision, tls = self.decide(message, built)
-        if decision.method in ("smime", "openpgp"):
+        refused: dict[str, KeyState] = {}
+        while decision.method in ("smime", "openpgp"):
+            method = decision.method
             try:
                 data = protect_message(
                     self.session,
                     self.keys.tenant_id,
                     built,
-                    kind=decision.method,
+                    kind=method,
                     recipients=[message.to_address],
                     now=self.now,
                     trust=self.smime_trust,
                 )
             except CarepostError as error:
-                decision = self._without_key(decision, error)
+                # Decided again without that key: the recipient's other method, when
+                # the policy accepts it, else the policy's fallback (portal for PHI).
+                # The reason says why, as a code; never the address or certificate.
+                why = getattr(error, "trust_code", "failed")
+                log.info("protection.e2e_failed", method=method, error=error.code)
+                refused[method] = KEY_FAILURES.get(why, "failed")
+                decision, tls = self.decide(message, built, refused)
             else:
                 self._record(message, decision, on_row=False)
                 return Protected(False, data, _tls_of(decision), tls.mx_patterns, decision)
@@ -236,16 +258,6 @@ class ProtectionStage:
             self.hand_to_portal(message, decision.reasons)
             return Protected(True, decision=decision)
         return Protected(False, None, _tls_of(decision), tls.mx_patterns, decision)
-
-    def _without_key(self, decision: Decision, error: CarepostError) -> Decision:
-        log.info("protection.e2e_failed", method=decision.method, error=error.code)
-        # Why, as a code (the certificate was revoked, did not chain, no revocation
-        # status under hard-fail), or "failed"; never the address or certificate.
-        why = getattr(error, "trust_code", "failed")
-        reasons = (*decision.reasons, f"e2e.{decision.method}:{why}")
-        if decision.phi:
-            return Decision("portal", "opportunistic", (*reasons, "fallback.portal"), True)
-        return Decision("tls_opportunistic", "opportunistic", reasons, False)
 
     def hand_to_portal(self, message: Message, reasons: Sequence[str]) -> None:
         # Imported here: the portal builds on the outbox (it queues its notices there).

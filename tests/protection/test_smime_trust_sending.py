@@ -213,3 +213,26 @@ def test_a_trusted_ca_that_expires_after_saving_keeps_the_policy_readable(
     stored = _sent(runtime, tenant, to)  # the policy still loads; the chain is refused
     assert stored.protection_method == "portal"
     assert "e2e.smime:untrusted" in stored.protection_reasons
+
+
+def test_an_untrusted_certificate_gives_way_to_the_recipients_openpgp_key(
+    runtime, tenant, root, test_ca, make_gpg
+):
+    """A recipient with a certificate the policy refuses and an OpenPGP key: the message
+    is decided again without the certificate and goes out encrypted with the key, the
+    refused certificate named as a reason, not to the portal."""
+    _trusting(runtime, tenant, root, "off")
+    to = patient()
+    public = make_gpg("patient").new_key(f"Pat <{to}>")
+    with runtime.bound_session(tenant[1]) as session:
+        for material in (test_ca.issue(to).cert_pem, public):
+            directory.add_key(
+                session, tenant[1].tenant_id, address=to, material=material, source="upload",
+                actor=SYSTEM,
+            )  # fmt: skip
+    stored = _sent(runtime, tenant, to)
+    assert stored.protection_method == "openpgp"
+    assert stored.protection_reasons is None or "fallback.portal" not in stored.protection_reasons
+    reasons = _audited_reasons(runtime, stored.id)
+    assert "e2e.smime:untrusted" in reasons and "e2e.openpgp:valid" in reasons
+    assert to not in " ".join(reasons)
