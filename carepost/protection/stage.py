@@ -79,6 +79,8 @@ KEY_FAILURES: dict[str, KeyState] = {
     "untrusted": "untrusted",
     "revocation_unknown": "revocation_unknown",
 }
+# A portal's own notice carries no PHI (a link): it goes as any mail, TLS if offered.
+PORTAL_NOTICE_DECISION = Decision("tls_opportunistic", "opportunistic", ("portal.notice",), False)
 log = get_logger(__name__)
 
 PROTECTOR = audit.Actor("system", "", "carepost protection")
@@ -172,24 +174,22 @@ class ProtectionStage:
 
     # --- decision ----------------------------------------------------------------
 
+    def message_facts(self, message: Message, built: EmailMessage | None = None) -> MessageFacts:
+        return MessageFacts(
+            dlp=self.scan(message, built),
+            template_phi=message.uses_phi,
+            template_id=str(message.template_id) if message.template_id else None,
+        )
+
     def decide(
         self,
         message: Message,
-        built: EmailMessage | None = None,
+        facts: MessageFacts,
         refused: Mapping[str, KeyState] | None = None,
     ) -> tuple[Decision, DomainTlsFacts]:
         """The decision for one message. ``refused``: end-to-end methods whose key
         failed when used (revoked, untrusted, …), decided again without them."""
         domain = message.to_address.rpartition("@")[2].lower()
-        if message.created_by_type == PORTAL_NOTICE:
-            return Decision("tls_opportunistic", "opportunistic", ("portal.notice",), False), (
-                NOTHING_KNOWN
-            )
-        facts = MessageFacts(
-            dlp=self.scan(message, built),
-            template_phi=message.uses_phi,
-            template_id=str(message.template_id) if message.template_id else None,
-        )
         keys = self.key_states.get(address_key(message.to_address), RecipientKeys())
         if refused:
             keys = replace(keys, **dict(refused))
@@ -219,7 +219,12 @@ class ProtectionStage:
     # --- the stage -----------------------------------------------------------------
 
     def protect(self, message: Message, built: EmailMessage) -> Protected:
-        decision, tls = self.decide(message, built)
+        if message.created_by_type == PORTAL_NOTICE:
+            decision, tls = PORTAL_NOTICE_DECISION, NOTHING_KNOWN
+        else:
+            # Scanned once: a key that fails at use is decided again on the same facts.
+            facts = self.message_facts(message, built)
+            decision, tls = self.decide(message, facts)
         refused: dict[str, KeyState] = {}
         while decision.method in ("smime", "openpgp"):
             method = decision.method
@@ -240,7 +245,7 @@ class ProtectionStage:
                 why = getattr(error, "trust_code", "failed")
                 log.info("protection.e2e_failed", method=method, error=error.code)
                 refused[method] = KEY_FAILURES.get(why, "failed")
-                decision, tls = self.decide(message, built, refused)
+                decision, tls = self.decide(message, facts, refused)
             else:
                 self._record(message, decision, on_row=False)
                 return Protected(False, data, _tls_of(decision), tls.mx_patterns, decision)
