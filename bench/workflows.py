@@ -226,22 +226,31 @@ class _Latency:
                 .limit(samples * 2)
             ).all()
         env = {**os.environ, "CAREPOST_DATABASE_URL": url}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "carepost", "worker", "--job", "workflows.advance"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(8)  # the worker's start-up (imports, first rounds)
-            return [
-                self._one(run_id, uuid.UUID(sent["mail"]))
-                for run_id, sent in picked
-                if "mail" in sent  # a contact without an email address has no message
-            ]
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+        # The data set's key (bench/datagen.py), not ./var/master.key.
+        env["CAREPOST_MASTER_KEY_FILE"] = str(self.runtime.settings.master_key_file.resolve())
+        with tempfile.TemporaryFile() as errors:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "carepost", "worker", "--job", "workflows.advance"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+            try:
+                time.sleep(8)  # the worker's start-up (imports, first rounds)
+                if worker.poll() is not None:
+                    errors.seek(0)
+                    raise RuntimeError(
+                        f"the worker exited ({worker.returncode}): "
+                        f"{errors.read()[-2000:].decode(errors='replace')}"
+                    )
+                return [
+                    self._one(run_id, uuid.UUID(sent["mail"]))
+                    for run_id, sent in picked
+                    if "mail" in sent  # a contact without an email address has no message
+                ]
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
 
     def _one(self, run_id: uuid.UUID, message_id: uuid.UUID) -> float:
         started = time.perf_counter()

@@ -119,11 +119,18 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _configure_postgres(engine: Engine, schema: str) -> None:
+def _configure_postgres(engine: Engine, schema: str | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(f'SET search_path TO "{schema}"')
+        if schema:
+            cursor.execute(f'SET search_path TO "{schema}"')
+        # psycopg prepares a statement run five times; PostgreSQL may then keep one
+        # generic plan for it, made on the statistics of that moment. A table that
+        # was small then (the outbox at a worker's start, before (auto)analyze has
+        # seen it grow) keeps its sequential scan: an idempotency lookup took seconds
+        # at 200k messages. A plan made for each execution follows the table's size.
+        cursor.execute("SET plan_cache_mode TO force_custom_plan")
         cursor.close()
         dbapi_connection.commit()
 
@@ -144,8 +151,7 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(
             url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
         )
-        if settings.database_schema:
-            _configure_postgres(engine, settings.database_schema)
+        _configure_postgres(engine, settings.database_schema)
     return engine
 
 
