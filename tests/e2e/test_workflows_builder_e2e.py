@@ -148,3 +148,45 @@ def test_build_activate_enroll_publish(
     page.get_by_role("link", name="Version 1").click()
     expect(page.locator("#step-wait-1")).to_be_visible()
     expect(page.get_by_role("button", name="Delete step wait-1")).to_have_count(0)
+
+
+def test_leaving_unsaved_edits_asks_first(page: Page, live_server, marketer, chromium):
+    """An edit not yet saved: leaving the page asks (staying keeps the edit); saving
+    the draft leaves without asking, and a page without edits never asks."""
+    tenant, email, password, _data = marketer
+    sign_in(page, tenant[0].slug, email, password)
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Workflows").click()
+    page.get_by_role("link", name="New workflow").click()
+    page.get_by_label("Workflow name").fill("Flu shot reminder")
+    page.get_by_label("Sender address").fill("care@clinic.example")
+    page.get_by_role("button", name="Create workflow").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Flu shot reminder")
+    workflow_url = page.url
+
+    asked: list[str] = []
+
+    def stay(dialog) -> None:
+        asked.append(dialog.type)
+        dialog.dismiss()
+
+    page.on("dialog", stay)
+    add_step(page, "at the start", "wait_duration")
+    page.locator("#sf-duration-days").fill("2")
+    save_step(page)
+    expect(page.locator("#unsaved")).to_be_visible()
+
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Workflows").click()
+    for _ in range(50):
+        if asked:
+            break
+        page.wait_for_timeout(100)
+    assert asked == ["beforeunload"]
+    assert page.url == workflow_url  # stayed, the edit with it
+    expect(page.locator("#step-wait-1")).to_contain_text("2 days")
+
+    page.locator("#save-draft").click()
+    expect(page.locator("#messages")).to_contain_text("saved")
+    expect(page.locator("#unsaved")).to_have_count(0)
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Workflows").click()
+    expect(page.get_by_role("link", name="New workflow")).to_be_visible()
+    assert asked == ["beforeunload"]  # neither the save nor leaving a saved page asked

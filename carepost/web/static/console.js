@@ -1,6 +1,7 @@
 /* carepost console: progressive enhancement only. Every page works without this file;
-   it adds copy buttons and shows HTMX notices (HX-Trigger "carepost:notice") in the
-   page's live region. No inline scripts anywhere: the CSP forbids them. */
+   it adds copy buttons, shows HTMX notices (HX-Trigger "carepost:notice") in the
+   page's live region and asks before a page with unsaved edits is left. No inline
+   scripts anywhere: the CSP forbids them. */
 (function () {
   "use strict";
 
@@ -41,6 +42,19 @@
     box.appendChild(paragraph);
     region.replaceChildren(box);
   }
+
+  // A page holding edits not yet saved (the workflow builder marks them with
+  // <input name="dirty" value="1">) asks before it is left, reloaded or closed.
+  // Submitting a form of the page (save the draft, activate, review) leaves it on
+  // purpose; an HTMX request does not leave it, so the guard comes back after one.
+  var leaving = false;
+  document.addEventListener("submit", function () { leaving = true; });
+  document.addEventListener("htmx:afterRequest", function () { leaving = false; });
+  window.addEventListener("beforeunload", function (event) {
+    if (leaving || !document.querySelector('input[name="dirty"][value="1"]')) { return; }
+    event.preventDefault();
+    event.returnValue = "";
+  });
 
   document.addEventListener("DOMContentLoaded", function () { enableCopyButtons(document); });
   document.addEventListener("htmx:load", function (event) { enableCopyButtons(event.detail.elt); });
