@@ -455,3 +455,59 @@ def test_another_organizations_workflow_is_not_found(owner, sign_in, runtime, ma
     with runtime.database.session() as session:
         assert session.get(Workflow, workflow_id).status == "active"
     assert (utcnow() - timedelta(seconds=1)) < utcnow()
+
+
+COUNTS = re.compile(r'name="counts" value="([^"]*)"')
+
+
+def test_builder_edits_reuse_the_counts_the_page_was_drawn_with(owner, sign_in, runtime, tenant):
+    """An edit in the builder changes no run: its HTMX response shows the counts the
+    page carried in its form (a million runs take seconds to count) and counts again
+    only when they are missing or malformed."""
+    world = _world(runtime, tenant, members=2)
+    b = sign_in(owner)
+    base = _create(b)
+    graph = {
+        "steps": [
+            {
+                "id": "hello",
+                "type": "send_email",
+                "template_id": str(world["template_id"]),
+                "next": "pause",
+            },
+            {"id": "pause", "type": "wait_duration", "duration": {"days": 3}, "next": "end"},
+            {"id": "end", "type": "exit"},
+        ]
+    }
+    assert b.post(f"{base}/activate", {"graph": json.dumps(graph)}).status_code == 303
+    b.post(f"{base}/enroll", {"audience": f"list:{world['list_id']}"})
+    engine.advance_due_runs(runtime, now=utcnow(), tenant_id=tenant[0].id)
+    page = b.get(base)
+    carried = json.loads(html.unescape(COUNTS.search(page.text).group(1)))
+    assert carried["current"] == {"pause": 2} and carried["emails"]["hello"] == [2, 0, 0]
+
+    # The page's own counts come back as they were drawn.
+    same = _act(b, base, graph, "edit:pause", counts=json.dumps(carried))
+    assert re.search(r'data-now="pause">2<', same.text)
+    assert json.loads(html.unescape(COUNTS.search(same.text).group(1))) == carried
+    # What the form carries is shown (they are the page's figures, not counted again).
+    carried["current"]["pause"] = 1234
+    reused = _act(b, base, graph, "edit:pause", counts=json.dumps(carried))
+    assert re.search(r'data-now="pause">1,234<', reused.text)
+    # Missing or malformed: counted again.
+    for bad in (
+        "",
+        "{not json",
+        "[]",
+        '{"emails": {"hello": [1, 2]}}',
+        json.dumps({**carried, "current": {"pause": -1}}),
+        "[" * 100_000,
+    ):
+        recounted = _act(b, base, graph, "edit:pause", counts=bad)
+        assert re.search(r'data-now="pause">2<', recounted.text), bad[:40]
+    # A full page (no HTMX) always counts.
+    full = b.post(
+        f"{base}/builder",
+        {"graph": json.dumps(graph), "action": "close", "counts": json.dumps(carried)},
+    )
+    assert re.search(r'data-now="pause">2<', full.text)
