@@ -72,6 +72,22 @@ NOTICES = {
 class Timeline:
     entries: list[events.TimelineEntry | StepTaken]
     more_url: str | None
+    show: str = "all"
+
+
+# What the timeline shows (``?show=``): both sources, or one of them.
+TIMELINE_SHOWS = {"all": "Everything", "events": "Events", "steps": "Workflow steps"}
+templates.env.globals["timeline_shows"] = TIMELINE_SHOWS
+
+
+def timeline_show(console: Console) -> str:
+    """The ``show`` of the page's query; a value it does not know is refused."""
+    show = console.request.query_params.get("show") or "all"
+    if show not in TIMELINE_SHOWS:
+        raise ValidationFailed(
+            f"the timeline shows {', '.join(TIMELINE_SHOWS)}, not {show[:40]!r}", field="show"
+        )
+    return show
 
 
 def _when(entry: events.TimelineEntry | StepTaken) -> datetime:
@@ -144,8 +160,12 @@ class ContactProfile:
         return row.status
 
 
-def timeline_url(contact_id: uuid.UUID, cursor: str, *, revealed: bool) -> str:
-    query = {"before": cursor, **({"phi": "1"} if revealed else {})}
+def timeline_url(contact_id: uuid.UUID, cursor: str, *, revealed: bool, show: str = "all") -> str:
+    query = {
+        "before": cursor,
+        **({"phi": "1"} if revealed else {}),
+        **({"show": show} if show != "all" else {}),
+    }
     return f"/contacts/{contact_id}/timeline?" + urlencode(query)
 
 
@@ -157,14 +177,18 @@ def read_timeline(
     cursor: str | None,
     revealed: bool,
     audit: bool = True,
+    show: str = "all",
 ) -> Timeline:
-    """One page of the timeline; encrypted properties only on a revealed page (audited)."""
+    """One page of the timeline; encrypted properties only on a revealed page (audited).
+    ``show``: "all", "events" (engagement and custom events) or "steps" (the workflow
+    steps taken)."""
     with_properties = revealed and console.can(PHI_PERMISSION)
     before = decode_cursor(cursor)
     # After a step's cursor, the events of its instant were shown already (events first).
     event_before = None if before is None else (before[0], -1 if before[2] else before[1])
-    entries: list[events.TimelineEntry | StepTaken] = list(
-        events.contact_timeline(
+    entries: list[events.TimelineEntry | StepTaken] = []
+    if show != "steps":
+        entries += events.contact_timeline(
             session,
             console.principal.tenant_id,
             contact.id,
@@ -173,8 +197,7 @@ def read_timeline(
             limit=TIMELINE_PAGE + 1,
             with_properties=with_properties,
         )
-    )
-    if console.can("workflows:read"):
+    if show != "events" and console.can("workflows:read"):
         entries += workflow_queries.contact_steps(
             session, console.principal.tenant_id, contact.id, before=before, limit=TIMELINE_PAGE + 1
         )
@@ -195,14 +218,17 @@ def read_timeline(
         )
     more_url = None
     if more:
-        more_url = timeline_url(contact.id, encode_cursor(entries[-1]), revealed=with_properties)
-    return Timeline(entries, more_url)
+        more_url = timeline_url(
+            contact.id, encode_cursor(entries[-1]), revealed=with_properties, show=show
+        )
+    return Timeline(entries, more_url, show)
 
 
 def load_profile(
-    console: Console, contact_id: uuid.UUID, *, revealed: bool = False
+    console: Console, contact_id: uuid.UUID, *, revealed: bool = False, show: str = "all"
 ) -> ContactProfile:
-    """The contact page's data; a reveal is audited in the same transaction as the read."""
+    """The contact page's data; a reveal is audited in the same transaction as the read.
+    ``show``: what the timeline shows (:data:`TIMELINE_SHOWS`)."""
     tenant_id = console.principal.tenant_id
     revealed = revealed and console.can(PHI_PERMISSION)
     with console.session() as session:
@@ -256,7 +282,13 @@ def load_profile(
         # A revealed page is one disclosure, recorded once above: the timeline's own
         # audit (via=events) would repeat it.
         profile.timeline = read_timeline(
-            session, console, contact, cursor=None, revealed=revealed, audit=not revealed
+            session,
+            console,
+            contact,
+            cursor=None,
+            revealed=revealed,
+            audit=not revealed,
+            show=show,
         )
     return profile
 
@@ -287,7 +319,8 @@ def render_profile(
 def contact_page(
     contact_id: str, console: Annotated[Console, Depends(page("contacts:read"))]
 ) -> Response:
-    return render_profile(console, load_profile(console, parse_id(contact_id)))
+    contact = parse_id(contact_id)
+    return render_profile(console, load_profile(console, contact, show=timeline_show(console)))
 
 
 @router.post("/contacts/{contact_id}/reveal")
@@ -305,13 +338,19 @@ def contact_timeline(
 ) -> Response:
     params = console.request.query_params
     revealed = params.get("phi") == "1" and console.can(PHI_PERMISSION)
+    show = timeline_show(console)
     with console.session() as session:
         contact = service.get_contact(
             session, console.principal.tenant_id, parse_id(contact_id), with_phi=False
         )
         try:
             timeline = read_timeline(
-                session, console, contact, cursor=params.get("before"), revealed=revealed
+                session,
+                console,
+                contact,
+                cursor=params.get("before"),
+                revealed=revealed,
+                show=show,
             )
         except ValidationFailed:
             raise ValidationFailed("the page link is not valid: reload the contact") from None

@@ -187,5 +187,20 @@ def test_workflow_steps_in_the_contact_timeline(
     expect(items.nth(1).get_by_role("link", name="Check-in journey")).to_be_visible()
     page.locator("#timeline-section").scroll_into_view_if_needed()
     shoot(page, screenshots, "contact-timeline")
+    # One source at a time: the steps alone, then the events alone.
+    filters = page.get_by_role("navigation", name="Show in the timeline")
+    filters.get_by_role("link", name="Workflow steps").click()
+    expect(items).to_have_count(2)
+    expect(items.nth(0)).to_contain_text("End done — end")
+    expect(filters.get_by_role("link", name="Workflow steps")).to_have_attribute(
+        "aria-current", "page"
+    )
+    shoot(page, screenshots, "contact-timeline-steps")
+    filters.get_by_role("link", name="Events").click()
+    expect(items).to_have_count(2)
+    expect(items.nth(0)).to_contain_text("portal_login")
+    expect(items.nth(1)).to_contain_text("portal_login")
+    filters.get_by_role("link", name="Everything").click()
+    expect(items).to_have_count(4)
     items.nth(2).get_by_role("link", name="Check-in journey").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Check-in journey")

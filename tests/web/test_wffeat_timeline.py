@@ -101,3 +101,39 @@ def test_a_step_and_an_event_at_one_instant_are_each_shown_once(tenant, marketer
     )
     assert len(TIME.findall(timeline)) == 26
     assert STEP.findall(timeline) == ["done", "pause"]
+
+
+def test_the_timeline_shows_events_only_or_workflow_steps_only(tenant, marketer, sign_in, runtime):
+    """?show=events or ?show=steps: one source, paged with the choice kept; an unknown
+    choice is refused with the parameter named."""
+    [contact_id] = add_contacts(runtime, tenant, [person_item()])
+    now = datetime.now(UTC)
+    _post_events(runtime, tenant, contact_id, 30)
+    journey_for(runtime, tenant, contact_id, now - timedelta(minutes=20, seconds=30))
+    b = sign_in(marketer)
+
+    page = b.get(f"/contacts/{contact_id}")
+    assert 'id="timeline-show-all"' in page.text and 'aria-current="page">Everything' in page.text
+
+    steps = b.get(f"/contacts/{contact_id}?show=steps")
+    assert steps.status_code == 200
+    listed = steps.text.split('id="timeline"', 1)[1]
+    assert STEP.findall(listed) == ["done", "pause"]
+    assert listed.count('class="timeline__item') == 2 and "Load more" not in listed
+    assert 'aria-current="page">Workflow steps' in steps.text
+
+    only_events = b.get(f"/contacts/{contact_id}?show=events")
+    listed = only_events.text.split('id="timeline"', 1)[1]
+    assert not STEP.findall(listed) and listed.count('class="timeline__item') == 25
+    more = html.unescape(re.search(r'hx-get="([^"]+/timeline[^"]*)"', listed).group(1))
+    assert "show=events" in more  # the next page keeps the choice
+    rest = b.get(more, headers={"HX-Request": "true"})
+    assert not STEP.findall(rest.text) and rest.text.count('class="timeline__item') == 5
+    older = b.get(f"/contacts/{contact_id}/timeline?show=steps")
+    assert STEP.findall(older.text) == ["done", "pause"]
+    assert 'href="/contacts/' in older.text and "/timeline?show=events" in older.text
+
+    for url in (f"/contacts/{contact_id}?show=nope", f"/contacts/{contact_id}/timeline?show=x"):
+        refused = b.get(url)
+        assert refused.status_code == 422, url
+        assert "show" in refused.text
