@@ -293,11 +293,9 @@ def test_validation_problems_show_at_their_step_and_block_activation(
     assert gone.status_code == 422 and "no longer in the workflow" in gone.text
 
 
-def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, tenant, audit_trail):
-    world = _world(runtime, tenant, members=2)
-    b = sign_in(owner)
-    base = _create(b)
-    graph = {
+def _hello_then_wait(world: dict[str, Any], after: list[dict[str, Any]]) -> dict[str, Any]:
+    """Send the "Hello" email, wait 3 days, then the steps ``after``."""
+    return {
         "steps": [
             {
                 "id": "hello",
@@ -306,11 +304,28 @@ def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, ten
                 "template_id": str(world["template_id"]),
                 "next": "pause",
             },
-            {"id": "pause", "type": "wait_duration", "duration": {"days": 3}, "next": "bye"},
-            {"id": "bye", "type": "set_stage", "stage": "active", "next": "end"},
-            {"id": "end", "type": "exit"},
+            {
+                "id": "pause",
+                "type": "wait_duration",
+                "duration": {"days": 3},
+                "next": after[0]["id"],
+            },
+            *after,
         ]
     }
+
+
+def test_activate_enroll_counts_publish_and_history(owner, sign_in, runtime, tenant, audit_trail):
+    world = _world(runtime, tenant, members=2)
+    b = sign_in(owner)
+    base = _create(b)
+    graph = _hello_then_wait(
+        world,
+        [
+            {"id": "bye", "type": "set_stage", "stage": "active", "next": "end"},
+            {"id": "end", "type": "exit"},
+        ],
+    )
     activated = b.post(f"{base}/activate", {"graph": json.dumps(graph)})
     assert activated.status_code == 303, activated.text
     page = b.get(activated.headers["location"])
@@ -467,18 +482,7 @@ def test_builder_edits_reuse_the_counts_the_page_was_drawn_with(owner, sign_in, 
     world = _world(runtime, tenant, members=2)
     b = sign_in(owner)
     base = _create(b)
-    graph = {
-        "steps": [
-            {
-                "id": "hello",
-                "type": "send_email",
-                "template_id": str(world["template_id"]),
-                "next": "pause",
-            },
-            {"id": "pause", "type": "wait_duration", "duration": {"days": 3}, "next": "end"},
-            {"id": "end", "type": "exit"},
-        ]
-    }
+    graph = _hello_then_wait(world, [{"id": "end", "type": "exit"}])
     assert b.post(f"{base}/activate", {"graph": json.dumps(graph)}).status_code == 303
     b.post(f"{base}/enroll", {"audience": f"list:{world['list_id']}"})
     engine.advance_due_runs(runtime, now=utcnow(), tenant_id=tenant[0].id)
