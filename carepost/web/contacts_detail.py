@@ -319,8 +319,8 @@ def render_profile(
 def contact_page(
     contact_id: str, console: Annotated[Console, Depends(page("contacts:read"))]
 ) -> Response:
-    contact = parse_id(contact_id)
-    return render_profile(console, load_profile(console, contact, show=timeline_show(console)))
+    the_id = parse_id(contact_id)
+    return render_profile(console, load_profile(console, the_id, show=timeline_show(console)))
 
 
 @router.post("/contacts/{contact_id}/reveal")
