@@ -21,10 +21,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.core.database import Base, IdMixin, TimestampMixin, UTCDateTime
 from carepost.crypto.fields import EncryptedString
-from carepost.tenancy.models import TenantOwned
+from carepost.tenancy.models import TenantOwned, TenantOwnedComposite
 
 
-class ConsentRecord(IdMixin, TimestampMixin, TenantOwned, Base):
+class ConsentRecord(IdMixin, TimestampMixin, TenantOwnedComposite, Base):
     """One consent event as it was captured; never changed once written."""
 
     __tablename__ = "consent_records"
@@ -93,7 +93,7 @@ class Topic(IdMixin, TimestampMixin, TenantOwned, Base):
     channels: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
-class Suppression(IdMixin, TimestampMixin, TenantOwned, Base):
+class Suppression(IdMixin, TimestampMixin, TenantOwnedComposite, Base):
     """An address nothing (or no marketing) may be sent to; one entry per address."""
 
     __tablename__ = "suppressions"

@@ -29,12 +29,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from carepost.core.database import Base, IdMixin, TimestampMixin, UTCDateTime
 from carepost.crypto.fields import EncryptedJSON, EncryptedString
-from carepost.tenancy.models import TenantOwned
+from carepost.tenancy.models import TenantOwned, TenantOwnedComposite
 
 BUILT_IN_STAGES = ("new", "active", "overdue", "at-risk")
 
 
-class Contact(IdMixin, TimestampMixin, TenantOwned, Base):
+class Contact(IdMixin, TimestampMixin, TenantOwnedComposite, Base):
     __tablename__ = "contacts"
     __table_args__ = (
         UniqueConstraint("tenant_id", "email_index"),
@@ -79,8 +79,9 @@ class ContactIdentifier(IdMixin, TenantOwned, Base):
         UniqueConstraint("contact_id", "kind"),
     )
 
-    # No foreign key to tenants: the contact's cascades (migration 0008).
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid(), index=True)
+    # No foreign key to tenants: the contact's cascades (migration 0008). No index of
+    # its own: the unique key above leads with it (migration 0031).
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid())
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))
     value: Mapped[str] = mapped_column(EncryptedString("contact_identifiers.value"))

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from carepost.contacts.activity_models import BigId
 from carepost.core.database import Base, IdMixin, TimestampMixin, UTCDateTime
 from carepost.crypto.fields import EncryptedJSON, EncryptedString
-from carepost.tenancy.models import TenantOwned
+from carepost.tenancy.models import TenantOwned, TenantOwnedComposite
 
 
 class MessageState:
@@ -69,7 +69,7 @@ PRIORITY_NAMES: dict[int, str] = {value: name for name, value in PRIORITIES.item
 _DUE_STATES = "state IN ('queued', 'deferred')"
 
 
-class Message(IdMixin, TimestampMixin, TenantOwned, Base):
+class Message(IdMixin, TimestampMixin, TenantOwnedComposite, Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),

@@ -31,3 +31,12 @@ class TenantOwned:
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
+
+
+class TenantOwnedComposite(TenantOwned):
+    """:class:`TenantOwned` for a table whose own indexes lead with ``tenant_id``: a
+    tenant's rows (and the cascade from ``tenants``) are found through those, so the
+    column gets no index of its own, one B-tree fewer to update for every row written
+    (contacts, their identifiers, consent records, messages: the bulk write paths)."""
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
