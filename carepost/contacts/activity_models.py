@@ -101,7 +101,8 @@ class ContactEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # No foreign key to tenants: the contact's cascades (migration 0032).
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid())
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     kind_id: Mapped[int] = mapped_column(ForeignKey("event_kinds.id", ondelete="CASCADE"))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())

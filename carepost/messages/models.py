@@ -152,7 +152,8 @@ class MessageEvent(Base):
     __table_args__ = (Index("ix_message_events_message", "message_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # No foreign key to tenants: the message's cascades (migration 0032).
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid())
     message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
