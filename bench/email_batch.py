@@ -16,6 +16,14 @@ time of the backends that served the run (from ``/proc/<pid>/stat``), per messag
 The request bodies are encoded to JSON before the clock starts: the client's encoding
 is not the API's work.
 
+On PostgreSQL it then measures the API as a deployment serves it: ``carepost serve
+--workers 2`` in its own processes and four clients posting at once over loopback HTTP
+(``--served N``: N server processes and 2N clients; ``--served 0`` skips it), another
+``TOTAL`` messages, and prints ``email_batch served processes=<n> clients=<n>
+messages/s=<n> ratio_to_10000_messages_per_s=<r>`` with the server processes' and the
+PostgreSQL backends' CPU time per message. SQLite has one writer: it is not served
+with several processes.
+
 ``--profile PATH``: write a cProfile of the second request (10,000 messages by
 default: the first one warms the caches) to ``PATH`` (``python -m pstats PATH``).
 """
@@ -34,6 +42,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from bench import served
 from bench.contacts_batch import _setup
 from bench.csv_import import _backend_cpu_seconds
 from carepost.accounts import apikeys
@@ -41,6 +50,7 @@ from carepost.accounts.permissions import PERMISSIONS
 from carepost.api.app import create_app
 from carepost.audit.service import SYSTEM
 from carepost.contacts import upserts
+from carepost.core.runtime import Runtime
 from carepost.domains.models import SendingDomain
 from carepost.messages import api as messages_api
 
@@ -68,6 +78,93 @@ def _items(start: int, count: int, contact_ids: list[str]) -> list[dict[str, Any
             base["to"] = f"patient{n}@example.org"
         items.append(base)
     return items
+
+
+def _served_processes(options: Sequence[str], engine: str) -> int:
+    if "--served" not in options:
+        return 2 if engine == "postgresql" else 0
+    at = list(options).index("--served")
+    try:
+        processes = int(options[at + 1])
+    except (IndexError, ValueError):
+        raise SystemExit("email_batch: --served needs a number of server processes") from None
+    if processes and engine != "postgresql":
+        raise SystemExit("email_batch: --served needs PostgreSQL (SQLite has one writer)")
+    return processes
+
+
+def _check_answer(sizes: Sequence[int]) -> Callable[[int, Any], None]:
+    def check(number: int, response: Any) -> None:
+        assert response.status_code == 200, response.text[:500]
+        queued = response.json()["queued"]
+        assert queued == sizes[number], f"batch {number}: {queued} queued"
+
+    return check
+
+
+def _run_served(
+    runtime: Runtime, env: dict[str, str], processes: int, secret: str, contact_ids: list[str]
+) -> float:
+    """Another ``TOTAL`` messages through ``carepost serve --workers processes``, posted
+    by twice as many clients at once (a process is never idle for want of a request);
+    prints the rate and the CPU per message."""
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    clients = 2 * processes
+    # Two requests a client, of equal size (at most BATCH): the clients finish together,
+    # no request runs alone at the end.
+    batch = min(BATCH, -(-TOTAL // (2 * clients)))
+    starts = range(TOTAL, 2 * TOTAL, batch)
+    bodies = [
+        json.dumps({"items": _items(start, min(batch, 2 * TOTAL - start), contact_ids)}).encode()
+        for start in starts
+    ]
+    sizes = [min(batch, 2 * TOTAL - start) for start in starts]
+    # Every server process answers a small batch before the clock starts (its first
+    # request opens its connections and fills its caches).
+    warm_size = max(1, min(50, BATCH))
+    warm = [
+        json.dumps({"items": _items(3 * TOTAL + n * warm_size, warm_size, contact_ids)}).encode()
+        for n in range(4 * processes)
+    ]
+    with served.serve(env, processes) as server:
+        served.post_concurrently(
+            server.base_url,
+            "/api/v1/messages/batch",
+            warm,
+            headers,
+            processes,
+            _check_answer([warm_size] * len(warm)),
+        )
+        workers = server.worker_pids()
+        backends = served.client_backends(runtime.database.engine)
+        cpu_before = _backend_cpu_seconds(workers), _backend_cpu_seconds(backends)
+        elapsed = served.post_concurrently(
+            server.base_url,
+            "/api/v1/messages/batch",
+            bodies,
+            headers,
+            clients,
+            _check_answer(sizes),
+        )
+        server_cpu = _backend_cpu_seconds(workers) - cpu_before[0]
+        # A backend a server process opened during the run counts from zero.
+        backends |= served.client_backends(runtime.database.engine)
+        backend_cpu = _backend_cpu_seconds(backends) - cpu_before[1]
+    rate = TOTAL / elapsed
+    print(
+        f"email_batch served processes={processes} clients={clients} "
+        f"messages/s={rate:.0f} "
+        f"ratio_to_{TARGET}_messages_per_s={rate / TARGET:.2f} messages={TOTAL} batch={batch}"
+        " engine=postgresql (carepost serve, loopback HTTP)",
+        flush=True,
+    )
+    print(
+        f"email_batch served server_cpu_us_per_message={server_cpu / TOTAL * 1e6:.0f}"
+        f" postgres_cpu_us_per_message={backend_cpu / TOTAL * 1e6:.0f} load="
+        + " ".join(f"{value:.2f}" for value in os.getloadavg()),
+        flush=True,
+    )
+    return rate
 
 
 def _profile_path(options: Sequence[str]) -> str | None:
@@ -98,6 +195,7 @@ def run(options: Sequence[str] = ()) -> float:
     workdir = Path(tempfile.mkdtemp(prefix="carepost-bench-"))
     url = os.environ.get("CAREPOST_DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
     runtime, keys, tenant_id, close = _setup(url, workdir)
+    processes = _served_processes(options, runtime.database.engine.dialect.name)
     try:
         with runtime.bound_session(keys) as session:
             # The From domain must be a verified sending domain (domains/senders.py);
@@ -186,6 +284,16 @@ def run(options: Sequence[str] = ()) -> float:
         if profiler is not None and profile_to:
             profiler.dump_stats(profile_to)
             print(f"email_batch profile={profile_to}", flush=True)
+        if processes:
+            settings = runtime.settings
+            env = {
+                "CAREPOST_DATABASE_URL": url,
+                "CAREPOST_MASTER_KEY_FILE": str(settings.master_key_file),
+                "CAREPOST_DATA_DIR": str(settings.data_dir),
+            }
+            if settings.database_schema:
+                env["CAREPOST_DATABASE_SCHEMA"] = settings.database_schema
+            _run_served(runtime, env, processes, secret, contact_ids)
         return rate
     finally:
         close()
