@@ -80,6 +80,11 @@ def _items(start: int, count: int, contact_ids: list[str]) -> list[dict[str, Any
     return items
 
 
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 minutes): what else the cores were doing."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def _served_processes(options: Sequence[str], engine: str) -> int:
     if "--served" not in options:
         return 2 if engine == "postgresql" else 0
@@ -160,8 +165,7 @@ def _run_served(
     )
     print(
         f"email_batch served server_cpu_us_per_message={server_cpu / TOTAL * 1e6:.0f}"
-        f" postgres_cpu_us_per_message={backend_cpu / TOTAL * 1e6:.0f} load="
-        + " ".join(f"{value:.2f}" for value in os.getloadavg()),
+        f" postgres_cpu_us_per_message={backend_cpu / TOTAL * 1e6:.0f} load={_load()}",
         flush=True,
     )
     return rate
@@ -271,8 +275,7 @@ def run(options: Sequence[str] = ()) -> float:
         # CPU time of this process (the API and, on SQLite, the database) does not.
         print(
             f"email_batch cpu_messages/s={TOTAL / cpu:.0f} cpu_us_per_message="
-            f"{cpu / TOTAL * 1e6:.0f} (this process's CPU time) load="
-            + " ".join(f"{value:.2f}" for value in os.getloadavg()),
+            f"{cpu / TOTAL * 1e6:.0f} (this process's CPU time) load={_load()}",
             flush=True,
         )
         if backends:
