@@ -36,6 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ FROM_DOMAIN = "clinic.example"
 # its SMTP answers and its outcome's commit) leave the CPU half idle; at 40 the
 # workers are CPU-bound on 2 cores (docs/email-delivery.md, Throughput).
 CONCURRENCY = 40
+# The workers' PostgreSQL connections say so (libpq's PGAPPNAME): their backends' CPU.
+WORKER_APP_NAME = "carepost-bench-worker"
 # Done when nothing moves for this long while messages are still undelivered.
 STALL_SECONDS = 120.0
 
@@ -228,18 +231,39 @@ def worker_env(bench: Bench, port: int, extra: dict[str, str]) -> dict[str, str]
         "CAREPOST_SMTP_HELO_NAME": "bench.test",
         "CAREPOST_BOUNCE_DOMAIN": f"bounces.{FROM_DOMAIN}",
         "CAREPOST_LOG_LEVEL": "warning",
+        # libpq's own variable: the workers' PostgreSQL backends are known by it.
+        "PGAPPNAME": WORKER_APP_NAME,
         "CAREPOST_WORKER_POLL_SECONDS": "0.2",
     }
     return env | extra
 
 
+def _worker_backends_cpu(bench: Bench) -> float | None:
+    """CPU seconds of the PostgreSQL backends the workers opened (``PGAPPNAME``); they
+    were opened by the workers, so all their time is the run's. None on SQLite."""
+    engine = bench.runtime.database.engine
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        pids = connection.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": WORKER_APP_NAME},
+        ).all()
+    total = 0.0
+    for pid in pids:
+        with suppress(OSError):
+            total += cpu_seconds(int(pid))
+    return total
+
+
 def deliver(
     bench: Bench, sink: Sink, total: int, workers: int, extra: dict[str, str]
-) -> tuple[float, float]:
+) -> tuple[float, float, float | None]:
     """Start the workers and wait for every message to be delivered.
 
-    Returns the seconds from the workers' start to the last delivery and the CPU
-    seconds the workers used."""
+    Returns the seconds from the workers' start to the last delivery, the CPU
+    seconds the workers used and those of their PostgreSQL backends (None on
+    SQLite)."""
     env = worker_env(bench, sink.port, extra)
     command = [sys.executable, "-m", "carepost", "worker", "--job", "messages.deliver"]
     started = time.perf_counter()
@@ -265,6 +289,7 @@ def deliver(
                 raise RuntimeError(f"messages did not go out: {stuck}")
         elapsed = time.perf_counter() - started
         cpu = sum(cpu_seconds(process.pid) for process in processes)
+        backend_cpu = _worker_backends_cpu(bench)
     finally:
         for process in processes:
             process.terminate()
@@ -277,7 +302,7 @@ def deliver(
     time.sleep(0.2)  # the sink counts in its own process: let the last answers land
     if sink.accepted.value != total:
         raise RuntimeError(f"the sink accepted {sink.accepted.value} messages, not {total}")
-    return elapsed, cpu
+    return elapsed, cpu, backend_cpu
 
 
 @dataclass(frozen=True)
@@ -286,6 +311,11 @@ class Figures:
     deliver_seconds: float
     bare_seconds: float
     worker_cpu_seconds: float
+    # The workers' PostgreSQL backends (None on SQLite) and the receiving sink.
+    database_cpu_seconds: float | None
+    sink_cpu_seconds: float
+    # The bare loop's client (this process) and its sink.
+    bare_cpu_seconds: float
     load_submit: str
     load_deliver: str
     load_bare: str
@@ -313,7 +343,11 @@ def measure(
         if queued.get(MessageState.QUEUED, 0) != total:
             raise RuntimeError(f"the outbox holds {queued}, not {total} queued")
         load_submit = load()
-        deliver_seconds, worker_cpu = deliver(bench, sink, total, workers, extra or {})
+        sink_before = cpu_seconds(sink.process.pid)  # type: ignore[arg-type]
+        deliver_seconds, worker_cpu, database_cpu = deliver(
+            bench, sink, total, workers, extra or {}
+        )
+        sink_cpu = cpu_seconds(sink.process.pid) - sink_before  # type: ignore[arg-type]
         load_deliver = load()
     finally:
         sink.stop()
@@ -321,14 +355,26 @@ def measure(
     sink = Sink()
     try:
         messages = build_messages(total)
+        sink_before, client_before = cpu_seconds(sink.process.pid), time.process_time()  # type: ignore[arg-type]
         bare_seconds = asyncio.run(bare_loop(sink.port, messages, connections))
         time.sleep(0.2)
+        bare_cpu = time.process_time() - client_before
+        bare_cpu += cpu_seconds(sink.process.pid) - sink_before  # type: ignore[arg-type]
         if sink.accepted.value != total:
             raise RuntimeError(f"the bare loop's sink accepted {sink.accepted.value} of {total}")
     finally:
         sink.stop()
     return Figures(
-        submit_seconds, deliver_seconds, bare_seconds, worker_cpu, load_submit, load_deliver, load()
+        submit_seconds,
+        deliver_seconds,
+        bare_seconds,
+        worker_cpu,
+        database_cpu,
+        sink_cpu,
+        bare_cpu,
+        load_submit,
+        load_deliver,
+        load(),
     )
 
 
@@ -358,6 +404,11 @@ def run(argv: list[str] | None = None) -> float:
     bare = total / figures.bare_seconds
     cpu_ms = figures.worker_cpu_seconds * 1000 / total
     ratio = delivered / bare
+    sink_ms = figures.sink_cpu_seconds * 1000 / total
+    database, total_ms = "n/a", "n/a"
+    if figures.database_cpu_seconds is not None:
+        database_ms = figures.database_cpu_seconds * 1000 / total
+        database, total_ms = f"{database_ms:.2f}", f"{cpu_ms + database_ms + sink_ms:.2f}"
     lines = [
         f"submit messages/s={total / figures.submit_seconds:.0f}"
         f" seconds={figures.submit_seconds:.1f} {figures.load_submit}",
@@ -368,6 +419,11 @@ def run(argv: list[str] | None = None) -> float:
         # CPU time is what the other processes on a shared machine do not change.
         f"worker dkim={dkim} messages/s={delivered:.0f} cpu_ms_per_message={cpu_ms:.2f}"
         f" cpu_messages/s_per_core={1000 / cpu_ms:.0f}",
+        # Where the CPU of a delivered message goes: two cores hold 2 ms of it a message
+        # at 1,000 messages/s, all processes together (the bare loop's is beside it).
+        f"cpu_ms_per_message workers={cpu_ms:.2f} postgresql={database} sink={sink_ms:.2f}"
+        f" total={total_ms} bare_loop={figures.bare_cpu_seconds * 1000 / total:.2f}"
+        " (2 cores: 2.00 at 1,000 messages/s)",
         f"bare_loop messages/s={bare:.0f} connections={options.connections} {figures.load_bare}",
         f"ratio_to_bare_loop={ratio:.2f} (goal 0.5)",
     ]

@@ -24,4 +24,8 @@ def test_every_message_reaches_the_sink_through_the_real_workers(tmp_path):
     assert figures.submit_seconds > 0
     assert figures.deliver_seconds > 0 and figures.bare_seconds > 0
     assert figures.worker_cpu_seconds > 0
+    assert figures.sink_cpu_seconds > 0 and figures.bare_cpu_seconds > 0
+    # The workers' PostgreSQL backends are found by their application name.
+    assert (figures.database_cpu_seconds is not None) == bool(url)
+    assert figures.database_cpu_seconds is None or figures.database_cpu_seconds > 0
     assert figures.load_deliver.startswith("load=")
