@@ -21,24 +21,14 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 
 import phonenumbers
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from email_validator import EmailNotValidError, validate_email
 
+from carepost.core.emails import is_plain_email
 from carepost.core.errors import ValidationFailed
 from carepost.core.text import has_forbidden_characters
 
 EARLIEST_BIRTH_DATE = date(1880, 1, 1)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-# The everyday address that email-validator accepts and normalizes to itself with
-# its domain lower-cased: an ASCII dot-atom local part of common characters, and a
-# host name of letter/digit/hyphen labels (no "--": no Punycode, nothing RFC 5891
-# reserves) under an alphabetic top-level domain. Lengths stay well inside RFC 5321's
-# (64 before the @, 63 per label, 254 in all). Anything else goes to email-validator.
-_PLAIN_EMAIL = re.compile(
-    r"[A-Za-z0-9_+-]{1,64}(?:\.[A-Za-z0-9_+-]{1,64}){0,10}"
-    r"@(?:(?!-)(?:[A-Za-z0-9]|-(?!-)){1,63}(?<!-)\.){1,8}[A-Za-z]{2,63}"
-)
-_PLAIN_EMAIL_MAX = 200
-_SPECIAL_USE_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
 class IndexKind(StrEnum):
@@ -79,20 +69,9 @@ def _plain(name: str, max_length: int = 200) -> Callable[[str], str]:
     return normalize
 
 
-def _plain_email(address: str) -> bool:
-    """Whether ``address`` is in the subset :func:`normalize_email` checks without
-    email-validator (which costs ~100 µs a call: most of an import row's budget).
-    tests/contacts/test_upsert_email.py proves the two agree on this subset."""
-    if len(address) > _PLAIN_EMAIL_MAX or not _PLAIN_EMAIL.fullmatch(address):
-        return False
-    local, _, domain = address.partition("@")
-    tld = domain.rpartition(".")[2].lower()
-    return len(local) <= 64 and tld not in _SPECIAL_USE_TLDS
-
-
 def normalize_email(value: str) -> str:
     cleaned = value.strip()
-    if _plain_email(cleaned):
+    if is_plain_email(cleaned):  # email-validator's answer, without its cost
         return cleaned.lower()
     try:
         checked = validate_email(cleaned, check_deliverability=False)

@@ -42,6 +42,7 @@ from types import MappingProxyType
 
 from email_validator import EmailNotValidError, validate_email
 
+from carepost.core.emails import is_plain_email
 from carepost.core.errors import ValidationFailed
 
 
@@ -107,6 +108,7 @@ RESERVED_HEADERS = frozenset(
 )
 ONE_CLICK = "List-Unsubscribe=One-Click"
 LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_LINE_BREAK = re.compile("[" + "".join(sorted(LINE_BREAKS)) + "]")
 CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -158,7 +160,7 @@ class OutgoingMessage:
 
 def _no_line_breaks(value: str, field_name: str) -> str:
     # Every character str.splitlines() breaks at: the email package folds on those too.
-    if any(character in LINE_BREAKS for character in value):
+    if _LINE_BREAK.search(value):
         raise HeaderInjection(
             f"{field_name} contains a line break (CR or LF), which would start a new header",
             field=field_name,
@@ -180,6 +182,9 @@ def _single_line(value: str, field_name: str) -> str:
 def _address(value: str, field_name: str) -> str:
     """An address in the ASCII form SMTP without SMTPUTF8 carries (IDN domains in punycode)."""
     _no_line_breaks(value, field_name)
+    if is_plain_email(value):  # email-validator's answer, without its cost
+        local, _, domain = value.rpartition("@")
+        return f"{local}@{domain.lower()}"
     try:
         checked = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError:
