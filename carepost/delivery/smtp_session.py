@@ -345,8 +345,12 @@ def sendable(address: str) -> bool:
     mailbox without control characters or spaces. aiosmtplib parses addresses
     leniently ("Name <a@b>" becomes <a@b>, and it drops what follows a line break), so
     anything it would rewrite is refused here rather than sent somewhere else."""
-    if is_plain_email(address):  # a dot-atom at a host name: quoted as it is
-        return True
+    # A dot-atom at a host name is quoted as it is, without parsing it.
+    return is_plain_email(address) or quoted_as_given(address)
+
+
+def quoted_as_given(address: str) -> bool:
+    """:func:`sendable` by aiosmtplib's own parser, for any address."""
     if not address or any(ord(c) <= 32 or ord(c) == 127 for c in address):
         return False
     try:

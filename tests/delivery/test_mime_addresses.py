@@ -1,18 +1,18 @@
 """The everyday address skips email-validator on the way out (carepost/core/emails.py):
 the MIME writer's address check and the SMTP envelope's must give exactly what they
-gave through email-validator and aiosmtplib's address parser, for every address."""
+gave through email-validator and aiosmtplib's address parser (``quoted_as_given``),
+for every address."""
 
 from __future__ import annotations
 
 import pytest
-from aiosmtplib.email import quote_address
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from carepost.core.emails import is_plain_email
 from carepost.delivery.mime import MessageError, _address
-from carepost.delivery.smtp_session import sendable
+from carepost.delivery.smtp_session import quoted_as_given, sendable
 from tests.email_strategies import LABEL_CHARS, LOCAL_CHARS, addresses
 
 
@@ -25,16 +25,6 @@ def reference_address(value: str) -> str | None:
     except EmailNotValidError:
         return None
     return checked.ascii_email or checked.normalized
-
-
-def reference_sendable(address: str) -> bool:
-    """``sendable`` before the fast path."""
-    if not address or any(ord(c) <= 32 or ord(c) == 127 for c in address):
-        return False
-    try:
-        return quote_address(address) == f"<{address}>"
-    except ValueError:
-        return False
 
 
 def ours(value: str) -> str | None:
@@ -52,14 +42,14 @@ def ours(value: str) -> str | None:
 @example("first.last+tag@mail.example-clinic.com")
 def test_the_mime_writer_checks_addresses_as_email_validator_does(address):
     assert ours(address) == reference_address(address)
-    assert sendable(address) == reference_sendable(address)
+    assert sendable(address) == quoted_as_given(address)
 
 
 @settings(max_examples=2000, deadline=None)
 @given(st.text(alphabet=LOCAL_CHARS + LABEL_CHARS + "@.<>\r\n", max_size=40))
 def test_any_text_is_checked_as_before(text):
     assert ours(text) == reference_address(text)
-    assert sendable(text) == reference_sendable(text)
+    assert sendable(text) == quoted_as_given(text)
 
 
 @pytest.mark.parametrize("address", ["Pat.Doe@Example.ORG", "bounce+x1y2@bounces.clinic.example"])
