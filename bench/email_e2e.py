@@ -36,7 +36,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select, text
 
+from bench.csv_import import _backend_cpu_seconds
 from bench.smtp_baseline import Sink, bare_loop, build_messages
 from carepost.accounts import apikeys
 from carepost.accounts.permissions import PERMISSIONS
@@ -249,11 +249,7 @@ def _worker_backends_cpu(bench: Bench) -> float | None:
             text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
             {"name": WORKER_APP_NAME},
         ).all()
-    total = 0.0
-    for pid in pids:
-        with suppress(OSError):
-            total += cpu_seconds(int(pid))
-    return total
+    return _backend_cpu_seconds({int(pid) for pid in pids})
 
 
 def deliver(

@@ -47,6 +47,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from bench.scratch import scratch_tenant
+from bench.served import free_port
 from bench.smtp_baseline import SENDER, build_messages
 from carepost.audit.service import SYSTEM
 from carepost.core.runtime import Runtime
@@ -138,7 +139,7 @@ class _Counter:
 
 class _SinkController(Controller):
     def __init__(self, counter: _Counter, context: ssl.SSLContext) -> None:
-        super().__init__(counter, hostname="127.0.0.1", port=_free_port(), ready_timeout=10)
+        super().__init__(counter, hostname="127.0.0.1", port=free_port(), ready_timeout=10)
         self._context = context
 
     def factory(self) -> SMTP:
@@ -197,7 +198,7 @@ def measure(count: int, connections: int) -> tuple[float, float, float, float]:
         if counter.accepted != count:
             raise RuntimeError(f"the sink accepted {counter.accepted} of {count}")
 
-        gateway = gateway_controller(runtime, host="127.0.0.1", port=_free_port())
+        gateway = gateway_controller(runtime, host="127.0.0.1", port=free_port())
         gateway.start()
         cpu = _cpu_seconds()
         try:
@@ -215,14 +216,6 @@ def measure(count: int, connections: int) -> tuple[float, float, float, float]:
             raise RuntimeError(f"the gateway queued {queued} of {count}")
     micro = 1e6 / count
     return count / sink_seconds, count / gateway_seconds, sink_cpu * micro, gateway_cpu * micro
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run(argv: list[str] | None = None) -> float:

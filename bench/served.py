@@ -43,7 +43,8 @@ class Served:
         return pids
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -53,7 +54,7 @@ def _free_port() -> int:
 def serve(env: dict[str, str], processes: int, *, ready_seconds: float = 60) -> Iterator[Served]:
     """``carepost serve --workers processes`` on a free loopback port with ``env`` (the
     bench's ``CAREPOST_*`` settings); stopped when the block ends."""
-    port = _free_port()
+    port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAREPOST_")}
     command = [sys.executable, "-m", "carepost", "serve", "--no-migrate"]
     command += ["--workers", str(processes), "--host", "127.0.0.1", "--port", str(port)]
@@ -68,11 +69,9 @@ def serve(env: dict[str, str], processes: int, *, ready_seconds: float = 60) -> 
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"carepost serve exited with {process.returncode}")
-            try:
+            with suppress(httpx.HTTPError):  # not listening yet
                 if httpx.get(served.base_url + "/readyz", timeout=2).status_code == 200:
                     break
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError("carepost serve did not become ready")
             time.sleep(0.2)

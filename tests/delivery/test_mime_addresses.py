@@ -11,14 +11,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from carepost.core.emails import is_plain_email
-from carepost.delivery.mime import MessageError, _address
+from carepost.delivery.mime import LINE_BREAKS, MessageError, _address
 from carepost.delivery.smtp_session import quoted_as_given, sendable
 from tests.email_strategies import LABEL_CHARS, LOCAL_CHARS, addresses
 
 
 def reference_address(value: str) -> str | None:
     """``_address`` before the fast path (None: refused)."""
-    if any(c in value for c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+    if any(c in LINE_BREAKS for c in value):
         return None
     try:
         checked = validate_email(value, check_deliverability=False, allow_smtputf8=False)
