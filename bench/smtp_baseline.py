@@ -53,9 +53,22 @@ def build_messages(count: int) -> list[tuple[str, bytes]]:
 
 def _sink_main(port_pipe: Connection, accepted: Synchronized[int]) -> None:
     # Imported in the child only: the parent never needs the server.
-    from aiosmtpd.smtp import SMTP
+    from aiosmtpd.smtp import SMTP, Session
 
     class Counter:
+        async def handle_EHLO(
+            self,
+            server: object,
+            session: Session,
+            envelope: object,
+            hostname: str,
+            responses: list[str],
+        ) -> list[str]:
+            # Offer PIPELINING (RFC 2920) as Postfix and the big providers do; aiosmtpd
+            # reads commands in turn, so it takes pipelined groups as they come.
+            session.host_name = hostname
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
         async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
             with accepted.get_lock():
                 accepted.value += 1

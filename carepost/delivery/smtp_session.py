@@ -16,10 +16,13 @@ transaction that did not complete, RSET clears the envelope before the connectio
 used again. A pooled connection the server closed in the meantime is noticed when it
 fails before any data was sent, and the message is sent again on a fresh connection.
 
-aiosmtplib (5.x) reads one reply per command: its protocol keeps a single response
-waiter and ignores data that arrives while no command is pending, so RFC 2920
-PIPELINING cannot be used through it and is not. Connection reuse and several
-connections per destination keep the round trips off the critical path.
+With a server that offers PIPELINING (RFC 2920), MAIL, the RCPTs and DATA go out as
+one group and the content as a second: two round trips a transaction. aiosmtplib
+(5.x) reads one reply per command, so every connection runs on
+:class:`~carepost.delivery.pipelining.PipeliningProtocol`, which keeps the replies of
+a group. Every reply of the group is checked, in order; a DATA the server accepted
+although no recipient was is ended with a lone dot and the transaction reset (RFC 2920
+section 3.1). A server without PIPELINING gets one command at a time.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from aiosmtplib import (
     SMTP,
     SMTPException,
     SMTPRecipientRefused,
+    SMTPResponse,
     SMTPResponseException,
     SMTPSenderRefused,
     SMTPStatus,
@@ -47,6 +51,13 @@ from carepost.core.emails import is_plain_email
 from carepost.core.errors import CarepostError
 from carepost.core.logging import get_logger
 from carepost.delivery import dane
+from carepost.delivery.pipelining import (
+    adopt,
+    can_pipeline,
+    send_content,
+    spoke_out_of_turn,
+    transaction_replies,
+)
 from carepost.delivery.transport import (
     Envelope,
     OutcomeStatus,
@@ -208,7 +219,7 @@ class Connection:
 
     @property
     def alive(self) -> bool:
-        return self.smtp.is_connected
+        return self.smtp.is_connected and not spoke_out_of_turn(self.smtp)
 
     def close(self) -> None:
         self.smtp.close()
@@ -280,6 +291,7 @@ async def _open(destination: Destination, options: SessionOptions) -> Connection
     )
     try:
         await smtp.connect(timeout=options.connect_timeout)
+        adopt(smtp)
         await _greet(smtp)
         tls = implicit
         if options.tls in ("verify", "encrypt", "opportunistic"):
@@ -335,9 +347,14 @@ async def _reset(connection: Connection) -> None:
         connection.close()
 
 
-def _fatal(error: SMTPResponseException) -> bool:
+def _fatal(code: int) -> bool:
     """A reply after which the session is over: 421 (closing) or not SMTP at all."""
-    return error.code == 421 or not 200 <= error.code < 600
+    return code == 421 or not 200 <= code < 600
+
+
+def _failure(reply: SMTPResponse, *, data_sent: bool = False) -> SessionFailure:
+    error = SMTPResponseException(reply.code, reply.message)
+    return SessionFailure.from_error(error, data_sent=data_sent)
 
 
 def sendable(address: str) -> bool:
@@ -365,18 +382,27 @@ def quoted_as_given(address: str) -> bool:
 # and every connection greeted the server when it opened (``_open``).
 
 
-async def _mail(smtp: SMTP, address: str, options: Sequence[str], encoding: str) -> None:
+def _mail_command(address: str, options: Sequence[str], encoding: str) -> tuple[bytes, ...]:
     extra = [option.encode("ascii") for option in options]
-    response = await smtp.execute_command(
-        b"MAIL", b"FROM:<" + address.encode(encoding) + b">", *extra
-    )
+    return (b"MAIL", b"FROM:<" + address.encode(encoding) + b">", *extra)
+
+
+def _rcpt_command(address: str, encoding: str) -> tuple[bytes, ...]:
+    return (b"RCPT", b"TO:<" + address.encode(encoding) + b">")
+
+
+RCPT_ACCEPTED = (SMTPStatus.completed, SMTPStatus.will_forward)
+
+
+async def _mail(smtp: SMTP, address: str, options: Sequence[str], encoding: str) -> None:
+    response = await smtp.execute_command(*_mail_command(address, options, encoding))
     if response.code != SMTPStatus.completed:
         raise SMTPSenderRefused(response.code, response.message, address)
 
 
 async def _rcpt(smtp: SMTP, address: str, encoding: str) -> None:
-    response = await smtp.execute_command(b"RCPT", b"TO:<" + address.encode(encoding) + b">")
-    if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+    response = await smtp.execute_command(*_rcpt_command(address, encoding))
+    if response.code not in RCPT_ACCEPTED:
         raise SMTPRecipientRefused(response.code, response.message, address)
 
 
@@ -418,11 +444,13 @@ async def _transaction(
     if not envelope.data.isascii() and smtp.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     encoding = "utf-8" if utf8 else "ascii"
+    if can_pipeline(smtp):
+        return await _pipelined(connection, envelope, recipients, options, encoding, outcomes)
 
     try:
         await _mail(smtp, envelope.mail_from, options, encoding)
     except SMTPResponseException as error:
-        if _fatal(error):
+        if _fatal(error.code):
             raise SessionFailure.from_error(error) from None
         await _reset(connection)
         for recipient in recipients:
@@ -436,7 +464,7 @@ async def _transaction(
         try:
             await _rcpt(smtp, recipient, encoding)
         except SMTPResponseException as error:
-            if _fatal(error):
+            if _fatal(error.code):
                 raise SessionFailure.from_error(error) from None
             outcomes[recipient] = _outcome(recipient, error.code, error.message)
             continue
@@ -451,7 +479,7 @@ async def _transaction(
     try:
         response = await smtp.data(envelope.data, timeout=connection.data_timeout)
     except SMTPResponseException as error:
-        if _fatal(error):
+        if _fatal(error.code):
             raise SessionFailure.from_error(error, data_sent=True) from None
         await _reset(connection)
         for recipient in accepted:
@@ -464,6 +492,87 @@ async def _transaction(
     for recipient in accepted:
         outcomes[recipient] = _outcome(recipient, response.code, response.message)
     return [outcomes[r] for r in envelope.recipients]
+
+
+async def _pipelined(
+    connection: Connection,
+    envelope: Envelope,
+    recipients: Sequence[str],
+    options: Sequence[str],
+    encoding: str,
+    outcomes: dict[str, RecipientOutcome],
+) -> list[RecipientOutcome]:
+    """The transaction of :func:`_transaction` in two groups (RFC 2920): MAIL, the
+    RCPTs and DATA, then the content once DATA has its 354. Each reply means what it
+    means one command at a time, and the session ends on the same ones."""
+    smtp = connection.smtp
+    commands = [
+        b" ".join(_mail_command(envelope.mail_from, options, encoding)),
+        *(b" ".join(_rcpt_command(recipient, encoding)) for recipient in recipients),
+        b"DATA",
+    ]
+    try:
+        replies = await transaction_replies(smtp, commands, smtp.timeout)
+    except NETWORK_ERRORS as error:
+        raise SessionFailure.from_error(error) from None
+    mail, data = replies[0], replies[-1]
+
+    def answered() -> list[RecipientOutcome]:
+        return [outcomes[r] for r in envelope.recipients]
+
+    if mail.code != SMTPStatus.completed:
+        if _fatal(mail.code):
+            raise _failure(mail)
+        for recipient in recipients:
+            outcomes[recipient] = _outcome(recipient, mail.code, mail.message)
+        await _abandon(connection, data)
+        return answered()
+
+    accepted: list[str] = []
+    for recipient, reply in zip(recipients, replies[1:-1], strict=True):
+        if reply.code in RCPT_ACCEPTED:
+            accepted.append(recipient)
+        elif _fatal(reply.code):
+            raise _failure(reply)
+        else:
+            outcomes[recipient] = _outcome(recipient, reply.code, reply.message)
+    if not accepted:
+        await _abandon(connection, data)
+        return answered()
+
+    if data.code != SMTPStatus.start_input:
+        if _fatal(data.code):
+            raise _failure(data)
+        for recipient in accepted:
+            outcomes[recipient] = _outcome(recipient, data.code, data.message)
+        await _reset(connection)
+        return answered()
+
+    try:
+        final = await send_content(smtp, envelope.data, connection.data_timeout)
+    except NETWORK_ERRORS as error:
+        raise SessionFailure.from_error(error, data_sent=True) from None
+    if final.code != SMTPStatus.completed:
+        if _fatal(final.code):
+            raise _failure(final, data_sent=True)
+        await _reset(connection)
+    else:
+        connection.messages += 1
+    for recipient in accepted:
+        outcomes[recipient] = _outcome(recipient, final.code, final.message)
+    return answered()
+
+
+async def _abandon(connection: Connection, data: SMTPResponse) -> None:
+    """End a pipelined transaction no recipient is left in: a DATA the server
+    accepted all the same gets a lone dot (RFC 2920 section 3.1), then RSET."""
+    if data.code == SMTPStatus.start_input:
+        try:
+            await send_content(connection.smtp, None, connection.smtp.timeout)
+        except NETWORK_ERRORS:
+            connection.close()
+            return
+    await _reset(connection)
 
 
 class ConnectionPool:

@@ -3,7 +3,8 @@
 * :class:`SmtpPeer`: an aiosmtpd server in a thread recording every message's exact
   bytes, the sessions it saw (and the most at once), with behaviours to misbehave on
   purpose: reject some RCPTs, greylist, stall, drop the connection mid-DATA, answer
-  garbage, close a session after each message, ask for STARTTLS or AUTH.
+  garbage, close a session after each message, ask for STARTTLS or AUTH; it offers
+  PIPELINING (RFC 2920) unless told not to.
 * :func:`self_signed_certificate`: a certificate made with ``cryptography``.
 * :class:`LoopbackDns`: a tiny authoritative DNS server over UDP (dnspython's message
   handling, real DNS packets) answering from a dict, for MX tests.
@@ -62,6 +63,7 @@ class PeerBehaviour:
     close_after_message: bool = False  # close the session after each message
     reply_421_on_reused: bool = False  # 421 to a MAIL after the first in a session
     data_reply: str = "250 2.0.0 Ok: queued"
+    pipelining: bool = True  # offer PIPELINING (RFC 2920), as Postfix and most MTAs do
 
 
 class PeerState:
@@ -118,6 +120,19 @@ class RecordingHandler:
     def __init__(self, state: PeerState, behaviour: PeerBehaviour) -> None:
         self.state = state
         self.behaviour = behaviour
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to a handler with this hook
+        if self.behaviour.pipelining:  # aiosmtpd reads commands in turn: it pipelines
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
