@@ -31,6 +31,7 @@ from carepost.messages.events import record_message_event
 from carepost.messages.models import Message, MessageEvent
 from carepost.messages.schemas import MessageIn
 from carepost.messages.sending import SendContext, SendLimits, send_messages
+from tests.delivery.smtp_peers import running_peer
 from tests.messages.smtp_sink import SmtpSink
 
 LIMITS = SendLimits(max_attachment_bytes=1024 * 1024, base_url="https://testserver")
@@ -397,3 +398,29 @@ def test_a_message_from_a_domain_with_keys_arrives_dkim_signed(
     signatures = [v for k, v in verifier.headers if k.lower() == b"dkim-signature"]
     assert {a for a in algorithms for v in signatures if a in v} == algorithms
     assert b"DKIM-Signature" not in by_id[str(unsigned_id)].data
+
+
+def test_smtp_sessions_carry_on_from_one_claimed_batch_to_the_next(runtime, tenant, empty_queue):
+    """Batches of 5 in 2 lanes: 20 messages are four batches, and still two sessions."""
+    ids = _send(runtime, tenant, *({"to": f"p{n}@example.org"} for n in range(20)))
+    with running_peer() as peer:
+        settings = runtime.settings.model_copy(
+            update={
+                "smtp_mode": "smarthost",
+                "smarthost_host": "127.0.0.1",
+                "smarthost_port": peer.port,
+                "smarthost_tls": "none",
+                "outbox_claim_batch": 5,
+                "outbox_concurrency": 2,
+            }
+        )
+        run = deliver_due_messages(
+            Runtime(settings, runtime.database, runtime.keyring), budget_seconds=30
+        )
+        received = peer.messages
+        sessions = peer.state.sessions
+
+    assert run.claimed == 20 and run.outcomes["delivered"] == 20
+    assert sorted(m.rcpt_tos[0] for m in received) == sorted(f"p{n}@example.org" for n in range(20))
+    assert sessions == 2
+    assert {_message(runtime, tenant, i).state for i in ids} == {"delivered"}
