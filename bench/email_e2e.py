@@ -1,7 +1,7 @@
 """Benchmark: end-to-end email delivery, batch API to SMTP sink (issue 5, Performance).
 
 ``python -m bench email_e2e --messages 100000 --workers 2 [--dkim | --no-dkim]
-[--concurrency 40]``, on
+[--concurrency 40] [--linger SECONDS]``, on
 the engine in ``CAREPOST_DATABASE_URL`` (PostgreSQL is the target; SQLite in a
 temporary directory when unset, where one worker is the supported shape):
 
@@ -386,14 +386,23 @@ def run(argv: list[str] | None = None) -> float:
         default=CONCURRENCY,
         help="CAREPOST_OUTBOX_CONCURRENCY of the workers (envelopes in flight per worker)",
     )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=None,
+        help="CAREPOST_OUTBOX_COMMIT_LINGER_SECONDS of the workers (default: the setting's)",
+    )
     options, _unknown = parser.parse_known_args(argv or [])
     total, dkim = options.messages, "on" if options.dkim else "off"
+    extra = {"CAREPOST_OUTBOX_CONCURRENCY": str(options.concurrency)}
+    if options.linger is not None:
+        extra["CAREPOST_OUTBOX_COMMIT_LINGER_SECONDS"] = str(options.linger)
     figures = measure(
         total,
         workers=options.workers,
         dkim=options.dkim,
         connections=options.connections,
-        extra={"CAREPOST_OUTBOX_CONCURRENCY": str(options.concurrency)},
+        extra=extra,
     )
     engine = (os.environ.get("CAREPOST_DATABASE_URL") or "sqlite").split(":")[0].split("+")[0]
     delivered = total / figures.deliver_seconds

@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     outbox_claim_batch: int = Field(default=200, ge=1, le=5000)
     outbox_lease_seconds: float = Field(default=300.0, gt=0)
     outbox_concurrency: int = Field(default=10, ge=1, le=500)
+    # How long a group commit of outcomes waits for the reports of lanes still in an
+    # SMTP transaction (0: it writes what is waiting at once).
+    outbox_commit_linger_seconds: float = Field(default=0.01, ge=0, le=1)
     outbox_deliver_budget_seconds: float = Field(default=30.0, gt=0)
     outbox_max_attachment_bytes: int = Field(default=7 * 1024 * 1024, ge=1024)
     outbox_max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -5,9 +5,11 @@ group commit of the lanes (each lane resumes only once its outcome is committed)
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from carepost.audit.service import SYSTEM
@@ -164,3 +166,35 @@ def test_lanes_resume_only_once_their_outcome_is_committed_and_share_commits(run
             .where(MessageEvent.message_id.in_(ids), MessageEvent.kind == "delivered")
         )
     assert delivered == count
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.5])
+def test_a_commit_waits_for_the_lanes_still_in_flight_and_no_longer(runtime, tenant, linger):
+    """Ten lanes whose SMTP answers come over 90 ms: with a linger, the first report's
+    commit waits for the other nine (one commit), and ends when the last is in, not
+    when the linger is over; without one, the first report is written at once."""
+    count = 10
+    ids = _queue_and_lease(runtime, tenant, count, owner="w1")
+    outgoing = _outgoing(runtime, tenant, ids)
+    settings = runtime.settings.model_copy(update={"outbox_commit_linger_seconds": linger})
+    lingering = Runtime(settings, runtime.database, runtime.keyring)
+    run = DeliveryRun()
+    writer = OutcomeWriter(lingering, {tenant[1].tenant_id: tenant[1]}, owner="w1", run=run)
+
+    async def lane(n: int, item) -> None:
+        with writer.in_flight():
+            await asyncio.sleep(0.01 * n)  # the server's answer
+        await writer.record(tenant[1].tenant_id, item, _report(item, "delivered", 250, "Ok"))
+
+    async def all_lanes() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(lane(n, item) for n, item in enumerate(outgoing)))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(all_lanes())
+    assert run.outcomes == {"delivered": count}
+    if linger:
+        assert writer.commits == 1
+        assert elapsed < 0.45
+    else:
+        assert writer.commits >= 2
