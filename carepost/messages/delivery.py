@@ -121,6 +121,12 @@ def claim_due_messages(
     )
     if dialect_of(session) == "postgresql":
         due = due.with_for_update(skip_locked=True)
+        # Walk ix_messages_due in its order and stop at the limit. Planned from
+        # statistics that missed a burst of queued rows (autovacuum has not analyzed
+        # them yet, or does not run), the due rows look few, and a bitmap scan that
+        # reads and sorts every one of them looks cheaper: 50-70 ms a claim at
+        # 100,000 rows instead of about one. For this transaction only.
+        session.execute(text("SET LOCAL enable_bitmapscan = off"))
     chosen = due.cte("due")
     claimed = session.execute(
         update(Message)

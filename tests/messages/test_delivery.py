@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import dkim
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from carepost.audit.service import SYSTEM
 from carepost.consent import suppression as suppressions
@@ -424,3 +424,53 @@ def test_smtp_sessions_carry_on_from_one_claimed_batch_to_the_next(runtime, tena
     assert sorted(m.rcpt_tos[0] for m in received) == sorted(f"p{n}@example.org" for n in range(20))
     assert sessions == 2
     assert {_message(runtime, tenant, i).state for i in ids} == {"delivered"}
+
+
+DUE_PLAN = text(
+    "EXPLAIN SELECT id FROM messages WHERE state IN ('queued', 'deferred')"
+    " AND next_attempt_at <= now() ORDER BY priority, next_attempt_at LIMIT 200"
+    " FOR UPDATE SKIP LOCKED"
+)
+
+
+COPIES = text(
+    "INSERT INTO messages SELECT (jsonb_populate_record(m, jsonb_build_object("
+    "'id', gen_random_uuid(), 'idempotency_key', NULL))).*"
+    " FROM messages AS m, generate_series(1, 20000) WHERE m.id = :id"
+)
+
+
+@pytest.mark.postgres_only
+def test_a_claim_walks_the_due_index_in_order_whatever_the_statistics(runtime, tenant, empty_queue):
+    """Without fresh statistics (no ANALYZE since the rows came, as after a burst or
+    with autovacuum off) PostgreSQL would read every due row and sort them; the claim
+    walks ix_messages_due in its order and stops at the limit."""
+    if runtime.database.is_sqlite:
+        pytest.skip("SQLite has a single claimer and no bitmap scans")
+    [model] = _send(runtime, tenant, {"to": "due@example.org"})
+    with runtime.database.session() as session:  # 20,000 more like it, in one statement
+        session.execute(COPIES, {"id": model})
+    session = runtime.database.sessionmaker()
+    try:
+        claimed = claim_due_messages(
+            session, owner="a", limit=10, now=utcnow(), lease=timedelta(minutes=5)
+        )
+        plan = "\n".join(session.scalars(DUE_PLAN))
+        assert len(claimed) == 10
+        assert "Index Scan using ix_messages_due" in plan, plan
+        assert "Bitmap" not in plan and "Sort" not in plan, plan
+    finally:
+        session.rollback()
+    try:  # for the claim's transaction only
+        assert session.scalar(text("SHOW enable_bitmapscan")) == "on"
+    finally:
+        session.rollback()
+        session.close()
+        with runtime.database.session() as cleanup:
+            cleanup.execute(
+                text(
+                    "DELETE FROM messages"
+                    " WHERE to_index = (SELECT to_index FROM messages WHERE id = :id)"
+                ),
+                {"id": model},
+            )
