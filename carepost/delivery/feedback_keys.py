@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,15 +55,27 @@ def _secret(value: str | None, data_dir: Path) -> bytes:
         return _decode(value, "CAREPOST_FEEDBACK_SECRET")
     path = data_dir / KEY_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first: read theirs
-        else:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode() + "\n")
+        _create(path)
     return _decode(path.read_text(), str(path))
+
+
+def _create(path: Path) -> None:
+    """Write a new secret to ``path`` unless another process got there first. The
+    file appears whole or not at all: the secret is written and synced under a name
+    of this process's own, then linked to ``path``, which fails when it exists. (Two
+    workers starting together used to read the other's file before it was written.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with suppress(FileExistsError):  # another process's secret is the one
+            os.link(draft, path)
+    finally:
+        draft.unlink()
 
 
 # Keyed by what the secret comes from, not by Settings: Settings holds lists
