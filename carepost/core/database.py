@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, Uuid, create_engine, event
+from sqlalchemy import DateTime, MetaData, TypeDecorator, Uuid, create_engine, event, text
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -126,6 +126,27 @@ def _configure_postgres(engine: Engine, schema: str) -> None:
         cursor.execute(f'SET search_path TO "{schema}"')
         cursor.close()
         dbapi_connection.commit()
+
+
+@contextmanager
+def without_bitmap_scans(session: Session) -> Iterator[None]:
+    """PostgreSQL plans the statements inside without bitmap scans (SQLite: no effect).
+
+    For reads of a few rows of a table that grew in a burst, such as a claim of the
+    outbox or a batch of its rows by id: until ANALYZE has seen the new rows (later
+    with autovacuum, never without), the default selectivities make ``tenant_id =
+    ?`` or ``state IN (...)`` look like a few hundred rows, and a bitmap scan that
+    reads every one of them (100,000 at a time) and filters or sorts them looks
+    cheapest. Without bitmaps the planner takes the index that answers the query,
+    in its order, as it does once the statistics are there. The setting is the
+    transaction's (``SET LOCAL``) and is put back when the block ends; a block that
+    raises leaves it to the rollback."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    session.execute(text("SET LOCAL enable_bitmapscan = off"))
+    yield
+    session.execute(text("SET LOCAL enable_bitmapscan = DEFAULT"))
 
 
 def make_engine(settings: Settings) -> Engine:
