@@ -603,31 +603,6 @@ class DeliveryRun:
     outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-async def _deliver_all(
-    runtime: Runtime,
-    transport: ports.Transport,
-    keys_of: dict[uuid.UUID, TenantKeys],
-    work: list[tuple[uuid.UUID, Outgoing]],
-    *,
-    owner: str,
-    run: DeliveryRun,
-) -> None:
-    queue: asyncio.Queue[tuple[uuid.UUID, Outgoing]] = asyncio.Queue()
-    for item in work:
-        queue.put_nowait(item)
-    writer = OutcomeWriter(runtime, keys_of, owner=owner, run=run)
-
-    async def lane() -> None:
-        while not queue.empty():
-            tenant_id, outgoing = queue.get_nowait()
-            with writer.in_flight():
-                report = await transport.deliver(outgoing.envelope)
-            await writer.record(tenant_id, outgoing, report)
-
-    lanes = min(runtime.settings.outbox_concurrency, len(work))
-    await asyncio.gather(*(lane() for _ in range(lanes)))
-
-
 def deliver_due_messages(
     runtime: Runtime, *, budget_seconds: float | None = None, owner: str | None = None
 ) -> DeliveryRun:
@@ -650,37 +625,83 @@ def deliver_due_messages(
 async def _deliver_batches(
     runtime: Runtime, run: DeliveryRun, *, deadline: float, owner: str
 ) -> None:
-    """Claim, prepare and send batch after batch on one event loop, through one
-    transport: its SMTP connections carry on from one batch to the next (a batch of
-    200 messages in 40 lanes would otherwise open 40 sessions, five messages each).
-    Claiming and preparing block the loop; nothing is in flight then, and the pooled
-    connections wait idle."""
+    """Claim, prepare and send batch after batch on one event loop.
+
+    ``outbox_concurrency`` lanes take the prepared envelopes from one queue; each
+    sends its envelope and waits for the commit of its outcome before it takes the
+    next. Once fewer envelopes wait than there are lanes, the next batch is claimed
+    and prepared, while the last ones of this batch are still on the wire or being
+    committed: the CPU the preparation needs is spent when it would otherwise wait.
+    Claiming and preparing block the loop (the lanes' SMTP replies wait in their
+    sockets meanwhile). One transport serves every batch: its SMTP connections carry
+    on from one batch to the next, and its per-domain limits hold for all lanes."""
     settings = runtime.settings
     lease = timedelta(seconds=settings.outbox_lease_seconds)
     keys_of: dict[uuid.UUID, TenantKeys] = {}
-    # One transport for every lane: it pools its connections per destination and
-    # keeps the per-domain limits, which only hold when all lanes share them.
     transport = ports.transport_from_settings(settings)
+    writer = OutcomeWriter(runtime, keys_of, owner=owner, run=run)
+    queue: asyncio.Queue[tuple[uuid.UUID, Outgoing] | None] = asyncio.Queue()
+    hungry = asyncio.Event()  # fewer envelopes wait than there are lanes
+
+    async def lane() -> None:
+        while (item := await queue.get()) is not None:
+            if queue.qsize() < settings.outbox_concurrency:
+                hungry.set()
+            tenant_id, outgoing = item
+            with writer.in_flight():
+                report = await transport.deliver(outgoing.envelope)
+            await writer.record(tenant_id, outgoing, report)
+
+    lanes = [asyncio.create_task(lane()) for _ in range(settings.outbox_concurrency)]
     try:
         while time.monotonic() < deadline:
-            with runtime.database.session() as session:
-                claimed = claim_due_messages(
-                    session,
-                    owner=owner,
-                    limit=settings.outbox_claim_batch,
-                    now=utcnow(),
-                    lease=lease,
-                )
-                for tenant_id in {c.tenant_id for c in claimed} - set(keys_of):
-                    keys_of[tenant_id] = runtime.keyring.load(session, tenant_id)
+            claimed = _claim(runtime, keys_of, owner=owner, lease=lease)
             # Committed: the rows are ours (state sending, leased) before any SMTP traffic.
             if not claimed:
                 break
             run.claimed += len(claimed)
-            work = _prepare_claimed(runtime, keys_of, claimed)
-            await _deliver_all(runtime, transport, keys_of, work, owner=owner, run=run)
+            for item in _prepare_claimed(runtime, keys_of, claimed):
+                queue.put_nowait(item)
+            hungry.clear()
+            if queue.qsize() < settings.outbox_concurrency:
+                hungry.set()  # a short batch (or all of it held): claim again at once
+            await _hungry_or_failed(hungry, lanes)
+        for _ in lanes:
+            queue.put_nowait(None)  # each lane ends once the queue is empty
+        await asyncio.gather(*lanes)
     finally:
+        for task in lanes:
+            task.cancel()  # only left running when something failed
+        await asyncio.gather(*lanes, return_exceptions=True)
         await transport.aclose()
+
+
+async def _hungry_or_failed(hungry: asyncio.Event, lanes: list[asyncio.Task[None]]) -> None:
+    """Wait until the lanes want more work; raise what a lane failed with."""
+    waiting = asyncio.ensure_future(hungry.wait())
+    try:
+        await asyncio.wait([waiting, *lanes], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    for task in lanes:
+        if task.done():
+            task.result()  # a lane only ends early by failing (a write of outcomes)
+
+
+def _claim(
+    runtime: Runtime, keys_of: dict[uuid.UUID, TenantKeys], *, owner: str, lease: timedelta
+) -> list[Claimed]:
+    with runtime.database.session() as session:
+        claimed = claim_due_messages(
+            session,
+            owner=owner,
+            limit=runtime.settings.outbox_claim_batch,
+            now=utcnow(),
+            lease=lease,
+        )
+        for tenant_id in {c.tenant_id for c in claimed} - set(keys_of):
+            keys_of[tenant_id] = runtime.keyring.load(session, tenant_id)
+    return claimed
 
 
 def _prepare_claimed(

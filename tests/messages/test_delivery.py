@@ -19,7 +19,7 @@ from carepost.delivery import verp
 from carepost.delivery.feedback_keys import cached_feedback_secret
 from carepost.domains import service as domains
 from carepost.domains.records import DnsRecord
-from carepost.messages import ports
+from carepost.messages import delivery, ports
 from carepost.messages.delivery import (
     claim_due_messages,
     deliver_due_messages,
@@ -31,7 +31,7 @@ from carepost.messages.events import record_message_event
 from carepost.messages.models import Message, MessageEvent
 from carepost.messages.schemas import MessageIn
 from carepost.messages.sending import SendContext, SendLimits, send_messages
-from tests.delivery.smtp_peers import running_peer
+from tests.delivery.smtp_peers import PeerBehaviour, running_peer
 from tests.messages.smtp_sink import SmtpSink
 
 LIMITS = SendLimits(max_attachment_bytes=1024 * 1024, base_url="https://testserver")
@@ -504,3 +504,38 @@ def test_claim_and_prepare_read_the_outbox_as_planned(runtime, tenant, burst):
     assert statements[at + 1] == "SET LOCAL enable_bitmapscan = DEFAULT", statements
     [batch] = [s for s in statements if s.startswith("SELECT messages.contact_id")]
     assert "WHERE messages.id = ANY" in batch and batch.endswith(") IS true"), batch
+
+
+def test_the_next_batch_is_claimed_while_the_last_envelopes_are_on_the_wire(
+    runtime, tenant, empty_queue, monkeypatch
+):
+    """Batches of 10 in 2 lanes to a slow server: the second claim comes while the
+    first batch's last envelopes wait or are in flight, not after all 10 arrived."""
+    _send(runtime, tenant, *({"to": f"n{n}@example.org"} for n in range(25)))
+    arrived_at_claim: list[int] = []
+    with running_peer(behaviour=PeerBehaviour(data_delay=0.05)) as peer:
+        original = delivery._claim
+
+        def claim(*args, **kwargs):
+            arrived_at_claim.append(len(peer.messages))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(delivery, "_claim", claim)
+        settings = runtime.settings.model_copy(
+            update={
+                "smtp_mode": "smarthost",
+                "smarthost_host": "127.0.0.1",
+                "smarthost_port": peer.port,
+                "smarthost_tls": "none",
+                "outbox_claim_batch": 10,
+                "outbox_concurrency": 2,
+            }
+        )
+        run = deliver_due_messages(
+            Runtime(settings, runtime.database, runtime.keyring), budget_seconds=30
+        )
+        received = len(peer.messages)
+
+    assert run.claimed == 25 and run.outcomes["delivered"] == 25 and received == 25
+    assert arrived_at_claim[0] == 0
+    assert arrived_at_claim[1] < 10 and arrived_at_claim[2] < 20, arrived_at_claim
