@@ -18,7 +18,8 @@ from carepost.delivery.pipelining import (
     spoke_out_of_turn,
     transaction_replies,
 )
-from carepost.delivery.transport import Envelope
+from carepost.delivery.smtp import SmtpTransport
+from carepost.delivery.transport import DeliveryReport, Envelope
 from tests.delivery.smtp_peers import PeerBehaviour, running_peer
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +87,21 @@ class Scripted:
         finally:
             writer.close()
 
+    async def deliver(
+        self, make_transport: Callable[..., SmtpTransport], *envelopes: Envelope, pause: float = 0
+    ) -> list[DeliveryReport]:
+        """Deliver ``envelopes`` one after the other through a transport whose smarthost
+        is this server (``pause`` seconds between two), then close the transport."""
+        reports = []
+        async with self.running() as port:
+            transport = transport_to(make_transport, port)
+            for number, one in enumerate(envelopes):
+                if number and pause:
+                    await asyncio.sleep(pause)
+                reports.append(await transport.deliver(one))
+            await transport.aclose()
+        return reports
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[int]:
         server = await asyncio.start_server(self.session, "127.0.0.1", 0)
@@ -124,10 +140,7 @@ async def test_a_transaction_is_two_groups(make_transport):
         wire.send("250 2.0.0 Ok: queued as 1")
 
     server = Scripted(script)
-    async with server.running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope("a@example.test", "b@example.test"))
-        await transport.aclose()
+    [report] = await server.deliver(make_transport, envelope("a@example.test", "b@example.test"))
 
     assert [(o.status, o.code, o.text) for o in report.outcomes] == [
         ("delivered", 250, "2.0.0 Ok: queued as 1"),
@@ -147,10 +160,7 @@ async def test_replies_split_anywhere_are_read_in_order(make_transport):
         await wire.until(b"\r\n.\r\n")
         wire.send("250 2.0.0 Ok")
 
-    async with Scripted(script).running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope())
-        await transport.aclose()
+    [report] = await Scripted(script).deliver(make_transport, envelope())
 
     assert [(o.status, o.code) for o in report.outcomes] == [("delivered", 250)]
 
@@ -168,10 +178,7 @@ async def test_a_server_without_pipelining_gets_one_command_at_a_time(make_trans
         assert await wire.until(b"\r\n.\r\n") == STUFFED
         wire.send("250 2.0.0 Ok")
 
-    async with Scripted(script, pipelining=False).running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope())
-        await transport.aclose()
+    [report] = await Scripted(script, pipelining=False).deliver(make_transport, envelope())
 
     assert [o.status for o in report.outcomes] == ["delivered"]
 
@@ -195,11 +202,9 @@ async def test_a_refused_sender_refuses_every_recipient_and_the_session_goes_on(
         wire.send("250 2.0.0 Ok")
 
     server = Scripted(script)
-    async with server.running() as port:
-        transport = transport_to(make_transport, port)
-        refused = await transport.deliver(envelope("a@example.test", "b@example.test"))
-        later = await transport.deliver(envelope("c@example.test"))
-        await transport.aclose()
+    refused, later = await server.deliver(
+        make_transport, envelope("a@example.test", "b@example.test"), envelope("c@example.test")
+    )
 
     assert [(o.status, o.code, o.enhanced) for o in refused.outcomes] == [
         ("bounced", 550, "5.7.1"),
@@ -222,12 +227,9 @@ async def test_each_recipient_gets_its_own_reply(make_transport):
         await wire.until(b"\r\n.\r\n")
         wire.send("250 2.0.0 Ok")
 
-    async with Scripted(script).running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(
-            envelope("unknown@example.test", "grey@example.test", "ok@example.test")
-        )
-        await transport.aclose()
+    [report] = await Scripted(script).deliver(
+        make_transport, envelope("unknown@example.test", "grey@example.test", "ok@example.test")
+    )
 
     assert [(o.status, o.code) for o in report.outcomes] == [
         ("bounced", 550),
@@ -247,10 +249,7 @@ async def test_data_accepted_without_recipients_gets_a_lone_dot_then_rset(make_t
         wire.send("250 2.0.0 Ok")
 
     server = Scripted(script)
-    async with server.running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope("unknown@example.test"))
-        await transport.aclose()
+    [report] = await server.deliver(make_transport, envelope("unknown@example.test"))
 
     assert [(o.status, o.code) for o in report.outcomes] == [("bounced", 550)]
     assert b"Subject" not in b"".join(server.wires[0].chunks)
@@ -264,10 +263,7 @@ async def test_a_refused_data_command_sends_no_content(make_transport):
         wire.send("250 2.0.0 Ok")
 
     server = Scripted(script)
-    async with server.running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope())
-        await transport.aclose()
+    [report] = await server.deliver(make_transport, envelope())
 
     assert [(o.status, o.code, o.enhanced) for o in report.outcomes] == [("bounced", 554, "5.3.4")]
     assert b"Subject" not in b"".join(server.wires[0].chunks)
@@ -280,10 +276,7 @@ async def test_421_in_the_group_ends_the_session_and_defers(make_transport):
         wire.writer.close()
 
     server = Scripted(script)
-    async with server.running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope())
-        await transport.aclose()
+    [report] = await server.deliver(make_transport, envelope())
 
     assert [(o.status, o.code) for o in report.outcomes] == [("deferred", 421)]
 
@@ -297,10 +290,7 @@ async def test_connection_dropped_after_the_group_defers_without_sending_content
         wire.writer.close()
 
     server = Scripted(script)
-    async with server.running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope())
-        await transport.aclose()
+    [report] = await server.deliver(make_transport, envelope())
 
     assert [(o.status, o.text) for o in report.outcomes] == [("deferred", "connection lost")]
     assert b"Subject" not in b"".join(b"".join(wire.chunks) for wire in server.wires)
@@ -311,10 +301,7 @@ async def test_garbage_in_the_group_defers(make_transport):
         await wire.until(b"DATA\r\n")
         wire.send("250 2.1.0 Ok", "HELLO? I am not an SMTP server", "354 Go")
 
-    async with Scripted(script).running() as port:
-        transport = transport_to(make_transport, port)
-        report = await transport.deliver(envelope())
-        await transport.aclose()
+    [report] = await Scripted(script).deliver(make_transport, envelope())
 
     assert [o.status for o in report.outcomes] == ["deferred"]
     assert report.outcomes[0].code is None
@@ -328,12 +315,7 @@ async def test_a_server_speaking_out_of_turn_is_not_reused(make_transport):
         wire.send("250 2.0.0 Ok", "421 4.4.2 Idle too long, closing")  # one too many
 
     server = Scripted(script)
-    async with server.running() as port:
-        transport = transport_to(make_transport, port)
-        first = await transport.deliver(envelope())
-        await asyncio.sleep(0.05)
-        second = await transport.deliver(envelope())
-        await transport.aclose()
+    first, second = await server.deliver(make_transport, envelope(), envelope(), pause=0.05)
 
     assert [o.status for o in first.outcomes] == ["delivered"]
     assert [o.status for o in second.outcomes] == ["delivered"]

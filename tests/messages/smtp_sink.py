@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.controller import Controller
 from sqlalchemy import update
@@ -107,16 +107,21 @@ def set_aside_queued(runtime: Runtime) -> None:
         )
 
 
-def delivering_to(runtime: Runtime, sink: SmtpSink) -> Runtime:
-    """The suite's runtime with its smarthost pointed at ``sink``, the queue emptied of
-    earlier tests' messages first."""
+class Listening(Protocol):
+    port: int
+
+
+def delivering_to(runtime: Runtime, sink: Listening, **settings: Any) -> Runtime:
+    """The suite's runtime with its smarthost pointed at ``sink`` (and ``settings``
+    changed), the queue emptied of earlier tests' messages first."""
     set_aside_queued(runtime)
-    settings = runtime.settings.model_copy(
+    changed = runtime.settings.model_copy(
         update={
             "smtp_mode": "smarthost",
             "smarthost_host": "127.0.0.1",
             "smarthost_port": sink.port,
             "smarthost_tls": "none",
+            **settings,
         }
     )
-    return Runtime(settings, runtime.database, runtime.keyring)
+    return Runtime(changed, runtime.database, runtime.keyring)

@@ -32,7 +32,7 @@ from carepost.messages.models import Message, MessageEvent
 from carepost.messages.schemas import MessageIn
 from carepost.messages.sending import SendContext, SendLimits, send_messages
 from tests.delivery.smtp_peers import PeerBehaviour, running_peer
-from tests.messages.smtp_sink import SmtpSink
+from tests.messages.smtp_sink import SmtpSink, delivering_to
 
 LIMITS = SendLimits(max_attachment_bytes=1024 * 1024, base_url="https://testserver")
 
@@ -402,21 +402,10 @@ def test_a_message_from_a_domain_with_keys_arrives_dkim_signed(
 
 def test_smtp_sessions_carry_on_from_one_claimed_batch_to_the_next(runtime, tenant, empty_queue):
     """Batches of 5 in 2 lanes: 20 messages are four batches, and still two sessions."""
-    ids = _send(runtime, tenant, *({"to": f"p{n}@example.org"} for n in range(20)))
     with running_peer() as peer:
-        settings = runtime.settings.model_copy(
-            update={
-                "smtp_mode": "smarthost",
-                "smarthost_host": "127.0.0.1",
-                "smarthost_port": peer.port,
-                "smarthost_tls": "none",
-                "outbox_claim_batch": 5,
-                "outbox_concurrency": 2,
-            }
-        )
-        run = deliver_due_messages(
-            Runtime(settings, runtime.database, runtime.keyring), budget_seconds=30
-        )
+        batches = delivering_to(runtime, peer, outbox_claim_batch=5, outbox_concurrency=2)
+        ids = _send(runtime, tenant, *({"to": f"p{n}@example.org"} for n in range(20)))
+        run = deliver_due_messages(batches, budget_seconds=30)
         received = peer.messages
         sessions = peer.state.sessions
 
@@ -511,9 +500,10 @@ def test_the_next_batch_is_claimed_while_the_last_envelopes_are_on_the_wire(
 ):
     """Batches of 10 in 2 lanes to a slow server: the second claim comes while the
     first batch's last envelopes wait or are in flight, not after all 10 arrived."""
-    _send(runtime, tenant, *({"to": f"n{n}@example.org"} for n in range(25)))
     arrived_at_claim: list[int] = []
     with running_peer(behaviour=PeerBehaviour(data_delay=0.05)) as peer:
+        batches = delivering_to(runtime, peer, outbox_claim_batch=10, outbox_concurrency=2)
+        _send(runtime, tenant, *({"to": f"n{n}@example.org"} for n in range(25)))
         original = delivery._claim
 
         def claim(*args, **kwargs):
@@ -521,19 +511,7 @@ def test_the_next_batch_is_claimed_while_the_last_envelopes_are_on_the_wire(
             return original(*args, **kwargs)
 
         monkeypatch.setattr(delivery, "_claim", claim)
-        settings = runtime.settings.model_copy(
-            update={
-                "smtp_mode": "smarthost",
-                "smarthost_host": "127.0.0.1",
-                "smarthost_port": peer.port,
-                "smarthost_tls": "none",
-                "outbox_claim_batch": 10,
-                "outbox_concurrency": 2,
-            }
-        )
-        run = deliver_due_messages(
-            Runtime(settings, runtime.database, runtime.keyring), budget_seconds=30
-        )
+        run = deliver_due_messages(batches, budget_seconds=30)
         received = len(peer.messages)
 
     assert run.claimed == 25 and run.outcomes["delivered"] == 25 and received == 25
