@@ -13,7 +13,7 @@ from carepost.audit.service import SYSTEM
 from carepost.consent import suppression as suppressions
 from carepost.contacts import service as contacts
 from carepost.contacts.activity_models import ContactEvent, EventKind
-from carepost.core.database import utcnow, without_bitmap_scans
+from carepost.core.database import in_index_order, utcnow
 from carepost.core.runtime import Runtime
 from carepost.delivery import verp
 from carepost.delivery.feedback_keys import cached_feedback_secret
@@ -457,10 +457,14 @@ def test_the_outbox_reads_walk_their_index_whatever_the_statistics(runtime, tena
     of every row of the tenant (50-90 ms each at 100,000 rows)."""
     ids = [burst, *(uuid.uuid4() for _ in range(199))]
     with runtime.database.session() as session:
-        with without_bitmap_scans(session):
+        session.execute(text("SET LOCAL enable_sort = off"))  # the transaction's own
+        with in_index_order(session):
             due = "\n".join(session.scalars(DUE_PLAN))
             assert session.scalar(text("SHOW enable_bitmapscan")) == "off"
-        assert session.scalar(text("SHOW enable_bitmapscan")) == "on"  # put back
+        # put back as they were
+        assert session.scalar(text("SHOW enable_bitmapscan")) == "on"
+        assert session.scalar(text("SHOW enable_sort")) == "off"
+        session.execute(text("SET LOCAL enable_sort = DEFAULT"))
         batch = "\n".join(session.scalars(BATCH_PLAN, {"tenant": tenant[1].tenant_id, "ids": ids}))
     assert "Index Scan using ix_messages_due" in due, due
     assert "Bitmap" not in due and "Sort" not in due, due
@@ -495,8 +499,9 @@ def test_claim_and_prepare_read_the_outbox_as_planned(runtime, tenant, burst):
 
     assert len(claimed) == 5 and len(prepared) == 5
     at = next(i for i, s in enumerate(statements) if s.startswith("WITH due AS"))
-    assert statements[at - 1] == "SET LOCAL enable_bitmapscan = off", statements
-    assert statements[at + 1] == "SET LOCAL enable_bitmapscan = DEFAULT", statements
+    assert "set_config('enable_bitmapscan', 'off', true)" in statements[at - 1], statements
+    assert "set_config('enable_sort', 'off', true)" in statements[at - 1], statements
+    assert "set_config('enable_sort', %(v1)s, true)" in statements[at + 1], statements
     [batch] = [s for s in statements if s.startswith("SELECT messages.contact_id")]
     assert "WHERE messages.id = ANY" in batch and batch.endswith(") IS true"), batch
 
