@@ -46,6 +46,7 @@ from carepost.contacts.activity_models import (
 from carepost.contacts.id_sets import dialect_of
 from carepost.contacts.models import Contact, ContactToken
 from carepost.contacts.tokens import date_range_cover, range_tokens
+from carepost.core.bulk import write_rows
 from carepost.core.database import UTCDateTime, new_id, utcnow
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
@@ -265,7 +266,7 @@ def build_bulk(runtime: Runtime, keys: TenantKeys, scale: int) -> uuid.UUID:
             ):
                 if rows:
                     columns = tuple(rows[0])
-                    sync.write_rows(
+                    write_rows(
                         session,
                         model.__table__,  # type: ignore[arg-type]
                         columns,

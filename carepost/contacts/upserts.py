@@ -5,7 +5,7 @@ Each item is checked on its own; an invalid item, an item whose key repeats in
 the batch, or one that would take another contact's unique identifier gets its
 own error while the others apply. The writes are a bounded number of statements
 whatever the batch size: one SELECT per identifier kind to resolve keys, one
-bulk write for new contacts (COPY on PostgreSQL, :func:`carepost.contacts.sync.write_rows`),
+bulk write for new contacts (COPY on PostgreSQL, :func:`carepost.core.bulk.write_rows`),
 one executemany UPDATE per set of changed columns, then the side tables
 (:mod:`carepost.contacts.sync`). Checking the items (:func:`prepare_batch`) may
 happen beforehand, in another process (:func:`upsert_prepared`). Sending the same batch
@@ -49,6 +49,7 @@ from carepost.contacts.sealing import (
     claims_of,
 )
 from carepost.contacts.values import FieldSpec, merge_custom
+from carepost.core.bulk import write_rows
 from carepost.core.database import new_ids, utcnow
 from carepost.core.errors import Conflict, FieldError, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
@@ -479,13 +480,13 @@ def _write(
             if changed_ids:  # the prepared item stays as it was: a batch may be sent again
                 identifier_changes.append((item.target_id, changed_ids))
     _wake_field_waits(session, keys.tenant_id, updates, now)
-    sync.write_rows(
+    write_rows(
         session,
         CONTACT_TABLE,
         CONTACT_COLUMNS,
         [[row[name] for name in CONTACT_COLUMNS] for row in inserts],
     )
-    sync.write_rows(
+    write_rows(
         session,
         CONTACT_TABLE,
         CONTACT_COLUMNS,

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import uuid
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -36,14 +36,21 @@ TAG_BYTES = 10
 TOKEN_CHARS = 42  # base32 of 16 + 10 bytes, unpadded
 
 
+@lru_cache(maxsize=8)
 def _block_cipher(secret: bytes) -> Cipher[modes.ECB]:
     # One 16-byte block under a key of its own: ECB is the raw permutation, which is
-    # exactly what is wanted (a random-looking, invertible image of one id).
+    # exactly what is wanted (a random-looking, invertible image of one id). Kept per
+    # secret (a worker signs every message it sends with the same one).
     return Cipher(algorithms.AES(derive_key(secret, "verp-id")), modes.ECB())  # noqa: S305
 
 
+@lru_cache(maxsize=8)
+def _tag_key(secret: bytes) -> bytes:
+    return derive_key(secret, "verp-tag")
+
+
 def _tag(secret: bytes, block: bytes) -> bytes:
-    return hmac.new(derive_key(secret, "verp-tag"), block, hashlib.sha256).digest()[:TAG_BYTES]
+    return hmac.digest(_tag_key(secret), block, "sha256")[:TAG_BYTES]
 
 
 def return_token(message_id: uuid.UUID, *, secret: bytes) -> str:
@@ -55,7 +62,12 @@ def return_token(message_id: uuid.UUID, *, secret: bytes) -> str:
 
 def return_path(message_id: uuid.UUID, *, bounce_domain: str, secret: bytes) -> str:
     """The envelope sender (MAIL FROM) of a message: ``b-<token>@bounce_domain``."""
-    return f"{PREFIX}{return_token(message_id, secret=secret)}@{bounce_domain.lower()}"
+    return return_path_of(return_token(message_id, secret=secret), bounce_domain=bounce_domain)
+
+
+def return_path_of(token: str, *, bounce_domain: str) -> str:
+    """The return path of a message whose token is made already (it is in a header too)."""
+    return f"{PREFIX}{token}@{bounce_domain.lower()}"
 
 
 def message_of_token(token: str, *, secret: bytes) -> uuid.UUID | None:

@@ -163,7 +163,9 @@ def _outgoing_message(
     from_domain: str,
     tracking: TrackingChoice,
     secret: bytes,
+    token: str,
 ) -> ports.OutgoingMessage:
+    """The message to build; ``token`` is its return token (ports.return_token)."""
     base_url = settings.base_url
     unsubscribe_url = None
     if message.purpose != "transactional" and message.contact_id is not None:
@@ -196,7 +198,7 @@ def _outgoing_message(
         list_unsubscribe_url=unsubscribe_url,
         # The signed token (no PHI) finds the message again from a report that
         # quotes only the headers (inbound.py).
-        headers={"X-Carepost-Message": ports.return_token(message.id, secret=secret)},
+        headers={"X-Carepost-Message": token},
     )
 
 
@@ -249,6 +251,7 @@ def prepare_envelopes(
             domain = ports.domain_of(message.from_address)
             if domain not in signers:
                 signers[domain] = ports.signing_keys_for(session, keys, domain)
+            token = ports.return_token(message.id, secret=secret)
             if is_raw(message.body):
                 # Relayed by the SMTP gateway: the customer's MIME, as it came; parsed
                 # only for the protection stage, sent as the bytes it came in.
@@ -257,7 +260,9 @@ def prepare_envelopes(
                 )
                 built = message_from_bytes(raw, policy=email_policy.default)
             else:
-                outgoing = _outgoing_message(message, keys, settings, domain, tracking, secret)
+                outgoing = _outgoing_message(
+                    message, keys, settings, domain, tracking, secret, token
+                )
                 if _stage_reads_the_message(protection, message):
                     built = ports.build_message(outgoing)
                     raw = ports.message_bytes(built)
@@ -274,9 +279,8 @@ def prepare_envelopes(
             # Retrying cannot help (say, an address the message format cannot carry).
             failed.append((message.id, message.contact_id, "failed", {"error": type(exc).__name__}))
             continue
-        mail_from = ports.return_path(
-            message.id, bounce_domain=settings.bounce_domain, secret=secret
-        )
+        # The same token as in the X-Carepost-Message header.
+        mail_from = ports.return_path_of(token, bounce_domain=settings.bounce_domain)
         envelope = ports.Envelope(
             mail_from,
             (message.to_address,),

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from carepost.contacts.activity_models import ContactEvent
 from carepost.contacts.events import ensure_kinds
-from carepost.contacts.sync import write_rows
+from carepost.core.bulk import write_rows
 from carepost.core.database import utcnow
 from carepost.core.errors import NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys

@@ -8,7 +8,7 @@ format each value travels as its bytes. Binary COPY must name each column's exac
 type (``json`` is not ``jsonb``, ``smallint`` is not ``integer``), so the types are
 read from the catalog for the table the statement resolves to (one query a batch).
 
-SQLite: one ``executemany`` (:func:`carepost.contacts.sync.write_rows`).
+SQLite: one ``executemany`` (:func:`carepost.core.bulk.write_rows`).
 
 The PHI columns come sealed already (:class:`Sealer`: the same plaintext bytes as the
 columns' own types, :class:`~carepost.crypto.fields.EncryptedString` and
@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from carepost.contacts.sync import write_rows
+from carepost.core.bulk import write_rows
 from carepost.crypto.fields import EncryptedJSON, EncryptedType
 from carepost.crypto.keyring import TenantKeys
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from carepost.audit import service as audit
 from carepost.audit.models import AuditEvent
@@ -372,3 +372,43 @@ def test_memory_stays_flat_as_the_chain_grows(session):
     large_peak = peak_memory_of_verifying(session, large)
     # Five times the events, the same batch-sized footprint (not five times the memory).
     assert large_peak < small_peak * 1.5 + 256 * 1024, (small_peak, large_peak)
+
+
+def test_events_written_in_bulk_chain_and_read_back_as_recorded_one_by_one(session, tenant):
+    """record_many writes its rows by COPY (PostgreSQL) or executemany (SQLite): what
+    is stored hashes as written, details included (values JSON lacks, such as ids
+    and times, as their text), and the chain goes on from and after them."""
+    tenant_row, _keys = tenant
+    chain = audit.chain_for(tenant_row.id)
+    object_id = uuid.uuid4()
+    at = utcnow()
+    entries = [
+        audit.Entry(
+            "message.protection",
+            object_type="message",
+            object_id=object_id,
+            details={"n": n, "at": at, "id": object_id, "nested": {"list": [1, "é"]}},
+        )
+        for n in range(3)
+    ]
+    audit.record_many(session, tenant_id=tenant_row.id, actor=audit.SYSTEM, entries=entries)
+    append(session, tenant_row.id, 1)  # one by one after them
+    audit.record_many(session, tenant_id=tenant_row.id, actor=audit.SYSTEM, entries=entries[:1])
+
+    report = verify_chains(session, chain=chain)
+    assert report.ok, report.describe()
+    rows = session.scalars(
+        select(AuditEvent).where(AuditEvent.chain == chain).order_by(AuditEvent.seq)
+    ).all()
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    bulk = [r for r in rows if r.action == "message.protection"]
+    assert len(bulk) == 4
+    assert [r.details["n"] for r in bulk] == [0, 1, 2, 0]
+    assert bulk[0].details == {
+        "n": 0,
+        "at": str(at),
+        "id": str(object_id),
+        "nested": {"list": [1, "é"]},
+    }
+    assert {r.object_id for r in bulk} == {str(object_id)}
+    assert all(r.tenant_id == tenant_row.id and r.actor_type == "system" for r in bulk)

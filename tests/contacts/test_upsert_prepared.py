@@ -13,6 +13,7 @@ from carepost.contacts import custom_fields, sync, upserts
 from carepost.contacts.models import Contact, ContactIdentifier, ContactStageHistory, ContactToken
 from carepost.contacts.prepare import PreparedContact, prepare_batch
 from carepost.contacts.sealing import KeyMaterial, seal_batch
+from carepost.core.bulk import write_rows
 from carepost.core.database import utcnow
 from carepost.core.errors import Conflict
 from tests.conftest import phi_value
@@ -142,9 +143,9 @@ def test_the_bulk_writer_reports_a_duplicate_as_an_integrity_error(runtime, tena
         _define_fields(session, keys.tenant_id)
         created = upserts.upsert_contacts(session, keys, _items(1), match="email", actor=SYSTEM)
         row = (keys.tenant_id, created[0].id, "zip", "0" * 40)
-        sync.write_rows(session, sync.TOKEN_TABLE, sync.TOKEN_COLUMNS, [row])
+        write_rows(session, sync.TOKEN_TABLE, sync.TOKEN_COLUMNS, [row])
         with pytest.raises(IntegrityError), session.begin_nested():
-            sync.write_rows(session, sync.TOKEN_TABLE, sync.TOKEN_COLUMNS, [row])
+            write_rows(session, sync.TOKEN_TABLE, sync.TOKEN_COLUMNS, [row])
         # The transaction goes on after the savepoint rolled back.
         count = session.scalars(
             select(ContactToken.token).where(ContactToken.contact_id == created[0].id)
