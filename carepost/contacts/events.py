@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, event, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -190,6 +190,43 @@ def ensure_kinds(session: Session, tenant_id: uuid.UUID, names: set[str]) -> dic
         )
         kinds = {kind.key: kind for kind in session.scalars(query)}
     return kinds
+
+
+# A kind's id never changes: kinds are never deleted (a tenant's go with the tenant).
+# So the ids of kinds seen in a committed transaction are kept per process, and the
+# delivery worker's commits of outcomes (a timeline row for each) skip the lookup.
+# Kept only after the commit: a kind created in a transaction that rolls back has no
+# row to point to.
+_KIND_IDS: dict[tuple[uuid.UUID, str], int] = {}
+_KIND_IDS_MAX = 10_000
+_PENDING_KINDS = "carepost.contacts.events.kind_ids"
+
+
+def kind_ids(session: Session, tenant_id: uuid.UUID, names: set[str]) -> dict[str, int]:
+    """The ids of the kinds by key, creating the missing ones (as :func:`ensure_kinds`)."""
+    found = {name: _KIND_IDS[key] for name in names if (key := (tenant_id, name)) in _KIND_IDS}
+    missing = names - set(found)
+    if missing:
+        made = {key: kind.id for key, kind in ensure_kinds(session, tenant_id, missing).items()}
+        session.info.setdefault(_PENDING_KINDS, {}).update(
+            {(tenant_id, key): kind_id for key, kind_id in made.items()}
+        )
+        found |= made
+    return found
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_kind_ids(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KINDS, None)
+    if pending:
+        if len(_KIND_IDS) + len(pending) > _KIND_IDS_MAX:
+            _KIND_IDS.clear()
+        _KIND_IDS.update(pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_kind_ids(session: Session) -> None:
+    session.info.pop(_PENDING_KINDS, None)
 
 
 def record_events(

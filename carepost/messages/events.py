@@ -21,7 +21,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from carepost.contacts.activity_models import ContactEvent
-from carepost.contacts.events import ensure_kinds
+from carepost.contacts.events import kind_ids
 from carepost.core.bulk import write_rows
 from carepost.core.database import utcnow
 from carepost.core.errors import NotFound, ValidationFailed
@@ -89,7 +89,7 @@ def write_events(
     )
     with_contact = [event for event in events if event[1] is not None]
     if with_contact:
-        kinds = ensure_kinds(session, tenant_id, {timeline_kind(e[2]) for e in with_contact})
+        kinds = kind_ids(session, tenant_id, {timeline_kind(e[2]) for e in with_contact})
         write_rows(
             session,
             TIMELINE_TABLE,
@@ -106,7 +106,7 @@ def write_events(
                 (
                     tenant_id,
                     contact_id,
-                    kinds[timeline_kind(kind)].id,
+                    kinds[timeline_kind(kind)],
                     now,
                     TIMELINE_SOURCE,
                     campaign_id,

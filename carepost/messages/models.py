@@ -67,6 +67,8 @@ class MessageState:
 PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "bulk": 2}
 PRIORITY_NAMES: dict[int, str] = {value: name for name, value in PRIORITIES.items()}
 _DUE_STATES = "state IN ('queued', 'deferred')"
+# A key of a stored body: its text part was made from its HTML (the same words).
+TEXT_FROM_HTML = "text_from_html"
 
 
 class Message(IdMixin, TimestampMixin, TenantOwnedComposite, Base):

@@ -58,7 +58,7 @@ from carepost.core.text import has_forbidden_characters
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
-from carepost.messages.models import PRIORITIES, Message, MessageState
+from carepost.messages.models import PRIORITIES, TEXT_FROM_HTML, Message, MessageState
 from carepost.messages.outbox import Sealer, outbox_writer
 from carepost.messages.schemas import MessageIn
 from carepost.portal.presets import store_presets
@@ -586,6 +586,15 @@ class _Rendering:
         return ports.ContactView.of(contact, self.custom_fields)
 
 
+def _body(content: ports.RenderedMessage) -> dict[str, Any]:
+    """The stored content; says when the text part was made from the HTML, so that
+    the protection stage's DLP scan does not make it again to compare them."""
+    body: dict[str, Any] = {"html": content.html, "text": content.text}
+    if content.text_from_html and content.html is not None:
+        body[TEXT_FROM_HTML] = True
+    return body
+
+
 def _render(
     session: Session,
     keys: TenantKeys,
@@ -743,7 +752,7 @@ def send_messages(
                 "from_name": request.from_name,
                 "reply_to": item.reply_to,
                 "subject": seal.text("subject", content.subject),
-                "body": seal.json("body", {"html": content.html, "text": content.text}),
+                "body": seal.json("body", _body(content)),
                 "data": seal.json("data", request.data or None),
                 "attachments": seal.json("attachments", item.attachments or None),
                 "metadata": seal.json("metadata", request.metadata or None),

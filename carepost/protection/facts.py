@@ -25,7 +25,7 @@ from carepost.dlp.service import tenant_rules
 from carepost.e2ee.certificates import normalize_address
 from carepost.e2ee.directory import INDEX_LABEL
 from carepost.e2ee.models import RecipientKey
-from carepost.messages.models import Message
+from carepost.messages.models import TEXT_FROM_HTML, Message
 from carepost.policy.decision import KeyState, RecipientKeys
 from carepost.policy.documents import PolicyDocument, ProtectionRules, RulesOverride, selects
 from carepost.templates.plaintext import html_to_text
@@ -105,7 +105,8 @@ class ContentScanner:
             (digest("text", text), MessageContent(text=text)),
         ]
         # The text part is usually made from the HTML: the same words need one scan.
-        if html and html_to_text(html).strip() != text.strip():
+        # Stored content says so (made when it was stored); older rows are compared.
+        if html and not body.get(TEXT_FROM_HTML) and html_to_text(html).strip() != text.strip():
             chunks.append((digest("html", html), MessageContent(html=html)))
         if attachments:
             key = digest(

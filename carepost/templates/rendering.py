@@ -64,6 +64,9 @@ class RenderedMessage:
     template_id: uuid.UUID | None
     variant: str | None  # A/B variant key, None without variants
     from_name: str | None = None  # the variant's sender name, when it sets one
+    # The text part is the HTML's own words (html_to_text of ``html``): the DLP scan
+    # of the stored message then reads them once.
+    text_from_html: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class PreparedTemplate:
             template_id=self.template_id,
             variant=self.variant,
             from_name=self.from_name,
+            text_from_html=self.text is None,
         )
 
 

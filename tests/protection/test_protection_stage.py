@@ -361,3 +361,29 @@ def test_phi_the_policy_would_block_without_tls_goes_by_verified_tls_where_known
 
     assert envelopes[known].tls == "verified"
     assert message(runtime, tenant, unknown).state == "failed"
+
+
+def test_html_and_the_text_made_from_it_are_scanned_once_and_other_text_apart(
+    runtime, tenant, monkeypatch
+):
+    """A text part made from the HTML holds its words: the stored body says so and the
+    scan reads them once, without making the text again; an HTML part whose text
+    part says something else is scanned too."""
+    made: list[str] = []
+    real = facts_module.html_to_text
+
+    def counting(html: str) -> str:
+        made.append(html)
+        return real(html)
+
+    monkeypatch.setattr(facts_module, "html_to_text", counting)
+    derived = send(runtime, tenant, to=patient(), html=f"<p>SSN {SSN}</p>", text=None)
+    apart = send(runtime, tenant, to=patient(), html=f"<p>Your SSN: {SSN}</p>", text="Hi.")
+    stored = message(runtime, tenant, derived).body
+    assert stored["text"].strip() == f"SSN {SSN}" and stored["text_from_html"] is True
+    assert "text_from_html" not in message(runtime, tenant, apart).body
+    prepare(runtime, tenant, [derived, apart])
+
+    assert made == [f"<p>Your SSN: {SSN}</p>"]  # compared only where the text was given
+    for message_id in (derived, apart):
+        assert "phi.dlp:ssn" in message(runtime, tenant, message_id).protection_reasons
