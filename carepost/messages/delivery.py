@@ -40,8 +40,8 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import select, text, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, select, text, true, update
+from sqlalchemy.orm import Session, defer
 
 from carepost.audit import service as audit
 from carepost.consent.links import LinkKind, make_token
@@ -72,6 +72,7 @@ _ADDRESS = re.compile(r"\S+@\S+")
 # the planner, which then cannot use ix_messages_due / ix_messages_leases).
 DUE = text("messages.state IN ('queued', 'deferred')")
 LEASED = text("messages.state = 'sending'")
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 BOUNCER = audit.Actor("system", "", "carepost delivery")
 
 
@@ -237,6 +238,13 @@ def prepare_envelopes(
         # from statistics that missed a burst of new rows, a tenant looks small, and
         # PostgreSQL would read all its rows (100,000: 66-89 ms) to pick out 200.
         (Message.tenant_id == keys.tenant_id).is_(true()),
+    ).options(
+        # Not sent and never read on the way out: not fetched, not decrypted (two
+        # AES-GCM opens a message). A deferred column read in this session would be
+        # loaded then; the writer of outcomes, in another, reads none of them.
+        defer(Message.data),
+        defer(Message.meta),
+        defer(Message.tags),
     )
     secret = ports.cached_feedback_secret(settings)
     tracking = tracking_choice(session, keys.tenant_id)
@@ -410,13 +418,14 @@ def record_results(
                 events.append((message.id, message.contact_id, kind, detail))
     dialect = dialect_of(session)
     for (reply, decided_key), group in delivered.items():
+        # On the table, not the entity: no ORM bulk-update machinery for each commit.
         changed = set(
             session.scalars(
-                update(Message)
+                update(MESSAGES)
                 .where(
-                    id_in(Message.id, {message.id for message, _detail in group}, dialect),
-                    Message.state == MessageState.SENDING,
-                    Message.lease_owner == owner,
+                    id_in(MESSAGES.c.id, {message.id for message, _detail in group}, dialect),
+                    MESSAGES.c.state == MessageState.SENDING,
+                    MESSAGES.c.lease_owner == owner,
                 )
                 .values(
                     state=MessageState.DELIVERED,
@@ -427,8 +436,7 @@ def record_results(
                     lease_owner="",
                     **protection[decided_key],
                 )
-                .returning(Message.id)
-                .execution_options(synchronize_session=False)
+                .returning(MESSAGES.c.id)
             )
         )
         for message, detail in group:

@@ -528,3 +528,37 @@ def test_the_next_batch_is_claimed_while_the_last_envelopes_are_on_the_wire(
     assert run.claimed == 25 and run.outcomes["delivered"] == 25 and received == 25
     assert arrived_at_claim[0] == 0
     assert arrived_at_claim[1] < 10 and arrived_at_claim[2] < 20, arrived_at_claim
+
+
+def test_the_message_data_metadata_and_tags_are_not_read_to_deliver(runtime, tenant, empty_queue):
+    """They are not sent: the batch's read leaves them (and their decryption) out."""
+    statements: list[str] = []
+
+    def seen(_connection, _cursor, statement, *_args) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM messages" in statement:
+            statements.append(" ".join(statement.split()))
+
+    ids = _send(
+        runtime,
+        tenant,
+        {"to": "data@example.org", "data": {"day": "Monday"}, "metadata": {"crm": "7"}},
+    )
+    with runtime.database.session() as session:
+        claimed = claim_due_messages(
+            session, owner="a", limit=5, now=utcnow(), lease=timedelta(minutes=5)
+        )
+    event.listen(runtime.database.engine, "before_cursor_execute", seen)
+    try:
+        with runtime.bound_session(tenant[1]) as session:
+            [prepared] = prepare_envelopes(
+                session, tenant[1], [c.id for c in claimed], settings=runtime.settings
+            )
+    finally:
+        event.remove(runtime.database.engine, "before_cursor_execute", seen)
+
+    assert [c.id for c in claimed] == ids
+    assert prepared.envelope.recipients == ("data@example.org",)
+    [batch] = statements
+    assert "messages.body" in batch and "messages.to_address" in batch
+    for column in ("messages.data", "messages.metadata", "messages.tags"):
+        assert column not in batch, batch
