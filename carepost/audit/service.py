@@ -28,25 +28,6 @@ from carepost.core.database import new_id, new_ids, utcnow
 GENESIS_HASH = "0" * 64
 SYSTEM_CHAIN = "system"
 _EVENTS_TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
-_EVENT_COLUMNS = (
-    "id",
-    "chain",
-    "seq",
-    "tenant_id",
-    "occurred_at",
-    "actor_type",
-    "actor_id",
-    "actor_label",
-    "action",
-    "outcome",
-    "object_type",
-    "object_id",
-    "client_address",
-    "reason",
-    "details",
-    "prev_hash",
-    "hash",
-)
 
 
 @dataclass(frozen=True)
@@ -89,6 +70,8 @@ HASHED_FIELDS = (
     "details",
     "prev_hash",
 )
+# The columns record_many writes: the hashed fields and the hash.
+_EVENT_COLUMNS = (*HASHED_FIELDS, "hash")
 
 
 class ChainedEvent(Protocol):
@@ -295,28 +278,13 @@ def record_many(
             "details": details,
             "prev_hash": prev_hash,
         }
-        event_hash_ = content_hash(content)
-        rows.append(
-            (
-                event_id,
-                chain,
-                seq,
-                tenant_id,
-                now,
-                actor.type,
-                actor.id,
-                actor.label,
-                entry.action,
-                entry.outcome,
-                entry.object_type,
-                content["object_id"],
-                actor.client_address,
-                entry.reason,
-                details,
-                prev_hash,
-                event_hash_,
-            )
-        )
-        prev_hash = event_hash_
+        stored = content | {
+            "id": event_id,
+            "tenant_id": tenant_id,
+            "occurred_at": now,
+            "hash": content_hash(content),
+        }
+        rows.append(tuple(stored[column] for column in _EVENT_COLUMNS))
+        prev_hash = stored["hash"]
     write_rows(session, _EVENTS_TABLE, _EVENT_COLUMNS, rows)
     session.execute(update(AuditHead).where(AuditHead.chain == chain).values(last_hash=prev_hash))
