@@ -217,6 +217,8 @@ def kind_ids(session: Session, tenant_id: uuid.UUID, names: set[str]) -> dict[st
 
 @event.listens_for(Session, "after_commit")
 def _keep_kind_ids(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint's release: the transaction around it may still roll back
     pending = session.info.pop(_PENDING_KINDS, None)
     if pending:
         if len(_KIND_IDS) + len(pending) > _KIND_IDS_MAX:
@@ -225,7 +227,10 @@ def _keep_kind_ids(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_rollback")
-def _forget_kind_ids(session: Session) -> None:
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_kind_ids(session: Session, *_previous: Any) -> None:
+    # Any rollback, a savepoint's included: what it undid is not kept (kinds made
+    # before it are only looked up again).
     session.info.pop(_PENDING_KINDS, None)
 
 

@@ -43,3 +43,25 @@ def test_a_committed_kind_is_looked_up_once_and_a_rolled_back_one_again(runtime,
         assert seen and made == {name: first[name], lost: stored}
     finally:
         stop()
+
+
+def test_a_kind_made_in_a_savepoint_is_kept_only_once_the_whole_transaction_commits(
+    runtime, tenant
+):
+    """A savepoint's release is a commit to SQLAlchemy's events, not to the database:
+    the transaction around it rolled back, so its kind must be looked up again."""
+    tenant_id = tenant[1].tenant_id
+    name = f"nested_{uuid.uuid4().hex[:8]}"
+    with runtime.database.session() as session:
+        with session.begin_nested():
+            events.kind_ids(session, tenant_id, {name})
+        session.rollback()
+    assert (tenant_id, name) not in events._KIND_IDS
+
+    with runtime.database.session() as session:
+        with session.begin_nested():
+            made = events.kind_ids(session, tenant_id, {name})
+        assert (tenant_id, name) not in events._KIND_IDS  # not yet
+    assert events._KIND_IDS[(tenant_id, name)] == made[name]
+    with runtime.database.session() as session:
+        assert session.get(EventKind, made[name]) is not None
