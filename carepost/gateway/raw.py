@@ -17,8 +17,6 @@ import re
 import uuid
 from typing import Any
 
-from carepost.delivery.verp import return_token
-
 _HEADER_END = re.compile(rb"\r\n\r\n")
 _OWN_HEADER = re.compile(rb"^x-carepost-message:", re.IGNORECASE)
 
@@ -41,12 +39,14 @@ def _split(raw: bytes) -> tuple[list[bytes], bytes]:
 
 
 def gateway_message_bytes(
-    message_id: uuid.UUID, body: dict[str, Any], *, from_domain: str, secret: bytes
+    message_id: uuid.UUID, body: dict[str, Any], *, from_domain: str, token: str
 ) -> bytes:
+    """The relayed bytes as they go out, with ``token`` (the message's return token,
+    made once for this header and the return path) in ``X-Carepost-Message``."""
     raw = base64.b64decode(body["raw"])
     fields, rest = _split(raw)
     kept = [f for f in fields if not _OWN_HEADER.match(f)]
-    added = [b"X-Carepost-Message: " + return_token(message_id, secret=secret).encode("ascii")]
+    added = [b"X-Carepost-Message: " + token.encode("ascii")]
     if not any(f.lower().startswith(b"message-id:") for f in kept):
         added.append(f"Message-ID: <{message_id}@{from_domain}>".encode("ascii"))
     return b"\r\n".join(added + kept) + b"\r\n" + rest

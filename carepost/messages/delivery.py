@@ -264,7 +264,7 @@ def prepare_envelopes(
                 # Relayed by the SMTP gateway: the customer's MIME, as it came; parsed
                 # only for the protection stage, sent as the bytes it came in.
                 raw = gateway_message_bytes(
-                    message.id, message.body, from_domain=domain, secret=secret
+                    message.id, message.body, from_domain=domain, token=token
                 )
                 built = message_from_bytes(raw, policy=email_policy.default)
             else:

@@ -590,7 +590,7 @@ def _body(content: ports.RenderedMessage) -> dict[str, Any]:
     """The stored content; says when the text part was made from the HTML, so that
     the protection stage's DLP scan does not make it again to compare them."""
     body: dict[str, Any] = {"html": content.html, "text": content.text}
-    if content.text_from_html and content.html is not None:
+    if content.text_from_html:
         body[TEXT_FROM_HTML] = True
     return body
 
