@@ -38,6 +38,7 @@ from email.header import Header
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import lru_cache
 from types import MappingProxyType
 
 from email_validator import EmailNotValidError, validate_email
@@ -488,9 +489,24 @@ def _attachment_bytes(attachment: Attachment, index: int) -> bytes:
     ).encode("ascii") + _base64(attachment.content)
 
 
+@lru_cache(maxsize=256)
+def _from_field(address: str, name: str | None) -> tuple[bytes, str]:
+    """The From header and its address: a worker sends batch after batch from the same
+    few senders, so each is checked and written once."""
+    sender = _mailbox(address, name, "from_address")
+    return _mailbox_field("From", sender), sender.addr_spec
+
+
+@lru_cache(maxsize=4)
+def _date_field(now: datetime) -> bytes:
+    """The Date header of a second (RFC 5322 dates have no fractions of one): the
+    messages of a batch mostly share it."""
+    return _plain("Date", format_datetime(now))
+
+
 def _written(message: OutgoingMessage, now: datetime | None) -> bytes:
-    sender = _mailbox(message.from_address, message.from_name, "from_address")
-    head = [_mailbox_field("From", sender)]
+    from_field, sender_address = _from_field(message.from_address, message.from_name)
+    head = [from_field]
     recipient = _mailbox(message.to_address, message.to_name, "to_address")
     head.append(_mailbox_field("To", recipient))
     if message.reply_to is not None:
@@ -500,8 +516,8 @@ def _written(message: OutgoingMessage, now: datetime | None) -> bytes:
         head.append(_plain("Subject", subject))
     else:
         head.append(_raw_lines("Subject", _encoded_words("Subject", subject)))
-    head.append(_plain("Date", format_datetime(now or datetime.now(UTC))))
-    message_id = _message_id(message, sender.addr_spec)
+    head.append(_date_field((now or datetime.now(UTC)).replace(microsecond=0)))
+    message_id = _message_id(message, sender_address)
     head.append(_plain("Message-ID", message_id))
     head.append(b"MIME-Version: 1.0\r\n")
     unsubscribe = _list_unsubscribe(message)

@@ -24,10 +24,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import threading
 import uuid
 from functools import lru_cache
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from carepost.delivery.feedback_keys import derive_key
 
@@ -49,14 +50,31 @@ def _tag_key(secret: bytes) -> bytes:
     return derive_key(secret, "verp-tag")
 
 
+_local = threading.local()
+
+
+def _encipher(secret: bytes, block: bytes) -> bytes:
+    """AES of one block. ECB enciphers each block alone, so one encryptor serves every
+    token: kept per thread (an encryptor is not to be shared between threads) and per
+    secret, never finalized."""
+    encryptors: dict[bytes, CipherContext] | None = getattr(_local, "encryptors", None)
+    if encryptors is None:
+        encryptors = _local.encryptors = {}
+    encryptor = encryptors.get(secret)
+    if encryptor is None:
+        if len(encryptors) >= 8:
+            encryptors.clear()
+        encryptor = encryptors[secret] = _block_cipher(secret).encryptor()
+    return bytes(encryptor.update(block))
+
+
 def _tag(secret: bytes, block: bytes) -> bytes:
     return hmac.digest(_tag_key(secret), block, "sha256")[:TAG_BYTES]
 
 
 def return_token(message_id: uuid.UUID, *, secret: bytes) -> str:
     """The opaque token of a message (the local part without ``b-``)."""
-    encryptor = _block_cipher(secret).encryptor()
-    block = encryptor.update(message_id.bytes) + encryptor.finalize()
+    block = _encipher(secret, message_id.bytes)
     return base64.b32encode(block + _tag(secret, block)).decode("ascii").rstrip("=").lower()
 
 

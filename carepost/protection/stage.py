@@ -120,6 +120,10 @@ class ProtectionStage:
     _events: list[EventRow] = field(default_factory=list)
     _failed: dict[str, list[uuid.UUID]] = field(default_factory=lambda: defaultdict(list))
     _portal: list[uuid.UUID] = field(default_factory=list)
+    # The batch's decisions by what they were decided on: the decision is a pure
+    # function of it, and a batch's messages mostly share it (one template, a few
+    # recipient domains), so each distinct case is decided once.
+    _decisions: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
 
     @classmethod
     def for_batch(
@@ -196,14 +200,18 @@ class ProtectionStage:
         sender = self.sender_settings(message)
 
         def decide(tls: DomainTlsFacts) -> Decision:
-            return decide_protection(
-                recipient_domain=domain,
-                message=facts,
-                keys=keys,
-                tls=tls.tls,
-                sender=sender,
-                policy=self.policy,
-            )
+            case = (domain, _facts_key(facts), keys, tls.tls, sender)
+            decision = self._decisions.get(case)
+            if decision is None:
+                decision = self._decisions[case] = decide_protection(
+                    recipient_domain=domain,
+                    message=facts,
+                    keys=keys,
+                    tls=tls.tls,
+                    sender=sender,
+                    policy=self.policy,
+                )
+            return decision
 
         first = decide(NOTHING_KNOWN)
         settled = (
@@ -352,6 +360,21 @@ def protection_values(decision: Decision | None) -> dict[str, Any]:
         "protection_tls": decision.tls,
         "protection_reasons": list(decision.reasons[:MAX_REASONS]),
     }
+
+
+def _facts_key(facts: MessageFacts) -> tuple[Any, ...]:
+    """Everything of ``facts`` the decision reads, as a key (the summary's counts and
+    confidences are dicts: sorted items instead)."""
+    dlp = facts.dlp
+    return (
+        tuple(sorted(dlp.counts.items())),
+        tuple(sorted(dlp.max_confidence.items())),
+        dlp.highest_severity,
+        dlp.phi,
+        dlp.complete,
+        facts.template_phi,
+        facts.template_id,
+    )
 
 
 def _tls_of(decision: Decision) -> TlsRequirement:

@@ -32,6 +32,7 @@ import secrets as random_bytes
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
@@ -67,7 +68,10 @@ class TrackedLink:
     url: str | None = None
 
 
+@lru_cache(maxsize=8)
 def _cipher(secret: bytes) -> AESGCM:
+    # Kept per secret: derived and set up once, not for each token (AESGCM holds no
+    # state between calls, so threads share it).
     return AESGCM(derive_key(secret, "tracking"))
 
 

@@ -54,3 +54,20 @@ def test_arbitrary_addresses_never_raise(address: str) -> None:
 def test_other_addresses_are_not_return_paths() -> None:
     for address in ("", "care@clinic.example", "b-@x", "b-short@x", "<>", "b-" + "a" * 42):
         assert verp.message_of_return_path(address, secret=SECRET) is None
+
+
+def test_tokens_made_in_many_threads_at_once_each_name_their_message():
+    """One encryptor is kept per thread: tokens made concurrently are still right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    secret = b"s" * 32
+    ids = [uuid.uuid4() for _ in range(2_000)]
+
+    def tokens(chunk: list[uuid.UUID]) -> list[str]:
+        return [verp.return_token(message_id, secret=secret) for message_id in chunk]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = [t for part in pool.map(tokens, [ids[n::8] for n in range(8)]) for t in part]
+    expected = [t for n in range(8) for t in tokens(ids[n::8])]
+    assert made == expected
+    assert {verp.message_of_token(t, secret=secret) for t in made} == set(ids)

@@ -387,3 +387,55 @@ def test_html_and_the_text_made_from_it_are_scanned_once_and_other_text_apart(
     assert made == [f"<p>Your SSN: {SSN}</p>"]  # compared only where the text was given
     for message_id in (derived, apart):
         assert "phi.dlp:ssn" in message(runtime, tenant, message_id).protection_reasons
+
+
+def test_each_distinct_case_of_a_batch_is_decided_once_and_alike(runtime, tenant, monkeypatch):
+    """Messages decided on the same facts share one decision; a message with other
+    findings, or to another domain, is decided on its own and gets its own reasons."""
+    calls: list[str] = []
+    real = stage_module.decide_protection
+
+    def counting(**kwargs):
+        calls.append(kwargs["recipient_domain"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(stage_module, "decide_protection", counting)
+    alike = [send(runtime, tenant, to=patient(), text=f"Note {n}") for n in range(4)]
+    other_domain = send(runtime, tenant, to="someone@elsewhere.example", text="Note 9")
+    with_ssn = send(runtime, tenant, to=patient(), text=f"SSN {SSN}")
+    prepare(runtime, tenant, [*alike, other_domain, with_ssn])
+
+    assert sorted(calls) == ["elsewhere.example", "patient.example", "patient.example"]
+    reasons = {m: message(runtime, tenant, m).protection_reasons for m in alike}
+    assert len({tuple(r) for r in reasons.values()}) == 1
+    assert "phi.dlp:ssn" in message(runtime, tenant, with_ssn).protection_reasons
+    assert "phi.dlp:ssn" not in next(iter(reasons.values()))
+
+
+def test_the_decision_key_reads_every_fact_the_decision_can_read():
+    """A field added to the facts or the scan summary must be added to the key, or two
+    messages differing only in it would share a decision."""
+    from dataclasses import fields
+
+    from carepost.dlp.findings import ScanSummary
+    from carepost.policy.decision import MessageFacts
+
+    assert [f.name for f in fields(MessageFacts)] == ["dlp", "template_phi", "template_id"]
+    assert [f.name for f in fields(ScanSummary)] == [
+        "counts",
+        "max_confidence",
+        "highest_severity",
+        "phi",
+        "complete",
+    ]
+    base = MessageFacts()
+    variants = [
+        MessageFacts(template_phi=True),
+        MessageFacts(template_id="t"),
+        MessageFacts(dlp=ScanSummary(counts={"ssn": 1})),
+        MessageFacts(dlp=ScanSummary(max_confidence={"ssn": 0.5})),
+        MessageFacts(dlp=ScanSummary(phi=True)),
+        MessageFacts(dlp=ScanSummary(complete=False)),
+    ]
+    keys = {stage_module._facts_key(f) for f in [base, *variants]}
+    assert len(keys) == len(variants) + 1
