@@ -24,8 +24,9 @@ run: $(VENV)/.installed ## Install, migrate, create the demo, serve on http://12
 test: $(VENV)/.installed-test chromium dkim-verifiers ## Install everything the suite needs and run it
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed-test ## ruff and mypy
+lint: $(VENV)/.installed-test ## ruff (lint and format) and mypy
 	$(BIN)/ruff check carepost tests bench
+	$(BIN)/ruff format --check carepost tests bench
 	$(BIN)/mypy carepost
 
 bench: $(VENV)/.installed ## Run the benchmarks

@@ -129,4 +129,3 @@ class ApiKey(IdMixin, TimestampMixin, TenantOwned, Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-

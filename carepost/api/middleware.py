@@ -129,9 +129,7 @@ class RequestGuard:
         body = (
             b'{"type":"https://carepost.dev/problems/request-too-large",'
             b'"title":"Request too large",'
-            b'"status":413,"detail":"the request body exceeds '
-            + str(limit).encode()
-            + b' bytes"}'
+            b'"status":413,"detail":"the request body exceeds ' + str(limit).encode() + b' bytes"}'
         )
         await send(
             {

@@ -232,19 +232,23 @@ def prepare_envelopes(
 ) -> list[Outgoing]:
     """Build, track and sign each claimed message: one envelope each, since each has
     its own VERP return path (the bounce names the message)."""
-    query = select(Message).where(
-        id_in(Message.id, set(ids), dialect_of(session)),
-        # Checked on each row the primary key finds, never used to find them: planned
-        # from statistics that missed a burst of new rows, a tenant looks small, and
-        # PostgreSQL would read all its rows (100,000: 66-89 ms) to pick out 200.
-        (Message.tenant_id == keys.tenant_id).is_(true()),
-    ).options(
-        # Not sent and never read on the way out: not fetched, not decrypted (two
-        # AES-GCM opens a message). A deferred column read in this session would be
-        # loaded then; the writer of outcomes, in another, reads none of them.
-        defer(Message.data),
-        defer(Message.meta),
-        defer(Message.tags),
+    query = (
+        select(Message)
+        .where(
+            id_in(Message.id, set(ids), dialect_of(session)),
+            # Checked on each row the primary key finds, never used to find them: planned
+            # from statistics that missed a burst of new rows, a tenant looks small, and
+            # PostgreSQL would read all its rows (100,000: 66-89 ms) to pick out 200.
+            (Message.tenant_id == keys.tenant_id).is_(true()),
+        )
+        .options(
+            # Not sent and never read on the way out: not fetched, not decrypted (two
+            # AES-GCM opens a message). A deferred column read in this session would be
+            # loaded then; the writer of outcomes, in another, reads none of them.
+            defer(Message.data),
+            defer(Message.meta),
+            defer(Message.tags),
+        )
     )
     secret = ports.cached_feedback_secret(settings)
     tracking = tracking_choice(session, keys.tenant_id)

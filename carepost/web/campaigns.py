@@ -411,9 +411,7 @@ def _bind_campaign(campaign: Campaign) -> BoundForm:
 
 
 @router.get("/campaigns/{campaign_id}/edit")
-def edit_campaign(
-    campaign_id: str, console: Annotated[Console, Depends(page(SEND))]
-) -> Response:
+def edit_campaign(campaign_id: str, console: Annotated[Console, Depends(page(SEND))]) -> Response:
     with console.session() as session:
         campaign = service.get_campaign(session, console.principal.tenant_id, parse_id(campaign_id))
         form = _bind_campaign(campaign)

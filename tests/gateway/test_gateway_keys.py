@@ -65,7 +65,11 @@ def _detached(sender: str, issued) -> bytes:
 
 
 def test_a_detached_signature_gives_the_senders_certificate(
-    gateway, make_client, make_tenant, runtime, test_ca  # noqa: F811
+    gateway,
+    make_client,
+    make_tenant,
+    runtime,
+    test_ca,  # noqa: F811
 ):
     tenant = make_tenant()
     creds, sender = _sender(make_client, tenant, runtime)
@@ -74,7 +78,11 @@ def test_a_detached_signature_gives_the_senders_certificate(
 
 
 def test_an_opaque_signature_gives_the_senders_certificate(
-    gateway, make_client, make_tenant, runtime, test_ca  # noqa: F811
+    gateway,
+    make_client,
+    make_tenant,
+    runtime,
+    test_ca,  # noqa: F811
 ):
     tenant = make_tenant()
     creds, sender = _sender(make_client, tenant, runtime)
@@ -97,7 +105,11 @@ def test_an_opaque_signature_gives_the_senders_certificate(
 
 
 def test_a_bad_signature_imports_nothing_and_the_mail_is_relayed(
-    gateway, make_client, make_tenant, runtime, test_ca  # noqa: F811
+    gateway,
+    make_client,
+    make_tenant,
+    runtime,
+    test_ca,  # noqa: F811
 ):
     tenant = make_tenant()
     creds, sender = _sender(make_client, tenant, runtime)

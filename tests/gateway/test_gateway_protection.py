@@ -53,7 +53,13 @@ def _no_mta_sts(delivering: Runtime) -> Runtime:
 
 
 def test_phi_relayed_to_a_recipient_with_a_certificate_arrives_encrypted(
-    gateway, make_client, make_tenant, delivering, smtp_sink, test_ca, tmp_path  # noqa: F811
+    gateway,
+    make_client,
+    make_tenant,
+    delivering,
+    smtp_sink,
+    test_ca,  # noqa: F811
+    tmp_path,
 ):
     tenant = make_tenant()
     to = f"pat-{uuid.uuid4().hex[:8]}@patient.example"
