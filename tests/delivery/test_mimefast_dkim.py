@@ -100,3 +100,10 @@ def test_relaxed_forms_are_dkimpys(name, value, body):
     assert dkim._relaxed_header(name, value) == bytes(lowered) + b":" + bytes(canonical)[:-2]
     crlf = dkim._BARE_LF.sub(b"\r\n", body)
     assert dkim._relaxed_body(crlf) == bytes(Relaxed.canonicalize_body(crlf))
+
+
+@settings(max_examples=300)
+@given(data=st.text(st.sampled_from("\r\nab: "), max_size=80).map(lambda s: s.encode()))
+def test_line_ends_are_made_crlf_as_the_substitution_makes_them(data):
+    """The shortcut for messages without bare LFs gives what the substitution gives."""
+    assert dkim._with_crlf(data) == dkim._BARE_LF.sub(b"\r\n", data)
