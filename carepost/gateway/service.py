@@ -36,9 +36,9 @@ from carepost.domains.senders import check_sender
 from carepost.domains.service import normalize_domain
 from carepost.gateway.models import GatewayClient
 from carepost.messages.events import write_events
-from carepost.messages.models import PRIORITIES, MessageState
+from carepost.messages.models import MESSAGES_TABLE, PRIORITIES, MessageState
 from carepost.messages.outbox import Sealer, column_defaults, outbox_writer
-from carepost.messages.sending import MESSAGE_COLUMNS, MESSAGES_TABLE, ROW_VALUES
+from carepost.messages.sending import MESSAGE_COLUMNS, ROW_VALUES
 
 EMAIL_INDEX_LABEL = STANDARD_FIELDS["email"].index_label
 GATEWAY_ACTOR_TYPE = "gateway"

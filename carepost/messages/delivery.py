@@ -40,7 +40,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import Table, select, text, true, update
+from sqlalchemy import select, text, true, update
 from sqlalchemy.orm import Session, defer
 
 from carepost.audit import service as audit
@@ -57,7 +57,7 @@ from carepost.delivery.dkim import DkimSigner
 from carepost.gateway.raw import gateway_message_bytes, is_raw
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
-from carepost.messages.models import Message, MessageState
+from carepost.messages.models import MESSAGES_TABLE, Message, MessageState
 from carepost.policy.decision import Decision
 from carepost.protection import fallback as protection_fallback
 from carepost.protection.facts import address_key
@@ -72,7 +72,6 @@ _ADDRESS = re.compile(r"\S+@\S+")
 # the planner, which then cannot use ix_messages_due / ix_messages_leases).
 DUE = text("messages.state IN ('queued', 'deferred')")
 LEASED = text("messages.state = 'sending'")
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 BOUNCER = audit.Actor("system", "", "carepost delivery")
 
 
@@ -425,11 +424,11 @@ def record_results(
         # On the table, not the entity: no ORM bulk-update machinery for each commit.
         changed = set(
             session.scalars(
-                update(MESSAGES)
+                update(MESSAGES_TABLE)
                 .where(
-                    id_in(MESSAGES.c.id, {message.id for message, _detail in group}, dialect),
-                    MESSAGES.c.state == MessageState.SENDING,
-                    MESSAGES.c.lease_owner == owner,
+                    id_in(MESSAGES_TABLE.c.id, {message.id for message, _detail in group}, dialect),
+                    MESSAGES_TABLE.c.state == MessageState.SENDING,
+                    MESSAGES_TABLE.c.lease_owner == owner,
                 )
                 .values(
                     state=MessageState.DELIVERED,
@@ -440,7 +439,7 @@ def record_results(
                     lease_owner="",
                     **protection[decided_key],
                 )
-                .returning(MESSAGES.c.id)
+                .returning(MESSAGES_TABLE.c.id)
             )
         )
         for message, detail in group:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -145,6 +146,10 @@ class Message(IdMixin, TimestampMixin, TenantOwnedComposite, Base):
     protection_method: Mapped[str | None] = mapped_column(String(20), default=None)
     protection_tls: Mapped[str | None] = mapped_column(String(16), default=None)
     protection_reasons: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+
+
+# The table itself, for Core statements and bulk writes (the outbox COPY, outcome UPDATEs).
+MESSAGES_TABLE: Table = Message.__table__  # type: ignore[assignment]
 
 
 class MessageEvent(Base):

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,12 +58,17 @@ from carepost.core.text import has_forbidden_characters
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
 from carepost.messages.events import EventRow, write_events
-from carepost.messages.models import PRIORITIES, TEXT_FROM_HTML, Message, MessageState
+from carepost.messages.models import (
+    MESSAGES_TABLE,
+    PRIORITIES,
+    TEXT_FROM_HTML,
+    Message,
+    MessageState,
+)
 from carepost.messages.outbox import Sealer, outbox_writer
 from carepost.messages.schemas import MessageIn
 from carepost.portal.presets import store_presets
 
-MESSAGES_TABLE: Table = Message.__table__  # type: ignore[assignment]
 MESSAGE_COLUMNS = tuple(column.key for column in MESSAGES_TABLE.columns)
 # A row's values in the order of MESSAGE_COLUMNS (one C call per row, not a loop).
 ROW_VALUES = itemgetter(*MESSAGE_COLUMNS)

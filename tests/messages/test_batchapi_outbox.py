@@ -17,10 +17,10 @@ from carepost.contacts.activity_models import ContactEvent
 from carepost.core.errors import CryptoError
 from carepost.crypto.fields import EncryptedJSON, EncryptedString
 from carepost.messages import sending
-from carepost.messages.models import Message, MessageEvent
+from carepost.messages.models import MESSAGES_TABLE, Message, MessageEvent
 from carepost.messages.outbox import Sealer, outbox_writer
 from carepost.messages.schemas import MessageIn
-from carepost.messages.sending import MESSAGES_TABLE, SendContext, SendLimits, send_messages
+from carepost.messages.sending import SendContext, SendLimits, send_messages
 
 V1 = "/api/v1"
 
