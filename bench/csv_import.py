@@ -30,7 +30,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import uuid
+
+    from sqlalchemy.orm import Session
+
+    from carepost.core.runtime import Runtime
+    from carepost.crypto.keyring import TenantKeys
 
 COLUMNS = (
     "email,phone,first_name,last_name,birth_date,mrn,zip,gender,insurance,conditions,"
@@ -65,6 +73,42 @@ def write_file(path: Path, rows: int, seed: int = 4) -> None:
             )
 
 
+def create_fields(session: Session, tenant_id: uuid.UUID) -> None:
+    """The tenant's custom fields the file's extra columns map to."""
+    from carepost.audit.service import SYSTEM
+    from carepost.contacts import custom_fields
+
+    for key, kind, extra in (
+        ("zip", "string", {}),
+        ("gender", "choice", {"choices": ["female", "male", "other"]}),
+        ("insurance", "choice", {"choices": ["medicare", "medicaid", "commercial"]}),
+        ("conditions", "multi_choice", {"choices": CONDITIONS}),
+        ("a1c", "number", {"granularity": "0.1"}),
+        ("last_visit", "date", {"granularity": "day"}),
+    ):
+        custom_fields.create_field(
+            session, tenant_id, key=key, label=key, type=kind, actor=SYSTEM, **extra
+        )
+
+
+def source_cpu_seconds(runtime: Runtime, keys: TenantKeys, path: Path, rows: int) -> float:
+    """CPU seconds to read the file as the import does (decoding, CSV, mapping,
+    coercion), with no database work."""
+    from carepost.contacts import custom_fields
+    from carepost.imports.csv_source import CsvReader, csv_rows
+    from carepost.imports.mapping import plan_rows
+
+    with runtime.bound_session(keys) as session:
+        schema = custom_fields.load_schema(session, keys.tenant_id)
+    started = _cpu_seconds()
+    with path.open("rb") as stream:
+        reader = CsvReader(stream)
+        mapper = plan_rows(reader.header, {}, schema, match="email")
+        read = sum(1 for row in csv_rows(reader, mapper) if not row.errors)
+    assert read == rows, read
+    return _cpu_seconds() - started
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and of the worker processes it waited for."""
     total = 0.0
@@ -92,10 +136,7 @@ def _child(rows: int) -> dict[str, Any]:
     """Set up a database and a tenant, import the file, return the figures."""
     from bench.scratch import scratch_tenant
     from carepost.audit.service import SYSTEM
-    from carepost.contacts import custom_fields
     from carepost.imports import local, runner
-    from carepost.imports.csv_source import CsvReader, csv_rows
-    from carepost.imports.mapping import plan_rows
 
     with scratch_tenant() as scratch:
         runtime, keys, workdir = scratch.runtime, scratch.keys, scratch.workdir
@@ -112,17 +153,7 @@ def _child(rows: int) -> dict[str, Any]:
 
             runtime.database.engine.dispose()  # connections made from now on are counted
         with runtime.bound_session(keys) as session:
-            for key, kind, extra in (
-                ("zip", "string", {}),
-                ("gender", "choice", {"choices": ["female", "male", "other"]}),
-                ("insurance", "choice", {"choices": ["medicare", "medicaid", "commercial"]}),
-                ("conditions", "multi_choice", {"choices": CONDITIONS}),
-                ("a1c", "number", {"granularity": "0.1"}),
-                ("last_visit", "date", {"granularity": "day"}),
-            ):
-                custom_fields.create_field(
-                    session, tenant_id, key=key, label=key, type=kind, actor=SYSTEM, **extra
-                )
+            create_fields(session, tenant_id)
         path = workdir / "contacts.csv"
         write_file(path, rows)
 
@@ -139,16 +170,7 @@ def _child(rows: int) -> dict[str, Any]:
 
             return timed_upsert
 
-        # The source alone (reading, decoding, mapping, coercion), with no database work.
-        with runtime.bound_session(keys) as session:
-            schema = custom_fields.load_schema(session, tenant_id)
-        source_cpu = _cpu_seconds()
-        with path.open("rb") as stream:
-            reader = CsvReader(stream)
-            mapper = plan_rows(reader.header, {}, schema, match="email")
-            read = sum(1 for row in csv_rows(reader, mapper) if not row.errors)
-        source_cpu = _cpu_seconds() - source_cpu
-        assert read == rows
+        source_cpu = source_cpu_seconds(runtime, keys, path, rows)
 
         runner.upsert_contacts = timed(runner.upsert_contacts)  # type: ignore[assignment]
         runner.upsert_prepared = timed(runner.upsert_prepared)  # type: ignore[assignment]
