@@ -7,10 +7,16 @@ a 200 page, never a redirect (RFC 8058 section 3.2). The confirmation page's
 button posts the same form, so a link scanner fetching the URL with GET never
 unsubscribes anyone. Every bad link (malformed, tampered, expired, unknown)
 gets the same 404 page.
+
+A message's link carries ``?m=<its return token>`` (signed, no id in clear): the
+unsubscribe is then also an ``unsubscribed`` event of that message (its history, the
+contact's timeline, webhooks). A token that does not verify, or names a message of
+another contact, is ignored: the unsubscribe itself never depends on it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -24,12 +30,17 @@ from carepost.consent.links import InvalidLink, LinkKind, RecipientLink
 from carepost.core.errors import CryptoError
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys, bind_tenant_keys
+from carepost.delivery import verp
+from carepost.delivery.feedback_keys import cached_feedback_secret
+from carepost.delivery.message_ledger import message_ledger
 from carepost.tenancy.models import Tenant
 from carepost.web.console import render
 
 router = APIRouter(include_in_schema=False)
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 TOKEN_MAX = 200
+# A message's return token (carepost.delivery.verp): base32, lower case.
+_MESSAGE_TOKEN = re.compile(rf"[a-z2-7]{{{verp.TOKEN_CHARS}}}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,33 @@ def _invalid(request: Request) -> HTMLResponse:
     return render(request, "recipient/invalid.html", status=404, title="Link not valid")
 
 
+def _message_token(request: Request) -> str | None:
+    """The ``m`` of the link, when it has the shape of a return token (else None)."""
+    value = request.query_params.get("m", "")
+    return value if _MESSAGE_TOKEN.fullmatch(value) else None
+
+
+def _record_unsubscribed(
+    runtime: Runtime, session: Session, opened: _Opened, message_token: str
+) -> None:
+    """The ``unsubscribed`` event of the message the link came in, if it is the
+    link's contact's message (a forged or foreign token records nothing)."""
+    message_id = verp.message_of_token(
+        message_token, secret=cached_feedback_secret(runtime.settings)
+    )
+    if message_id is None:
+        return
+    ledger = message_ledger()
+    found = ledger.find(session, opened.keys, message_id)
+    if found is None or found.contact_id != opened.link.contact_id:
+        return
+    ledger.record_event(
+        session, opened.keys, message_id, "unsubscribed", detail={"source": "one_click"}
+    )
+
+
 def _unsubscribe_page(request: Request, runtime: Runtime, token: str, *, act: bool) -> HTMLResponse:
+    message_token = _message_token(request)
     try:
         with runtime.database.session() as session:
             opened = _open(runtime, session, token, LinkKind.UNSUBSCRIBE)
@@ -66,6 +103,8 @@ def _unsubscribe_page(request: Request, runtime: Runtime, token: str, *, act: bo
                     recipient.unsubscribe(
                         session, opened.keys, opened.link, client_address=client_address(request)
                     )
+                    if message_token is not None:
+                        _record_unsubscribed(runtime, session, opened, message_token)
                 view = recipient.preferences(session, opened.keys, opened.link)
                 session.flush()
     except InvalidLink:
@@ -80,7 +119,7 @@ def _unsubscribe_page(request: Request, runtime: Runtime, token: str, *, act: bo
         title="Unsubscribe",
         organization=opened.organization,
         address=view.masked.get(link.channel, "your address"),
-        action=f"/u/{token}",
+        action=f"/u/{token}" + (f"?m={message_token}" if message_token else ""),
         done=act,
         preferences_url=f"/p/{preferences_token}",
     )

@@ -53,17 +53,24 @@ def _addresses(contact: Contact) -> dict[str, str]:
 
 
 def unsubscribe(
-    session: Session, keys: TenantKeys, link: RecipientLink, *, client_address: str
+    session: Session,
+    keys: TenantKeys,
+    link: RecipientLink,
+    *,
+    client_address: str,
+    source: str = "one_click",
 ) -> None:
     """Stop marketing to the link's address at once: revoke the marketing consent and
-    suppress the address (scope marketing: treatment messages still arrive)."""
+    suppress the address (scope marketing: treatment messages still arrive).
+    ``source``: ``one_click`` (the link) or ``mailto`` (a mail to the message's
+    List-Unsubscribe address, :mod:`carepost.delivery.inbound`)."""
     contact = _contact(session, link)
     actor = recipient_actor(link, client_address)
     consent.record_consent(
         session,
         link.tenant_id,
         contact_id=contact.id,
-        change=consent.ConsentChange(link.channel, Purpose.MARKETING, Status.REVOKED, "one_click"),
+        change=consent.ConsentChange(link.channel, Purpose.MARKETING, Status.REVOKED, source),
         actor=actor,
     )
     address = _addresses(contact).get(link.channel)
@@ -74,7 +81,7 @@ def unsubscribe(
             address=suppressions.Address(link.channel, address),
             reason="unsubscribe",
             scope=Scope.MARKETING,
-            source="one_click",
+            source=source,
             actor=actor,
         )
     audit.record(
@@ -84,7 +91,7 @@ def unsubscribe(
         action="recipient.unsubscribe",
         object_type="contact",
         object_id=contact.id,
-        details={"channel": link.channel},
+        details={"channel": link.channel, "source": source},
     )
 
 

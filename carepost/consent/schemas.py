@@ -20,7 +20,7 @@ from carepost.core.types import IsoDateTime
 ChannelName = Literal["email", "sms"]
 StatusName = Literal["granted", "revoked", "pending"]
 SourceName = Literal[
-    "web_form", "api", "import", "paper", "preference_center", "keyword", "one_click"
+    "web_form", "api", "import", "paper", "preference_center", "keyword", "one_click", "mailto"
 ]
 ReasonName = Literal["unsubscribe", "hard_bounce", "complaint", "manual", "imported"]
 ScopeName = Literal["all", "marketing"]

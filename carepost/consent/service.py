@@ -30,7 +30,16 @@ from carepost.contacts import service as contacts
 from carepost.core.database import new_id, utcnow
 from carepost.core.errors import Conflict, NotFound, ValidationFailed
 
-SOURCES = ("web_form", "api", "import", "paper", "preference_center", "keyword", "one_click")
+SOURCES = (
+    "web_form",
+    "api",
+    "import",
+    "paper",
+    "preference_center",
+    "keyword",
+    "one_click",
+    "mailto",
+)
 # Capture times a little ahead of ours are clock skew, not the future.
 CLOCK_SKEW = timedelta(minutes=5)
 TOPIC_KEY = re.compile(r"^[a-z][a-z0-9_-]{1,39}$")

@@ -36,7 +36,16 @@ REASONS = ("unsubscribe", "hard_bounce", "complaint", "manual", "imported", "dec
 # Entries a sender may not lift on its own: mailbox providers act on them.
 PROTECTED_REASONS = frozenset({"hard_bounce", "complaint"})
 OVERRIDE_PERMISSION = "suppressions:override"
-SOURCES = ("api", "import", "one_click", "preference_center", "bounce", "complaint", "console")
+SOURCES = (
+    "api",
+    "import",
+    "one_click",
+    "mailto",
+    "preference_center",
+    "bounce",
+    "complaint",
+    "console",
+)
 DEFAULT_SCOPE = {"unsubscribe": Scope.MARKETING}
 SCOPE_RANK = {Scope.MARKETING: 1, Scope.ALL: 2}
 IMPORT_BATCH = 1000

@@ -47,6 +47,27 @@ KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 CONTACT_KEYS = ("contact_id", "email", "external_id")
 ITEM_KEYS = frozenset({*CONTACT_KEYS, "kind", "occurred_at", "source", "properties"})
 INDEX_COLUMNS = {"email": Contact.email_index, "external_id": Contact.external_id_index}
+# The kinds the product writes itself: each message event on its contact's timeline
+# (``email.<event>``; mirrors ``carepost.messages.events.KINDS``, which imports this
+# module, and a test keeps the two equal). They exist for every tenant, so segment
+# rules may name them before the first one is recorded.
+BUILT_IN_KINDS = tuple(
+    f"email.{event}"
+    for event in (
+        "queued",
+        "sent",
+        "delivered",
+        "deferred",
+        "bounced",
+        "failed",
+        "suppressed",
+        "opened",
+        "clicked",
+        "unsubscribed",
+        "complained",
+        "portal",
+    )
+)
 
 
 @dataclass

@@ -29,6 +29,12 @@ read from the report. Then:
 * complaint -> suppression (reason ``complaint``) and ``complained``;
   ``not-spam`` reports and success notices are accepted and dropped.
 
+Mail to a message's unsubscribe address (``u-<token>@<bounce domain>``, the
+``mailto:`` of its ``List-Unsubscribe``, RFC 2369) unsubscribes its recipient as the
+one-click link does (marketing consent revoked, address suppressed for marketing,
+source ``mailto``) and records ``unsubscribed`` on the message, whatever the mail
+says: sending it is the request. A token that does not verify does nothing.
+
 Anything that is not a report, or names no message of ours, is accepted and
 dropped (``250``): answering an error would bounce a bounce. A processing failure
 (database down) answers ``451`` so the sender retries later.
@@ -49,7 +55,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.orm import Session as OrmSession
 
 from carepost.audit.service import Actor
+from carepost.consent.links import InvalidLink, LinkKind, RecipientLink
+from carepost.consent.recipient import unsubscribe
 from carepost.consent.suppression import add_suppression
+from carepost.core.database import utcnow
 from carepost.core.errors import ValidationFailed
 from carepost.core.logging import get_logger
 from carepost.core.runtime import Runtime
@@ -62,7 +71,9 @@ from carepost.delivery.message_ledger import message_ledger
 from carepost.gateway import replies
 
 INBOUND_ACTOR = Actor(type="system", id="inbound", label="bounce and complaint processor")
-OutcomeKind = Literal["hard_bounce", "soft_bounce", "delayed", "complaint", "ignored", "unmatched"]
+OutcomeKind = Literal[
+    "hard_bounce", "soft_bounce", "delayed", "complaint", "unsubscribed", "ignored", "unmatched"
+]
 
 log = get_logger(__name__)
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
@@ -182,6 +193,47 @@ def process_report(
         return Outcome(kind, message_id, suppressed)
 
 
+def process_unsubscribe(
+    runtime: Runtime, *, envelope_recipients: list[str], secret: bytes, client_address: str = ""
+) -> Outcome:
+    """Unsubscribe the recipient of the message the first verifying unsubscribe
+    address among ``envelope_recipients`` names (see the module docstring)."""
+    message_id = next(
+        (
+            found
+            for address in envelope_recipients
+            if (found := verp.message_of_unsubscribe_address(address, secret=secret))
+        ),
+        None,
+    )
+    if message_id is None:
+        return Outcome("unmatched")
+    ledger = message_ledger()
+    with runtime.database.session() as session:
+        tenant_id = ledger.tenant_of(session, message_id)
+    if tenant_id is None:
+        return Outcome("unmatched", message_id)
+    with runtime.tenant_session(tenant_id) as session:
+        keys = current_tenant_keys()
+        message = ledger.find(session, keys, message_id)
+        if message is None:
+            return Outcome("unmatched", message_id)
+        done = False
+        if message.contact_id is not None:
+            link = RecipientLink(
+                LinkKind.UNSUBSCRIBE, tenant_id, message.contact_id, "email", utcnow()
+            )
+            try:
+                unsubscribe(session, keys, link, client_address=client_address, source="mailto")
+                done = True
+            except InvalidLink:  # the contact is gone (erased, merged): its address then
+                pass
+        if not done:
+            _suppress(session, keys, message.to_address, "unsubscribe", "mailto")
+        ledger.record_event(session, keys, message_id, "unsubscribed", detail={"source": "mailto"})
+        return Outcome("unsubscribed", message_id, True)
+
+
 def _suppress(
     session: OrmSession, keys: TenantKeys, address: str | None, reason: str, source: str
 ) -> bool:
@@ -220,10 +272,12 @@ class BounceHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        domain = address.rpartition("@")[2].lower().rstrip(".")
+        local, _, domain = address.rpartition("@")
+        domain = domain.lower().rstrip(".")
         kind: tuple[str, uuid.UUID | None]
         if domain == self.bounce_domain:
-            kind = ("report", None)
+            unsubscribing = local.lower().startswith(verp.UNSUBSCRIBE_PREFIX)
+            kind = ("unsubscribe" if unsubscribing else "report", None)
         else:
             try:
                 tenant_id = await asyncio.get_running_loop().run_in_executor(
@@ -248,14 +302,21 @@ class BounceHandler:
         kind = getattr(envelope, "carepost_kind", ("report", None))
         if kind[0] == "reply" and isinstance(kind[1], uuid.UUID):
             return await self._reply(envelope, kind[1], data)
+        recipients = list(envelope.rcpt_tos)
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(
                 None,
-                lambda: process_report(
-                    self.runtime,
-                    data,
-                    envelope_recipients=list(envelope.rcpt_tos),
-                    secret=self.secret,
+                lambda: (
+                    process_unsubscribe(
+                        self.runtime,
+                        envelope_recipients=recipients,
+                        secret=self.secret,
+                        client_address=str((session.peer or ("",))[0]),
+                    )
+                    if kind[0] == "unsubscribe"
+                    else process_report(
+                        self.runtime, data, envelope_recipients=recipients, secret=self.secret
+                    )
                 ),
             )
         except Exception as exc:  # noqa: BLE001 - the sender must retry, not lose the report

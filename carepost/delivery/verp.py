@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from carepost.delivery.feedback_keys import derive_key
 
 PREFIX = "b-"
+# The List-Unsubscribe mailto: address (RFC 2369) of a message: u-<token>@<bounce domain>.
+UNSUBSCRIBE_PREFIX = "u-"
 TAG_BYTES = 10
 TOKEN_CHARS = 42  # base32 of 16 + 10 bytes, unpadded
 
@@ -108,12 +110,27 @@ def message_of_token(token: str, *, secret: bytes) -> uuid.UUID | None:
     return uuid.UUID(bytes=decryptor.update(block) + decryptor.finalize())
 
 
-def message_of_return_path(address: str, *, secret: bytes) -> uuid.UUID | None:
-    """The message a return path names (any case, with or without ``<>``), or None."""
+def unsubscribe_address_of(token: str, *, bounce_domain: str) -> str:
+    """Where a mail client sends an unsubscribe request for the message whose token
+    this is (``List-Unsubscribe: <mailto:...>``): ``u-<token>@bounce_domain``."""
+    return f"{UNSUBSCRIBE_PREFIX}{token}@{bounce_domain.lower()}"
+
+
+def _message_of_address(address: str, prefix: str, secret: bytes) -> uuid.UUID | None:
     text = address.strip().strip("<>").strip()
     local, at, _domain = text.rpartition("@")
     if not at:
         local = text
-    if not local.lower().startswith(PREFIX):
+    if not local.lower().startswith(prefix):
         return None
-    return message_of_token(local[len(PREFIX) :], secret=secret)
+    return message_of_token(local[len(prefix) :], secret=secret)
+
+
+def message_of_return_path(address: str, *, secret: bytes) -> uuid.UUID | None:
+    """The message a return path names (any case, with or without ``<>``), or None."""
+    return _message_of_address(address, PREFIX, secret)
+
+
+def message_of_unsubscribe_address(address: str, *, secret: bytes) -> uuid.UUID | None:
+    """The message an unsubscribe address (:func:`unsubscribe_address_of`) names, or None."""
+    return _message_of_address(address, UNSUBSCRIBE_PREFIX, secret)

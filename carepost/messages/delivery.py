@@ -167,10 +167,16 @@ def _outgoing_message(
 ) -> ports.OutgoingMessage:
     """The message to build; ``token`` is its return token (ports.return_token)."""
     base_url = settings.base_url
-    unsubscribe_url = None
+    unsubscribe_url = unsubscribe_mailto = None
     if message.purpose != "transactional" and message.contact_id is not None:
-        token = make_token(keys, LinkKind.UNSUBSCRIBE, message.contact_id, "email")
-        unsubscribe_url = f"{base_url}/u/{token}"
+        link = make_token(keys, LinkKind.UNSUBSCRIBE, message.contact_id, "email")
+        # ``m`` (the return token: no id in clear, no PHI) names the message the
+        # recipient unsubscribed from, for its ``unsubscribed`` event.
+        unsubscribe_url = f"{base_url}/u/{link}?m={token}"
+        # RFC 2369's mailto: beside RFC 8058's one-click URI, for the mail clients
+        # that only send mail (the inbound listener takes it: delivery/inbound.py).
+        address = ports.unsubscribe_address_of(token, bounce_domain=settings.bounce_domain)
+        unsubscribe_mailto = f"mailto:{address}?subject=unsubscribe"
     body = message.body
     html = body.get("html")
     if html is not None and (tracking.track_opens or tracking.track_clicks):
@@ -196,6 +202,7 @@ def _outgoing_message(
         # window) deduplicates by it.
         message_id=f"{message.id}@{from_domain}",
         list_unsubscribe_url=unsubscribe_url,
+        list_unsubscribe_mailto=unsubscribe_mailto,
         # The signed token (no PHI) finds the message again from a report that
         # quotes only the headers (inbound.py).
         headers={"X-Carepost-Message": token},

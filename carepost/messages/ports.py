@@ -22,7 +22,7 @@ signing_keys_for                   carepost.domains.service
 Envelope, DeliveryReport ...       carepost.delivery.transport
 transport_from_settings            carepost.delivery.transport
 next_attempt                       carepost.delivery.retry
-return_path, return_token ...       carepost.delivery.verp
+return_path, return_token, unsubscribe_address_of ... carepost.delivery.verp
 cached_feedback_secret             carepost.delivery.feedback_keys
 tracked_html                       carepost.tracking.links
 view_url                           carepost.tracking.view
@@ -55,7 +55,12 @@ from carepost.delivery.transport import (
     Transport,
     transport_from_settings,
 )
-from carepost.delivery.verp import return_path, return_path_of, return_token
+from carepost.delivery.verp import (
+    return_path,
+    return_path_of,
+    return_token,
+    unsubscribe_address_of,
+)
 from carepost.domains.senders import check_sender
 from carepost.domains.service import signing_keys_for
 from carepost.templates.analysis import contact_references, uses_phi
@@ -102,6 +107,7 @@ __all__ = [
     "signing_keys_for",
     "tracked_html",
     "transport_from_settings",
+    "unsubscribe_address_of",
     "uses_phi",
     "view_url",
 ]

@@ -60,6 +60,7 @@ from carepost.contacts.tokens import (
 )
 from carepost.crypto.keyring import TenantKeys
 from carepost.segments.nodes import (
+    UNRECORDED_KIND_ID,
     AllOf,
     AnyOf,
     AttributeCondition,
@@ -295,11 +296,16 @@ class _Compiler:
         return not_(condition) if negated else condition
 
     def event(self, node: EventCondition, negated: bool) -> ColumnElement[bool]:
+        kind_ids = [kind_id for kind_id in node.kind_ids if kind_id != UNRECORDED_KIND_ID]
+        if node.kind_ids and not kind_ids:
+            # Only built-in kinds the tenant has no event of: everyone counts 0.
+            holds = node.at_least == 0
+            return true() if holds != negated else false()
         source = select(ContactEvent.contact_id).where(ContactEvent.tenant_id == self.tenant_id)
-        if len(node.kind_ids) == 1:
-            source = source.where(ContactEvent.kind_id == node.kind_ids[0])
-        elif node.kind_ids:
-            source = source.where(ContactEvent.kind_id.in_(node.kind_ids))
+        if len(kind_ids) == 1:
+            source = source.where(ContactEvent.kind_id == kind_ids[0])
+        elif kind_ids:
+            source = source.where(ContactEvent.kind_id.in_(kind_ids))
         if node.campaign_id is not None:
             source = source.where(ContactEvent.campaign_id == node.campaign_id)
         if node.since is not None:

@@ -18,10 +18,17 @@ from typing import Any
 from carepost.contacts.tokens import date_bucket_range, date_cover_size
 from carepost.contacts.values import FieldSpec
 
+# The code a built-in event kind has until the tenant records one of its events
+# (kind ids start at 1): no event has it, so a rule naming it counts no events.
+UNRECORDED_KIND_ID = 0
+
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """What a tenant's rules may refer to (loaded by :mod:`carepost.segments.vocabulary`)."""
+    """What a tenant's rules may refer to (loaded by :mod:`carepost.segments.vocabulary`).
+
+    ``event_kinds`` maps each kind key to its code: the tenant's recorded kinds, and
+    the built-in ones not recorded yet to :data:`UNRECORDED_KIND_ID`."""
 
     fields: Mapping[str, FieldSpec]
     list_ids: frozenset[uuid.UUID]
@@ -114,7 +121,10 @@ class SuppressedCondition:
 @dataclass(frozen=True)
 class EventCondition:
     """At least ``at_least`` and at most ``at_most`` events of the kinds (any of them)
-    and/or campaign, occurring at or after ``since`` (and never after ``until``)."""
+    and/or campaign, occurring at or after ``since`` (and never after ``until``).
+
+    No ``kind_ids``: events of any kind (of the campaign). A kind id may be
+    :data:`UNRECORDED_KIND_ID` (a built-in kind without events yet)."""
 
     kind_ids: tuple[int, ...]
     campaign_id: uuid.UUID | None

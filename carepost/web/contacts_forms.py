@@ -31,6 +31,7 @@ SOURCE_LABELS = {
     "preference_center": "Preference center",
     "keyword": "Text keyword",
     "one_click": "One-click unsubscribe",
+    "mailto": "Unsubscribe by email",
 }
 
 CONSENT_FORM = FormSpec(

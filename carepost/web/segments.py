@@ -29,6 +29,7 @@ from carepost.consent.service import purposes
 from carepost.contacts import lists as contact_lists
 from carepost.contacts.activity_models import EventKind
 from carepost.contacts.custom_fields import list_fields, spec_of
+from carepost.contacts.events import BUILT_IN_KINDS
 from carepost.contacts.stages import stage_keys
 from carepost.contacts.values import FieldSpec
 from carepost.core.errors import CarepostError, FieldError, ValidationFailed
@@ -120,13 +121,15 @@ def load_vocabulary(session: Session, tenant_id: uuid.UUID) -> Vocabulary:
     standard = [(key, label) for key, (label, _ops) in sb.STANDARD.items()]
     kinds = session.scalars(
         select(EventKind.key).where(EventKind.tenant_id == tenant_id).order_by(EventKind.key)
-    )
+    ).all()
     rows = contact_lists.list_lists(session, tenant_id, after=None, limit=500)
     return Vocabulary(
         fields=[(row.key, f"{row.label} ({row.key})") for row in custom] + standard,
         specs={row.key: spec_of(row) for row in custom},
         lists=[(str(row.id), row.name) for row in rows],
-        event_kinds=list(kinds),
+        # The organization's recorded kinds first, then the email kinds it has not
+        # recorded yet: those exist for every organization.
+        event_kinds=[*kinds, *(kind for kind in BUILT_IN_KINDS if kind not in kinds)],
         purposes=purposes(session, tenant_id),
         stages=sorted(stage_keys(session, tenant_id)),
     )

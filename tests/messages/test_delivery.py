@@ -122,13 +122,15 @@ def test_a_message_reaches_the_receiver_byte_exact(delivering, smtp_sink: SmtpSi
     assert _events(delivering, message_id)[1].detail["code"] == 250
 
 
-def test_marketing_mail_carries_one_click_unsubscribe(delivering, smtp_sink, tenant, runtime):
+def _marketing_message(runtime, delivering, smtp_sink, tenant, address: str):
+    """A marketing message to a new contact who granted marketing consent, delivered:
+    (its id, the contact's id, the received message)."""
     from carepost.consent import service as consent
     from carepost.consent.service import ConsentChange
 
     with runtime.bound_session(tenant[1]) as session:
         contact = contacts.create_contact(
-            session, tenant[1], values={"email": "fan@example.org"}, actor=SYSTEM
+            session, tenant[1], values={"email": address}, actor=SYSTEM
         )
         consent.record_consent(
             session,
@@ -139,12 +141,153 @@ def test_marketing_mail_carries_one_click_unsubscribe(delivering, smtp_sink, ten
             ),
             actor=SYSTEM,
         )
-    _send(delivering, tenant, {"contact_id": str(contact.id), "purpose": "marketing"})
+    [message_id] = _send(
+        delivering, tenant, {"contact_id": str(contact.id), "purpose": "marketing"}
+    )
     _deliver(delivering)
-    parsed = smtp_sink.received[0].message
-    assert parsed["List-Unsubscribe"].startswith("<https://testserver/u/")
+    [received] = [r for r in smtp_sink.received if r.message["To"] == address]
+    return message_id, contact.id, received.message
+
+
+def _unsubscribe_uris(parsed) -> tuple[str, str]:
+    """The mailto: and https: URIs of List-Unsubscribe, in that order (RFC 2369)."""
+    header = "".join(str(parsed["List-Unsubscribe"]).split())
+    mailto, https = (uri.strip("<>") for uri in header.split(","))
+    return mailto, https
+
+
+def _unsubscribed(runtime, tenant, message_id, contact_id) -> tuple[list[str], list[str], bool]:
+    """The message's event kinds, the contact's email timeline kinds, and whether the
+    address is suppressed for marketing."""
+    kinds = [e.kind for e in _events(runtime, message_id)]
+    with runtime.bound_session(tenant[1]) as session:
+        timeline = session.scalars(
+            select(EventKind.key)
+            .join(ContactEvent, ContactEvent.kind_id == EventKind.id)
+            .where(ContactEvent.contact_id == contact_id)
+            .order_by(ContactEvent.id)
+        ).all()
+        contact = contacts.get_contact(session, tenant[0].id, contact_id)
+        suppressed = suppressions.suppression_match(session, tenant[1], contact.email)
+    return kinds, list(timeline), suppressed is not None
+
+
+def test_marketing_mail_carries_one_click_and_mailto_unsubscribe(
+    delivering, smtp_sink, tenant, runtime
+):
+    message_id, _contact, parsed = _marketing_message(
+        runtime, delivering, smtp_sink, tenant, "fan@example.org"
+    )
+    mailto, https = _unsubscribe_uris(parsed)
+    secret = cached_feedback_secret(delivering.settings)
+    bounce_domain = delivering.settings.bounce_domain
+    # RFC 2369: the mailto: names the message (a signed token, no address, no id).
+    assert mailto.startswith("mailto:u-") and mailto.endswith(
+        f"@{bounce_domain}?subject=unsubscribe"
+    )
+    address = mailto.removeprefix("mailto:").partition("?")[0]
+    assert verp.message_of_unsubscribe_address(address, secret=secret) == message_id
+    # RFC 8058: the one-click URI, with the same message token as ``m``.
+    assert https.startswith("https://testserver/u/")
+    token = https.partition("?m=")[2]
+    assert verp.message_of_token(token, secret=secret) == message_id
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert "fan" not in parsed["List-Unsubscribe"]
+    assert (
+        "fan" not in parsed["List-Unsubscribe"]
+        and str(message_id) not in parsed["List-Unsubscribe"]
+    )
+    # The header token of a marketing message names it too (it once carried the link).
+    assert verp.message_of_token(parsed["X-Carepost-Message"], secret=secret) == message_id
+
+
+def test_one_click_records_unsubscribed_on_the_message_and_timeline(
+    delivering, smtp_sink, tenant, runtime
+):
+    from fastapi.testclient import TestClient
+
+    from carepost.api.app import create_app
+
+    message_id, contact_id, parsed = _marketing_message(
+        runtime, delivering, smtp_sink, tenant, "oneclick@example.org"
+    )
+    _mailto, https = _unsubscribe_uris(parsed)
+    path = https.removeprefix("https://testserver")
+    with TestClient(create_app(delivering)) as client:
+        # A link scanner's GET changes nothing; the form keeps the message token.
+        page = client.get(path)
+        assert page.status_code == 200 and f'action="{path}"' in page.text
+        assert _unsubscribed(runtime, tenant, message_id, contact_id)[0] == ["queued", "delivered"]
+        answer = client.post(path, data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200
+        # A token of another message (or a forged one) records nothing more.
+        forged = path.partition("?m=")[0] + "?m=" + "a" * verp.TOKEN_CHARS
+        assert client.post(forged, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    kinds, timeline, suppressed = _unsubscribed(runtime, tenant, message_id, contact_id)
+    assert kinds == ["queued", "delivered", "unsubscribed"]
+    assert "email.unsubscribed" in timeline and suppressed
+    [event] = [e for e in _events(runtime, message_id) if e.kind == "unsubscribed"]
+    assert event.detail == {"source": "one_click"}
+
+
+def test_mail_to_the_unsubscribe_address_unsubscribes_through_the_listener(
+    delivering, smtp_sink, tenant, runtime
+):
+    """The mailto: of List-Unsubscribe, sent over real SMTP to the inbound listener."""
+    import asyncio
+    import socket
+
+    import aiosmtplib
+    from aiosmtpd.controller import Controller
+
+    from carepost.consent.models import ConsentCurrent, ConsentRecord
+    from carepost.delivery.inbound import BounceHandler
+
+    message_id, contact_id, parsed = _marketing_message(
+        runtime, delivering, smtp_sink, tenant, "bymail@example.org"
+    )
+    mailto, _https = _unsubscribe_uris(parsed)
+    address = mailto.removeprefix("mailto:").partition("?")[0]
+    settings = delivering.settings
+    handler = BounceHandler(
+        delivering,
+        bounce_domain=settings.bounce_domain,
+        secret=cached_feedback_secret(settings),
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        request = (
+            b"From: bymail@example.org\r\nTo: "
+            + address.encode()
+            + (b"\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n")
+        )
+        forged = f"u-{'a' * verp.TOKEN_CHARS}@{settings.bounce_domain}"
+        for recipient in (forged, address):
+            asyncio.run(
+                aiosmtplib.send(
+                    request,
+                    sender="bymail@example.org",
+                    recipients=[recipient],
+                    hostname="127.0.0.1",
+                    port=port,
+                    start_tls=False,
+                )
+            )
+    finally:
+        controller.stop()
+    kinds, timeline, suppressed = _unsubscribed(runtime, tenant, message_id, contact_id)
+    assert kinds == ["queued", "delivered", "unsubscribed"]
+    assert "email.unsubscribed" in timeline and suppressed
+    with runtime.bound_session(tenant[1]) as session:
+        current = session.execute(
+            select(ConsentRecord.status, ConsentRecord.source)
+            .join(ConsentCurrent, ConsentCurrent.record_id == ConsentRecord.id)
+            .where(ConsentCurrent.contact_id == contact_id, ConsentCurrent.purpose == "marketing")
+        ).one()
+    assert tuple(current) == ("revoked", "mailto")
 
 
 def test_transactional_mail_is_claimed_before_bulk(runtime, tenant, empty_queue):

@@ -29,7 +29,7 @@ from carepost.tenancy.models import Tenant
 CONDITIONS = ["e11", "i10", "j45", "e78", "f32"]
 GENDERS = ["female", "male", "other"]
 INSURANCE = ["medicare", "medicaid", "commercial"]
-KINDS = ["email_opened", "email_clicked", "portal_login", "appointment_kept"]
+KINDS = ["email.opened", "email.clicked", "portal_login", "appointment_kept"]
 PURPOSES = ["marketing", "research"]
 FIELDS: list[dict[str, Any]] = [
     {"key": "zip", "type": "string"},
@@ -153,7 +153,7 @@ def build_world(
             {
                 "tenant_id": tenant_row.id,
                 "contact_id": contact_id,
-                "kind_id": kinds[rng.choice(["email_opened", "email_clicked"])].id,
+                "kind_id": kinds[rng.choice(["email.opened", "email.clicked"])].id,
                 "occurred_at": now - timedelta(days=rng.choice([1, 20, 100])),
                 "campaign_id": rng.choice(world.campaign_ids),
                 "source": "campaign",

@@ -20,7 +20,7 @@ def _rule(list_id: str) -> dict:
         "all": [
             {"consent": {"channel": "email", "purpose": "marketing", "status": "granted"}},
             {"field": "birth_date", "op": "age_between", "value": [50, 75]},
-            {"event": {"kind": "email_opened", "within_last_days": 90}},
+            {"event": {"kind": "email.opened", "within_last_days": 90}},
             {"list": list_id},
             {"field": "conditions", "op": "contains_any", "value": ["e11"]},
         ]

@@ -123,7 +123,7 @@ def trio(runtime) -> dict[str, Any]:
             ],
             actor=SYSTEM,
         )
-        clicked = events.ensure_kinds(session, tenant.id, {"email_clicked"})["email_clicked"]
+        clicked = events.ensure_kinds(session, tenant.id, {"email.clicked"})["email.clicked"]
         session.execute(
             insert(ContactEvent),
             [
@@ -211,8 +211,24 @@ CASES: list[tuple[str, Any, set[str]]] = [
         {"event": {"kind": "appointment_kept", "at_most": 0, "within_last_days": 365}},
         {"ann", "cy"},
     ),
-    ("clicked campaign", {"event": {"kind": "email_clicked", "campaign_id": "campaign"}}, {"ann"}),
+    ("clicked campaign", {"event": {"kind": "email.clicked", "campaign_id": "campaign"}}, {"ann"}),
     ("any event of a campaign", {"event": {"campaign_id": "campaign"}}, {"ann"}),
+    ("built-in kind never recorded", {"event": {"kind": "email.complained"}}, set()),
+    (
+        "built-in kind never recorded, at most 0",
+        {"event": {"kind": "email.complained", "at_most": 0}},
+        {"ann", "bob", "cy"},
+    ),
+    (
+        "not a built-in kind never recorded",
+        {"not": {"event": {"kind": "email.complained", "within_last_days": 365}}},
+        {"ann", "bob", "cy"},
+    ),
+    (
+        "a recorded and a never recorded kind",
+        {"event": {"kind": ["email.bounced", "appointment_kept"]}},
+        {"ann", "bob"},
+    ),
     ("event between counts", {"event": {"kind": "portal_login", "at_most": 2}}, {"bob", "cy"}),
     (
         "event at least and at most",
@@ -291,6 +307,12 @@ def test_operator(runtime, trio, rule, expected):
             "less",
         ),
         ({"event": {"at_least": 1}}, "rule/event/kind", "kind"),
+        ({"event": {"kind": "email_opened"}}, "rule/event/kind", "no such event kind"),
+        (
+            {"event": {"kind": ["email.opened", "email.read"]}},
+            "rule/event/kind/1",
+            "no such event kind",
+        ),
         ({"event": {"kind": "portal_login", "since": "yesterday"}}, "rule/event/since", "ISO"),
         (_consent("email", "nothing", "granted"), "rule/consent/purpose", "purpose"),
         (_consent("email", "marketing", "maybe"), "rule/consent/status", "granted"),
