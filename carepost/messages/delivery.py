@@ -44,6 +44,8 @@ from sqlalchemy import select, text, true, update
 from sqlalchemy.orm import Session, defer
 
 from carepost.audit import service as audit
+from carepost.consent.decision import Channel, SuppressionMatch, may_send
+from carepost.consent.decision import Decision as ConsentDecision
 from carepost.consent.links import LinkKind, make_token
 from carepost.consent.suppression import add_suppression
 from carepost.contacts.id_sets import dialect_of, id_in
@@ -55,7 +57,7 @@ from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.delivery.dkim import DkimSigner
 from carepost.gateway.raw import gateway_message_bytes, is_raw
-from carepost.messages import ports
+from carepost.messages import ports, sending
 from carepost.messages.events import EventRow, write_events
 from carepost.messages.models import MESSAGES_TABLE, Message, MessageState
 from carepost.policy.decision import Decision
@@ -262,6 +264,11 @@ def prepare_envelopes(
     failed: list[EventRow] = []
     signers: dict[str, list[DkimSigner]] = {}  # per From domain: one lookup a batch
     messages = list(session.scalars(query))
+    # Consent and suppression again: an unsubscribe, a bounce or a complaint since the
+    # message was queued stops it now (a campaign queues hours of mail at once).
+    refused = refused_now(session, keys.tenant_id, messages, utcnow())
+    if refused:
+        messages = [message for message in messages if message.id not in refused]
     # DLP, policy decision, E2E encryption, portal and block (carepost/protection).
     protection = ProtectionStage.for_batch(session, keys, messages, settings=settings, now=utcnow())
     for message in messages:
@@ -309,7 +316,23 @@ def prepare_envelopes(
         decided = {message.to_address: protected.decision} if protected.decision else {}
         prepared.append(Outgoing(envelope, {message.to_address: message}, decided))
     protection.finish()
-    for message_id, _contact, _kind, detail in failed:
+    for message_id, (contact_id, reasons) in refused.items():
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.state == MessageState.SENDING)
+            .values(
+                state=MessageState.SUPPRESSED,
+                state_reason=",".join(reasons)[:200],
+                lease_until=None,
+                lease_owner="",
+            )
+        )
+        failed.append(
+            (message_id, contact_id, "suppressed", {"reasons": list(reasons), "at": "delivery"})
+        )
+    for message_id, _contact, kind, detail in failed:
+        if kind != "failed":
+            continue
         session.execute(
             update(Message)
             .where(Message.id == message_id, Message.state == MessageState.SENDING)
@@ -322,6 +345,39 @@ def prepare_envelopes(
         )
     write_events(session, keys.tenant_id, failed)
     return prepared
+
+
+def refused_now(
+    session: Session, tenant_id: uuid.UUID, messages: Sequence[Message], now: datetime
+) -> dict[uuid.UUID, tuple[uuid.UUID | None, tuple[str, ...]]]:
+    """The messages that may no longer go, by id: (contact id, the refusal's reasons).
+
+    The same decision as when they were queued (``may_send``), on the suppressions and
+    consents of now: two queries for the batch."""
+    if not messages:
+        return {}
+    suppressions = sending.suppressions_by_index(session, tenant_id, {m.to_index for m in messages})
+    consents = sending.email_consents(
+        session, tenant_id, {m.contact_id for m in messages if m.contact_id is not None}
+    )
+    refused = {}
+    # Without consents recorded the decision depends on these alone: made once each.
+    shared: dict[tuple[SuppressionMatch | None, str, bool], ConsentDecision] = {}
+    for message in messages:
+        contact_consents = consents.get(message.contact_id) if message.contact_id else None
+        suppression = suppressions.get(message.to_index)
+        if contact_consents:
+            decision = may_send(
+                contact_consents, suppression, Channel.EMAIL, message.purpose, message.uses_phi, now
+            )
+        else:
+            key = (suppression, message.purpose, message.uses_phi)
+            decision = shared.get(key) or shared.setdefault(
+                key, may_send({}, suppression, Channel.EMAIL, *key[1:], now)
+            )
+        if not decision.allowed:
+            refused[message.id] = (message.contact_id, decision.reasons)
+    return refused
 
 
 def server_reply(outcome: ports.RecipientOutcome) -> str:

@@ -399,9 +399,10 @@ def _resolve_contacts(
     return full
 
 
-def _suppressions(
+def suppressions_by_index(
     session: Session, tenant_id: uuid.UUID, indexes: set[str]
 ) -> dict[str, SuppressionMatch]:
+    """The tenant's suppressions of these address indexes (one query)."""
     if not indexes:
         return {}
     query = select(Suppression.address_index, Suppression.reason, Suppression.scope).where(
@@ -411,9 +412,10 @@ def _suppressions(
     return {str(index): SuppressionMatch(r, s) for index, r, s in session.execute(query)}
 
 
-def _consents(
+def email_consents(
     session: Session, tenant_id: uuid.UUID, contact_ids: set[uuid.UUID]
 ) -> dict[uuid.UUID, dict[tuple[str, str], ConsentState]]:
+    """The current email consents of these contacts (one query)."""
     found: dict[uuid.UUID, dict[tuple[str, str], ConsentState]] = {}
     if not contact_ids:
         return found
@@ -700,8 +702,8 @@ def send_messages(
     # Everything rendering reads from the database is read now: while the messages
     # stream into the outbox (one COPY on PostgreSQL) the connection runs nothing else.
     rendering.load(session, keys, tenant_id, to_render, bool(contacts))
-    suppressions = _suppressions(session, tenant_id, {i.to_index for i in to_render})
-    consents = _consents(session, tenant_id, {i.contact_id for i in to_render if i.contact_id})
+    suppressions = suppressions_by_index(session, tenant_id, {i.to_index for i in to_render})
+    consents = email_consents(session, tenant_id, {i.contact_id for i in to_render if i.contact_id})
     good: list[_Item] = []
     queued = 0
     seal = Sealer(keys, MESSAGES_TABLE)

@@ -290,6 +290,87 @@ def test_mail_to_the_unsubscribe_address_unsubscribes_through_the_listener(
     assert tuple(current) == ("revoked", "mailto")
 
 
+def _granted_contact(runtime, tenant, address: str):
+    from carepost.consent import service as consent
+    from carepost.consent.service import ConsentChange
+
+    with runtime.bound_session(tenant[1]) as session:
+        contact = contacts.create_contact(
+            session, tenant[1], values={"email": address}, actor=SYSTEM
+        )
+        consent.record_consent(
+            session,
+            tenant[0].id,
+            contact_id=contact.id,
+            change=ConsentChange(
+                channel="email", purpose="marketing", status="granted", source="api"
+            ),
+            actor=SYSTEM,
+        )
+    return contact.id
+
+
+def test_an_unsubscribe_after_queueing_stops_the_queued_mail(
+    delivering, smtp_sink, tenant, runtime
+):
+    """A campaign queues hours of mail at once: an unsubscribe, a revoked consent or a
+    hard bounce in between stops what is still queued, at delivery."""
+    from carepost.consent import service as consent
+    from carepost.consent.service import ConsentChange
+
+    unsubscribing = _granted_contact(runtime, tenant, "leaving@example.org")
+    revoking = _granted_contact(runtime, tenant, "revoking@example.org")
+    staying = _granted_contact(runtime, tenant, "staying@example.org")
+    marketing = _send(
+        delivering,
+        tenant,
+        *(
+            {"contact_id": str(contact), "purpose": "marketing"}
+            for contact in (unsubscribing, revoking, staying)
+        ),
+    )
+    transactional = _send(
+        delivering,
+        tenant,
+        {"to": "leaving@example.org"},  # marketing scope: treatment mail still goes
+        {"to": "bounced@example.org"},
+    )
+    with runtime.bound_session(tenant[1]) as session:
+        for address, reason in (
+            ("leaving@example.org", "unsubscribe"),
+            ("bounced@example.org", "hard_bounce"),
+        ):
+            suppressions.add_suppression(
+                session, tenant[1], address=address, reason=reason, source="api", actor=SYSTEM
+            )
+        consent.record_consent(
+            session,
+            tenant[0].id,
+            contact_id=revoking,
+            change=ConsentChange(
+                channel="email", purpose="marketing", status="revoked", source="api"
+            ),
+            actor=SYSTEM,
+        )
+    _deliver(delivering)
+    received = sorted(r.message["To"] for r in smtp_sink.received)
+    assert received == ["leaving@example.org", "staying@example.org"]
+    stopped = {
+        marketing[0]: "suppressed_for_marketing:unsubscribe",
+        marketing[1]: "consent_revoked:marketing",
+        transactional[1]: "suppressed:hard_bounce",
+    }
+    for message_id, reason in stopped.items():
+        stored = _message(runtime, tenant, message_id)
+        assert (stored.state, stored.state_reason) == ("suppressed", reason)
+        assert stored.sent_at is None
+        events = _events(delivering, message_id)
+        assert [e.kind for e in events] == ["queued", "suppressed"]
+        assert events[1].detail == {"reasons": [reason], "at": "delivery"}
+    for message_id in (marketing[2], transactional[0]):
+        assert _message(runtime, tenant, message_id).state == "delivered"
+
+
 def test_transactional_mail_is_claimed_before_bulk(runtime, tenant, empty_queue):
     _send(runtime, tenant, *({"to": f"b{n}@example.org", "priority": "bulk"} for n in range(3)))
     [urgent] = _send(runtime, tenant, {"to": "u@example.org", "priority": "high"})
