@@ -18,6 +18,7 @@ from carepost.contacts.api import router as contacts_router
 from carepost.contacts.events_api import router as events_router
 from carepost.contacts.fields_api import router as contact_fields_router
 from carepost.contacts.lists_api import router as lists_router
+from carepost.contacts.stages_api import router as journey_stages_router
 from carepost.core.config import get_settings
 from carepost.core.logging import configure_logging
 from carepost.core.migrations import current_revision
@@ -68,6 +69,7 @@ def api_router() -> APIRouter:
     router.include_router(contacts_router)
     router.include_router(contact_fields_router)
     router.include_router(lists_router)
+    router.include_router(journey_stages_router)
     router.include_router(events_router)
     router.include_router(consent_router)
     router.include_router(imports_router)

@@ -52,6 +52,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/contacts", "Contacts", "contacts:read"),
     ("/lists", "Lists", "contacts:read"),
     ("/contact-fields", "Contact fields", "contacts:read"),
+    ("/journey-stages", "Journey stages", "contacts:read"),
     ("/segments", "Segments", "contacts:read"),
     ("/imports", "Imports", "contacts:read"),
     ("/templates", "Email templates", "templates:read"),

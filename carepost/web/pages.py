@@ -11,7 +11,7 @@ Each section lives in its own module of thin views calling services:
 :mod:`~carepost.web.apikeys`, :mod:`~carepost.web.organization`,
 :mod:`~carepost.web.account`, :mod:`~carepost.web.audit`, the contacts pages
 (:mod:`~carepost.web.contacts`, ``contacts_detail``, ``contacts_actions``,
-``contacts_lists``, ``contacts_fields``), :mod:`~carepost.web.imports` and
+``contacts_lists``, ``contacts_fields``, ``contacts_stages``), :mod:`~carepost.web.imports` and
 :mod:`~carepost.web.campaigns`.
 """
 
@@ -33,6 +33,7 @@ from carepost.web import (
     contacts_detail,
     contacts_fields,
     contacts_lists,
+    contacts_stages,
     credentials,
     dashboard,
     domains,
@@ -70,6 +71,7 @@ ROUTERS = (
     contacts_actions.router,
     contacts_lists.router,
     contacts_fields.router,
+    contacts_stages.router,
     segments.router,
     imports.router,
     templates_pages.router,

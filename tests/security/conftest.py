@@ -23,10 +23,10 @@ from carepost.audit.service import SYSTEM
 from carepost.consent import service as consent
 from carepost.consent import suppression as suppressions
 from carepost.consent.models import ConsentRecord, Suppression
-from carepost.contacts import custom_fields, events, lists, upserts
+from carepost.contacts import custom_fields, events, lists, stages, upserts
 from carepost.contacts import service as contacts
 from carepost.contacts.activity_models import ContactEvent, ContactList, ListMembership
-from carepost.contacts.models import Contact, ContactToken, CustomField
+from carepost.contacts.models import Contact, ContactToken, CustomField, JourneyStage
 from carepost.core.runtime import Runtime
 from carepost.crypto.keyring import TenantKeys
 from carepost.segments import service as segments
@@ -205,6 +205,37 @@ class Objects:
                 return (found.label, found.type, found.sealed, found.choices, tokens)
 
         return Target({"field_id": str(field_id)}, snapshot, {"key": key})
+
+    def journey_stage(self, tenant: TenantPair) -> Target:
+        """The organization's own journey stage, with a contact in it."""
+        tenant_row, keys = tenant
+        key = f"stage-{uuid.uuid4().hex[:8]}"
+        with self.runtime.bound_session(keys) as session:
+            stages.define_stage(session, tenant_row.id, key=key, label="Post-op", actor=SYSTEM)
+            upserts.upsert_contacts(
+                session,
+                keys,
+                [{"email": f"{phi_value('mail').lower()}@example.org", "journey_stage": key}],
+                match="email",
+                actor=SYSTEM,
+            )
+
+        def snapshot() -> Any:
+            with self.runtime.bound_session(keys) as session:
+                label = session.scalar(
+                    select(JourneyStage.label).where(
+                        JourneyStage.tenant_id == tenant_row.id, JourneyStage.key == key
+                    )
+                )
+                members = session.scalar(
+                    select(func.count())
+                    .select_from(Contact)
+                    .where(Contact.tenant_id == tenant_row.id, Contact.journey_stage == key)
+                )
+                return (label, members)
+
+        # The key is the path parameter (echoed in a problem's ``instance``): no fact.
+        return Target({"stage_key": key}, snapshot)
 
     def contact_list(self, tenant: TenantPair) -> Target:
         """A list with one current member; the snapshot covers its whole membership history."""

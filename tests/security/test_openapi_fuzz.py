@@ -115,6 +115,7 @@ def existing_ids(runtime, fuzz_tenant):
         objects.api_key(fuzz_tenant),
         objects.contact(fuzz_tenant),
         objects.contact_field(fuzz_tenant),
+        objects.journey_stage(fuzz_tenant),
         objects.suppression(fuzz_tenant),
         objects.contact_list(fuzz_tenant),
         objects.segment_snapshot(fuzz_tenant),

@@ -76,6 +76,10 @@ def _new_field_body() -> dict[str, Any]:
     return {"key": f"f_{uuid.uuid4().hex[:10]}", "label": "Field", "type": "string"}
 
 
+def _new_stage_body() -> dict[str, Any]:
+    return {"key": f"stage-{uuid.uuid4().hex[:10]}", "label": "Stage"}
+
+
 def _new_address() -> str:
     return f"r-{uuid.uuid4().hex[:10]}@example.org"
 
@@ -234,6 +238,12 @@ MATRIX: dict[RouteKey, tuple[frozenset[Role], Call]] = {
             "duplicate_contacts",
             body_of=lambda target: {"duplicate_ids": [target.facts["duplicate_id"]]},
         ),
+    ),
+    RouteKey("GET", f"{V1}/journey-stages"): (CONTACT_READERS, Call()),
+    RouteKey("POST", f"{V1}/journey-stages"): (CONTACT_WRITERS, Call(body=_new_stage_body)),
+    RouteKey("PATCH", f"{V1}/journey-stages/{{stage_key}}"): (
+        CONTACT_WRITERS,
+        Call("journey_stage", lambda: {"label": "Renamed"}),
     ),
     RouteKey("GET", f"{V1}/contact-fields"): (CONTACT_READERS, Call()),
     RouteKey("POST", f"{V1}/contact-fields"): (CONTACT_WRITERS, Call(body=_new_field_body)),

@@ -61,6 +61,9 @@ API_CASES: dict[RouteKey, RouteCase] = {
         "contact_field", {"label": "Mallory", "sealed": True}
     ),
     RouteKey("DELETE", f"{V1}/contact-fields/{{field_id}}"): RouteCase("contact_field"),
+    RouteKey("PATCH", f"{V1}/journey-stages/{{stage_key}}"): RouteCase(
+        "journey_stage", {"label": "Mallory"}
+    ),
     RouteKey("GET", f"{V1}/contacts/{{contact_id}}/consents"): RouteCase("consenting_contact"),
     RouteKey("POST", f"{V1}/contacts/{{contact_id}}/consents"): RouteCase(
         "consenting_contact", {"channel": "email", "purpose": "marketing", "status": "revoked"}
@@ -352,6 +355,27 @@ def _check_field_create(world: World) -> None:
     response = world.client.post(f"{V1}/contact-fields", json=body, headers=world.a_headers)
     assert response.status_code == 201
     assert target.snapshot() == before
+
+
+def _check_stage_list(world: World) -> None:
+    target = world.target("journey_stage")
+    listed = world.client.get(f"{V1}/journey-stages", headers=world.a_headers).json()
+    assert target.params["stage_key"] not in {s["key"] for s in listed["items"]}
+    # B's contact in that stage is not counted in A either.
+    assert all(s["contact_count"] == 0 for s in listed["items"])
+
+
+def _check_stage_create(world: World) -> None:
+    # B's key is free in A: the stages of organizations are separate.
+    target = world.target("journey_stage")
+    before = target.snapshot()
+    b_trail = world.objects.audit_count(world.b)
+    body = {"key": target.params["stage_key"], "label": "Mine"}
+    response = world.client.post(f"{V1}/journey-stages", json=body, headers=world.a_headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["contact_count"] == 0
+    assert target.snapshot() == before
+    assert world.objects.audit_count(world.b) == b_trail
 
 
 def _check_contact_upsert(world: World) -> None:
@@ -1050,6 +1074,8 @@ SCOPED_CHECKS: dict[RouteKey, Callable[[World], None]] = {
     RouteKey("GET", f"{V1}/audit/verify"): _check_audit_verify,
     RouteKey("GET", f"{V1}/contact-fields"): _check_field_list,
     RouteKey("POST", f"{V1}/contact-fields"): _check_field_create,
+    RouteKey("GET", f"{V1}/journey-stages"): _check_stage_list,
+    RouteKey("POST", f"{V1}/journey-stages"): _check_stage_create,
     RouteKey("PUT", f"{V1}/contacts/upsert"): _check_contact_upsert,
     RouteKey("POST", f"{V1}/contacts/batch"): _check_contact_batch,
     RouteKey("GET", f"{V1}/dlp/dictionaries"): _check_dlp_rule_list,

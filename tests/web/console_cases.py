@@ -55,6 +55,7 @@ PAGES = (
     PageCase("/lists/{list_id}/delete", "contacts:write"),
     PageCase("/contact-fields", "contacts:read"),
     PageCase("/contact-fields/{field_id}/delete", "contacts:write"),
+    PageCase("/journey-stages", "contacts:read"),
     PageCase("/segments", "contacts:read"),
     PageCase("/imports", "contacts:read"),
     PageCase("/imports/new", "contacts:write"),
@@ -147,6 +148,7 @@ ACTIONS = (
     ),
     ActionCase("/contact-fields/{field_id}/seal", "contacts:write"),
     ActionCase("/contact-fields/{field_id}/delete", "contacts:write"),
+    ActionCase("/journey-stages", "contacts:write", {"label": "Post-op", "key": "post-op"}),
     ActionCase("/segments/preview", "contacts:read", {"rule": '{"suppressed": "any"}'}),
     ActionCase(
         "/segments",
