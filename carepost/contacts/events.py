@@ -38,6 +38,7 @@ from carepost.contacts.models import Contact
 from carepost.core.database import utcnow
 from carepost.core.errors import FieldError, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
+from carepost.messages.kinds import MESSAGE_EVENT_KINDS
 
 MAX_EVENTS = 10_000
 MAX_PROPERTIES_BYTES = 4096
@@ -48,26 +49,9 @@ CONTACT_KEYS = ("contact_id", "email", "external_id")
 ITEM_KEYS = frozenset({*CONTACT_KEYS, "kind", "occurred_at", "source", "properties"})
 INDEX_COLUMNS = {"email": Contact.email_index, "external_id": Contact.external_id_index}
 # The kinds the product writes itself: each message event on its contact's timeline
-# (``email.<event>``; mirrors ``carepost.messages.events.KINDS``, which imports this
-# module, and a test keeps the two equal). They exist for every tenant, so segment
-# rules may name them before the first one is recorded.
-BUILT_IN_KINDS = tuple(
-    f"email.{event}"
-    for event in (
-        "queued",
-        "sent",
-        "delivered",
-        "deferred",
-        "bounced",
-        "failed",
-        "suppressed",
-        "opened",
-        "clicked",
-        "unsubscribed",
-        "complained",
-        "portal",
-    )
-)
+# (``email.<event>``). They exist for every tenant, so segment rules may name them
+# before the first one is recorded.
+BUILT_IN_KINDS = tuple(f"email.{kind}" for kind in MESSAGE_EVENT_KINDS)
 
 
 @dataclass

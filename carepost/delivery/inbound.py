@@ -47,6 +47,8 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,7 +69,7 @@ from carepost.delivery import verp
 from carepost.delivery.arf import parse_arf
 from carepost.delivery.bounces import DsnReport, RecipientStatus, parse_dsn, redact_addresses
 from carepost.delivery.feedback_keys import cached_feedback_secret
-from carepost.delivery.message_ledger import message_ledger
+from carepost.delivery.message_ledger import MessageRef, message_ledger
 from carepost.gateway import replies
 
 INBOUND_ACTOR = Actor(type="system", id="inbound", label="bounce and complaint processor")
@@ -86,6 +88,24 @@ class Outcome:
     kind: OutcomeKind
     message_id: uuid.UUID | None = None
     suppressed: bool = False
+
+
+@contextmanager
+def _message_session(
+    runtime: Runtime, message_id: uuid.UUID
+) -> Iterator[tuple[OrmSession, TenantKeys, MessageRef] | None]:
+    """A session bound to the message's tenant, its keys and the message; None when no
+    message of any tenant has this id."""
+    ledger = message_ledger()
+    with runtime.database.session() as session:
+        tenant_id = ledger.tenant_of(session, message_id)
+    if tenant_id is None:
+        yield None
+        return
+    with runtime.tenant_session(tenant_id) as session:
+        keys = current_tenant_keys()
+        message = ledger.find(session, keys, message_id)
+        yield None if message is None else (session, keys, message)
 
 
 def _first_message(candidates: list[str | None], secret: bytes) -> uuid.UUID | None:
@@ -140,15 +160,10 @@ def process_report(
     if message_id is None:
         return Outcome("unmatched")
     ledger = message_ledger()
-    with runtime.database.session() as session:
-        tenant_id = ledger.tenant_of(session, message_id)
-    if tenant_id is None:
-        return Outcome("unmatched", message_id)
-    with runtime.tenant_session(tenant_id) as session:
-        keys = current_tenant_keys()
-        message = ledger.find(session, keys, message_id)
-        if message is None:
+    with _message_session(runtime, message_id) as found:
+        if found is None:
             return Outcome("unmatched", message_id)
+        session, keys, message = found
         if complaint is not None:
             suppressed = _suppress(session, keys, message.to_address, "complaint", "complaint")
             ledger.record_event(
@@ -200,28 +215,23 @@ def process_unsubscribe(
     address among ``envelope_recipients`` names (see the module docstring)."""
     message_id = next(
         (
-            found
+            named
             for address in envelope_recipients
-            if (found := verp.message_of_unsubscribe_address(address, secret=secret))
+            if (named := verp.message_of_unsubscribe_address(address, secret=secret))
         ),
         None,
     )
     if message_id is None:
         return Outcome("unmatched")
     ledger = message_ledger()
-    with runtime.database.session() as session:
-        tenant_id = ledger.tenant_of(session, message_id)
-    if tenant_id is None:
-        return Outcome("unmatched", message_id)
-    with runtime.tenant_session(tenant_id) as session:
-        keys = current_tenant_keys()
-        message = ledger.find(session, keys, message_id)
-        if message is None:
+    with _message_session(runtime, message_id) as found:
+        if found is None:
             return Outcome("unmatched", message_id)
+        session, keys, message = found
         done = False
         if message.contact_id is not None:
             link = RecipientLink(
-                LinkKind.UNSUBSCRIBE, tenant_id, message.contact_id, "email", utcnow()
+                LinkKind.UNSUBSCRIBE, message.tenant_id, message.contact_id, "email", utcnow()
             )
             try:
                 unsubscribe(session, keys, link, client_address=client_address, source="mailto")

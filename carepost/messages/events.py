@@ -27,23 +27,11 @@ from carepost.core.database import utcnow
 from carepost.core.errors import NotFound, ValidationFailed
 from carepost.crypto.keyring import TenantKeys
 from carepost.messages import ports
+from carepost.messages.kinds import MESSAGE_EVENT_KINDS
 from carepost.messages.models import Message, MessageEvent, MessageState
 from carepost.webhooks.models import WebhookEndpoint
 
-KINDS = (
-    "queued",
-    "sent",
-    "delivered",
-    "deferred",
-    "bounced",
-    "failed",
-    "suppressed",
-    "opened",
-    "clicked",
-    "unsubscribed",
-    "complained",
-    "portal",
-)
+KINDS = MESSAGE_EVENT_KINDS
 # Events that move the message to a state (the others leave it where it is).
 STATE_OF_KIND = {
     "delivered": MessageState.DELIVERED,

@@ -18,21 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from carepost.core.errors import ValidationFailed
+from carepost.messages.kinds import MESSAGE_EVENT_KINDS
 
-MESSAGE_KINDS = (
-    "queued",
-    "sent",
-    "delivered",
-    "deferred",
-    "bounced",
-    "failed",
-    "suppressed",
-    "opened",
-    "clicked",
-    "unsubscribed",
-    "complained",
-    "portal",
-)
+MESSAGE_KINDS = MESSAGE_EVENT_KINDS
 EVENT_TYPES = (*(f"message.{kind}" for kind in MESSAGE_KINDS), "webhook.test")
 ALL_EVENTS = "*"
 # Payload keys that are (or may be) PHI: only endpoints with include_phi receive them.

@@ -122,9 +122,7 @@ def test_a_message_reaches_the_receiver_byte_exact(delivering, smtp_sink: SmtpSi
     assert _events(delivering, message_id)[1].detail["code"] == 250
 
 
-def _marketing_message(runtime, delivering, smtp_sink, tenant, address: str):
-    """A marketing message to a new contact who granted marketing consent, delivered:
-    (its id, the contact's id, the received message)."""
+def _granted_contact(runtime, tenant, address: str):
     from carepost.consent import service as consent
     from carepost.consent.service import ConsentChange
 
@@ -141,12 +139,19 @@ def _marketing_message(runtime, delivering, smtp_sink, tenant, address: str):
             ),
             actor=SYSTEM,
         )
+    return contact.id
+
+
+def _marketing_message(runtime, delivering, smtp_sink, tenant, address: str):
+    """A marketing message to a new contact who granted marketing consent, delivered:
+    (its id, the contact's id, the received message)."""
+    contact_id = _granted_contact(runtime, tenant, address)
     [message_id] = _send(
-        delivering, tenant, {"contact_id": str(contact.id), "purpose": "marketing"}
+        delivering, tenant, {"contact_id": str(contact_id), "purpose": "marketing"}
     )
     _deliver(delivering)
     [received] = [r for r in smtp_sink.received if r.message["To"] == address]
-    return message_id, contact.id, received.message
+    return message_id, contact_id, received.message
 
 
 def _unsubscribe_uris(parsed) -> tuple[str, str]:
@@ -288,26 +293,6 @@ def test_mail_to_the_unsubscribe_address_unsubscribes_through_the_listener(
             .where(ConsentCurrent.contact_id == contact_id, ConsentCurrent.purpose == "marketing")
         ).one()
     assert tuple(current) == ("revoked", "mailto")
-
-
-def _granted_contact(runtime, tenant, address: str):
-    from carepost.consent import service as consent
-    from carepost.consent.service import ConsentChange
-
-    with runtime.bound_session(tenant[1]) as session:
-        contact = contacts.create_contact(
-            session, tenant[1], values={"email": address}, actor=SYSTEM
-        )
-        consent.record_consent(
-            session,
-            tenant[0].id,
-            contact_id=contact.id,
-            change=ConsentChange(
-                channel="email", purpose="marketing", status="granted", source="api"
-            ),
-            actor=SYSTEM,
-        )
-    return contact.id
 
 
 def test_an_unsubscribe_after_queueing_stops_the_queued_mail(
