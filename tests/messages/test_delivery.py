@@ -238,10 +238,9 @@ def test_mail_to_the_unsubscribe_address_unsubscribes_through_the_listener(
     delivering, smtp_sink, tenant, runtime
 ):
     """The mailto: of List-Unsubscribe, sent over real SMTP to the inbound listener."""
-    import asyncio
+    import smtplib
     import socket
 
-    import aiosmtplib
     from aiosmtpd.controller import Controller
 
     from carepost.consent.models import ConsentCurrent, ConsentRecord
@@ -270,17 +269,11 @@ def test_mail_to_the_unsubscribe_address_unsubscribes_through_the_listener(
             + (b"\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n")
         )
         forged = f"u-{'a' * verp.TOKEN_CHARS}@{settings.bounce_domain}"
-        for recipient in (forged, address):
-            asyncio.run(
-                aiosmtplib.send(
-                    request,
-                    sender="bymail@example.org",
-                    recipients=[recipient],
-                    hostname="127.0.0.1",
-                    port=port,
-                    start_tls=False,
-                )
-            )
+        # The standard library's client: no event loop of this thread's to depend on
+        # (another test may have left one running).
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            for recipient in (forged, address):
+                assert client.sendmail("bymail@example.org", [recipient], request) == {}
     finally:
         controller.stop()
     kinds, timeline, suppressed = _unsubscribed(runtime, tenant, message_id, contact_id)
