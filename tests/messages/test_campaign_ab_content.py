@@ -11,10 +11,6 @@ import pytest
 from sqlalchemy import select
 
 from carepost.audit.service import SYSTEM
-from carepost.consent import service as consent
-from carepost.consent.service import ConsentChange
-from carepost.contacts import lists
-from carepost.contacts import service as contacts
 from carepost.messages.campaigns import advance_campaigns
 from carepost.messages.delivery import deliver_due_messages
 from carepost.messages.models import Message
@@ -22,6 +18,7 @@ from carepost.templates import service as templates
 from carepost.templates.variants import VariantSplit, assign_variant
 from carepost.tenancy import service as tenancy
 from tests.messages.smtp_sink import SmtpSink
+from tests.messages.test_campaign_ab import _audience
 
 V1 = "/api/v1"
 ADDRESS = "100 Main Street\nSpringfield, IL 62701"
@@ -44,32 +41,6 @@ def clinic(runtime, make_tenant):
             session, tenant_id=tenant[0].id, actor=SYSTEM, physical_address=ADDRESS
         )
     return tenant
-
-
-def _audience(runtime, tenant, count: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    tenant_row, keys = tenant
-    ids = []
-    with runtime.bound_session(keys) as session:
-        for n in range(count):
-            contact = contacts.create_contact(
-                session,
-                keys,
-                values={"email": f"abc{n}-{uuid.uuid4().hex[:6]}@example.org"},
-                actor=SYSTEM,
-            )
-            consent.record_consents(
-                session,
-                tenant_row.id,
-                contact_id=contact.id,
-                changes=[ConsentChange("email", "marketing", "granted", "api")],
-                actor=SYSTEM,
-            )
-            ids.append(contact.id)
-        row = lists.create_list(
-            session, tenant_row.id, name=f"l-{uuid.uuid4().hex[:6]}", description="", actor=SYSTEM
-        )
-        lists.change_members(session, tenant_row.id, row.id, add=ids, remove=[], actor=SYSTEM)
-    return row.id, ids
 
 
 def _content_variant_template(runtime, tenant, *, percent_a: int, percent_b: int) -> str:

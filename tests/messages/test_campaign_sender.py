@@ -8,43 +8,17 @@ import uuid
 
 from sqlalchemy import select
 
-from carepost.audit.service import SYSTEM
-from carepost.consent import service as consent
-from carepost.consent.service import ConsentChange
-from carepost.contacts import lists
-from carepost.contacts import service as contacts
 from carepost.messages.campaigns import advance_campaigns
 from carepost.messages.delivery import deliver_due_messages
 from carepost.messages.models import Message
 from tests.messages.smtp_sink import SmtpSink
+from tests.messages.test_campaign_ab import _audience
 
 V1 = "/api/v1"
 
 
 def _list(runtime, tenant, count: int) -> uuid.UUID:
-    tenant_row, keys = tenant
-    with runtime.bound_session(keys) as session:
-        ids = []
-        for n in range(count):
-            contact = contacts.create_contact(
-                session,
-                keys,
-                values={"email": f"rt{n}-{uuid.uuid4().hex[:6]}@example.org"},
-                actor=SYSTEM,
-            )
-            consent.record_consents(
-                session,
-                tenant_row.id,
-                contact_id=contact.id,
-                changes=[ConsentChange("email", "marketing", "granted", "api")],
-                actor=SYSTEM,
-            )
-            ids.append(contact.id)
-        row = lists.create_list(
-            session, tenant_row.id, name=f"l-{uuid.uuid4().hex[:6]}", description="", actor=SYSTEM
-        )
-        lists.change_members(session, tenant_row.id, row.id, add=ids, remove=[], actor=SYSTEM)
-        return row.id
+    return _audience(runtime, tenant, count)[0]
 
 
 def _body(list_id: uuid.UUID, **extra) -> dict:
